@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the system packages K2's local services need, only where missing.
+set -euo pipefail
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v mvn >/dev/null 2>&1 || missing+=(maven)
+if ! command -v java >/dev/null 2>&1; then
+  missing+=(openjdk-17-jre-headless)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing system packages: ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian starts a system redis on 6379 after install; K2 runs its own on another port and leaves it alone.

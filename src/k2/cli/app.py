@@ -1,0 +1,71 @@
+"""The root ``k2`` command: builds the configuration once and hands it to sub-commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from k2 import __version__
+from k2.cli import config_cmd, services_cmd
+from k2.cli.context import Context
+from k2.config import load_settings
+from k2.errors import K2Error
+from k2.observability.logging import configure_logging
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="k2",
+    help=(
+        "K2 — a market-data lakehouse: ticks from feeds through Kafka into Iceberg, checked for gaps "
+        "and duplicates on the way, queried with DuckDB. An analytics platform (sub-second), "
+        "not an execution system (microseconds)."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+app.add_typer(services_cmd.app, name="services")
+app.add_typer(config_cmd.app, name="config")
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    config: Path | None = typer.Option(
+        None,
+        "--config",
+        "-c",
+        envvar="K2_CONFIG",
+        help="TOML configuration file (default: ./k2.toml if present).",
+    ),
+) -> None:
+    """Build the one Settings object; a bad value stops here with a message naming it."""
+    err = Console(stderr=True)
+    try:
+        settings = load_settings(config)
+    except K2Error as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(exc.exit_code) from exc
+    configure_logging(settings.log)
+    ctx.obj = Context(settings=settings, console=Console(), err=err)
+
+
+@app.command()
+def version() -> None:
+    """Print K2's version and those of the parts it is built on."""
+    import confluent_kafka
+    import duckdb
+    import pyiceberg
+
+    typer.echo(f"k2 {__version__}")
+    typer.echo(
+        f"pyiceberg {pyiceberg.__version__}, duckdb {duckdb.__version__}, "
+        f"confluent-kafka {confluent_kafka.version()[0]} (librdkafka {confluent_kafka.libversion()[0]})"
+    )
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,91 @@
+"""``k2 services``: the local Kafka broker and Redis server that K2 runs for you."""
+
+from __future__ import annotations
+
+import time
+
+import typer
+from rich.table import Table
+
+from k2.cli.context import dump_json, handle_errors, obj
+from k2.services import Launcher, ServiceStatus
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    help=(
+        "Run the local services: Apache Kafka (KRaft, jars fetched once with Maven) and redis-server. "
+        "Nothing is started for a service configured as external."
+    ),
+    no_args_is_help=True,
+)
+
+_NAMES = typer.Argument(None, help="kafka and/or redis (default: both).")
+_STYLE = {"running": "green", "external": "green", "stopped": "dim", "stale": "yellow",
+          "unhealthy": "red", "unreachable": "red"}  # fmt: skip
+
+
+def _table(statuses: list[ServiceStatus]) -> Table:
+    table = Table()
+    for col in ("service", "state", "address", "pid", "version", "detail"):
+        table.add_column(col)
+    for s in statuses:
+        style = _STYLE.get(s.state, "")
+        table.add_row(
+            s.name, f"[{style}]{s.state}[/]", s.address, str(s.pid or "-"), s.version or "-", s.detail
+        )
+    return table
+
+
+@app.command()
+@handle_errors
+def up(
+    ctx: typer.Context,
+    names: list[str] | None = _NAMES,
+    timeout: float = typer.Option(120.0, help="Seconds to wait for each service to be ready."),
+) -> None:
+    """Start the services (a second call is harmless) and wait until each answers a real request."""
+    context = obj(ctx)
+    launcher = Launcher(context.settings)
+    start = time.perf_counter()
+    with context.err.status("starting services (the first start fetches the Kafka jars with Maven)…"):
+        statuses = launcher.up(names, timeout_s=timeout)
+    context.console.print(_table(statuses))
+    context.console.print(f"ready in {time.perf_counter() - start:.1f}s")
+
+
+@app.command()
+@handle_errors
+def down(ctx: typer.Context, names: list[str] | None = _NAMES) -> None:
+    """Stop the services that K2 started, by their recorded pid."""
+    context = obj(ctx)
+    context.console.print(_table(Launcher(context.settings).down(names)))
+
+
+@app.command()
+@handle_errors
+def status(
+    ctx: typer.Context,
+    names: list[str] | None = _NAMES,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show each service's state, address, pid and version; exit 1 if any is not healthy."""
+    context = obj(ctx)
+    statuses = Launcher(context.settings).status(names)
+    if as_json:
+        dump_json([{**s.__dict__, "healthy": s.healthy} for s in statuses])
+    else:
+        context.console.print(_table(statuses))
+    if not all(s.healthy for s in statuses):
+        raise typer.Exit(1)
+
+
+@app.command()
+@handle_errors
+def logs(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="kafka or redis."),
+    lines: int = typer.Option(50, "--lines", "-n", min=1, help="How many lines from the end."),
+) -> None:
+    """Print the tail of a service's log."""
+    typer.echo(Launcher(obj(ctx).settings).logs(name, lines))

@@ -1,0 +1,65 @@
+"""Starts, stops and reports on K2's services, in dependency order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from k2.config import Settings
+from k2.observability.logging import get_logger
+from k2.services.base import Service, ServiceStatus
+from k2.services.errors import ServiceError
+from k2.services.kafka import KafkaService
+from k2.services.process import tail
+from k2.services.redis import RedisService
+
+__all__ = ["SERVICE_NAMES", "Launcher"]
+
+SERVICE_NAMES = ("kafka", "redis")
+log = get_logger(__name__)
+
+
+class Launcher:
+    """The services of one data directory."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.services: dict[str, Service] = {
+            "kafka": KafkaService(settings),
+            "redis": RedisService(settings),
+        }
+
+    def _pick(self, names: Iterable[str] | None) -> list[Service]:
+        chosen = list(names) if names else list(SERVICE_NAMES)
+        unknown = [n for n in chosen if n not in self.services]
+        if unknown:
+            raise ServiceError(
+                f"unknown service {', '.join(unknown)}; choose from {', '.join(SERVICE_NAMES)}",
+                service=unknown[0],
+            )
+        return [self.services[n] for n in chosen]
+
+    def up(self, names: Iterable[str] | None = None, timeout_s: float = 90.0) -> list[ServiceStatus]:
+        """Start what is not running; harmless when everything already is.
+
+        Raises:
+            ServiceError: a service could not be started (the message says why and what to do).
+        """
+        out = []
+        for service in self._pick(names):
+            if not service.managed:
+                log.info("service external, not started", service=service.name, address=service.address)
+            status = service.start(timeout_s)
+            log.info("service up", service=service.name, address=status.address, pid=status.pid)
+            out.append(status)
+        return out
+
+    def down(self, names: Iterable[str] | None = None) -> list[ServiceStatus]:
+        return [service.stop(30.0) for service in reversed(self._pick(names))]
+
+    def status(self, names: Iterable[str] | None = None) -> list[ServiceStatus]:
+        return [service.status() for service in self._pick(names)]
+
+    def logs(self, name: str, lines: int = 50) -> str:
+        (service,) = self._pick([name])
+        if not service.managed:
+            raise ServiceError(f"{name} is external: K2 keeps no log for it", service=name)
+        return tail(service.log_path, lines)

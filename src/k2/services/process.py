@@ -1,0 +1,130 @@
+"""Background processes that K2 owns, tracked by pid files that survive crashes.
+
+A pid file records the pid *and* the process start time: after a reboot or a crash the same pid
+may belong to an unrelated process, and K2 must never signal that one. Stopping is always by the
+recorded pid, never by process name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+__all__ = ["OwnedProcess", "spawn", "tail", "wait_until"]
+
+
+@dataclass(frozen=True)
+class _Record:
+    pid: int
+    create_time: float
+
+
+class OwnedProcess:
+    """One pid file and the process it names."""
+
+    def __init__(self, pid_file: Path) -> None:
+        self.pid_file = pid_file
+
+    def _read(self) -> _Record | None:
+        try:
+            data = json.loads(self.pid_file.read_text())
+            return _Record(int(data["pid"]), float(data["create_time"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _live(self, record: _Record) -> psutil.Process | None:
+        try:
+            proc = psutil.Process(record.pid)
+            # 1 s of slack: create_time is rounded differently on some kernels.
+            if abs(proc.create_time() - record.create_time) > 1.0 or proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+            return proc
+        except psutil.Error:
+            return None
+
+    @property
+    def pid(self) -> int | None:
+        record = self._read()
+        return record.pid if record and self._live(record) else None
+
+    @property
+    def stale(self) -> bool:
+        """A pid file whose process is gone (a crash, a reboot, a kill -9)."""
+        record = self._read()
+        return self.pid_file.exists() and (record is None or self._live(record) is None)
+
+    def record(self, proc: subprocess.Popen[bytes]) -> None:
+        created = psutil.Process(proc.pid).create_time()
+        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.pid_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"pid": proc.pid, "create_time": created}))
+        tmp.replace(self.pid_file)
+
+    def clear(self) -> None:
+        self.pid_file.unlink(missing_ok=True)
+
+    def terminate(self, timeout_s: float) -> bool:
+        """SIGTERM, wait, then SIGKILL the recorded process. Returns whether one was running."""
+        record = self._read()
+        proc = self._live(record) if record else None
+        if proc is None:
+            self.clear()
+            return False
+        try:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=timeout_s)
+        except psutil.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        except psutil.NoSuchProcess:
+            pass
+        self.clear()
+        return True
+
+
+def spawn(
+    cmd: list[str], *, log_path: Path, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a detached process (own session, so a Ctrl-C in the shell does not reach it)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
+
+
+def tail(path: Path, lines: int) -> str:
+    """The last lines of a log file, read from the end so a large log costs little."""
+    if not path.exists():
+        return ""
+    with path.open("rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        block = min(size, max(4096, lines * 300))
+        fh.seek(size - block)
+        data = fh.read().decode(errors="replace")
+    return "\n".join(data.splitlines()[-lines:])
+
+
+def wait_until(check: Callable[[], object], timeout_s: float, interval_s: float = 0.2) -> bool:
+    """Poll ``check()`` until it returns truthy or the time is up."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(interval_s)
+    return False

@@ -1,0 +1,108 @@
+"""A local redis-server with append-only persistence: sequence state must survive restarts."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import redis
+
+from k2.config import Settings
+from k2.services.base import Service, ServiceStatus
+from k2.services.errors import ServiceError, ServiceStartError
+from k2.services.process import OwnedProcess, spawn, tail, wait_until
+
+__all__ = ["RedisService"]
+
+
+class RedisService(Service):
+    name = "redis"
+
+    def __init__(self, settings: Settings) -> None:
+        self._redis = settings.redis
+        self.home = settings.data_dir / "services" / "redis"
+        self._proc = OwnedProcess(self.home / "redis.pid")
+
+    @property
+    def managed(self) -> bool:
+        return self._redis.managed
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self._redis.port}" if self.managed else "external"
+
+    @property
+    def log_path(self) -> Path:
+        return self.home / "redis.log"
+
+    def ping(self) -> str:
+        client = redis.Redis.from_url(self._redis.effective_url, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            client.ping()
+            return str(client.info("server")["redis_version"])
+        finally:
+            client.close()
+
+    def status(self) -> ServiceStatus:
+        if not self.managed:
+            return self._probe("external")
+        pid = self._proc.pid
+        if pid is None:
+            state = "stale" if self._proc.stale else "stopped"
+            detail = f"pid file {self._proc.pid_file} names a dead process" if state == "stale" else ""
+            return ServiceStatus(self.name, state, self.address, detail=detail)
+        return self._probe("running", pid)
+
+    def _probe(self, state: str, pid: int | None = None) -> ServiceStatus:
+        try:
+            version = self.ping()
+        except Exception as exc:
+            bad = "unreachable" if state == "external" else "unhealthy"
+            return ServiceStatus(self.name, bad, self.address, pid, None, str(exc))  # type: ignore[arg-type]
+        return ServiceStatus(self.name, state, self.address, pid, version)  # type: ignore[arg-type]
+
+    def start(self, timeout_s: float = 20.0) -> ServiceStatus:
+        if not self.managed or self._proc.pid is not None:
+            return self.status()
+        self._proc.clear()
+        server = shutil.which("redis-server") or next(
+            (p for p in ("/usr/bin/redis-server", "/usr/local/bin/redis-server") if Path(p).exists()), None
+        )
+        if server is None:
+            raise ServiceError(
+                "redis-server is not installed; install it (Debian: apt-get install redis-server, "
+                "which `make test` and `make demo` do) or set K2_REDIS__URL to an existing Redis",
+                service=self.name,
+            )
+        self.home.mkdir(parents=True, exist_ok=True)
+        conf = self.home / "redis.conf"
+        conf.write_text(
+            f"port {self._redis.port}\nbind 127.0.0.1\nprotected-mode yes\ndir {self.home}\n"
+            "appendonly yes\nappendfsync everysec\nsave 60 1000\ndaemonize no\n"
+            f"logfile {self.log_path}\n"
+        )
+        proc = spawn([server, str(conf)], log_path=self.home / "redis.stdout", cwd=self.home)
+        self._proc.record(proc)
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                return True
+            try:
+                self.ping()
+                return True
+            except Exception:
+                return False
+
+        if not wait_until(ready, timeout_s, 0.1) or proc.poll() is not None:
+            self._proc.terminate(5)
+            raise ServiceStartError(
+                f"redis-server did not become ready on {self.address}; log tail:\n"
+                f"{tail(self.log_path, 20)}\n{tail(self.home / 'redis.stdout', 5)}",
+                service=self.name,
+            )
+        return self.status()
+
+    def stop(self, timeout_s: float = 15.0) -> ServiceStatus:
+        if self.managed:
+            self._proc.terminate(timeout_s)
+        return self.status()

@@ -1,0 +1,93 @@
+"""Shared fixtures: real Kafka and Redis, started once per session through K2's own launcher.
+
+Each test isolates itself by unique names (topics, groups, key prefixes, catalog namespaces), so
+the services are shared and the suite stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from k2.config import Settings, load_settings
+from k2.services import Launcher
+
+ASX_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "asx-2014-03"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(autouse=True)
+def _no_user_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's own K2_* variables or k2.toml must not leak into tests."""
+    for key in list(os.environ):
+        if key.startswith("K2_"):
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture(scope="session")
+def services_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("k2-services")
+
+
+@pytest.fixture(scope="session")
+def service_settings(services_dir: Path) -> Settings:
+    """Settings naming the session's broker and Redis on free, non-default ports."""
+    return load_settings(
+        data_dir=services_dir,
+        kafka={"port": _free_port(), "controller_port": _free_port(), "heap": "512m"},
+        redis={"port": _free_port()},
+    )
+
+
+@pytest.fixture(scope="session")
+def services(service_settings: Settings) -> Iterator[Settings]:
+    """Kafka and Redis, up for the whole session, stopped at its end."""
+    launcher = Launcher(service_settings)
+    launcher.up(timeout_s=120)
+    try:
+        yield service_settings
+    finally:
+        launcher.down()
+
+
+@pytest.fixture
+def settings(services: Settings, tmp_path: Path) -> Settings:
+    """Per-test settings: the session's services, a fresh data directory and unique names."""
+    tag = uuid.uuid4().hex[:8]
+    return load_settings(
+        data_dir=tmp_path / "k2",
+        kafka={**services.kafka.model_dump(), "topic_prefix": f"t{tag}."},
+        redis={**services.redis.model_dump(), "key_prefix": f"t{tag}:"},
+        pipeline={"group_id": f"g{tag}"},
+    )
+
+
+@pytest.fixture
+def unique() -> Callable[[str], str]:
+    return lambda prefix: f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def asx_data() -> Path:
+    """The real ASX sample; the suite is specified against it, so its absence is an error."""
+    assert ASX_DATA.is_dir(), f"ASX sample data expected at {ASX_DATA}"
+    return ASX_DATA
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        path = str(item.fspath)
+        if "/integration/" in path:
+            item.add_marker(pytest.mark.integration)
+        elif "/e2e/" in path:
+            item.add_marker(pytest.mark.e2e)

@@ -1,0 +1,110 @@
+"""The launcher against the real Kafka broker and redis-server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+from pathlib import Path
+
+import psutil
+import redis
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+from typer.testing import CliRunner
+
+from k2.cli import app
+from k2.config import Settings, load_settings
+from k2.services import Launcher
+from tests.conftest import _free_port
+
+
+def test_broker_serves_any_kafka_client(services: Settings) -> None:
+    topic = f"svc-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": services.kafka.bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])[topic].result(10)
+    producer = Producer({"bootstrap.servers": services.kafka.bootstrap, "enable.idempotence": True})
+    for i in range(100):
+        producer.produce(topic, key=str(i % 2).encode(), value=f"m{i}".encode())
+    assert producer.flush(10) == 0
+    consumer = Consumer({"bootstrap.servers": services.kafka.bootstrap, "group.id": topic,
+                         "auto.offset.reset": "earliest"})  # fmt: skip
+    consumer.subscribe([topic])
+    seen: list[bytes] = []
+    for _ in range(100):
+        msgs = consumer.consume(100, timeout=1.0)
+        seen.extend(m.value() for m in msgs if m.error() is None)
+        if len(seen) >= 100:
+            break
+    consumer.close()
+    assert sorted(seen) == sorted(f"m{i}".encode() for i in range(100))
+
+
+def test_redis_set_get_with_persistence_on(services: Settings) -> None:
+    client = redis.Redis.from_url(services.redis.effective_url)
+    client.set("k2:test:key", "value")
+    assert client.get("k2:test:key") == b"value"
+    assert client.config_get("appendonly") == {"appendonly": "yes"}
+    assert client.config_get("dir")["dir"].startswith(str(services.data_dir))
+
+
+def test_status_and_second_up_are_harmless(services: Settings) -> None:
+    launcher = Launcher(services)
+    before = {s.name: s for s in launcher.status()}
+    assert all(s.state == "running" and s.healthy and s.pid for s in before.values())
+    assert before["kafka"].version == services.kafka.version
+    assert before["redis"].version and before["redis"].version[0].isdigit()
+    again = {s.name: s for s in launcher.up()}
+    assert {n: s.pid for n, s in again.items()} == {n: s.pid for n, s in before.items()}
+
+
+def test_down_stale_pid_and_recovery(tmp_path: Path) -> None:
+    """A private Redis: up, SIGKILL (a crash), stale detected, up recovers, down stops by pid."""
+    settings = load_settings(data_dir=tmp_path, redis={"port": _free_port()})
+    launcher = Launcher(settings)
+    (status,) = launcher.up(["redis"])
+    assert status.state == "running" and status.pid
+    os.kill(status.pid, signal.SIGKILL)
+    psutil.Process(status.pid).wait(5)
+    (crashed,) = launcher.status(["redis"])
+    assert crashed.state == "stale" and "dead process" in crashed.detail
+    (recovered,) = launcher.up(["redis"])
+    assert recovered.state == "running" and recovered.pid != status.pid
+    (down,) = launcher.down(["redis"])
+    assert down.state == "stopped"
+    assert not psutil.pid_exists(recovered.pid) or psutil.Process(recovered.pid).status() == "zombie"
+    assert "Ready to accept connections" in launcher.logs("redis", 200)
+
+
+def test_external_services_start_nothing(services: Settings, tmp_path: Path) -> None:
+    settings = load_settings(
+        data_dir=tmp_path,
+        kafka={"bootstrap_servers": services.kafka.bootstrap},
+        redis={"url": services.redis.effective_url},
+    )
+    statuses = Launcher(settings).up()
+    assert [s.state for s in statuses] == ["external", "external"]
+    assert all(s.pid is None for s in statuses)
+    assert not (tmp_path / "services").exists()
+
+
+def test_cli_status_up_and_logs(services: Settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("K2_DATA_DIR", str(services.data_dir))
+    monkeypatch.setenv("K2_KAFKA__PORT", str(services.kafka.port))
+    monkeypatch.setenv("K2_KAFKA__CONTROLLER_PORT", str(services.kafka.controller_port))
+    monkeypatch.setenv("K2_REDIS__PORT", str(services.redis.port))
+    runner = CliRunner()
+    result = runner.invoke(app, ["services", "status", "--json"])
+    assert result.exit_code == 0, result.output
+    assert '"state": "running"' in result.output
+    result = runner.invoke(app, ["services", "logs", "kafka", "-n", "5"])
+    assert result.exit_code == 0 and result.output.strip()
+    result = runner.invoke(app, ["services", "logs", "zookeeper"])
+    assert result.exit_code == 1 and "unknown service" in result.output
+
+
+def test_cli_rejects_bad_config(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("K2_KAFKA__PARTITIONS", "zero")
+    result = CliRunner().invoke(app, ["config", "show"])
+    assert result.exit_code == 2
+    assert "K2_KAFKA__PARTITIONS" in result.output

@@ -112,6 +112,12 @@ class PipelineSettings(_Section):
     """The consumer pipeline."""
 
     group_id: str = Field("k2-ingest", min_length=1)
+    instance_id: str | None = Field(
+        None,
+        description="Static group membership (group.instance.id): a restarted consumer takes its "
+        "partitions back at once instead of waiting for the session timeout.",
+    )
+    session_timeout_ms: int = Field(10_000, ge=6_000, le=300_000)
     batch_max_messages: int = Field(50_000, ge=1)
     poll_timeout_s: float = Field(0.2, gt=0)
     max_clock_skew_s: float = Field(

@@ -104,7 +104,7 @@ def _specs() -> dict[str, TableSpec]:
     return {
         "trades": _tick_spec("trades"),
         "quotes": _tick_spec("quotes"),
-        "reference": TableSpec("reference", schemas.iceberg_schema("instrument")),
+        "reference": TableSpec("reference", schemas.iceberg_schema("instruments")),
         GAPS: TableSpec(GAPS, GAPS_SCHEMA),
     }
 

@@ -147,7 +147,10 @@ class KafkaService(Service):
     def _cluster_id(self) -> str:
         path = self.home / "cluster.id"
         if not path.exists():
-            raw = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            # Like Kafka's own Uuid.randomUuid: never starting with '-', which CLIs read as an option.
+            raw = "-"
+            while raw.startswith("-"):
+                raw = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             path.write_text(raw)
         return path.read_text().strip()
 
@@ -185,7 +188,7 @@ class KafkaService(Service):
         if (self.home / "data" / "meta.properties").exists():
             return
         cmd = [java, "-cp", self.jars.classpath, "kafka.tools.StorageTool", "format",
-               "-t", self._cluster_id(), "-c", str(config), "--ignore-formatted"]  # fmt: skip
+               f"--cluster-id={self._cluster_id()}", "-c", str(config), "--ignore-formatted"]  # fmt: skip
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise ServiceStartError(

@@ -1,0 +1,60 @@
+"""The hook where sequence checks and dedup run on each decoded, validated batch.
+
+The pipeline knows nothing of how verdicts are made; it needs four things from the hook: where it
+must start reading each partition (its own watermark), a verdict per batch, a place in the commit
+order, and a way to forget uncommitted work when partitions move.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+import polars as pl
+
+from k2.types import Offsets, TopicPartition
+
+__all__ = ["BatchChecks", "CheckResult", "NoChecks"]
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    keep: pl.Series  # Boolean: rows to write (duplicates are False)
+    gap_events: pl.DataFrame | None = None  # rows for the sequence_gaps table (with kafka lineage)
+
+
+class BatchChecks(abc.ABC):
+    @abc.abstractmethod
+    def assign(self, partitions: list[TopicPartition]) -> Offsets:
+        """Load state for newly owned partitions; return the offset each must be replayed from."""
+
+    @abc.abstractmethod
+    def process(self, kind: str, topic: str, frame: pl.DataFrame) -> CheckResult:
+        """Classify a batch (with _partition/_offset columns) against the state; write nothing yet."""
+
+    @abc.abstractmethod
+    def commit(self, end: Offsets) -> None:
+        """Persist the state that the batches since the last commit produced, fenced by ``end``.
+
+        Called after every table committed, so the state never runs ahead of Iceberg.
+        """
+
+    @abc.abstractmethod
+    def revoke(self, partitions: list[TopicPartition]) -> None:
+        """Forget uncommitted state for partitions that moved to another consumer."""
+
+
+class NoChecks(BatchChecks):
+    """Every row is written; no state. For feeds that need no sequence checks or dedup."""
+
+    def assign(self, partitions: list[TopicPartition]) -> Offsets:
+        return {}
+
+    def process(self, kind: str, topic: str, frame: pl.DataFrame) -> CheckResult:
+        return CheckResult(keep=pl.Series("keep", [True] * frame.height, dtype=pl.Boolean))
+
+    def commit(self, end: Offsets) -> None:
+        return None
+
+    def revoke(self, partitions: list[TopicPartition]) -> None:
+        return None

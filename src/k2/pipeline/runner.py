@@ -1,0 +1,364 @@
+"""The ingest pipeline: Kafka micro-batches → decode → validate (→ DLQ) → checks → Iceberg.
+
+Life cycle (after Quix Streams' ``Application.run``): the constructor wires collaborators and
+touches nothing; ``run()`` installs signal handlers that only request a stop, subscribes with
+assign/revoke/lost callbacks, loops, and on a clean stop makes one final commit. After a failure
+nothing is committed: the uncommitted range is simply read again by the next run.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+
+from k2 import schemas
+from k2.config import Settings
+from k2.lake.catalog import open_catalog
+from k2.lake.errors import StaleWriterError
+from k2.lake.tables import GAPS, TICK_TABLES, ensure_tables
+from k2.lake.writer import NO_OFFSET, TableWriter
+from k2.observability.logging import get_logger
+from k2.observability.metrics import REGISTRY, Counter, Gauge, Histogram
+from k2.pipeline.checkpoint import Checkpoint
+from k2.pipeline.checks import BatchChecks, NoChecks
+from k2.pipeline.sinks import TableSink
+from k2.pipeline.validate import Validator
+from k2.stream.dlq import DeadLetter
+from k2.stream.producer import TickProducer
+from k2.types import Offsets
+from k2.types import TopicPartition as TP
+
+__all__ = ["Pipeline", "PipelineStats"]
+
+log = get_logger(__name__)
+
+MESSAGES = Counter("k2_pipeline_messages_total", "Messages read", ["topic"], registry=REGISTRY)
+DEAD_LETTERS = Counter(
+    "k2_pipeline_dead_letters_total", "Messages sent to the DLQ", ["topic"], registry=REGISTRY
+)
+DROPPED_DUPLICATES = Counter(
+    "k2_pipeline_duplicates_dropped_total", "Duplicates not written", ["topic"], registry=REGISTRY
+)
+LAG = Gauge(
+    "k2_pipeline_consumer_lag", "High watermark minus position", ["topic", "partition"], registry=REGISTRY
+)
+BATCH_SECONDS = Histogram(
+    "k2_pipeline_batch_seconds", "Processing time of one micro-batch", registry=REGISTRY,
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)  # fmt: skip
+
+
+@dataclass
+class PipelineStats:
+    messages: int = 0
+    written: int = 0
+    dead_letters: int = 0
+    duplicates: int = 0
+    commits: int = 0
+    by_topic: dict[str, int] = field(default_factory=dict)
+
+
+class Pipeline:
+    """One consumer process of the ingest group."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        checks: BatchChecks | None = None,
+        crash_at: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.kafka = settings.kafka
+        self.checks = checks or NoChecks()
+        self.stats = PipelineStats()
+        self._running = False
+        self._failed = False
+        self._crash_at = crash_at
+        self._assigned = False
+        self.topics = {self.kafka.topic(kind): kind for kind in TICK_TABLES}
+        self._last_message_at = time.monotonic()
+
+    # -- wiring -------------------------------------------------------------------------------
+    def _build(self) -> None:
+        catalog = open_catalog(self.settings)
+        ns = self.settings.lake.namespace
+        tables = ensure_tables(catalog, ns)
+        self.producer = TickProducer(self.kafka)
+        self.validator = Validator(
+            self.settings.pipeline.max_clock_skew_s, _known_symbols(tables["reference"])
+        )
+        tick_sinks = [
+            TableSink(
+                TableWriter(catalog, f"{ns}.{kind}", sort_by=("symbol", "exchange_ts", "sequence")),
+                {self.kafka.topic(kind)},
+                tables[kind].schema().as_arrow(),
+            )
+            for kind in TICK_TABLES
+        ]
+        gap_sink = TableSink(
+            TableWriter(catalog, f"{ns}.{GAPS}"), set(self.topics), tables[GAPS].schema().as_arrow()
+        )
+        self.sinks_by_topic = {self.kafka.topic(s.name): s for s in tick_sinks}
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": self.kafka.bootstrap,
+                "group.id": self.settings.pipeline.group_id,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "partition.assignment.strategy": "range",
+                "fetch.max.bytes": 64 * 1024 * 1024,
+                "max.partition.fetch.bytes": 16 * 1024 * 1024,
+                "queued.max.messages.kbytes": 256 * 1024,
+                "session.timeout.ms": self.settings.pipeline.session_timeout_ms,
+                # also the rebalance timeout: how long a join waits for members that vanished
+                "max.poll.interval.ms": 60000,
+                **(
+                    {"group.instance.id": self.settings.pipeline.instance_id}
+                    if self.settings.pipeline.instance_id
+                    else {}
+                ),
+                **self.kafka.client,
+            }
+        )
+        self.checkpoint = Checkpoint(
+            gap_sink=gap_sink,
+            tick_sinks=tick_sinks,
+            checks=self.checks,
+            flush_dead_letters=lambda: self.producer.flush(30.0),
+            commit_group_offsets=self._commit_group_offsets,
+            max_rows=self.settings.lake.commit_rows,
+            max_age_s=self.settings.lake.commit_interval_s,
+        )
+        if self._crash_at:
+            self.checkpoint.crash_hook = _crash_hook(self._crash_at)
+
+    # -- partition life cycle -------------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tps: list[TP] = [(p.topic, p.partition) for p in partitions]
+        marks: dict[TP, list[int]] = {tp: [] for tp in tps}
+        for sink in self.checkpoint.sinks:
+            sink.reset(tps)
+            for tp in tps:
+                if tp[0] in sink.topics:
+                    marks[tp].append(sink.watermark(tp))
+        for tp, offset in self.checks.assign(tps).items():
+            marks[tp].append(offset)
+        for p in partitions:
+            start = min(marks[(p.topic, p.partition)], default=NO_OFFSET)
+            p.offset = OFFSET_BEGINNING if start == NO_OFFSET else start
+        self._last_message_at = time.monotonic()  # idleness counts from owning partitions, not joining
+        self._assigned = True
+        log.info(
+            "partitions assigned", partitions={f"{p.topic}[{p.partition}]": p.offset for p in partitions}
+        )
+        consumer.assign(partitions)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if not self._failed:
+            try:
+                self.checkpoint.commit()
+            except StaleWriterError as exc:
+                log.warning("commit on revoke refused: another consumer owns the range", error=str(exc))
+        self.checkpoint.discard()
+        self.checks.revoke([(p.topic, p.partition) for p in partitions])
+        consumer.unassign()
+        log.info("partitions revoked", count=len(partitions))
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.checkpoint.discard()
+        self.checks.revoke([(p.topic, p.partition) for p in partitions])
+        consumer.unassign()
+        log.warning("partitions lost; uncommitted work dropped", count=len(partitions))
+
+    def _commit_group_offsets(self, end: Offsets) -> None:
+        offsets = [TopicPartition(t, p, o) for (t, p), o in end.items()]
+        if offsets:
+            self.consumer.commit(offsets=offsets, asynchronous=True)
+
+    # -- the loop -------------------------------------------------------------------------------
+    def stop(self, *_: Any) -> None:
+        """Ask the loop to end after the current batch (signal handlers call this, nothing more)."""
+        self._running = False
+
+    def run(
+        self,
+        *,
+        idle_timeout_s: float | None = None,
+        max_seconds: float | None = None,
+        on_batch: Callable[[PipelineStats], None] | None = None,
+    ) -> PipelineStats:
+        """Consume until stopped (a signal, ``idle_timeout_s`` without messages, or ``max_seconds``).
+
+        Raises:
+            K2Error: a failure that stops the pipeline; nothing after the last commit was kept.
+        """
+        self._build()
+        previous = {s: signal.signal(s, self.stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        self._running = True
+        began = self._last_message_at = time.monotonic()
+        try:
+            self.consumer.subscribe(
+                list(self.topics), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+            )
+            while self._running:
+                messages = self.consumer.consume(self.settings.pipeline.batch_max_messages,
+                                                 self.settings.pipeline.poll_timeout_s)  # fmt: skip
+                now = time.monotonic()
+                if messages:
+                    self._process(messages)
+                    if on_batch:
+                        on_batch(self.stats)
+                if self.checkpoint.due():
+                    self._commit()
+                idle = now - self._last_message_at
+                if idle_timeout_s is not None and self._assigned and idle > idle_timeout_s:
+                    break
+                if max_seconds is not None and now - began > max_seconds:
+                    break
+            self._commit()
+        except BaseException:
+            self._failed = True
+            raise
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.consumer.close()
+            self.producer.close()
+        self.stats.commits = self.checkpoint.commits
+        return self.stats
+
+    def _commit(self) -> None:
+        try:
+            self.checkpoint.commit()
+        except StaleWriterError as exc:
+            # Another consumer committed this range (a zombie after a rebalance): re-seek from the
+            # tables' watermarks instead of writing anything twice.
+            log.warning("fenced by another writer; re-seeking from the table watermarks", error=str(exc))
+            self.checkpoint.discard()
+            assignment = self.consumer.assignment()
+            self.checks.revoke([(p.topic, p.partition) for p in assignment])
+            self._on_assign(self.consumer, assignment)
+
+    def _process(self, messages: list[Message]) -> None:
+        started = time.perf_counter()
+        by_topic: dict[str, list[Message]] = {}
+        for m in messages:
+            err = m.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer error", error=str(err))
+                continue
+            by_topic.setdefault(m.topic(), []).append(m)
+        if not by_topic:
+            return
+        self._last_message_at = time.monotonic()
+        for topic, batch in by_topic.items():
+            kind = self.topics.get(topic)
+            if kind is not None:
+                self._process_topic(topic, kind, batch)
+        BATCH_SECONDS.observe(time.perf_counter() - started)
+
+    def _process_topic(self, topic: str, kind: str, batch: list[Message]) -> None:
+        values = [m.value() or b"" for m in batch]
+        partitions = np.fromiter((m.partition() for m in batch), dtype=np.int32, count=len(batch))
+        offsets = np.fromiter((m.offset() for m in batch), dtype=np.int64, count=len(batch))
+        self.stats.messages += len(batch)
+        self.stats.by_topic[topic] = self.stats.by_topic.get(topic, 0) + len(batch)
+        MESSAGES.labels(topic).inc(len(batch))
+        sink = self.sinks_by_topic[topic]
+
+        decoded = schemas.decode_batch(kind, values)
+        frame = decoded.frame
+        index = (
+            frame.get_column("_index").to_numpy() if "_index" in frame.columns else np.arange(frame.height)
+        )
+        frame = frame.drop("_index", strict=False).with_columns(
+            pl.Series("_partition", partitions[index], dtype=pl.Int32),
+            pl.Series("_offset", offsets[index], dtype=pl.Int64),
+        )
+        letters = [(i, reason) for i, reason in decoded.errors]
+        reasons = self.validator.reasons(kind, frame)
+        bad = reasons.is_not_null()
+        if bad.any():
+            bad_rows = np.flatnonzero(bad.to_numpy())
+            letters += [(int(index[r]), str(reasons[int(r)])) for r in bad_rows]
+            frame = frame.filter(~bad)
+        self._dead_letters(topic, sink, letters, values, partitions, offsets)
+
+        result = self.checks.process(kind, topic, frame)
+        kept = frame.filter(result.keep)
+        duplicates = frame.height - kept.height
+        if duplicates:
+            self.stats.duplicates += duplicates
+            DROPPED_DUPLICATES.labels(topic).inc(duplicates)
+        rows = kept.rename({"_partition": "kafka_partition", "_offset": "kafka_offset"})
+        end = _ends(partitions, offsets)
+        sink.add(topic, rows, end)
+        if result.gap_events is not None:
+            self.checkpoint.gap_sink.add(topic, result.gap_events, end)
+        else:
+            self.checkpoint.gap_sink.add(topic, pl.DataFrame(), end)
+        self.checkpoint.record_read({(topic, p): o for p, o in end.items()})
+        self.stats.written += rows.height
+
+    def _dead_letters(
+        self,
+        topic: str,
+        sink: TableSink,
+        letters: list[tuple[int, str]],
+        values: list[bytes],
+        partitions: np.ndarray,
+        offsets: np.ndarray,
+    ) -> None:
+        for i, reason in letters:
+            p, o = int(partitions[i]), int(offsets[i])
+            if o < sink.watermark((topic, p)):
+                continue  # already dead-lettered before the crash that made us replay it
+            self.producer.send_dead_letter(
+                DeadLetter(value=values[i], reason=reason, source=f"topic={topic} partition={p} offset={o}")
+            )
+            self.stats.dead_letters += 1
+            DEAD_LETTERS.labels(topic).inc()
+
+
+def _ends(partitions: np.ndarray, offsets: np.ndarray) -> dict[int, int]:
+    """Next offset to read per partition after this batch."""
+    out: dict[int, int] = {}
+    for p in np.unique(partitions):
+        out[int(p)] = int(offsets[partitions == p].max()) + 1
+    return out
+
+
+def _known_symbols(reference: Any) -> set[str] | None:
+    """Symbols of the reference table, or None when it holds none (then any symbol is accepted)."""
+    try:
+        arrow = reference.scan(selected_fields=("symbol",)).to_arrow()
+    except Exception:
+        return None
+    symbols = set(arrow.column("symbol").to_pylist()) if arrow.num_rows else set()
+    return symbols or None
+
+
+def _crash_hook(spec: str) -> Callable[[str], None]:
+    """Test fault injection: SIGKILL this process at a named commit step (``step`` or ``step:n``)."""
+    import os
+
+    step, _, nth = spec.partition(":")
+    remaining = [int(nth or 1)]
+
+    def hook(name: str) -> None:
+        if name == step:
+            remaining[0] -= 1
+            if remaining[0] <= 0:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook

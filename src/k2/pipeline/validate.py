@@ -1,0 +1,61 @@
+"""Vectorised validation of decoded ticks: every row either passes or gets a reason.
+
+The checks are polars expressions over the whole batch, so a batch of 50,000 ticks costs a few
+milliseconds whatever its content; the reasons of failing rows become dead letters.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+
+__all__ = ["Validator"]
+
+_MAX_SESSION_DRIFT = timedelta(days=1)
+
+
+class Validator:
+    """Checks price, size, timestamps against the session, and symbols against reference data."""
+
+    def __init__(self, max_clock_skew_s: float, known_symbols: set[str] | None = None) -> None:
+        self.max_clock_skew = timedelta(seconds=max_clock_skew_s)
+        self.known_symbols = known_symbols
+
+    def reasons(self, kind: str, frame: pl.DataFrame, now: datetime | None = None) -> pl.Series:
+        """A String series: null where the row is valid, else the first failed check's reason."""
+        now = now or datetime.now(UTC)
+        checks: list[tuple[pl.Expr, str]] = []
+        if kind == "trades":
+            checks += [
+                (pl.col("price") <= 0, "price must be > 0"),
+                (pl.col("size") < 0, "size must be >= 0"),
+            ]
+        else:
+            checks += [
+                ((pl.col("bid_price") < 0) | (pl.col("ask_price") < 0), "quote prices must be >= 0"),
+                ((pl.col("bid_size") < 0) | (pl.col("ask_size") < 0), "quote sizes must be >= 0"),
+                (
+                    (pl.col("bid_price") > 0)
+                    & (pl.col("ask_price") > 0)
+                    & (pl.col("bid_price") > pl.col("ask_price")),
+                    "bid above ask",
+                ),
+            ]
+        session_start = pl.col("session").cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+        checks += [
+            (pl.col("sequence") < 1, "sequence must be >= 1"),
+            (pl.col("exchange_ts") > pl.lit(now + self.max_clock_skew), "exchange time is in the future"),
+            (
+                (pl.col("exchange_ts") < session_start - _MAX_SESSION_DRIFT)
+                | (pl.col("exchange_ts") > session_start + 2 * _MAX_SESSION_DRIFT),
+                "exchange time outside its trading session",
+            ),
+            (pl.col("symbol").str.len_bytes() == 0, "empty symbol"),
+        ]
+        if self.known_symbols:
+            checks.append((~pl.col("symbol").is_in(sorted(self.known_symbols)), "unknown symbol"))
+        expr = pl.lit(None, dtype=pl.String)
+        for cond, reason in reversed(checks):
+            expr = pl.when(cond.fill_null(True)).then(pl.lit(reason)).otherwise(expr)
+        return frame.select(expr.alias("reason")).to_series()

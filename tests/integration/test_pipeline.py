@@ -1,0 +1,179 @@
+"""Exactly-once effect on the real broker: SIGKILLs at random points, crash steps, a rebalance."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from k2 import schemas
+from k2.config import Settings, load_settings
+from k2.lake import open_catalog
+from k2.pipeline.dlq import read_dead_letters, replay_dead_letters
+from k2.stream.admin import ensure_topics
+from k2.stream.producer import TickProducer
+
+SYMBOLS = ("BHP", "RIO", "CBA", "NAB", "WBC", "ANZ", "CSL", "WES")
+
+
+def make_trades(n: int, *, session: date = date(2024, 3, 11), seed: int = 7) -> pl.DataFrame:
+    """n in-order trades over SYMBOLS with per-symbol sequences (the canonical frame)."""
+    rng = random.Random(seed)
+    t0 = datetime(2024, 3, 10, 23, 0, tzinfo=UTC)
+    symbols = [SYMBOLS[rng.randrange(len(SYMBOLS))] for _ in range(n)]
+    seq: dict[str, int] = {}
+    sequences = []
+    for s in symbols:
+        seq[s] = seq.get(s, 0) + 1
+        sequences.append(seq[s])
+    frame = pl.DataFrame(
+        {
+            "message_id": [""] * n,
+            "exchange": ["SIM"] * n,
+            "symbol": symbols,
+            "session": [session] * n,
+            "sequence": sequences,
+            "exchange_ts": [t0 + timedelta(milliseconds=10 * i) for i in range(n)],
+            "ingest_ts": [t0 + timedelta(milliseconds=10 * i + 1) for i in range(n)],
+            "price": [Decimal("40.000000") + Decimal(i % 100) / 100 for i in range(n)],
+            "size": [Decimal(100 + i % 7) for i in range(n)],
+            "trade_id": [f"T{i}" for i in range(n)],
+            "qualifiers": [None] * n,
+            "venue": ["X"] * n,
+        },
+        schema=schemas.frame_schema("trades"),
+    )
+    return frame.with_columns(message_id=schemas.message_ids("trades", frame))
+
+
+def _env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("K2_")}
+    env.update(
+        K2_DATA_DIR=str(settings.data_dir),
+        K2_KAFKA__PORT=str(settings.kafka.port),
+        K2_KAFKA__TOPIC_PREFIX=settings.kafka.topic_prefix,
+        K2_KAFKA__PARTITIONS=str(settings.kafka.partitions),
+        K2_REDIS__PORT=str(settings.redis.port),
+        K2_REDIS__KEY_PREFIX=settings.redis.key_prefix,
+        K2_PIPELINE__GROUP_ID=settings.pipeline.group_id,
+        K2_LOG__FORMAT="json",
+        **extra,
+    )
+    return env
+
+
+def _ingest(settings: Settings, *args: str, **env: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "k2.cli", "ingest", *args],
+        env=_env(settings, **env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _trades_table(settings: Settings) -> pl.DataFrame:
+    table = open_catalog(settings).load_table(f"{settings.lake.namespace}.trades")
+    return pl.from_arrow(table.scan().to_arrow())  # type: ignore[return-value]
+
+
+def _produce(settings: Settings, frame: pl.DataFrame, *, bad: int = 0) -> None:
+    ensure_topics(settings.kafka)
+    producer = TickProducer(settings.kafka)
+    producer.send("trades", frame)
+    for i in range(bad):  # undecodable payloads: they must reach the DLQ, not block the stream
+        producer.send_raw(settings.kafka.topic("trades"), b"BHP", b"\x00garbage" + bytes([i]))
+    producer.close()
+
+
+SMALL_COMMITS = {"K2_LAKE__COMMIT_ROWS": "2500", "K2_PIPELINE__BATCH_MAX_MESSAGES": "1000"}
+# Static membership: a restarted consumer takes its partitions back without waiting for the
+# killed one's session to time out.
+RESTARTS = {**SMALL_COMMITS, "K2_PIPELINE__INSTANCE_ID": "ingest-1"}
+
+
+def test_sigkill_at_random_points_loses_and_duplicates_nothing(settings: Settings, tmp_path: Path) -> None:
+    expected = make_trades(60_000)
+    invalid = make_trades(5, seed=9).with_columns(price=pl.lit(Decimal("-1"), dtype=pl.Decimal(18, 6)),
+                                                  session=pl.lit(date(2024, 3, 12)))  # fmt: skip
+    invalid = invalid.with_columns(message_id=schemas.message_ids("trades", invalid))
+    _produce(settings, pl.concat([expected, invalid]), bad=7)
+
+    rng = random.Random(42)
+    crash_steps = ["dlq-flushed", "gaps-committed", "trades-committed", "state-committed"]
+    kills = 0
+    for i in range(12):
+        if i % 3 == 2:  # a crash at a named commit step, incl. between the Iceberg and the Kafka commit
+            proc = _ingest(
+                settings, "--idle-timeout", "5", "--crash-at", f"{crash_steps[i % 4]}:2", **RESTARTS
+            )
+            proc.wait(120)
+            assert proc.returncode == -signal.SIGKILL, proc.stdout.read().decode()[-2000:]  # type: ignore[union-attr]
+        else:
+            proc = _ingest(settings, "--idle-timeout", "5", **RESTARTS)
+            time.sleep(rng.uniform(2.0, 4.5))
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+            proc.wait(60)
+        kills += proc.returncode == -signal.SIGKILL
+    assert kills >= 10
+    final = _ingest(settings, "--idle-timeout", "4", K2_PIPELINE__INSTANCE_ID="ingest-1")
+    out = final.communicate(timeout=300)[0].decode()
+    assert final.returncode == 0, out[-3000:]
+
+    table = _trades_table(settings)
+    assert table.height == expected.height
+    assert table["message_id"].n_unique() == expected.height
+    assert table.select(pl.struct("kafka_partition", "kafka_offset").n_unique()).item() == expected.height
+    assert set(table["message_id"]) == set(expected["message_id"])
+    letters = list(read_dead_letters(settings.kafka))
+    assert {lt.source for lt in letters} >= set()  # every letter names its source
+    sources = {lt.source for lt in letters}
+    assert len(sources) == 12  # 7 undecodable + 5 invalid, each once (a replayed crash may resend one)
+    reasons = " ".join(lt.reason for lt in letters)
+    assert "price must be > 0" in reasons
+
+
+def test_two_consumers_with_a_rebalance_write_the_same_table(settings: Settings) -> None:
+    expected = make_trades(40_000, seed=3)
+    _produce(settings, expected)
+    first = _ingest(settings, "--idle-timeout", "6", **SMALL_COMMITS)
+    time.sleep(4.0)  # let the first consumer commit some batches, then a second joins: a rebalance
+    second = _ingest(settings, "--idle-timeout", "6", **SMALL_COMMITS)
+    for proc in (first, second):
+        out = proc.communicate(timeout=300)[0].decode()
+        assert proc.returncode == 0, out[-3000:]
+    table = _trades_table(settings)
+    assert table.height == expected.height
+    assert table["message_id"].n_unique() == expected.height
+
+
+def test_dead_letters_can_be_replayed(settings: Settings) -> None:
+    _produce(settings, make_trades(100), bad=3)
+    proc = _ingest(settings, "--idle-timeout", "3")
+    out = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 0, out[-3000:]
+    letters = list(read_dead_letters(settings.kafka))
+    assert len(letters) == 3, out[-3000:]
+    assert all(lt.source.startswith(f"topic={settings.kafka.topic('trades')}") for lt in letters)
+    assert replay_dead_letters(settings.kafka) == (3, 0)
+    assert replay_dead_letters(settings.kafka) == (0, 0)  # each letter once, across runs
+    proc = _ingest(settings, "--idle-timeout", "3")
+    assert proc.wait(120) == 0
+    assert len(list(read_dead_letters(settings.kafka))) == 6  # still bad: dead-lettered again
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:  # noqa: F811 - narrows the shared fixture
+    """Fewer partitions keep the subprocess runs quick."""
+    return load_settings(
+        **{**settings.model_dump(), "kafka": {**settings.kafka.model_dump(), "partitions": 3}}
+    )

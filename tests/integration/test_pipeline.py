@@ -172,7 +172,7 @@ def test_dead_letters_can_be_replayed(settings: Settings) -> None:
 
 
 @pytest.fixture
-def settings(settings: Settings) -> Settings:  # noqa: F811 - narrows the shared fixture
+def settings(settings: Settings) -> Settings:
     """Fewer partitions keep the subprocess runs quick."""
     return load_settings(
         **{**settings.model_dump(), "kafka": {**settings.kafka.model_dump(), "partitions": 3}}

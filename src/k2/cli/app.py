@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 
 from k2 import __version__
-from k2.cli import config_cmd, dlq_cmd, ingest_cmd, lake_cmd, services_cmd
+from k2.cli import config_cmd, dlq_cmd, feed_cmd, ingest_cmd, lake_cmd, services_cmd
 from k2.cli.context import Context
 from k2.config import load_settings
 from k2.errors import K2Error
@@ -29,6 +29,7 @@ app = typer.Typer(
 )
 app.add_typer(services_cmd.app, name="services")
 app.add_typer(config_cmd.app, name="config")
+app.add_typer(feed_cmd.app, name="feed")
 app.add_typer(lake_cmd.app, name="lake")
 app.add_typer(dlq_cmd.app, name="dlq")
 app.command("ingest")(ingest_cmd.ingest)

@@ -17,9 +17,22 @@ from k2.config import LogSettings
 __all__ = ["bind_context", "configure_logging", "get_logger", "unbind_context"]
 
 
+class _Stderr:
+    """sys.stderr looked up at each write: test runners swap (and close) the stream between calls."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def configure_logging(settings: LogSettings, *, stream: Any = None) -> None:
     """Route structlog and the standard library's logging through one renderer."""
-    out = stream or sys.stderr
+    out = stream or _Stderr()
     use_json = settings.format == "json" or (settings.format == "auto" and not out.isatty())
     level = getattr(logging, settings.level)
     shared: list[Any] = [

@@ -5,7 +5,9 @@ committed and the uncommitted range is read again from Kafka):
 
 1. Flush the dead-letter producer: a message that went to the DLQ must be there before the
    offsets that skip it are stored.
-2. Commit the ``sequence_gaps`` table (gap events of both topics, with their offsets).
+2. Commit the ``sequence_gaps`` table (gap events of both topics, with their offsets). Without
+   events it commits only every 30 s, to move its watermark; the ranges it skips hold no events,
+   and the state's watermark (step 4) never passes an event that is not yet in the table.
 3. Commit each tick table (``trades``, ``quotes``): the rows and the offsets they cover, as a
    compare-and-set on the table head. This is the step that makes the range "done".
 4. Commit the sequence/dedup state, fenced by the same offsets. It runs last, so the state's
@@ -24,10 +26,10 @@ from collections.abc import Callable
 from k2.observability.logging import get_logger
 from k2.pipeline.checks import BatchChecks
 from k2.pipeline.errors import DeadLetterDeliveryError
-from k2.pipeline.sinks import TableSink
+from k2.pipeline.sinks import SinkBatch, TableSink
 from k2.types import Offsets
 
-__all__ = ["Checkpoint"]
+__all__ = ["Checkpoint", "FrozenCheckpoint"]
 
 log = get_logger(__name__)
 
@@ -54,6 +56,7 @@ class Checkpoint:
         self.read_end: Offsets = {}
         self.opened_at = time.monotonic()
         self.commits = 0
+        self.idle_advance_s = 30.0  # the gap table's watermark moves without rows this often
         self.crash_hook: Callable[[str], None] | None = None  # tests: crash at a named step
 
     @property
@@ -75,33 +78,31 @@ class Checkpoint:
             return False
         return self.rows >= self.max_rows or time.monotonic() - self.opened_at >= self.max_age_s
 
+    def freeze(self) -> FrozenCheckpoint | None:
+        """Take everything read so far out of the live buffers, ready to commit; None if nothing."""
+        if not self.read_end:
+            return None
+        end = dict(self.read_end)
+        self.read_end.clear()
+        return FrozenCheckpoint(
+            self,
+            gaps=self.gap_sink.freeze(advance_only_after_s=self.idle_advance_s),
+            ticks=[(sink, sink.freeze()) for sink in self.tick_sinks],
+            state=self.checks.prepare(end),
+            end=end,
+        )
+
     def commit(self) -> bool:
-        """Run the commit protocol; returns False when there was nothing to commit.
+        """Freeze and commit now; returns False when there was nothing to commit.
 
         Raises:
             DeadLetterDeliveryError: step 1 failed; nothing was committed.
-            StaleWriterError: another consumer owns a range; the buffers were dropped.
+            StaleWriterError: another consumer owns a range; nothing more was committed.
         """
-        if not self.read_end:
+        frozen = self.freeze()
+        if frozen is None:
             return False
-        undelivered = self._flush_dead_letters()
-        if undelivered:
-            raise DeadLetterDeliveryError(undelivered)
-        self._step("dlq-flushed")
-        self.gap_sink.commit()
-        self._step("gaps-committed")
-        for sink in self.tick_sinks:
-            sink.commit()
-            self._step(f"{sink.name}-committed")
-        end = dict(self.read_end)
-        self.checks.commit(end)
-        self._step("state-committed")
-        self.read_end.clear()
-        self.commits += 1
-        try:
-            self._commit_group_offsets(end)
-        except Exception as exc:  # advisory: lag monitoring only
-            log.warning("group offset commit failed", error=str(exc))
+        frozen.commit()
         return True
 
     def discard(self) -> None:
@@ -113,3 +114,48 @@ class Checkpoint:
     def _step(self, name: str) -> None:
         if self.crash_hook is not None:
             self.crash_hook(name)
+
+
+class FrozenCheckpoint:
+    """One checkpoint taken out of the live buffers; ``commit`` runs the protocol above.
+
+    It may run on a worker thread while the pipeline reads the next batches: commits stay strictly
+    one after another (the runner waits for one before freezing the next), and Parquet encoding
+    releases the GIL, so the overlap is real on two cores.
+    """
+
+    def __init__(
+        self,
+        owner: Checkpoint,
+        *,
+        gaps: SinkBatch | None,
+        ticks: list[tuple[TableSink, SinkBatch | None]],
+        state: Callable[[], None],
+        end: Offsets,
+    ) -> None:
+        self.owner = owner
+        self.gaps = gaps
+        self.ticks = ticks
+        self.state = state
+        self.end = end
+
+    def commit(self) -> None:
+        owner = self.owner
+        undelivered = owner._flush_dead_letters()
+        if undelivered:
+            raise DeadLetterDeliveryError(undelivered)
+        owner._step("dlq-flushed")
+        if self.gaps is not None:
+            owner.gap_sink.commit_batch(self.gaps)
+        owner._step("gaps-committed")
+        for sink, batch in self.ticks:
+            if batch is not None:
+                sink.commit_batch(batch)
+            owner._step(f"{sink.name}-committed")
+        self.state()
+        owner._step("state-committed")
+        owner.commits += 1
+        try:
+            owner._commit_group_offsets(self.end)
+        except Exception as exc:  # advisory: lag monitoring only
+            log.warning("group offset commit failed", error=str(exc))

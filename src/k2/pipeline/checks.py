@@ -8,6 +8,7 @@ order, and a way to forget uncommitted work when partitions move.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import polars as pl
@@ -33,10 +34,12 @@ class BatchChecks(abc.ABC):
         """Classify a batch (with _partition/_offset columns) against the state; write nothing yet."""
 
     @abc.abstractmethod
-    def commit(self, end: Offsets) -> None:
-        """Persist the state that the batches since the last commit produced, fenced by ``end``.
+    def prepare(self, end: Offsets) -> Callable[[], None]:
+        """Freeze the state the batches since the last checkpoint produced; return its commit.
 
-        Called after every table committed, so the state never runs ahead of Iceberg.
+        The returned function persists exactly that state, fenced by ``end``; the pipeline calls it
+        after every table committed (so the state never runs ahead of Iceberg), possibly on another
+        thread while the next batches are already being classified.
         """
 
     @abc.abstractmethod
@@ -53,8 +56,8 @@ class NoChecks(BatchChecks):
     def process(self, kind: str, topic: str, frame: pl.DataFrame) -> CheckResult:
         return CheckResult(keep=pl.Series("keep", [True] * frame.height, dtype=pl.Boolean))
 
-    def commit(self, end: Offsets) -> None:
-        return None
+    def prepare(self, end: Offsets) -> Callable[[], None]:
+        return lambda: None
 
     def revoke(self, partitions: list[TopicPartition]) -> None:
         return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +84,8 @@ class Pipeline:
         self._failed = False
         self._crash_at = crash_at
         self._assigned = False
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="k2-commit")
+        self._inflight: Future[None] | None = None
         self.topics = {self.kafka.topic(kind): kind for kind in TICK_TABLES}
         self._last_message_at = time.monotonic()
 
@@ -165,6 +168,7 @@ class Pipeline:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if not self._failed:
             try:
+                self._await_commit()
                 self.checkpoint.commit()
             except StaleWriterError as exc:
                 log.warning("commit on revoke refused: another consumer owns the range", error=str(exc))
@@ -194,9 +198,11 @@ class Pipeline:
         *,
         idle_timeout_s: float | None = None,
         max_seconds: float | None = None,
+        max_messages: int | None = None,
         on_batch: Callable[[PipelineStats], None] | None = None,
     ) -> PipelineStats:
-        """Consume until stopped (a signal, ``idle_timeout_s`` without messages, or ``max_seconds``).
+        """Consume until stopped: a signal, ``idle_timeout_s`` without messages, ``max_seconds``, or
+        ``max_messages`` read.
 
         Raises:
             K2Error: a failure that stops the pipeline; nothing after the last commit was kept.
@@ -219,16 +225,21 @@ class Pipeline:
                         on_batch(self.stats)
                 if self.checkpoint.due():
                     self._commit()
+                elif self._inflight is not None and self._inflight.done():
+                    self._await_commit()  # surface a failure or a fence without waiting for the next
                 idle = now - self._last_message_at
                 if idle_timeout_s is not None and self._assigned and idle > idle_timeout_s:
                     break
                 if max_seconds is not None and now - began > max_seconds:
                     break
-            self._commit()
+                if max_messages is not None and self.stats.messages >= max_messages:
+                    break
+            self._commit(wait=True)
         except BaseException:
             self._failed = True
             raise
         finally:
+            self._executor.shutdown(wait=True)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self.consumer.close()
@@ -236,31 +247,53 @@ class Pipeline:
         self.stats.commits = self.checkpoint.commits
         return self.stats
 
-    def _commit(self) -> None:
+    def _await_commit(self) -> None:
+        """Wait for the commit in flight; a fence (another writer owns the range) means re-seek."""
+        if self._inflight is None:
+            return
+        future, self._inflight = self._inflight, None
         try:
-            self.checkpoint.commit()
+            future.result()
         except StaleWriterError as exc:
-            # Another consumer committed this range (a zombie after a rebalance): re-seek from the
-            # tables' watermarks instead of writing anything twice.
-            log.warning("fenced by another writer; re-seeking from the table watermarks", error=str(exc))
-            self.checkpoint.discard()
-            assignment = self.consumer.assignment()
-            self.checks.revoke([(p.topic, p.partition) for p in assignment])
-            self._on_assign(self.consumer, assignment)
+            self._refence(exc)
+
+    def _commit(self, *, wait: bool = False) -> None:
+        """Freeze the checkpoint and commit it on the worker thread (one commit at a time)."""
+        self._await_commit()
+        frozen = self.checkpoint.freeze()
+        if frozen is not None:
+            self._inflight = self._executor.submit(frozen.commit)
+        if wait:
+            self._await_commit()
+
+    def _refence(self, exc: StaleWriterError) -> None:
+        # Another consumer committed this range (we are a zombie after a rebalance): re-seek from
+        # the tables' watermarks instead of writing anything twice.
+        log.warning("fenced by another writer; re-seeking from the table watermarks", error=str(exc))
+        self.checkpoint.discard()
+        assignment = self.consumer.assignment()
+        self.checks.revoke([(p.topic, p.partition) for p in assignment])
+        self._on_assign(self.consumer, assignment)
 
     def _process(self, messages: list[Message]) -> None:
         started = time.perf_counter()
-        by_topic: dict[str, list[Message]] = {}
-        for m in messages:
-            err = m.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
+        # One pass per field, as list comprehensions: per-message calls are the cost floor here.
+        good = [m for m in messages if m.error() is None]
+        if len(good) != len(messages):
+            for m in messages:
+                err = m.error()
+                if err is not None and err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error", error=str(err))
-                continue
-            by_topic.setdefault(m.topic(), []).append(m)
-        if not by_topic:
+        if not good:
             return
         self._last_message_at = time.monotonic()
+        topics = [m.topic() for m in good]
+        if topics.count(topics[0]) == len(topics):
+            by_topic = {topics[0]: good}
+        else:
+            by_topic = {}
+            for m, topic in zip(good, topics, strict=True):
+                by_topic.setdefault(topic, []).append(m)
         for topic, batch in by_topic.items():
             kind = self.topics.get(topic)
             if kind is not None:
@@ -268,9 +301,11 @@ class Pipeline:
         BATCH_SECONDS.observe(time.perf_counter() - started)
 
     def _process_topic(self, topic: str, kind: str, batch: list[Message]) -> None:
-        values = [m.value() or b"" for m in batch]
-        partitions = np.fromiter((m.partition() for m in batch), dtype=np.int32, count=len(batch))
-        offsets = np.fromiter((m.offset() for m in batch), dtype=np.int64, count=len(batch))
+        values = [m.value() for m in batch]
+        if None in values:  # a tombstone: not a tick, dead-lettered like any undecodable payload
+            values = [v or b"" for v in values]
+        partitions = np.array([m.partition() for m in batch], dtype=np.int32)
+        offsets = np.array([m.offset() for m in batch], dtype=np.int64)
         self.stats.messages += len(batch)
         self.stats.by_topic[topic] = self.stats.by_topic.get(topic, 0) + len(batch)
         MESSAGES.labels(topic).inc(len(batch))

@@ -7,13 +7,28 @@ beyond its own: a table that committed before the crash is not written twice, on
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
+
 import polars as pl
 import pyarrow as pa
 
 from k2.lake.writer import NO_OFFSET, TableWriter
 from k2.types import Offsets, TopicPartition
 
-__all__ = ["TableSink"]
+__all__ = ["SinkBatch", "TableSink"]
+
+
+@dataclass(frozen=True)
+class SinkBatch:
+    """Rows and end offsets taken out of a sink for one commit."""
+
+    frames: list[pl.DataFrame]
+    end: Offsets
+
+    @property
+    def rows(self) -> int:
+        return sum(f.height for f in self.frames)
 
 
 class TableSink:
@@ -25,6 +40,7 @@ class TableSink:
         self._pending: list[pl.DataFrame] = []
         self._end: Offsets = {}
         self.rows = 0
+        self._last_commit = time.monotonic()
 
     @property
     def name(self) -> str:
@@ -58,29 +74,47 @@ class TableSink:
     def dirty(self) -> bool:
         return bool(self._end)
 
-    def commit(self) -> int | None:
-        """Append the buffer (possibly no rows, to advance offsets); returns the snapshot id.
+    def freeze(self, *, advance_only_after_s: float | None = None) -> SinkBatch | None:
+        """Take the buffer out for a commit (the live buffer starts empty); None if nothing to commit.
 
-        Raises:
-            StaleWriterError: another writer owns this range now; the buffer is dropped.
+        With ``advance_only_after_s``, a buffer without rows is taken (to move the watermark) only
+        if the last commit is older than that: a table that rarely gets rows (the gap table) then
+        costs no snapshot per checkpoint, at the price of a longer replay after a crash.
         """
         if not self._end:
             return None
-        start = {tp: self.watermark(tp) for tp in self._end}
-        frame = pl.concat(self._pending, how="vertical_relaxed") if self._pending else None
+        if (
+            advance_only_after_s is not None
+            and not self._pending
+            and time.monotonic() - self._last_commit < advance_only_after_s
+        ):
+            return None
+        batch = SinkBatch(list(self._pending), dict(self._end))
+        self.clear()
+        return batch
+
+    def commit_batch(self, batch: SinkBatch) -> int:
+        """Append a frozen batch (possibly no rows, to advance offsets); returns the snapshot id.
+
+        Raises:
+            StaleWriterError: another writer owns this range now; nothing was written.
+        """
+        start = {tp: self.watermark(tp) for tp in batch.end}
+        frame = pl.concat(batch.frames, how="vertical_relaxed") if batch.frames else None
         arrow = (
             frame.to_arrow().select(self.schema.names).cast(self.schema)
             if frame is not None
             else self.schema.empty_table()
         )
-        try:
-            snapshot = self.writer.commit(arrow, start, dict(self._end))
-        except Exception:
-            self.clear()
-            raise
-        self.committed.update(self._end)
-        self.clear()
+        snapshot = self.writer.commit(arrow, start, batch.end)
+        self.committed.update(batch.end)
+        self._last_commit = time.monotonic()
         return snapshot
+
+    def commit(self, *, advance_only_after_s: float | None = None) -> int | None:
+        """Freeze and commit at once (for callers that need no overlap)."""
+        batch = self.freeze(advance_only_after_s=advance_only_after_s)
+        return None if batch is None else self.commit_batch(batch)
 
     def clear(self) -> None:
         self._pending.clear()

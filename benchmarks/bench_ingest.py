@@ -1,0 +1,194 @@
+"""Kafka → Iceberg: sustained ingest rate beside the raw consumer, and commit freshness.
+
+    python -m benchmarks.bench_ingest [--quick] [--rows N] [--freshness-seconds S]
+
+1. ``rows`` trades (default 2,000,000; ``--quick`` 200,000) are produced to a fresh topic.
+2. Ceiling: a raw confluent-kafka consumer reads them all (touching every value), in this run.
+3. K2: one pipeline process reads them into Iceberg (decode, validate, sequence checks and dedup
+   on the embedded store, compare-and-set commits), timed from the first batch to the last commit;
+   once with the checks and once without, each into fresh tables.
+4. Freshness: ticks produced at 10,000/s with exchange time = wall time while the pipeline runs;
+   each committed row's freshness is its snapshot's commit time minus its exchange time.
+
+Services are started through K2's launcher in a temporary directory on free ports, and stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from confluent_kafka import Consumer
+from tests.conftest import _free_port
+
+from benchmarks.bench_codec import make_ticks
+from k2.config import LogSettings, Settings, load_settings
+from k2.lake import open_catalog
+from k2.observability.logging import configure_logging
+from k2.pipeline import Pipeline
+from k2.pipeline.checks import NoChecks
+from k2.schemas import message_ids
+from k2.services import Launcher
+from k2.stream.admin import ensure_topics
+from k2.stream.producer import TickProducer
+
+__all__ = ["main"]
+
+
+@contextmanager
+def _services() -> Iterator[Settings]:
+    with tempfile.TemporaryDirectory(prefix="k2-bench-") as tmp:
+        settings = load_settings(
+            data_dir=Path(tmp),
+            kafka={"port": _free_port(), "controller_port": _free_port(), "heap": "1g", "partitions": 4},
+            redis={"port": _free_port()},
+        )
+        launcher = Launcher(settings)
+        print(f"starting Kafka on {settings.kafka.bootstrap} …", flush=True)
+        launcher.up(["kafka"], timeout_s=120)
+        try:
+            yield settings
+        finally:
+            launcher.down(["kafka"])
+
+
+def _fresh(settings: Settings, tmp: Path, **lake: object) -> Settings:
+    tag = uuid.uuid4().hex[:8]
+    return load_settings(
+        data_dir=tmp / tag,
+        kafka={**settings.kafka.model_dump(), "topic_prefix": f"b{tag}."},
+        pipeline={"group_id": f"g{tag}", "batch_max_messages": 50_000},
+        lake={"commit_interval_s": 1.0, "commit_rows": 500_000, **lake},
+        log={"level": "WARNING"},
+    )
+
+
+def _produce(settings: Settings, frame: pl.DataFrame) -> None:
+    ensure_topics(settings.kafka, ["trades", "quotes", "reference", "dlq"])
+    producer = TickProducer(settings.kafka)
+    for lo in range(0, frame.height, 100_000):
+        producer.send("trades", frame.slice(lo, 100_000))
+    producer.close()
+
+
+def _raw_consume(settings: Settings, rows: int) -> float:
+    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": uuid.uuid4().hex,
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                         "fetch.max.bytes": 64 << 20, "max.partition.fetch.bytes": 16 << 20})  # fmt: skip
+    consumer.subscribe([settings.kafka.topic("trades")])
+    seen, started = 0, None
+    while seen < rows:
+        msgs = consumer.consume(50_000, 1.0)
+        if msgs and started is None:
+            started = time.perf_counter()
+        seen += sum(1 for m in msgs if m.error() is None and m.value() is not None)
+    elapsed = time.perf_counter() - (started or time.perf_counter())
+    consumer.close()
+    return rows / elapsed
+
+
+def _k2_ingest(settings: Settings, rows: int, checks: bool) -> float:
+    first: list[float] = []
+
+    def mark(_stats: object) -> None:
+        if not first:
+            first.append(time.perf_counter())
+
+    batch_checks = None
+    if checks:
+        from k2.pipeline.sequencing import SequenceChecks
+
+        batch_checks = SequenceChecks(settings)
+    pipeline = Pipeline(settings, checks=batch_checks or NoChecks())
+    stats = pipeline.run(max_messages=rows, on_batch=mark, max_seconds=600)
+    elapsed = time.perf_counter() - first[0]
+    assert stats.written == rows, f"wrote {stats.written} of {rows}"
+    return rows / elapsed
+
+
+def _freshness(settings: Settings, seconds: float, rate: int = 10_000) -> tuple[float, float, int]:
+    ensure_topics(settings.kafka, ["trades", "quotes", "reference", "dlq"])
+    stop = threading.Event()
+
+    def feed() -> None:
+        producer = TickProducer(settings.kafka)
+        n = int(rate * 0.05)  # a batch every 50 ms
+        seq0 = 0
+        began = time.perf_counter()
+        while not stop.is_set():
+            frame = make_ticks("trades", n, seed=seq0)
+            now = datetime.now(UTC)
+            frame = frame.with_columns(
+                pl.lit(now, dtype=pl.Datetime("us", "UTC")).alias("exchange_ts"),
+                pl.lit(now.date()).alias("session"),
+                (pl.col("sequence") + seq0).alias("sequence"),
+            )
+            frame = frame.with_columns(message_ids("trades", frame).alias("message_id"))
+            producer.send("trades", frame)
+            producer.poll(0)
+            seq0 += n
+            time.sleep(max(0.0, began + (seq0 / rate) - time.perf_counter()))
+        producer.close()
+
+    thread = threading.Thread(target=feed, daemon=True)
+    thread.start()
+    Pipeline(settings, checks=NoChecks()).run(max_seconds=seconds)
+    stop.set()
+    thread.join(30)
+    table = open_catalog(settings).load_table(f"{settings.lake.namespace}.trades")
+    commit_ms = {s.snapshot_id: s.timestamp_ms for s in table.snapshots()}
+    entries = table.inspect.entries().to_pylist()
+    fresh: list[np.ndarray] = []
+    for entry in entries:
+        path = entry["data_file"]["file_path"]
+        ts = pl.read_parquet(path.removeprefix("file://"), columns=["exchange_ts"])["exchange_ts"]
+        exch_ms = ts.dt.epoch("us").to_numpy() / 1000.0
+        fresh.append(commit_ms[entry["snapshot_id"]] - exch_ms)
+    values = np.concatenate(fresh) if fresh else np.array([0.0])
+    return float(np.percentile(values, 50)), float(np.percentile(values, 99)), values.size
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="200,000 rows, 10 s of freshness")
+    parser.add_argument("--rows", type=int, default=None)
+    parser.add_argument("--freshness-seconds", type=float, default=None)
+    args = parser.parse_args(argv)
+    rows = args.rows or (200_000 if args.quick else 2_000_000)
+    seconds = args.freshness_seconds or (10.0 if args.quick else 30.0)
+    configure_logging(LogSettings(level="WARNING"))
+    print(f"generating {rows:,} trades …", flush=True)
+    frame = make_ticks("trades", rows, seed=1)
+    with _services() as base, tempfile.TemporaryDirectory(prefix="k2-bench-lake-") as tmp:
+        results: dict[str, float] = {}
+        for label, checks in (("k2 ingest (checks on)", True), ("k2 ingest (no checks)", False)):
+            settings = _fresh(base, Path(tmp))
+            _produce(settings, frame)
+            results["raw confluent-kafka consume"] = max(
+                results.get("raw confluent-kafka consume", 0.0), _raw_consume(settings, rows)
+            )
+            results[label] = _k2_ingest(settings, rows, checks)
+        fresh = _fresh(base, Path(tmp))
+        p50, p99, n = _freshness(fresh, seconds)
+    ceiling = results["raw confluent-kafka consume"]
+    print(f"\n{rows:,} trades, one consumer process, 4 partitions")
+    print(f"{'path':34} {'rows/s':>12} {'vs raw':>8}")
+    for label, rate in results.items():
+        print(f"{label:34} {rate:12,.0f} {rate / ceiling:8.2f}")
+    print(f"\nfreshness at 10,000 ticks/s (exchange time -> committed in Iceberg), {n:,} rows:")
+    print(f"  p50 {p50:,.0f} ms   p99 {p99:,.0f} ms   (commit interval 1.0 s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
 from k2 import __version__
-from k2.cli import config_cmd, dlq_cmd, feed_cmd, ingest_cmd, lake_cmd, services_cmd
+from k2.cli import config_cmd, demo_cmd, dlq_cmd, feed_cmd, ingest_cmd, lake_cmd, services_cmd
 from k2.cli.context import Context
 from k2.config import load_settings
 from k2.errors import K2Error
@@ -33,6 +34,7 @@ app.add_typer(feed_cmd.app, name="feed")
 app.add_typer(lake_cmd.app, name="lake")
 app.add_typer(dlq_cmd.app, name="dlq")
 app.command("ingest")(ingest_cmd.ingest)
+app.command("demo")(demo_cmd.demo)
 
 
 @app.callback()
@@ -72,4 +74,7 @@ def version() -> None:
 
 
 def main() -> None:
+    # Polars reports a corrupt Avro payload as a Rust panic (caught, and the payload dead-lettered);
+    # with RUST_BACKTRACE=1 in the environment each one would print a 100-line backtrace.
+    os.environ["RUST_BACKTRACE"] = "0"
     app()

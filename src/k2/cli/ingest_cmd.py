@@ -34,7 +34,7 @@ def ingest(
 
         batch_checks = SequenceChecks(context.settings)
     pipeline = Pipeline(context.settings, checks=batch_checks, crash_at=crash_at)
-    live = Live(console=context.err, refresh_per_second=4, transient=False)
+    live = Live(console=context.err, refresh_per_second=4, transient=True)
 
     def show(stats: PipelineStats) -> None:
         live.update(

@@ -1,0 +1,84 @@
+"""Which assigned partitions are paused, for three independent reasons, applied as a difference.
+
+The pipeline pauses partitions for three reasons that come and go separately:
+
+1. the level says ``consume=False`` (CIRCUIT_BREAK): every partition;
+2. the level says ``backfill=False`` (anything but NORMAL): the spill topics' partitions;
+3. a commit failed or a breaker is open (``stalled``): every partition, until the commit succeeds.
+
+Kafka only knows "paused" or not, and forgets pauses when partitions are re-assigned. So the
+wanted set is recomputed from all three each time and only the difference is sent to the consumer;
+``assigned`` must be called from the assign callback because freshly assigned partitions start
+un-paused. The consumer's position is untouched by pause/resume: a paused partition resumes exactly
+where it stopped, so pausing loses nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from confluent_kafka import TopicPartition
+
+from k2.resilience.levels import Actions
+from k2.types import TopicPartition as TP
+
+__all__ = ["FlowControl", "PausableConsumer"]
+
+
+class PausableConsumer(Protocol):
+    """The calls of ``confluent_kafka.Consumer`` that flow control makes."""
+
+    def assignment(self) -> list[Any]: ...
+
+    def pause(self, partitions: list[Any]) -> None: ...
+
+    def resume(self, partitions: list[Any]) -> None: ...
+
+
+class FlowControl:
+    """Keeps the consumer's paused partitions equal to what the level and the breakers want.
+
+    Args:
+        spill_topics: the spill topics (back-fill sources), paused unless ``actions.backfill``.
+    """
+
+    def __init__(self, spill_topics: Iterable[str]) -> None:
+        self.spill_topics = frozenset(spill_topics)
+        self.paused: set[TP] = set()
+
+    def wanted(self, assignment: Iterable[TP], actions: Actions, *, stalled: bool) -> set[TP]:
+        """Partitions that should be paused now."""
+        owned = set(assignment)
+        if stalled or not actions.consume:
+            return owned
+        if not actions.backfill:
+            return {tp for tp in owned if tp[0] in self.spill_topics}
+        return set()
+
+    def apply(
+        self, consumer: PausableConsumer, actions: Actions, *, stalled: bool
+    ) -> tuple[set[TP], set[TP]]:
+        """Pause and resume the difference; returns (newly paused, resumed)."""
+        owned = {(p.topic, p.partition) for p in consumer.assignment()}
+        self.paused &= owned
+        want = self.wanted(owned, actions, stalled=stalled)
+        pause, resume = want - self.paused, self.paused - want
+        if pause:
+            consumer.pause(_kafka(pause))
+        if resume:
+            consumer.resume(_kafka(resume))
+        self.paused = want
+        return pause, resume
+
+    def assigned(self, consumer: PausableConsumer, actions: Actions, *, stalled: bool) -> None:
+        """Call after ``consumer.assign`` in the assign callback: new partitions start un-paused."""
+        self.paused.clear()
+        self.apply(consumer, actions, stalled=stalled)
+
+    def revoked(self, partitions: Iterable[TP]) -> None:
+        self.paused -= set(partitions)
+
+
+def _kafka(tps: Iterable[TP]) -> list[TopicPartition]:
+    return [TopicPartition(topic, partition) for topic, partition in sorted(tps)]

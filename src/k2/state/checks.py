@@ -1,0 +1,225 @@
+"""The pipeline hook (``k2.pipeline.checks.BatchChecks``) backed by this package.
+
+Sequence checks always; dedup by message id for the topics given a :class:`Deduplicator`. State
+produced by the batches of one checkpoint stays in memory (so batch 2 sees batch 1's state).
+``prepare(end)`` freezes it and returns the function that writes it, which the pipeline runs after
+every table committed, possibly on another thread while later batches are classified: until it has
+run, later batches read the frozen layers before the store.
+
+Each stage keeps its own token per partition (next offset its stored state reflects). ``assign``
+returns the lowest of them, so after a crash the pipeline re-reads from there; rows below a stage's
+token are skipped by that stage (already applied), rows between a stage's token and the tables'
+watermarks are applied to the state but written by no sink (they are already in the tables): the
+rebuild. Not imported by ``k2.state`` itself, so importing the package never pulls the pipeline in.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+
+import polars as pl
+
+from k2.pipeline.checks import BatchChecks, CheckResult
+from k2.state.base import PartitionToken, SequenceStore
+from k2.state.dedup import Deduplicator
+from k2.state.model import KeyState, StateKey
+from k2.state.tracker import ClassifyResult, SequenceTracker
+from k2.types import Offsets, TopicPartition
+
+__all__ = ["BEGINNING", "StateChecks"]
+
+#: "Replay from the start": what a stage that never committed a partition asks for (the lake's NO_OFFSET).
+BEGINNING = -1
+
+
+class StateChecks(BatchChecks):
+    """Sequence tracking (+ optional dedup) for the consumer pipeline.
+
+    Args:
+        store: the sequence store (``open_sequence_store``); must be thread-safe (both are).
+        reorder_window: see :class:`SequenceTracker`.
+        dedup: topic -> Deduplicator, for the topics whose feeds need dedup by message id.
+    """
+
+    def __init__(
+        self,
+        store: SequenceStore,
+        *,
+        reorder_window: int = 64,
+        dedup: Mapping[str, Deduplicator] | None = None,
+    ) -> None:
+        self.store = store
+        self.reorder_window = reorder_window
+        self.dedup = dict(dedup or {})
+        self._trackers: dict[str, SequenceTracker] = {}
+        # per stage: offsets below the floor were applied before this assignment; "expected" is the
+        # token the store will hold once every prepared commit has run
+        self._floor_seq: dict[TopicPartition, int | None] = {}
+        self._floor_dedup: dict[TopicPartition, int | None] = {}
+        self._expected_seq: dict[TopicPartition, int | None] = {}
+        self._expected_dedup: dict[TopicPartition, int | None] = {}
+        self._pending: dict[StateKey, KeyState] = {}
+        self._kept_ids: dict[str, list[pl.DataFrame]] = {}
+        self._results: list[tuple[SequenceTracker, ClassifyResult]] = []
+        self._topics: set[str] = set()
+        self._lock = threading.Lock()
+        self._frozen: list[_Frozen] = []  # prepared, not yet committed; oldest first
+
+    def assign(self, partitions: list[TopicPartition]) -> Offsets:
+        """Read each stage's token; return the lowest (``BEGINNING`` if a stage never committed it)."""
+        out: Offsets = {}
+        for tp in partitions:
+            seq = self._floor_seq[tp] = self._expected_seq[tp] = self.store.token(*tp)
+            marks = [BEGINNING if seq is None else seq]
+            if tp[0] in self.dedup:
+                stored = self.dedup[tp[0]].store.tokens().get(tp)
+                self._floor_dedup[tp] = self._expected_dedup[tp] = stored
+                marks.append(BEGINNING if stored is None else stored)
+            out[tp] = min(marks)
+        return out
+
+    def process(self, kind: str, topic: str, frame: pl.DataFrame) -> CheckResult:
+        """Classify the rows each stage has not applied yet; keep everything but duplicates."""
+        self._topics.add(topic)
+        keep = pl.Series("keep", [True] * frame.height, dtype=pl.Boolean)
+        if frame.is_empty():
+            return CheckResult(keep=keep)
+        fresh = _fresh(frame, topic, self._floor_seq)
+        tracker = self._trackers.get(kind)
+        if tracker is None:
+            tracker = self._trackers[kind] = SequenceTracker(kind, reorder_window=self.reorder_window)
+        batch = frame.filter(fresh) if not fresh.all() else frame
+        gaps = None
+        if batch.height:
+            result = tracker.classify(batch, self._states(tracker.keys(batch)))
+            self._pending.update(result.states)
+            self._results.append((tracker, result))
+            keep = keep.scatter(fresh.arg_true(), result.keep()) if not fresh.all() else result.keep()
+            gaps = result.gaps.with_columns(pl.col("event").cast(pl.String)).rename(
+                {"_partition": "kafka_partition", "_offset": "kafka_offset"}
+            )
+        if topic in self.dedup:
+            keep = keep & ~self._dedup(topic, frame, keep)
+        return CheckResult(keep=keep.alias("keep"), gap_events=gaps)
+
+    def _states(self, keys: list[StateKey]) -> dict[StateKey, KeyState]:
+        """Newest first: this checkpoint's states, then prepared ones not yet written, then the store.
+
+        A prepared layer leaves the list only after its commit returned, so a key missing from the
+        layers copied here is already in the store.
+        """
+        with self._lock:
+            layers = [self._pending, *(f.states for f in reversed(self._frozen))]
+        states: dict[StateKey, KeyState] = {}
+        missing = []
+        for k in keys:
+            for layer in layers:
+                st = layer.get(k)
+                if st is not None:
+                    states[k] = st
+                    break
+            else:
+                missing.append(k)
+        if missing:
+            states.update(self.store.load(missing))
+        return states
+
+    def _dedup(self, topic: str, frame: pl.DataFrame, keep: pl.Series) -> pl.Series:
+        """Duplicates by message id, also against ids kept earlier and not yet committed."""
+        fresh = _fresh(frame, topic, self._floor_dedup)
+        ids, ts = frame.get_column("message_id"), frame.get_column("exchange_ts")
+        dup = pl.Series("dup", [False] * frame.height)
+        rows = fresh.arg_true()
+        if rows.len():
+            sub_ids, sub_ts = ids.gather(rows), ts.gather(rows)
+            found = self.dedup[topic].check(sub_ids, sub_ts)
+            with self._lock:
+                earlier = [
+                    *self._kept_ids.get(topic, []),
+                    *(e for f in self._frozen for e in f.ids.get(topic, [])),
+                ]
+            if earlier:
+                found = found | sub_ids.is_in(
+                    pl.concat([e.get_column("message_id") for e in earlier]).implode()
+                )
+            dup = dup.scatter(rows, found)
+            new = (~found) & keep.gather(rows)
+            self._kept_ids.setdefault(topic, []).append(
+                pl.DataFrame({"message_id": sub_ids, "exchange_ts": sub_ts}).filter(new)
+            )
+        return dup
+
+    def prepare(self, end: Offsets) -> Callable[[], None]:
+        """Freeze this checkpoint's state and return the function that writes it, fenced by ``end``.
+
+        The returned function raises StaleStateError (another consumer advanced a token; nothing of
+        that stage written) or StateStoreError.
+        """
+        ours = {tp: o for tp, o in end.items() if tp[0] in self._topics}
+        seq_tokens = [_advance(tp, o, self._expected_seq) for tp, o in ours.items()]
+        dedup_tokens = {
+            topic: [_advance(tp, o, self._expected_dedup) for tp, o in ours.items() if tp[0] == topic]
+            for topic in self.dedup
+        }
+        frozen = _Frozen(self._pending, self._kept_ids, self._results)
+        self._pending, self._kept_ids, self._results = {}, {}, []
+        with self._lock:
+            self._frozen.append(frozen)
+
+        def commit() -> None:
+            self.store.commit(frozen.states, seq_tokens)
+            frozen.states = {}  # in the store now; the layer stays for its dedup ids
+            for topic, d in self.dedup.items():
+                kept = frozen.ids.get(topic, [])
+                ids = pl.concat(kept) if kept else pl.DataFrame({"message_id": [], "exchange_ts": []})
+                d.commit(ids.get_column("message_id"), ids.get_column("exchange_ts"), dedup_tokens[topic])
+            with self._lock:
+                self._frozen = [f for f in self._frozen if f is not frozen]
+            for tracker, result in frozen.results:
+                tracker.observe(result)
+
+        return commit
+
+    def revoke(self, partitions: list[TopicPartition]) -> None:
+        """Drop all uncommitted work (the checkpoint drops its buffers for every partition alike)."""
+        self._pending, self._kept_ids, self._results = {}, {}, []
+        with self._lock:
+            self._frozen = []
+        for tp in partitions:
+            for known in (self._floor_seq, self._floor_dedup, self._expected_seq, self._expected_dedup):
+                known.pop(tp, None)
+
+
+class _Frozen:
+    """One prepared checkpoint: its states, its kept ids per topic, its results to observe."""
+
+    __slots__ = ("ids", "results", "states")
+
+    def __init__(
+        self,
+        states: dict[StateKey, KeyState],
+        ids: dict[str, list[pl.DataFrame]],
+        results: list[tuple[SequenceTracker, ClassifyResult]],
+    ) -> None:
+        self.states = states
+        self.ids = ids
+        self.results = results
+
+
+def _fresh(frame: pl.DataFrame, topic: str, floors: Mapping[TopicPartition, int | None]) -> pl.Series:
+    """Rows at or beyond the stage's floor for their partition (not applied before this assignment)."""
+    floor = {p: floors.get((topic, p)) or 0 for p in frame.get_column("_partition").unique().to_list()}
+    if not any(floor.values()):
+        return pl.Series("fresh", [True] * frame.height, dtype=pl.Boolean)
+    return frame.select(
+        pl.col("_offset") >= pl.col("_partition").replace_strict(floor, return_dtype=pl.Int64)
+    ).to_series()
+
+
+def _advance(tp: TopicPartition, offset: int, expected: dict[TopicPartition, int | None]) -> PartitionToken:
+    """The token moving tp from what the store will hold to ``offset``; records the new expectation."""
+    before = expected.get(tp)
+    token = PartitionToken(tp[0], tp[1], before, max(offset, before or 0))
+    expected[tp] = token.offset
+    return token

@@ -1,0 +1,103 @@
+"""A deliberately plain reference for sequence classification: sets of sequence numbers, per tick.
+
+It shares no code with k2.state: holes are "maximal runs of missing, unrecorded sequences" found by
+sorting after every tick, which is slow and obvious. The property tests compare the tracker with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["RefEvent", "ReferenceTracker"]
+
+#: (row, event, exchange, symbol, session, first, last, detected_us, recovered_us, recovered_by)
+RefEvent = tuple[int, str, str, str, int, int, int, int, int | None, str | None]
+
+
+@dataclass
+class _Session:
+    session: int
+    hwm: int = 0
+    missing: dict[int, int | None] = field(default_factory=dict)  # seq -> gap id (None: a hole)
+    gaps: dict[int, list[int]] = field(default_factory=dict)  # gap id -> [first, last, detected, left]
+
+
+class ReferenceTracker:
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self.keys: dict[tuple[str, str], tuple[_Session, _Session | None]] = {}
+        self.events: list[RefEvent] = []
+
+    def step(self, row: int, ex: str, sym: str, session: int, seq: int, ts: int, mid: str) -> str:
+        cur, prev = self.keys.get((ex, sym), (None, None))
+        emit = self._emitter(row, ex, sym)
+        if cur is None:
+            cur = _Session(session)
+        if session == cur.session:
+            verdict = self._current(cur, seq, ts, mid, emit)
+        elif session > cur.session:
+            self._record(cur, ts, emit, everything=True)
+            prev, cur = cur, _Session(session)
+            self._current(cur, seq, ts, mid, emit)
+            verdict = "session_reset"
+        elif prev is not None and session == prev.session:
+            verdict = self._previous(prev, seq, ts, mid, emit)
+        else:
+            verdict = "late_session"
+        self.keys[(ex, sym)] = (cur, prev)
+        return verdict
+
+    def _emitter(self, row: int, ex: str, sym: str):  # type: ignore[no-untyped-def]
+        def emit(event: str, s: _Session, gid: int, rec: int | None = None, by: str | None = None) -> None:
+            first, last, det, _ = s.gaps[gid]
+            self.events.append((row, event, ex, sym, s.session, first, last, det, rec, by))
+
+        return emit
+
+    def _current(self, s: _Session, seq: int, ts: int, mid: str, emit) -> str:  # type: ignore[no-untyped-def]
+        if seq > s.hwm:
+            verdict = "in_order" if seq == s.hwm + 1 else "gap"
+            for q in range(s.hwm + 1, seq):
+                s.missing[q] = None
+            s.hwm = seq
+        elif seq in s.missing:
+            gid = s.missing.pop(seq)
+            verdict = "out_of_order" if gid is None else "late_fill"
+            if gid is not None:
+                self._filled(s, gid, ts, mid, emit)
+        else:
+            verdict = "duplicate"
+        self._record(s, ts, emit, everything=False)
+        return verdict
+
+    def _previous(self, s: _Session, seq: int, ts: int, mid: str, emit) -> str:  # type: ignore[no-untyped-def]
+        if seq in s.missing:
+            self._filled(s, s.missing.pop(seq), ts, mid, emit)  # type: ignore[arg-type]
+            return "late_fill"
+        if seq <= s.hwm:
+            return "duplicate"
+        for q in range(s.hwm + 1, seq):
+            s.missing[q] = None
+        s.hwm = seq
+        self._record(s, ts, emit, everything=True)
+        return "late_session"
+
+    def _filled(self, s: _Session, gid: int, ts: int, mid: str, emit) -> None:  # type: ignore[no-untyped-def]
+        s.gaps[gid][3] -= 1
+        if s.gaps[gid][3] == 0:
+            emit("recovered", s, gid, ts, mid)
+
+    def _record(self, s: _Session, ts: int, emit, *, everything: bool) -> None:  # type: ignore[no-untyped-def]
+        holes = sorted(q for q, g in s.missing.items() if g is None)
+        runs: list[list[int]] = []
+        for q in holes:
+            if runs and runs[-1][1] == q - 1:
+                runs[-1][1] = q
+            else:
+                runs.append([q, q])
+        for lo, hi in runs:
+            if everything or s.hwm - hi > self.window:
+                s.gaps[lo] = [lo, hi, ts, hi - lo + 1]
+                for q in range(lo, hi + 1):
+                    s.missing[q] = lo
+                emit("opened", s, lo)

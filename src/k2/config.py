@@ -129,6 +129,16 @@ class StateSettings(_Section):
     """Sequence tracking and deduplication."""
 
     backend: Literal["embedded", "redis"] = "embedded"
+    reorder_window: int = Field(
+        64,
+        ge=0,
+        description="How far behind the newest sequence a hole may be filled 'out of order' "
+        "before it is recorded as a gap.",
+    )
+    dedup: bool = Field(True, description="Second net by message id, for feeds whose sequences lie.")
+    redis_commit: Literal["watch", "lua"] = Field(
+        "watch", description="WATCH/MULTI/EXEC (fastest on loopback) or one Lua call (fewer round trips)."
+    )
     dedup_window_hours: float = Field(24.0, gt=0)
     dedup_generations: int = Field(4, ge=2, le=48, description="Bloom generations covering the window.")
     bloom_capacity: int = Field(10_000_000, ge=1000, description="Expected keys per window.")

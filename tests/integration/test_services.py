@@ -108,3 +108,14 @@ def test_cli_rejects_bad_config(monkeypatch) -> None:  # type: ignore[no-untyped
     result = CliRunner().invoke(app, ["config", "show"])
     assert result.exit_code == 2
     assert "K2_KAFKA__PARTITIONS" in result.output
+
+
+def test_a_port_taken_by_another_process_is_a_clear_error(services: Settings, tmp_path: Path) -> None:
+    """Another data dir must not 'start' a Redis that is really someone else's on the same port."""
+    import pytest
+
+    from k2.services.errors import ServiceStartError
+
+    settings = load_settings(data_dir=tmp_path, redis={"port": services.redis.port})
+    with pytest.raises(ServiceStartError, match="already in use"):
+        Launcher(settings).up(["redis"])

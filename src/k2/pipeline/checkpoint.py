@@ -103,6 +103,7 @@ class Checkpoint:
         if frozen is None:
             return False
         frozen.commit()
+        frozen.commit_group_offsets()
         return True
 
     def discard(self) -> None:
@@ -155,7 +156,11 @@ class FrozenCheckpoint:
         self.state()
         owner._step("state-committed")
         owner.commits += 1
+
+    def commit_group_offsets(self) -> None:
+        """Step 5, on the consumer's own thread: librdkafka must not see a commit from the worker
+        thread while a rebalance callback on the consumer thread waits for that worker."""
         try:
-            owner._commit_group_offsets(self.end)
+            self.owner._commit_group_offsets(self.end)
         except Exception as exc:  # advisory: lag monitoring only
             log.warning("group offset commit failed", error=str(exc))

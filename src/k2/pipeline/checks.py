@@ -46,6 +46,9 @@ class BatchChecks(abc.ABC):
     def revoke(self, partitions: list[TopicPartition]) -> None:
         """Forget uncommitted state for partitions that moved to another consumer."""
 
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Called once after a clean stop's final commit (not after a failure)."""
+
 
 class NoChecks(BatchChecks):
     """Every row is written; no state. For feeds that need no sequence checks or dedup."""

@@ -27,10 +27,11 @@ from k2.lake.tables import GAPS, TICK_TABLES, ensure_tables
 from k2.lake.writer import NO_OFFSET, TableWriter
 from k2.observability.logging import get_logger
 from k2.observability.metrics import REGISTRY, Counter, Gauge, Histogram
-from k2.pipeline.checkpoint import Checkpoint
+from k2.pipeline.checkpoint import Checkpoint, FrozenCheckpoint
 from k2.pipeline.checks import BatchChecks, NoChecks
 from k2.pipeline.sinks import TableSink
 from k2.pipeline.validate import Validator
+from k2.state.errors import StaleStateError
 from k2.stream.dlq import DeadLetter
 from k2.stream.producer import TickProducer
 from k2.types import Offsets
@@ -85,7 +86,7 @@ class Pipeline:
         self._crash_at = crash_at
         self._assigned = False
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="k2-commit")
-        self._inflight: Future[None] | None = None
+        self._inflight: tuple[Future[None], FrozenCheckpoint] | None = None
         self.topics = {self.kafka.topic(kind): kind for kind in TICK_TABLES}
         self._last_message_at = time.monotonic()
 
@@ -170,7 +171,7 @@ class Pipeline:
             try:
                 self._await_commit()
                 self.checkpoint.commit()
-            except StaleWriterError as exc:
+            except (StaleWriterError, StaleStateError) as exc:
                 log.warning("commit on revoke refused: another consumer owns the range", error=str(exc))
         self.checkpoint.discard()
         self.checks.revoke([(p.topic, p.partition) for p in partitions])
@@ -225,7 +226,7 @@ class Pipeline:
                         on_batch(self.stats)
                 if self.checkpoint.due():
                     self._commit()
-                elif self._inflight is not None and self._inflight.done():
+                elif self._inflight is not None and self._inflight[0].done():
                     self._await_commit()  # surface a failure or a fence without waiting for the next
                 idle = now - self._last_message_at
                 if idle_timeout_s is not None and self._assigned and idle > idle_timeout_s:
@@ -235,6 +236,7 @@ class Pipeline:
                 if max_messages is not None and self.stats.messages >= max_messages:
                     break
             self._commit(wait=True)
+            self.checks.close()
         except BaseException:
             self._failed = True
             raise
@@ -251,22 +253,24 @@ class Pipeline:
         """Wait for the commit in flight; a fence (another writer owns the range) means re-seek."""
         if self._inflight is None:
             return
-        future, self._inflight = self._inflight, None
+        (future, frozen), self._inflight = self._inflight, None
         try:
             future.result()
-        except StaleWriterError as exc:
+        except (StaleWriterError, StaleStateError) as exc:
             self._refence(exc)
+        else:
+            frozen.commit_group_offsets()
 
     def _commit(self, *, wait: bool = False) -> None:
         """Freeze the checkpoint and commit it on the worker thread (one commit at a time)."""
         self._await_commit()
         frozen = self.checkpoint.freeze()
         if frozen is not None:
-            self._inflight = self._executor.submit(frozen.commit)
+            self._inflight = (self._executor.submit(frozen.commit), frozen)
         if wait:
             self._await_commit()
 
-    def _refence(self, exc: StaleWriterError) -> None:
+    def _refence(self, exc: StaleWriterError | StaleStateError) -> None:
         # Another consumer committed this range (we are a zombie after a rebalance): re-seek from
         # the tables' watermarks instead of writing anything twice.
         log.warning("fenced by another writer; re-seeking from the table watermarks", error=str(exc))

@@ -15,7 +15,7 @@ from k2.config import Settings
 from k2.services.base import Service, ServiceStatus
 from k2.services.errors import JavaMissingError, ServiceStartError
 from k2.services.jars import KafkaJars
-from k2.services.process import OwnedProcess, spawn, tail, wait_until
+from k2.services.process import OwnedProcess, port_in_use, spawn, tail, wait_until
 
 __all__ = ["KafkaService", "java_major_version"]
 
@@ -95,6 +95,20 @@ class KafkaService(Service):
         if not self.managed or self._proc.pid is not None:
             return self.status()
         self._proc.clear()  # a stale pid file from a crash
+        busy = [
+            p
+            for p in (
+                self._kafka.port,
+                self._kafka.controller_port,
+            )
+            if port_in_use(p)
+        ]
+        if busy:
+            raise ServiceStartError(
+                f"port {busy[0]} is already in use by a process K2 did not start from {self.home}; "
+                "stop it, or choose other ports (K2_KAFKA__PORT/__CONTROLLER_PORT)",
+                service=self.name,
+            )
         java = self._java()
         self.jars.ensure()
         config = self._write_config()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psutil
 
-__all__ = ["OwnedProcess", "spawn", "tail", "wait_until"]
+__all__ = ["OwnedProcess", "port_in_use", "spawn", "tail", "wait_until"]
 
 
 @dataclass(frozen=True)
@@ -128,3 +128,12 @@ def wait_until(check: Callable[[], object], timeout_s: float, interval_s: float 
             return True
         time.sleep(interval_s)
     return False
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something already listens there (another Kafka, a stale broker of another data dir)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0

@@ -10,7 +10,7 @@ import redis
 from k2.config import Settings
 from k2.services.base import Service, ServiceStatus
 from k2.services.errors import ServiceError, ServiceStartError
-from k2.services.process import OwnedProcess, spawn, tail, wait_until
+from k2.services.process import OwnedProcess, port_in_use, spawn, tail, wait_until
 
 __all__ = ["RedisService"]
 
@@ -65,6 +65,13 @@ class RedisService(Service):
         if not self.managed or self._proc.pid is not None:
             return self.status()
         self._proc.clear()
+        busy = [p for p in (self._redis.port,) if port_in_use(p)]
+        if busy:
+            raise ServiceStartError(
+                f"port {busy[0]} is already in use by a process K2 did not start from {self.home}; "
+                "stop it, or choose other ports (K2_REDIS__PORT)",
+                service=self.name,
+            )
         server = shutil.which("redis-server") or next(
             (p for p in ("/usr/bin/redis-server", "/usr/local/bin/redis-server") if Path(p).exists()), None
         )

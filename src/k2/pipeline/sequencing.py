@@ -26,16 +26,22 @@ class SequenceChecks(BatchChecks):
 
     def __init__(self, settings: Settings) -> None:
         state = settings.state
-        store = open_sequence_store(state, settings.redis, settings.data_dir, commit_mode=state.redis_commit)
+        # State belongs to one lake namespace, like the tables whose offsets it must agree with: a
+        # second namespace fed the same ticks (a demo, a backfill into a scratch namespace) starts
+        # from nothing instead of calling every tick a duplicate.
+        ns = settings.lake.namespace
+        redis = settings.redis.model_copy(update={"key_prefix": f"{settings.redis.key_prefix}{ns}:"})
+        data_dir = settings.data_dir / "state" / ns
+        store = open_sequence_store(state, redis, data_dir, commit_mode=state.redis_commit)
         self._dedup: dict[str, Deduplicator] = {}
         self._bloom_files: dict[str, Path] = {}
         if state.dedup:
             for kind in TICK_TABLES:
                 topic = settings.kafka.topic(kind)
                 namespace = re.sub(r"[^A-Za-z0-9_]", "_", topic)  # one exact set per topic
-                exact = open_dedup_store(state, settings.redis, settings.data_dir, namespace=namespace)
+                exact = open_dedup_store(state, redis, data_dir, namespace=namespace)
                 dedup = Deduplicator.from_settings(kind, state, exact)
-                path = state_dir(settings.data_dir) / f"bloom-{topic}.bin"
+                path = state_dir(data_dir) / f"bloom-{topic}.bin"
                 used = dedup.load(path)  # the saved filter if it matches the store, else rebuilt from it
                 log.info("bloom filter ready", topic=topic, source="file" if used else "exact store")
                 self._dedup[topic] = dedup

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -21,6 +22,7 @@ from k2.lake import open_catalog
 from k2.pipeline.dlq import read_dead_letters, replay_dead_letters
 from k2.stream.admin import ensure_topics
 from k2.stream.producer import TickProducer
+from tests.integration.truth_check import K2_WINDOW, assert_matches_truth, deliveries, publish, simulator
 
 SYMBOLS = ("BHP", "RIO", "CBA", "NAB", "WBC", "ANZ", "CSL", "WES")
 
@@ -65,6 +67,8 @@ def _env(settings: Settings, **extra: str) -> dict[str, str]:
         K2_REDIS__PORT=str(settings.redis.port),
         K2_REDIS__KEY_PREFIX=settings.redis.key_prefix,
         K2_PIPELINE__GROUP_ID=settings.pipeline.group_id,
+        K2_STATE__BACKEND=settings.state.backend,
+        K2_STATE__REORDER_WINDOW=str(settings.state.reorder_window),
         K2_LOG__FORMAT="json",
         **extra,
     )
@@ -101,10 +105,15 @@ RESTARTS = {**SMALL_COMMITS, "K2_PIPELINE__INSTANCE_ID": "ingest-1"}
 
 
 def test_sigkill_at_random_points_loses_and_duplicates_nothing(settings: Settings, tmp_path: Path) -> None:
-    """12 runs, each fed a new slice first; each killed at a random moment or at a commit step."""
-    expected = make_trades(60_000)
+    """12 runs on the real Redis state store, each fed a new slice of a faulty simulated feed and
+    killed at a random moment or at a named commit step; the result equals the feed's truth."""
+    sim = simulator(60_000, chunk=5_000)
+    slices = list(deliveries(sim))
+    truth_file = tmp_path / "truth.json"
+    sim.write_truth(truth_file)
+    truth = json.loads(truth_file.read_text())
     invalid = make_trades(5, seed=9).with_columns(price=pl.lit(Decimal("-1"), dtype=pl.Decimal(18, 6)),
-                                                  session=pl.lit(date(2024, 3, 12)))  # fmt: skip
+                                                  symbol=pl.lit("ZZZZ"))  # fmt: skip
     invalid = invalid.with_columns(message_id=schemas.message_ids("trades", invalid))
     _produce(settings, invalid, bad=7)
 
@@ -112,7 +121,7 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(settings: Setting
     crash_steps = ["dlq-flushed", "gaps-committed", "trades-committed", "state-committed"]
     kills = 0
     for i in range(12):
-        _produce(settings, expected.slice(i * 5_000, 5_000))
+        publish(settings, slices[i * len(slices) // 12 : (i + 1) * len(slices) // 12])
         if i % 3 == 1:  # a crash at a named commit step, incl. between the Iceberg and the Kafka commit
             step = crash_steps[(i // 3) % 4]
             proc = _ingest(settings, "--idle-timeout", "5", "--crash-at", f"{step}:2", **RESTARTS)
@@ -130,31 +139,30 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(settings: Setting
     out = final.communicate(timeout=300)[0].decode()
     assert final.returncode == 0, out[-3000:]
 
-    table = _trades_table(settings)
-    assert table.height == expected.height
-    assert table["message_id"].n_unique() == expected.height
-    assert table.select(pl.struct("kafka_partition", "kafka_offset").n_unique()).item() == expected.height
-    assert set(table["message_id"]) == set(expected["message_id"])
+    trades = _trades_table(settings)
+    sim_trades = trades.filter(pl.col("exchange") == "SIM")
+    assert trades.height == sim_trades.height  # the invalid ticks were dead-lettered, not written
+    assert trades.select(pl.struct("kafka_partition", "kafka_offset").n_unique()).item() == trades.height
+    assert_matches_truth(settings, truth)  # every tick once, every gap and recovery exactly once
     letters = list(read_dead_letters(settings.kafka))
-    assert {lt.source for lt in letters} >= set()  # every letter names its source
     sources = {lt.source for lt in letters}
-    assert len(sources) == 12  # 7 undecodable + 5 invalid, each once (a replayed crash may resend one)
-    reasons = " ".join(lt.reason for lt in letters)
-    assert "price must be > 0" in reasons
+    malformed = sum(truth["kinds"][k]["malformed"] for k in ("trades", "quotes"))
+    assert len(sources) == 12 + malformed  # each bad message once (a replayed crash may resend one)
+    assert "price must be > 0" in " ".join(lt.reason for lt in letters)
 
 
-def test_two_consumers_with_a_rebalance_write_the_same_table(settings: Settings) -> None:
-    expected = make_trades(40_000, seed=3)
-    _produce(settings, expected)
-    first = _ingest(settings, "--idle-timeout", "6", **SMALL_COMMITS)
+def test_two_consumers_with_a_rebalance_write_the_same_table(settings: Settings, tmp_path: Path) -> None:
+    sim = simulator(40_000, seed=3)
+    publish(settings, deliveries(sim))
+    truth_file = tmp_path / "truth.json"
+    sim.write_truth(truth_file)
+    first = _ingest(settings, "--idle-timeout", "6", K2_PIPELINE__INSTANCE_ID="a", **SMALL_COMMITS)
     time.sleep(4.0)  # let the first consumer commit some batches, then a second joins: a rebalance
-    second = _ingest(settings, "--idle-timeout", "6", **SMALL_COMMITS)
+    second = _ingest(settings, "--idle-timeout", "6", K2_PIPELINE__INSTANCE_ID="b", **SMALL_COMMITS)
     for proc in (first, second):
         out = proc.communicate(timeout=300)[0].decode()
         assert proc.returncode == 0, out[-3000:]
-    table = _trades_table(settings)
-    assert table.height == expected.height
-    assert table["message_id"].n_unique() == expected.height
+    assert_matches_truth(settings, json.loads(truth_file.read_text()))
 
 
 def test_dead_letters_can_be_replayed(settings: Settings) -> None:
@@ -174,7 +182,11 @@ def test_dead_letters_can_be_replayed(settings: Settings) -> None:
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    """Fewer partitions keep the subprocess runs quick."""
+    """Fewer partitions keep the subprocess runs quick; state on the real Redis."""
     return load_settings(
-        **{**settings.model_dump(), "kafka": {**settings.kafka.model_dump(), "partitions": 3}}
+        **{
+            **settings.model_dump(),
+            "kafka": {**settings.kafka.model_dump(), "partitions": 3},
+            "state": {"backend": "redis", "reorder_window": K2_WINDOW},
+        }
     )

@@ -21,6 +21,7 @@ from pydantic_settings import (
 )
 
 from k2.errors import ConfigError
+from k2.resilience.settings import ResilienceSettings  # imports only pydantic: no cycle
 
 __all__ = [
     "ApiSettings",
@@ -29,6 +30,7 @@ __all__ = [
     "LogSettings",
     "PipelineSettings",
     "RedisSettings",
+    "ResilienceSettings",
     "Settings",
     "StateSettings",
     "load_settings",
@@ -106,6 +108,9 @@ class LakeSettings(_Section):
     commit_rows: int = Field(200_000, ge=1, description="Commit when this many rows are buffered.")
     keep_snapshots: int = Field(50, ge=1, description="Snapshots kept by routine expiry.")
     time_travel_hours: float = Field(7 * 24, ge=0, description="Snapshots younger than this are kept.")
+    maintain_every_s: float | None = Field(
+        None, gt=0, description="Let `k2 ingest` compact, expire and clean up this often (unset: never)."
+    )
 
 
 class PipelineSettings(_Section):
@@ -193,6 +198,7 @@ class Settings(BaseSettings):
     state: StateSettings = StateSettings()
     api: ApiSettings = ApiSettings()
     log: LogSettings = LogSettings()
+    resilience: ResilienceSettings = ResilienceSettings()
 
     @field_validator("data_dir", "cache_dir", mode="after")
     @classmethod

@@ -13,7 +13,7 @@ from k2.feeds.faults import FaultConfig
 from k2.feeds.market import MarketConfig, symbol_names
 from k2.feeds.publish import FeedPublisher
 from k2.feeds.simulator import Simulator, SimulatorConfig
-from k2.lake import open_catalog
+from k2.feeds.verify import compare_with_truth, table_frame
 from k2.stream.admin import ensure_topics
 from k2.stream.producer import TickProducer
 
@@ -46,48 +46,13 @@ def publish(settings: Settings, batches: list[Delivery] | Iterator[Delivery]) ->
 
 
 def table(settings: Settings, name: str) -> pl.DataFrame:
-    t = open_catalog(settings).load_table(f"{settings.lake.namespace}.{name}")
-    frame = pl.from_arrow(t.scan().to_arrow())
-    assert isinstance(frame, pl.DataFrame)
-    return frame
+    return table_frame(settings, name)
 
 
-def assert_matches_truth(settings: Settings, truth: dict[str, Any]) -> None:
+def assert_matches_truth(settings: Settings, truth: dict[str, Any], *, deferred: bool = False) -> None:
     """Every unique tick once; the gap table equals the truth's gaps (and their recoveries) exactly.
 
-    A hole counts once the stream moved past it by the reorder window, or its session ended.
+    The comparison itself is product code (``k2.feeds.verify``), shared with ``k2 load-test``.
     """
-    gaps = table(settings, "sequence_gaps")
-    window = settings.state.reorder_window
-    for kind in ("trades", "quotes"):
-        k = truth["kinds"][kind]
-        rows = table(settings, kind)
-        assert rows.height == len(k["sent_ids"]), kind
-        assert rows["message_id"].n_unique() == rows.height, kind
-        assert set(rows["message_id"]) == set(k["sent_ids"]), kind
-        last = {(s["symbol"], s["session"]): s["last_sequence"] for s in k["streams"]}
-        later = {(s["symbol"], s["session"]) for s in k["streams"]}
-        sessions: dict[str, list[str]] = {}
-        for sym, ses in later:
-            sessions.setdefault(sym, []).append(ses)
-
-        due = [g for g in k["gaps"] if _due(g, sessions, last, window)]
-        want = {(g["symbol"], g["session"], g["first"], g["last"]) for g in due}
-        want_filled = {(g["symbol"], g["session"], g["first"], g["last"]) for g in due if g["filled"]}
-        mine = gaps.filter(pl.col("kind") == kind)
-
-        def keyset(frame: pl.DataFrame) -> set[tuple[Any, ...]]:
-            return {
-                (r["symbol"], r["session"].isoformat(), r["first_missing"], r["last_missing"])
-                for r in frame.to_dicts()
-            }
-
-        opened = mine.filter(pl.col("event") == "opened")
-        assert opened.height == len(keyset(opened)), f"{kind}: a gap was recorded twice"
-        assert keyset(opened) == want, kind
-        assert keyset(mine.filter(pl.col("event") == "recovered")) == want_filled, kind
-
-
-def _due(g: dict[str, Any], sessions: dict[str, list[str]], last: dict[Any, int], window: int) -> bool:
-    ended = max(sessions[g["symbol"]]) > g["session"]
-    return ended or last[(g["symbol"], g["session"])] - g["last"] > window
+    report = compare_with_truth(settings, truth, deferred=deferred)
+    assert report.ok, "\n".join(report.problems)

@@ -9,7 +9,17 @@ import typer
 from rich.console import Console
 
 from k2 import __version__
-from k2.cli import config_cmd, demo_cmd, dlq_cmd, feed_cmd, ingest_cmd, lake_cmd, services_cmd
+from k2.cli import (
+    config_cmd,
+    demo_cmd,
+    dlq_cmd,
+    feed_cmd,
+    ingest_cmd,
+    lake_cmd,
+    loadtest_cmd,
+    services_cmd,
+    status_cmd,
+)
 from k2.cli.context import Context
 from k2.config import load_settings
 from k2.errors import K2Error
@@ -35,6 +45,8 @@ app.add_typer(lake_cmd.app, name="lake")
 app.add_typer(dlq_cmd.app, name="dlq")
 app.command("ingest")(ingest_cmd.ingest)
 app.command("demo")(demo_cmd.demo)
+app.command("status")(status_cmd.status)
+app.command("load-test")(loadtest_cmd.load_test)
 
 
 @app.callback()

@@ -3,8 +3,8 @@
 Commit order (each step runs only if every earlier one succeeded; after a failure nothing more is
 committed and the uncommitted range is read again from Kafka):
 
-1. Flush the dead-letter producer: a message that went to the DLQ must be there before the
-   offsets that skip it are stored.
+1. Flush the dead-letter producer and the spill: a message that went to the DLQ or the spill
+   must be there before the offsets that skip it are stored.
 2. Commit the ``sequence_gaps`` table (gap events of both topics, with their offsets). Without
    events it commits only every 30 s, to move its watermark; the ranges it skips hold no events,
    and the state's watermark (step 4) never passes an event that is not yet in the table.
@@ -16,6 +16,12 @@ committed and the uncommitted range is read again from Kafka):
 
 A crash between any two steps leaves each table at its own watermark. On restart the consumer
 reads from the lowest watermark of all stages, and each stage skips what it already holds.
+
+Each dependency call goes through its circuit breaker (``kafka`` for step 1, ``iceberg`` for steps
+2 and 3, ``state`` for step 4). A frozen checkpoint whose commit failed with a retryable error is
+kept whole and committed again later: the steps that already succeeded are skipped (they are
+recorded in ``done``), so a retry neither loses nor repeats a step. A table append that landed
+although the client saw an error makes the retry raise ``StaleWriterError``: the fencing path.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from k2.observability.logging import get_logger
 from k2.pipeline.checks import BatchChecks
 from k2.pipeline.errors import DeadLetterDeliveryError
 from k2.pipeline.sinks import SinkBatch, TableSink
+from k2.resilience.breaker import BreakerBoard
+from k2.resilience.errors import SpillDeliveryError
 from k2.types import Offsets
 
 __all__ = ["Checkpoint", "FrozenCheckpoint"]
@@ -45,11 +53,15 @@ class Checkpoint:
         commit_group_offsets: Callable[[Offsets], None],
         max_rows: int,
         max_age_s: float,
+        flush_spill: Callable[[], int] | None = None,
+        breakers: BreakerBoard | None = None,
     ) -> None:
         self.gap_sink = gap_sink
         self.tick_sinks = tick_sinks
         self.checks = checks
+        self.breakers = breakers
         self._flush_dead_letters = flush_dead_letters
+        self._flush_spill = flush_spill
         self._commit_group_offsets = commit_group_offsets
         self.max_rows = max_rows
         self.max_age_s = max_age_s
@@ -116,6 +128,22 @@ class Checkpoint:
         if self.crash_hook is not None:
             self.crash_hook(name)
 
+    def _call(self, breaker: str, fn: Callable[..., None], *args: object) -> None:
+        """Run one dependency call through its breaker (directly when there is no board)."""
+        if self.breakers is None:
+            fn(*args)
+        else:
+            self.breakers.get(breaker).call(fn, *args)
+
+    def _flush_producers(self) -> None:
+        undelivered = self._flush_dead_letters()
+        if undelivered:
+            raise DeadLetterDeliveryError(undelivered)
+        if self._flush_spill is not None:
+            unspilled = self._flush_spill()
+            if unspilled:
+                raise SpillDeliveryError(unspilled)
+
 
 class FrozenCheckpoint:
     """One checkpoint taken out of the live buffers; ``commit`` runs the protocol above.
@@ -139,23 +167,42 @@ class FrozenCheckpoint:
         self.ticks = ticks
         self.state = state
         self.end = end
+        self.done: set[str] = set()  # steps that succeeded: a retry skips them
+        self.attempts = 0
+
+    @property
+    def rows(self) -> int:
+        return sum(batch.rows for _, batch in self.ticks if batch is not None)
 
     def commit(self) -> None:
+        """Steps 1-4; safe to call again after a retryable failure (done steps are skipped).
+
+        Raises:
+            DeadLetterDeliveryError, SpillDeliveryError: step 1 failed; nothing was committed.
+            StaleWriterError, StaleStateError: another consumer owns a range (fenced).
+            CircuitOpenError: a breaker refused the call; the step was not attempted.
+            LakeError, StateStoreError, OSError: a dependency failed; retryable.
+        """
         owner = self.owner
-        undelivered = owner._flush_dead_letters()
-        if undelivered:
-            raise DeadLetterDeliveryError(undelivered)
-        owner._step("dlq-flushed")
+        self.attempts += 1
+        self._run("dlq-flushed", "kafka", owner._flush_producers)
         if self.gaps is not None:
-            owner.gap_sink.commit_batch(self.gaps)
-        owner._step("gaps-committed")
+            self._run("gaps-committed", "iceberg", owner.gap_sink.commit_batch, self.gaps)
+        else:
+            owner._step("gaps-committed")
         for sink, batch in self.ticks:
             if batch is not None:
-                sink.commit_batch(batch)
-            owner._step(f"{sink.name}-committed")
-        self.state()
-        owner._step("state-committed")
+                self._run(f"{sink.name}-committed", "iceberg", sink.commit_batch, batch)
+            else:
+                owner._step(f"{sink.name}-committed")
+        self._run("state-committed", "state", self.state)
         owner.commits += 1
+
+    def _run(self, step: str, breaker: str, fn: Callable[..., object], *args: object) -> None:
+        if step not in self.done:
+            self.owner._call(breaker, fn, *args)  # type: ignore[arg-type]
+            self.done.add(step)
+        self.owner._step(step)
 
     def commit_group_offsets(self) -> None:
         """Step 5, on the consumer's own thread: librdkafka must not see a commit from the worker

@@ -1,13 +1,24 @@
-"""The ingest pipeline: Kafka micro-batches → decode → validate (→ DLQ) → checks → Iceberg.
+"""The ingest pipeline: Kafka micro-batches → decode → validate (→ DLQ) → shed → checks → Iceberg.
 
 Life cycle (after Quix Streams' ``Application.run``): the constructor wires collaborators and
 touches nothing; ``run()`` installs signal handlers that only request a stop, subscribes with
 assign/revoke/lost callbacks, loops, and on a clean stop makes one final commit. After a failure
 nothing is committed: the uncommitted range is simply read again by the next run.
+
+Backpressure (``k2.resilience``, docs/resilience.md): each loop measures lag, busy ratio and memory;
+the degradation level decides which tiers of symbols are deferred to the spill topics (back-filled
+through the same path at NORMAL), the batch size, the commit interval and which partitions run.
+A dependency that fails (Iceberg, the state store, Kafka produce), or whose circuit breaker is
+open, *stalls* the pipeline instead of stopping it: every partition is paused, the frozen
+checkpoint that failed is kept whole and committed again when the breaker lets a call through,
+and consumption resumes once it went through. A state store that fails while a batch is being
+classified makes the pipeline drop what it had not frozen yet and re-read it from the last
+commit (a re-seek), once the store answers again. Any other error stops the pipeline as before.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import time
 from collections.abc import Callable
@@ -17,21 +28,34 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from k2 import schemas
 from k2.config import Settings
 from k2.lake.catalog import open_catalog
-from k2.lake.errors import StaleWriterError
+from k2.lake.errors import LakeError, StaleWriterError
 from k2.lake.tables import GAPS, TICK_TABLES, ensure_tables
 from k2.lake.writer import NO_OFFSET, TableWriter
 from k2.observability.logging import get_logger
 from k2.observability.metrics import REGISTRY, Counter, Gauge, Histogram
 from k2.pipeline.checkpoint import Checkpoint, FrozenCheckpoint
-from k2.pipeline.checks import BatchChecks, NoChecks
+from k2.pipeline.checks import BatchChecks, CheckResult, NoChecks
+from k2.pipeline.errors import DeadLetterDeliveryError
 from k2.pipeline.sinks import TableSink
 from k2.pipeline.validate import Validator
-from k2.state.errors import StaleStateError
+from k2.resilience.breaker import BreakerBoard
+from k2.resilience.degradation import DegradationManager, LevelChange
+from k2.resilience.errors import SpillDeliveryError
+from k2.resilience.flow import FlowControl
+from k2.resilience.levels import Level
+from k2.resilience.metrics import BACKFILLED
+from k2.resilience.shed import split
+from k2.resilience.signals import LoadMeter, RssProbe, Signals, consumer_lag
+from k2.resilience.spill import Spill, ensure_spill_topics, spill_topic
+from k2.resilience.status import StatusFile, status_path
+from k2.resilience.tiers import PriorityTiers
+from k2.state.errors import StaleStateError, StateStoreError
+from k2.stream.admin import ensure_topics
 from k2.stream.dlq import DeadLetter
 from k2.stream.producer import TickProducer
 from k2.types import Offsets
@@ -64,6 +88,9 @@ class PipelineStats:
     dead_letters: int = 0
     duplicates: int = 0
     commits: int = 0
+    deferred: int = 0
+    backfilled: int = 0
+    stalls: int = 0
     by_topic: dict[str, int] = field(default_factory=dict)
 
 
@@ -87,22 +114,48 @@ class Pipeline:
         self._assigned = False
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="k2-commit")
         self._inflight: tuple[Future[None], FrozenCheckpoint] | None = None
-        self.topics = {self.kafka.topic(kind): kind for kind in TICK_TABLES}
         self._last_message_at = time.monotonic()
+        r = settings.resilience
+        self.source_topics = {self.kafka.topic(kind): kind for kind in TICK_TABLES}
+        self.spill_topics = {spill_topic(self.kafka, kind): kind for kind in TICK_TABLES}
+        self.topics = {**self.source_topics, **self.spill_topics}  # subscribed; routed by kind
+        self.degradation = DegradationManager(r)
+        self.tiers = PriorityTiers(r)
+        self.breakers = BreakerBoard(r.breakers)
+        self.breakers.get("iceberg", failure_types=(LakeError, OSError), ignore=(StaleWriterError,))
+        self.breakers.get("state", failure_types=(StateStoreError, OSError), ignore=(StaleStateError,))
+        self.breakers.get(
+            "kafka", failure_types=(DeadLetterDeliveryError, SpillDeliveryError, KafkaException)
+        )
+        self.flow = FlowControl(self.spill_topics)
+        self.meter = LoadMeter(r.ratio_window_s)
+        self.rss = RssProbe()
+        self.lag = 0
+        self.peak_lag = 0
+        self.status_file = StatusFile(status_path(settings.data_dir))
+        # stall: a commit (or a classification) failed on a dependency; see the module docstring
+        self._stalled_until: float | None = None
+        self._stall_cause = ""
+        self._retry: FrozenCheckpoint | None = None  # the frozen checkpoint to commit again
+        self._reseek = False  # drop the unfrozen work and re-read it once the dependency is back
+        self._tiers_seen_at = 0.0
 
     # -- wiring -------------------------------------------------------------------------------
     def _build(self) -> None:
         catalog = open_catalog(self.settings)
         ns = self.settings.lake.namespace
         tables = ensure_tables(catalog, ns)
+        ensure_topics(self.kafka)
+        ensure_spill_topics(self.kafka)  # co-partitioned with the sources: same partition counts
         self.producer = TickProducer(self.kafka)
+        self.spill = Spill(self.kafka)
         self.validator = Validator(
             self.settings.pipeline.max_clock_skew_s, _known_symbols(tables["reference"])
         )
         tick_sinks = [
             TableSink(
                 TableWriter(catalog, f"{ns}.{kind}", sort_by=("symbol", "exchange_ts", "sequence")),
-                {self.kafka.topic(kind)},
+                {self.kafka.topic(kind), spill_topic(self.kafka, kind)},  # spill offsets in snapshots
                 tables[kind].schema().as_arrow(),
             )
             for kind in TICK_TABLES
@@ -110,7 +163,7 @@ class Pipeline:
         gap_sink = TableSink(
             TableWriter(catalog, f"{ns}.{GAPS}"), set(self.topics), tables[GAPS].schema().as_arrow()
         )
-        self.sinks_by_topic = {self.kafka.topic(s.name): s for s in tick_sinks}
+        self.sinks_by_topic = {topic: sink for sink in tick_sinks for topic in sink.topics}
         self.consumer = Consumer(
             {
                 "bootstrap.servers": self.kafka.bootstrap,
@@ -141,6 +194,8 @@ class Pipeline:
             commit_group_offsets=self._commit_group_offsets,
             max_rows=self.settings.lake.commit_rows,
             max_age_s=self.settings.lake.commit_interval_s,
+            flush_spill=lambda: self.spill.flush(30.0),
+            breakers=self.breakers,
         )
         if self._crash_at:
             self.checkpoint.crash_hook = _crash_hook(self._crash_at)
@@ -165,24 +220,38 @@ class Pipeline:
             "partitions assigned", partitions={f"{p.topic}[{p.partition}]": p.offset for p in partitions}
         )
         consumer.assign(partitions)
+        self.flow.assigned(consumer, self.degradation.actions, stalled=self._stalled_until is not None)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if not self._failed:
             try:
                 self._await_commit()
-                self.checkpoint.commit()
-            except (StaleWriterError, StaleStateError) as exc:
-                log.warning("commit on revoke refused: another consumer owns the range", error=str(exc))
-        self.checkpoint.discard()
-        self.checks.revoke([(p.topic, p.partition) for p in partitions])
+                if self._retry is not None:  # one last try; the new owner replays it otherwise
+                    frozen, self._retry = self._retry, None
+                    frozen.commit()
+                    frozen.commit_group_offsets()
+                if not self._reseek:
+                    self.checkpoint.commit()
+            except (StaleWriterError, StaleStateError, *self.breakers.retryable()) as exc:
+                log.warning("commit on revoke failed; the new owner replays the range", error=str(exc))
+        self._forget([(p.topic, p.partition) for p in partitions])
         consumer.unassign()
         log.info("partitions revoked", count=len(partitions))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.checkpoint.discard()
-        self.checks.revoke([(p.topic, p.partition) for p in partitions])
+        self._forget([(p.topic, p.partition) for p in partitions])
         consumer.unassign()
         log.warning("partitions lost; uncommitted work dropped", count=len(partitions))
+
+    def _forget(self, tps: list[TP]) -> None:
+        """Drop every uncommitted thing of partitions that moved away (their new owner replays them)."""
+        self.checkpoint.discard()
+        self.checks.revoke(tps)
+        self.flow.revoked(tps)
+        self._retry, self._reseek = None, False
+        if self._stalled_until is not None:
+            self._stalled_until = None
+            log.info("stall ended: partitions moved to another consumer")
 
     def _commit_group_offsets(self, end: Offsets) -> None:
         offsets = [TopicPartition(t, p, o) for (t, p), o in end.items()]
@@ -216,18 +285,27 @@ class Pipeline:
             self.consumer.subscribe(
                 list(self.topics), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
             )
+            base_batch = self.settings.pipeline.batch_max_messages
             while self._running:
-                messages = self.consumer.consume(self.settings.pipeline.batch_max_messages,
+                messages = self.consumer.consume(self.degradation.actions.batch_size(base_batch),
                                                  self.settings.pipeline.poll_timeout_s)  # fmt: skip
+                busy_from = time.perf_counter()
                 now = time.monotonic()
-                if messages:
+                if messages and not self._reseek:  # a pending re-seek reads them again anyway
                     self._process(messages)
                     if on_batch:
                         on_batch(self.stats)
-                if self.checkpoint.due():
+                if self._stalled_until is not None:
+                    self._recover(now)
+                    self._last_message_at = now  # a stall is not idleness: it must not end the run
+                elif self.checkpoint.due():
                     self._commit()
                 elif self._inflight is not None and self._inflight[0].done():
                     self._await_commit()  # surface a failure or a fence without waiting for the next
+                self.meter.add_busy(time.perf_counter() - busy_from)
+                self._observe()
+                if self.degradation.level != Level.NORMAL or self.flow.paused:
+                    self._last_message_at = now  # deferred work (back-fill) is still to come
                 idle = now - self._last_message_at
                 if idle_timeout_s is not None and self._assigned and idle > idle_timeout_s:
                     break
@@ -235,8 +313,7 @@ class Pipeline:
                     break
                 if max_messages is not None and self.stats.messages >= max_messages:
                     break
-            self._commit(wait=True)
-            self.checks.close()
+            self._final_commit()
         except BaseException:
             self._failed = True
             raise
@@ -246,8 +323,28 @@ class Pipeline:
                 signal.signal(sig, handler)
             self.consumer.close()
             self.producer.close()
+            self.spill.close()
+            self._write_status(stopped=True)
         self.stats.commits = self.checkpoint.commits
         return self.stats
+
+    def _final_commit(self) -> None:
+        """The clean stop's last commit; a dependency still down leaves the rest for the next run."""
+        try:
+            self._await_commit()
+            if self._retry is not None:
+                frozen, self._retry = self._retry, None
+                frozen.commit()
+                frozen.commit_group_offsets()
+            if not self._reseek:
+                self._commit(wait=True)
+        except self.breakers.retryable() as exc:
+            log.warning("final commit failed; the next run reads the uncommitted range again", error=str(exc))
+            return
+        if self._retry is not None:
+            log.warning("final commit failed; the next run reads the uncommitted range again")
+            return
+        self.checks.close()
 
     def _await_commit(self) -> None:
         """Wait for the commit in flight; a fence (another writer owns the range) means re-seek."""
@@ -257,13 +354,21 @@ class Pipeline:
         try:
             future.result()
         except (StaleWriterError, StaleStateError) as exc:
+            self._retry = None
             self._refence(exc)
+        except self.breakers.retryable() as exc:  # a dependency is down: pause, keep, retry
+            self._retry = frozen
+            self._stall(exc)
         else:
+            if frozen.attempts > 1:
+                log.info("commit retried successfully", attempts=frozen.attempts, rows=frozen.rows)
             frozen.commit_group_offsets()
 
     def _commit(self, *, wait: bool = False) -> None:
         """Freeze the checkpoint and commit it on the worker thread (one commit at a time)."""
         self._await_commit()
+        if self._retry is not None or self._reseek:
+            return  # commits stay in order: the failed one goes first, when the stall ends
         frozen = self.checkpoint.freeze()
         if frozen is not None:
             self._inflight = (self._executor.submit(frozen.commit), frozen)
@@ -274,10 +379,131 @@ class Pipeline:
         # Another consumer committed this range (we are a zombie after a rebalance): re-seek from
         # the tables' watermarks instead of writing anything twice.
         log.warning("fenced by another writer; re-seeking from the table watermarks", error=str(exc))
+        try:
+            self._reseek_now()
+        except self.breakers.retryable() as error:  # the watermarks cannot be read yet
+            self._reseek = True
+            self._stall(error)
+
+    def _reseek_now(self) -> None:
+        """Drop everything not frozen and read again from the lowest committed watermark."""
         self.checkpoint.discard()
         assignment = self.consumer.assignment()
         self.checks.revoke([(p.topic, p.partition) for p in assignment])
         self._on_assign(self.consumer, assignment)
+        self._reseek = False
+
+    # -- backpressure ---------------------------------------------------------------------------
+    def _stall(self, exc: BaseException) -> None:
+        """Pause every partition and retry after the breakers' wait; the failed work is kept."""
+        wait = max(self.breakers.retry_after(), 0.2)
+        if self._stalled_until is None:
+            self.stats.stalls += 1
+            self._stall_cause = str(exc)
+            log.warning(
+                "dependency failed; consumption paused, work kept for a retry",
+                error=str(exc),
+                retry_in_s=round(wait, 2),
+                commit_kept=self._retry is not None,
+                reseek=self._reseek,
+            )
+        self._stalled_until = time.monotonic() + wait
+        self.flow.apply(self.consumer, self.degradation.actions, stalled=True)
+        self._write_status()
+
+    def _recover(self, now: float) -> None:
+        """One step out of a stall: the kept commit first, then a pending re-seek, then resume."""
+        if self._inflight is not None:
+            if self._inflight[0].done():
+                self._await_commit()  # the retry's verdict (may stall again)
+            return
+        if self._retry is None and not self._reseek:
+            self._resume()
+            return
+        if self._stalled_until is not None and now < self._stalled_until:
+            return
+        if self._retry is not None:
+            frozen, self._retry = self._retry, None
+            self._inflight = (self._executor.submit(frozen.commit), frozen)
+            return
+        try:
+            self.breakers.get("state").call(self._reseek_now)
+        except (StaleWriterError, StaleStateError, *self.breakers.retryable()) as exc:
+            self._reseek = True
+            self._stall(exc)
+            return
+        self._resume()
+
+    def _resume(self) -> None:
+        self._stalled_until = None
+        self._stall_cause = ""
+        self.flow.apply(self.consumer, self.degradation.actions, stalled=False)
+        log.info("dependency back; consumption resumed")
+        self._write_status()
+
+    def _observe(self) -> None:
+        """Measure the signals, let the level follow them, and apply the level's flow control."""
+        owned = self.consumer.assignment()
+        source = [p for p in owned if p.topic in self.source_topics]
+        self.lag = consumer_lag(self.consumer, source) if source else 0
+        self.peak_lag = max(self.peak_lag, self.lag)
+        change = self.degradation.observe(
+            Signals(lag=self.lag, batch_ratio=self.meter.ratio(), rss_bytes=self.rss())
+        )
+        if change is not None:
+            self._level_changed(change)
+        self.flow.apply(self.consumer, self.degradation.actions, stalled=self._stalled_until is not None)
+        if change is not None or self.status_file.due():
+            self._write_status()
+
+    def _level_changed(self, change: LevelChange) -> None:
+        self.checkpoint.max_age_s = change.actions.commit_interval(self.settings.lake.commit_interval_s)
+        self.status_file.record(change.previous.name, change.level.name, change.cause, change.detail)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing read is left uncommitted (no buffer, no commit in flight or kept for a retry)."""
+        checkpoint = getattr(self, "checkpoint", None)
+        return (
+            checkpoint is not None
+            and not checkpoint.read_end
+            and self._inflight is None
+            and self._retry is None
+            and not self._reseek
+        )
+
+    def status(self) -> dict[str, Any]:
+        """What ``k2 status`` shows: level, breakers, stall, deferral and back-fill counts."""
+        spill = getattr(self, "spill", None)
+        return {
+            "degradation": self.degradation.status(),
+            "signals": {
+                "lag": self.lag,
+                "peak_lag": self.peak_lag,
+                "batch_ratio": round(self.meter.ratio(), 3),
+            },
+            "breakers": [dataclasses.asdict(b) for b in self.breakers.status()],
+            "stalled": self._stalled_until is not None,
+            "stall_cause": self._stall_cause,
+            "tiers": self.tiers.counts(),
+            "deferred": sum(spill.deferred.values()) if spill else 0,
+            "spilled": sum(spill.durable.values()) if spill else 0,
+            "backfilled": self.stats.backfilled,
+            "stats": {
+                "messages": self.stats.messages,
+                "written": self.stats.written,
+                "duplicates": self.stats.duplicates,
+                "dead_letters": self.stats.dead_letters,
+                "commits": self.checkpoint.commits if hasattr(self, "checkpoint") else 0,
+                "stalls": self.stats.stalls,
+            },
+        }
+
+    def _write_status(self, *, stopped: bool = False) -> None:
+        try:
+            self.status_file.write({**self.status(), "running": not stopped})
+        except OSError as exc:  # a status display must never stop the ingest
+            log.warning("status file not written", path=str(self.status_file.path), error=str(exc))
 
     def _process(self, messages: list[Message]) -> None:
         started = time.perf_counter()
@@ -298,10 +524,16 @@ class Pipeline:
             by_topic = {}
             for m, topic in zip(good, topics, strict=True):
                 by_topic.setdefault(topic, []).append(m)
-        for topic, batch in by_topic.items():
-            kind = self.topics.get(topic)
-            if kind is not None:
-                self._process_topic(topic, kind, batch)
+        try:
+            for topic, batch in by_topic.items():
+                kind = self.topics.get(topic)
+                if kind is not None:
+                    self._process_topic(topic, kind, batch)
+        except self.breakers.retryable() as exc:
+            # The state store failed while classifying: what this batch did to the checks' state
+            # cannot be taken back piecemeal, so everything not yet frozen is dropped and re-read.
+            self._reseek = True
+            self._stall(exc)
         BATCH_SECONDS.observe(time.perf_counter() - started)
 
     def _process_topic(self, topic: str, kind: str, batch: list[Message]) -> None:
@@ -328,12 +560,16 @@ class Pipeline:
         reasons = self.validator.reasons(kind, frame)
         bad = reasons.is_not_null()
         if bad.any():
-            bad_rows = np.flatnonzero(bad.to_numpy())
+            bad_np = bad.to_numpy()
+            bad_rows = np.flatnonzero(bad_np)
             letters += [(int(index[r]), str(reasons[int(r)])) for r in bad_rows]
             frame = frame.filter(~bad)
+            index = index[~bad_np]
         self._dead_letters(topic, sink, letters, values, partitions, offsets)
+        if topic in self.source_topics:
+            frame = self._shed(kind, topic, sink, frame, index, values)
 
-        result = self.checks.process(kind, topic, frame)
+        result = self._classify(kind, topic, frame)
         kept = frame.filter(result.keep)
         duplicates = frame.height - kept.height
         if duplicates:
@@ -348,6 +584,45 @@ class Pipeline:
             self.checkpoint.gap_sink.add(topic, pl.DataFrame(), end)
         self.checkpoint.record_read({(topic, p): o for p, o in end.items()})
         self.stats.written += rows.height
+        if topic in self.spill_topics:
+            self.stats.backfilled += rows.height
+            BACKFILLED.labels(kind).inc(rows.height)
+
+    def _classify(self, kind: str, topic: str, frame: pl.DataFrame) -> CheckResult:
+        if isinstance(self.checks, NoChecks):
+            return self.checks.process(kind, topic, frame)
+        return self.breakers.get("state").call(self.checks.process, kind, topic, frame)
+
+    def _shed(
+        self,
+        kind: str,
+        topic: str,
+        sink: TableSink,
+        frame: pl.DataFrame,
+        index: np.ndarray,
+        values: list[bytes],
+    ) -> pl.DataFrame:
+        """Defer the rows of the level's deferred tiers to the spill; returns the rows to process now.
+
+        Runs before the checks, so deferred ticks leave no trace in the sequence state and come
+        back as in-order ticks or late fills of the gaps their absence opened.
+        """
+        actions = self.degradation.actions
+        now = time.monotonic()
+        # Volume counts cost a group_by: at NORMAL one batch a second is a fair sample of activity.
+        if actions.defer_tiers or self.degradation.level != Level.NORMAL or now - self._tiers_seen_at >= 1.0:
+            self._tiers_seen_at = now
+            self.tiers.observe(frame, refresh=not actions.skip_optional)
+        if not actions.defer_tiers or frame.height == 0:
+            return frame
+        keep, defer = split(frame, self.tiers, actions)
+        if not defer.any():
+            return frame
+        deferred = frame.filter(defer)
+        payloads = [values[i] for i in index[defer.to_numpy()]]
+        floor = {p: sink.watermark((topic, p)) for p in deferred.get_column("_partition").unique().to_list()}
+        self.stats.deferred += self.spill.send(kind, topic, deferred, payloads, floor=floor)
+        return frame.filter(keep)
 
     def _dead_letters(
         self,

@@ -80,11 +80,17 @@ class LagThresholds(SignalThresholds):
 
 
 class BatchRatioThresholds(SignalThresholds):
-    """Busy share of wall time; never stops consumption."""
+    """Busy share of wall time; by default it only reaches SOFT, and never stops consumption.
+
+    A pipeline draining a backlog at full speed reads ~1 while it is catching up perfectly well,
+    so by default a busy ratio alone only pauses the back-fill and optional work (SOFT); deferring
+    symbols is left to the lag, which says whether freshness is really at risk. Set ``graceful`` /
+    ``aggressive`` to let the ratio defer too.
+    """
 
     soft: Band = Band(up=0.6, down=0.4)
-    graceful: Band = Band(up=0.8, down=0.6)
-    aggressive: Band = Band(up=0.95, down=0.8)
+    graceful: Band = Band(up=INF, down=INF)
+    aggressive: Band = Band(up=INF, down=INF)
 
 
 class MemoryThresholds(SignalThresholds):

@@ -26,6 +26,7 @@ copied) until the next durable flush, so a failed message can be found again and
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,13 +42,23 @@ from k2.resilience.metrics import DEFERRED, SPILLED
 if TYPE_CHECKING:  # k2.config imports this package's settings: no runtime import back
     from k2.config import KafkaSettings
 
-__all__ = ["HEADER_SOURCE", "KINDS", "Spill", "SpilledRecord", "spill_topic"]
+__all__ = [
+    "HEADER_SOURCE",
+    "KINDS",
+    "SPILL_TOPICS",
+    "Spill",
+    "SpilledRecord",
+    "ensure_spill_topics",
+    "spill_topic",
+]
 
 log = structlog.get_logger(__name__)
 
 #: Same header name and value format as dead letters (``k2.stream.dlq``).
 HEADER_SOURCE = "k2.source"
 KINDS = ("trades", "quotes")
+#: Logical names of the spill topics, for ``ensure_topics``.
+SPILL_TOPICS = tuple(f"spill.{kind}" for kind in KINDS)
 _SOURCE = re.compile(r"^topic=(?P<topic>\S+) partition=(?P<partition>-?\d+) offset=(?P<offset>-?\d+)$")
 
 
@@ -92,6 +103,30 @@ class SpilledRecord:
         )
 
 
+def ensure_spill_topics(kafka: KafkaSettings, *, timeout_s: float = 30.0) -> list[str]:
+    """Create the missing spill topics, each with exactly its source topic's partition count.
+
+    Co-partitioning needs equal counts; a source topic created elsewhere with another count than
+    ``kafka.partitions`` would otherwise get a spill topic that the range assignor splits differently.
+    A missing source topic is created first with the configured layout.
+
+    Raises:
+        TopicAdminError: the cluster is unreachable or refused to create a topic.
+    """
+    from k2.stream.admin import admin_client, ensure_topics
+
+    ensure_topics(kafka, names=KINDS, timeout_s=timeout_s)
+    metadata = admin_client(kafka).list_topics(timeout=timeout_s).topics
+    created: list[str] = []
+    for kind, name in zip(KINDS, SPILL_TOPICS, strict=True):
+        source = metadata.get(kafka.topic(kind))
+        count = len(source.partitions) if source is not None and source.partitions else kafka.partitions
+        created += ensure_topics(
+            kafka.model_copy(update={"partitions": count}), names=(name,), timeout_s=timeout_s
+        )
+    return created
+
+
 def _pairs(msg: Message) -> list[tuple[str, Any]]:
     raw = msg.headers() or []
     return list(raw.items()) if isinstance(raw, dict) else list(raw)
@@ -133,6 +168,11 @@ class Spill:
                 "on_delivery": self._on_error,
             }
         )
+        # send() runs on the consumer thread while flush() runs on the commit worker: the lock guards
+        # the bookkeeping (never a produce or a flush), so a send racing a flush is not forgotten
+        self._lock = threading.Lock()
+        self.durable = {kind: 0 for kind in KINDS}  # ticks confirmed durable, for status displays
+        self.deferred = {kind: 0 for kind in KINDS}  # ticks handed to send(), for status displays
         self._held: list[_Batch] = []  # every send since the last durable flush
         self._outstanding: dict[str, int] = {}  # ticks per kind not yet confirmed durable
         self._failed: list[tuple[str, Any, Any]] = []  # (topic, key, value) whose delivery failed
@@ -186,8 +226,10 @@ class Spill:
         keys = lineage.to_series(0).to_list()
         partitions = lineage.to_series(1).to_list()
         sources = lineage.to_series(2).to_list()
-        self._held.append(_Batch(topic, keys, partitions, payloads, sources))
-        self._outstanding[kind] = self._outstanding.get(kind, 0) + deferred.height
+        with self._lock:
+            self._held.append(_Batch(topic, keys, partitions, payloads, sources))
+            self._outstanding[kind] = self._outstanding.get(kind, 0) + deferred.height
+            self.deferred[kind] += deferred.height
         produce = self._producer.produce
         for key, partition, value, source in zip(keys, partitions, payloads, sources, strict=True):
             try:
@@ -204,6 +246,9 @@ class Spill:
         Ticks whose delivery failed, or that the producer refused, are produced again first, so a
         retried flush can succeed without the pipeline re-reading anything.
         """
+        with self._lock:  # what was sent before this flush began; later sends wait for the next one
+            held = len(self._held)
+            outstanding = dict(self._outstanding)
         self._retry()
         remaining = self._producer.flush(timeout_s)
         undelivered = remaining + len(self._failed) + len(self._refused)
@@ -212,10 +257,16 @@ class Spill:
                 "spill not durable yet", in_queue=remaining, failed=len(self._failed) + len(self._refused)
             )
             return undelivered
-        for kind, n in self._outstanding.items():
-            SPILLED.labels(kind).inc(n)
-        self._outstanding.clear()
-        self._held.clear()
+        with self._lock:
+            for kind, n in outstanding.items():
+                SPILLED.labels(kind).inc(n)
+                self.durable[kind] += n
+                left = self._outstanding.get(kind, 0) - n
+                if left > 0:
+                    self._outstanding[kind] = left
+                else:
+                    self._outstanding.pop(kind, None)
+            del self._held[:held]
         return 0
 
     def close(self, timeout_s: float = 30.0) -> int:
@@ -234,7 +285,9 @@ class Spill:
             k = (topic, value if isinstance(value, bytes) else bytes(value or b""))
             wanted[k] = wanted.get(k, 0) + 1
         self._failed = []
-        for batch in self._held:
+        with self._lock:
+            held = list(self._held)
+        for batch in held:
             rows = zip(batch.keys, batch.partitions, batch.values, batch.sources, strict=True)
             for key, partition, value, source in rows:
                 n = wanted.get((batch.topic, value))

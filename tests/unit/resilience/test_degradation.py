@@ -10,7 +10,7 @@ from structlog.testing import capture_logs
 from k2.observability.metrics import sample
 from k2.resilience.degradation import CALM, MANUAL, DegradationManager
 from k2.resilience.levels import Level, actions_for
-from k2.resilience.settings import Band, LagThresholds, ResilienceSettings
+from k2.resilience.settings import Band, BatchRatioThresholds, LagThresholds, ResilienceSettings
 from k2.resilience.signals import Signals
 from tests.unit.resilience.conftest import FakeClock
 
@@ -22,6 +22,9 @@ S = ResilienceSettings(
     memory_limit_mb=1000,
     lag=LagThresholds(
         soft=Band(up=100, down=50), graceful=Band(up=1000, down=500), aggressive=Band(up=10_000, down=5000)
+    ),
+    batch_ratio=BatchRatioThresholds(
+        soft=Band(up=0.6, down=0.4), graceful=Band(up=0.8, down=0.6), aggressive=Band(up=0.95, down=0.8)
     ),
 )
 

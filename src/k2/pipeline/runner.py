@@ -42,6 +42,7 @@ from k2.pipeline.checkpoint import Checkpoint, FrozenCheckpoint
 from k2.pipeline.checks import BatchChecks, CheckResult, NoChecks
 from k2.pipeline.errors import DeadLetterDeliveryError
 from k2.pipeline.sinks import TableSink
+from k2.pipeline.upkeep import Upkeep
 from k2.pipeline.validate import Validator
 from k2.resilience.breaker import BreakerBoard
 from k2.resilience.degradation import DegradationManager, LevelChange
@@ -145,6 +146,7 @@ class Pipeline:
         catalog = open_catalog(self.settings)
         ns = self.settings.lake.namespace
         tables = ensure_tables(catalog, ns)
+        self.upkeep = Upkeep(self.settings.lake, [tables[name] for name in (*TICK_TABLES, GAPS)])
         ensure_topics(self.kafka)
         ensure_spill_topics(self.kafka)  # co-partitioned with the sources: same partition counts
         self.producer = TickProducer(self.kafka)
@@ -300,6 +302,8 @@ class Pipeline:
                     self._last_message_at = now  # a stall is not idleness: it must not end the run
                 elif self.checkpoint.due():
                     self._commit()
+                    if self.upkeep.due():  # queued behind that commit on the one worker: never concurrent
+                        self._executor.submit(self.upkeep.run)
                 elif self._inflight is not None and self._inflight[0].done():
                     self._await_commit()  # surface a failure or a fence without waiting for the next
                 self.meter.add_busy(time.perf_counter() - busy_from)

@@ -17,6 +17,8 @@ from k2.cli import (
     ingest_cmd,
     lake_cmd,
     loadtest_cmd,
+    query_cmd,
+    serve_cmd,
     services_cmd,
     status_cmd,
 )
@@ -43,6 +45,8 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(feed_cmd.app, name="feed")
 app.add_typer(lake_cmd.app, name="lake")
 app.add_typer(dlq_cmd.app, name="dlq")
+app.add_typer(query_cmd.app, name="query")
+app.command("serve")(serve_cmd.serve)
 app.command("ingest")(ingest_cmd.ingest)
 app.command("demo")(demo_cmd.demo)
 app.command("status")(status_cmd.status)

@@ -1,0 +1,81 @@
+"""The FastAPI application factory.
+
+``create_app(settings)`` is the composition root of the service: it checks the binding is safe
+(keys are mandatory beyond localhost), builds the key check and the rate limiter, mounts the /v1
+routers behind them, installs the correlation-id/metrics middleware and the one error handler.
+The query engine is opened on first use, so the service starts (and /health tells why) even
+when the catalog is not reachable yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from k2 import __version__
+from k2.api.deps import Services, guard
+from k2.api.errors import InsecureBindError
+from k2.api.handlers import handle_error
+from k2.api.middleware import RequestContextMiddleware
+from k2.api.routes import V1_ROUTERS, system
+from k2.api.security import ApiKeys, RateLimiter
+from k2.config import Settings
+from k2.errors import K2Error
+from k2.query.engine import QueryEngine
+from k2.query.reader import QueryLimits
+
+__all__ = ["create_app"]
+
+_DESCRIPTION = """
+K2's query API over the Iceberg tables (DuckDB in-process).
+
+* **Times** are ISO 8601; without an offset they are UTC. Windows are half-open: [start, end).
+* **Formats**: JSON (default), CSV, Parquet or Arrow IPC, by `format=` or the `Accept` header.
+  In JSON, decimals are exact strings and snapshot ids are strings.
+* **Time travel**: every query takes `snapshot_id` or `as_of` (see `/v1/snapshots`).
+* **Protection**: `X-API-Key` is required when the API listens beyond localhost or keys are
+  configured; requests are rate limited per key (or client address) with 429 and Retry-After;
+  rows and time ranges are capped; queries time out with 504.
+* **Correlation**: every response carries `X-Correlation-ID` (yours, if you sent a sane one).
+"""
+
+
+def create_app(settings: Settings, *, engine: QueryEngine | None = None) -> FastAPI:
+    """Build the API for ``settings`` (pass ``engine`` to share one, e.g. in tests).
+
+    Raises:
+        InsecureBindError: api.host is not a loopback address and no API key is configured.
+    """
+    keys = ApiKeys(settings.api.api_keys, host=settings.api.host)
+    if keys.required and not settings.api.api_keys:
+        raise InsecureBindError(settings.api.host)
+    if engine is not None:  # a shared engine answers under this app's caps and timeout
+        engine = engine.with_limits(QueryLimits.from_settings(settings.api))
+    svc = Services(settings, keys, RateLimiter(settings.api.rate_limit_per_minute), engine)
+
+    owns_engine = engine is None
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owns_engine:  # an engine passed in belongs to the caller
+            svc.close()
+
+    app = FastAPI(
+        title="K2 market data API",
+        version=__version__,
+        description=_DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.k2 = svc
+    for router in V1_ROUTERS:
+        app.include_router(router, prefix="/v1", dependencies=[Depends(guard)])
+    app.include_router(system.router)
+    for exc_class in (K2Error, RequestValidationError, StarletteHTTPException, Exception):
+        app.add_exception_handler(exc_class, handle_error)
+    app.add_middleware(RequestContextMiddleware)
+    return app

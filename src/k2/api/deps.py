@@ -1,0 +1,142 @@
+"""FastAPI dependencies: the engine, the key and rate-limit guard, shared parameters, rendering.
+
+Parameters are declared once here (with descriptions and examples for the OpenAPI page) and
+taken as plain strings: ``k2.query.params`` validates them, so a bad value gets a message that
+says what was wrong, in K2's error shape, whichever route it reached.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+from fastapi import Header, Query, Request
+from fastapi.responses import Response
+
+from k2.api.security import ApiKeys, RateLimiter
+from k2.config import Settings
+from k2.query.engine import QueryEngine
+from k2.query.formats import MEDIA_TYPES, encode, negotiate
+from k2.query.params import TimeTravel
+from k2.query.reader import Result
+
+__all__ = [
+    "AsOfParam",
+    "EndParam",
+    "FormatParam",
+    "Services",
+    "SnapshotParam",
+    "StartParam",
+    "SymbolsParam",
+    "engine",
+    "guard",
+    "render",
+    "travel",
+]
+
+
+@dataclass
+class Services:
+    """What the routes share, built once by ``create_app``."""
+
+    settings: Settings
+    keys: ApiKeys
+    limiter: RateLimiter
+    _engine: QueryEngine | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def engine(self) -> QueryEngine:
+        """The query engine, opened on first use so the API starts even while the catalog is down.
+
+        Raises:
+            CatalogError: the catalog cannot be opened (503).
+        """
+        with self._lock:
+            if self._engine is None:
+                self._engine = QueryEngine.from_settings(self.settings)
+            return self._engine
+
+    def close(self) -> None:
+        """Close the engine if one was opened (an engine handed in is closed by its owner)."""
+        with self._lock:
+            if self._engine is not None:
+                self._engine.close()
+
+
+def services(request: Request) -> Services:
+    value = request.app.state.k2
+    assert isinstance(value, Services)
+    return value
+
+
+def engine(request: Request) -> QueryEngine:
+    return services(request).engine()
+
+
+def guard(
+    request: Request,
+    x_api_key: Annotated[
+        str | None,
+        Header(description="API key; required when the API listens beyond localhost or keys are configured."),
+    ] = None,
+) -> None:
+    """Check the API key, then spend one token of the caller's rate-limit bucket.
+
+    Raises:
+        AuthenticationError: 401.
+        RateLimitedError: 429 with Retry-After.
+    """
+    svc = services(request)
+    identity = svc.keys.check(x_api_key)
+    caller = identity or f"ip:{request.client.host if request.client else 'unknown'}"
+    svc.limiter.acquire(caller)
+
+
+SymbolsParam = Annotated[
+    str | None,
+    Query(
+        description="Comma-separated symbols (1-16 characters: letters, digits, then . - _).",
+        examples=["BHP,RIO"],
+    ),
+]
+StartParam = Annotated[
+    str | None,
+    Query(
+        description="Window start, ISO 8601 (no offset means UTC), inclusive.",
+        examples=["2014-03-10T23:00:00Z"],
+    ),
+]
+EndParam = Annotated[
+    str | None,
+    Query(description="Window end, ISO 8601, exclusive.", examples=["2014-03-10T23:15:00Z"]),
+]
+SnapshotParam = Annotated[
+    int | None,
+    Query(description="Time travel: read this snapshot id (see /v1/snapshots).", examples=[None]),
+]
+AsOfParam = Annotated[
+    str | None,
+    Query(description="Time travel: read the tables as they were at this time (ISO 8601).", examples=[None]),
+]
+FormatParam = Annotated[
+    Literal["json", "csv", "parquet", "arrow"] | None,
+    Query(
+        alias="format", description="Result format; otherwise taken from the Accept header (default JSON)."
+    ),
+]
+
+
+def travel(snapshot_id: int | None, as_of: str | None) -> TimeTravel:
+    return TimeTravel.parse(snapshot_id, as_of)
+
+
+def render(request: Request, result: Result, fmt: str | None) -> Response:
+    """The result in the negotiated format; cursor and snapshots also travel as headers."""
+    chosen = negotiate(fmt, request.headers.get("accept"))
+    snapshots = {k: None if v is None else str(v) for k, v in result.snapshots.items()}
+    meta = {"next_cursor": result.next_cursor, "snapshots": snapshots}
+    headers = {"X-K2-Snapshots": ",".join(f"{k}={v}" for k, v in result.snapshots.items())}
+    if result.next_cursor:
+        headers["X-K2-Next-Cursor"] = result.next_cursor
+    return Response(encode(result.table, chosen, meta), media_type=MEDIA_TYPES[chosen], headers=headers)

@@ -1,0 +1,67 @@
+"""/v1/trades-with-quotes: each trade with the prevailing quote (as-of join with a tolerance)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+
+from k2.api.deps import (
+    AsOfParam,
+    EndParam,
+    FormatParam,
+    SnapshotParam,
+    StartParam,
+    SymbolsParam,
+    engine,
+    render,
+    travel,
+)
+from k2.api.models import tabular
+from k2.query.engine import QueryEngine
+from k2.query.params import parse_duration, parse_symbols
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["analytics"])
+
+_ROW = {
+    "message_id": "b3ee49ecf7335b888df047c9e19105aa", "exchange": "ASX", "symbol": "BHP",
+    "session": "2014-03-11", "sequence": 30, "exchange_ts": "2014-03-10T23:00:00.213+00:00",
+    "ingest_ts": "2014-03-10T23:00:00.213+00:00", "price": "35.945000", "size": "1.000000",
+    "trade_id": None, "qualifiers": "25", "venue": None, "quote_ts": "2014-03-10T22:59:57.105+00:00",
+    "bid_price": "35.940000", "ask_price": "35.950000", "mid": 35.945, "spread": "0.010000",
+    "quote_age_us": 3108000,
+}  # fmt: skip
+
+
+@router.get(
+    "/trades-with-quotes",
+    summary="Trades with the prevailing quote",
+    responses=tabular([_ROW], "Trades with bid, ask, mid, spread and quote age."),
+)
+def read_trades_with_quotes(
+    request: Request,
+    eng: Annotated[QueryEngine, Depends(engine)],
+    symbols: SymbolsParam = None,
+    start: StartParam = None,
+    end: EndParam = None,
+    tolerance: Annotated[
+        str,
+        Query(description="Quotes older than this are stale (columns null): 100ms … 1d.", examples=["5m"]),
+    ] = "5m",
+    snapshot_id: SnapshotParam = None,
+    as_of: AsOfParam = None,
+    fmt: FormatParam = None,
+) -> Response:
+    """For each trade the last quote of its symbol at or before its time (ASOF JOIN). mid and spread
+    are null for a one-sided book. snapshot_id names a trades snapshot; quotes are read as they were
+    when that snapshot was committed."""
+    result = eng.trades_with_quotes(
+        parse_symbols(symbols),
+        eng.window(start, end),
+        parse_duration(tolerance, "tolerance", minimum_us=1, maximum_us=86_400_000_000),
+        travel=travel(snapshot_id, as_of),
+    )
+    return render(request, result, fmt)

@@ -1,0 +1,210 @@
+"""OHLCV bars at any interval from 1 s to 1 day, aligned to the exchange-local day.
+
+Alignment: each trade's exchange time is converted to the exchange's local wall clock (ASX:
+Australia/Sydney, SIM: UTC, or the caller's ``tz``); buckets are ``interval`` long and start at
+local midnight, so they restart every local day (the trading session) and a 1-day bar is one
+session. An interval that does not divide 24 h leaves a shorter last bucket before midnight.
+Bar ``start``/``end`` are returned in UTC. On a DST change the repeated local hour maps onto the
+same buckets (rare; Sydney changes on Sundays, when the ASX is closed).
+
+A bar is returned when its bucket start lies in [start, end) and it always holds every trade of
+its bucket (bars are never cut by the window). Open and close are the first and last trade by
+(exchange_ts, sequence); VWAP = sum(price * size) / sum(size); ``trades`` counts trades.
+
+Bars are merged from per-file partials (see ``k2.query.partials``): repeated and overlapping
+bar queries read no Parquet at all once the files they touch have been aggregated.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from k2.query.files import Prune
+from k2.query.params import EXCHANGE_TIMEZONES, TimeRange, TimeTravel
+from k2.query.partials import PartialCache, consolidated
+from k2.query.reader import LakeReader, Result
+from k2.query.runner import normalise
+from k2.query.sql import from_us, placeholders
+
+__all__ = ["MAX_INTERVAL_US", "MIN_INTERVAL_US", "bars"]
+
+MIN_INTERVAL_US = 1_000_000
+MAX_INTERVAL_US = 86_400_000_000
+_DAY = 86_400_000_000
+
+
+def _tz_expr(tz: str | None, params: list[Any]) -> str:
+    """The local time zone of each row: the caller's, or its exchange's (bound values only)."""
+    if tz is not None:
+        params.append(tz)
+        return "?"
+    cases = []
+    for exchange, zone in EXCHANGE_TIMEZONES.items():
+        cases.append("WHEN ? THEN ?")
+        params += [exchange, zone]
+    return f"CASE exchange {' '.join(cases)} ELSE 'UTC' END"
+
+
+#: Partials of many files re-aggregated into one row per bucket (exact: first/last by key, sums).
+_MERGE = """
+    SELECT exchange, symbol, day_us, bucket_us,
+           min(first_ts) AS first_ts,
+           arg_min(first_seq, (first_ts, first_seq)) AS first_seq,
+           arg_min(open, (first_ts, first_seq)) AS open,
+           max(last_ts) AS last_ts,
+           arg_max(last_seq, (last_ts, last_seq)) AS last_seq,
+           arg_max(close, (last_ts, last_seq)) AS close,
+           max(high) AS high, min(low) AS low,
+           sum(volume) AS volume, sum(notional) AS notional, CAST(sum(trades) AS BIGINT) AS trades
+    FROM _p
+    GROUP BY exchange, symbol, day_us, bucket_us
+"""
+_BAR_COLUMNS = ("exchange", "symbol", "session", "start", "end", "open", "high", "low", "close", "volume")
+
+
+def _merge_sql(interval_us: int, tz: str | None) -> tuple[str, list[Any]]:
+    """A partition's merged partials, with each bar's session, start and end already computed."""
+    params: list[Any] = []
+    zone, zone_again = _tz_expr(tz, params), _tz_expr(tz, params)
+    params.append(interval_us)
+    sql = f"""
+        SELECT *, CAST(make_timestamp(day_us) AS DATE) AS session,
+               timezone({zone}, make_timestamp(bucket_us)) AS start,
+               timezone({zone_again}, make_timestamp(least(bucket_us + ?, day_us + {_DAY}))) AS "end"
+        FROM ({_MERGE})
+        ORDER BY symbol, exchange, day_us, bucket_us
+    """
+    return sql, params
+
+
+def _partial_sql(interval_us: int, tz: str | None) -> Any:
+    def build(params: list[Any]) -> str:
+        # Positional parameters bind in text order: the file list (already in params) comes first.
+        zone = _tz_expr(tz, params)
+        params += [interval_us, interval_us]
+        return f"""
+            WITH raw AS (
+                SELECT filename, exchange, symbol, exchange_ts, sequence, price, size
+                FROM read_parquet(?, filename = true)
+            ), src AS (
+                SELECT *, epoch_us(timezone({zone}, exchange_ts)) AS local_us FROM raw
+            ), keyed AS (
+                SELECT *, local_us - (local_us % {_DAY}) AS day_us FROM src
+            )
+            SELECT filename, exchange, symbol, day_us,
+                   day_us + ((local_us - day_us) // ?) * ? AS bucket_us,
+                   min(exchange_ts) AS first_ts,
+                   arg_min(sequence, (exchange_ts, sequence)) AS first_seq,
+                   arg_min(price, (exchange_ts, sequence)) AS open,
+                   max(exchange_ts) AS last_ts,
+                   arg_max(sequence, (exchange_ts, sequence)) AS last_seq,
+                   arg_max(price, (exchange_ts, sequence)) AS close,
+                   max(price) AS high, min(price) AS low,
+                   sum(size) AS volume,
+                   sum(CAST(price AS DOUBLE) * CAST(size AS DOUBLE)) AS notional,
+                   count(*) AS trades
+            FROM keyed
+            GROUP BY filename, exchange, symbol, day_us, bucket_us
+        """
+
+    return build
+
+
+def bars(
+    reader: LakeReader,
+    cache: PartialCache,
+    symbols: tuple[str, ...],
+    window: TimeRange,
+    interval_us: int,
+    *,
+    tz: str | None = None,
+    travel: TimeTravel = TimeTravel(),
+) -> Result:
+    """OHLCV + VWAP + trade count per symbol and bucket (see the module docstring for alignment).
+
+    Raises:
+        CapExceededError: more bars than ``max_rows``.
+        SnapshotNotFoundError, QueryTimeoutError: see ``k2.query.errors``.
+    """
+    # A bar starting before `end` may hold trades up to one interval later: prune with that margin.
+    # Whole partitions: their merged partials are cached per partition, whatever the window.
+    prune = Prune(symbols, window.start_us, window.end_us + interval_us, by_partition=True)
+    scan = reader.scan("trades", travel, prune)
+    pieces = consolidated(
+        reader, cache, scan, ("bars", interval_us, tz), "bars", _partial_sql(interval_us, tz),
+        _merge_sql(interval_us, tz), symbols,
+    )  # fmt: skip
+    pieces = [p for p in pieces if p.num_rows]
+    fast = _bars_in_memory(pieces, window)
+    if fast is not None:
+        return Result(reader.limits.check_rows(fast, "bars"), {"trades": scan.snapshot_id})
+    params: list[Any] = []
+    tables = {
+        "_partials": pa.concat_tables(pieces, promote_options="permissive")
+        if pieces
+        else _empty_partials(reader, interval_us, tz)
+    }
+    zone = _tz_expr(tz, params)
+    zone_again = _tz_expr(tz, params)
+    params.append(interval_us)
+    sql = f"""
+        SELECT * FROM (
+            SELECT exchange, symbol, CAST(make_timestamp(day_us) AS DATE) AS session,
+                   timezone({zone}, make_timestamp(bucket_us)) AS start,
+                   timezone({zone_again}, make_timestamp(least(bucket_us + ?, day_us + {_DAY}))) AS "end",
+                   arg_min(open, (first_ts, first_seq)) AS open,
+                   max(high) AS high,
+                   min(low) AS low,
+                   arg_max(close, (last_ts, last_seq)) AS close,
+                   sum(volume) AS volume,
+                   sum(notional) / CAST(sum(volume) AS DOUBLE) AS vwap,
+                   CAST(sum(trades) AS BIGINT) AS trades
+            FROM _partials
+            WHERE symbol IN ({placeholders(len(symbols))})
+            GROUP BY exchange, symbol, day_us, bucket_us
+        )
+        WHERE start >= ? AND start < ?
+        ORDER BY symbol, start, exchange
+        LIMIT ?
+    """
+    params += [*symbols, from_us(window.start_us), from_us(window.end_us), reader.limits.max_rows + 1]
+    out = reader.runner.table("bars", sql, params, timeout_s=reader.limits.timeout_s, tables=tables)
+    return Result(reader.limits.check_rows(out, "bars"), {"trades": scan.snapshot_id})
+
+
+def _bars_in_memory(pieces: list[pa.Table], window: TimeRange) -> pa.Table | None:
+    """Bars straight from merged partials when no bucket spans two partitions (the usual case).
+
+    Each partition's partials are already merged per bucket; only a bucket whose trades fall in two
+    UTC-day partitions (a local day or an interval crossing UTC midnight) needs another merge, which
+    the SQL path does. Returns None then, or when there is nothing to return.
+    """
+    if not pieces:
+        return None
+    rows = pa.concat_tables(pieces, promote_options="permissive")
+    start = pc.cast(rows["start"], pa.int64())
+    keep = pc.and_(pc.greater_equal(start, window.start_us), pc.less(start, window.end_us))
+    rows = rows.filter(keep)
+    if rows.num_rows != rows.group_by(["exchange", "symbol", "bucket_us"]).aggregate([]).num_rows:
+        return None
+    vwap = pc.divide(rows["notional"], pc.cast(rows["volume"], pa.float64()))
+    out = rows.select(list(_BAR_COLUMNS)).append_column("vwap", vwap).append_column("trades", rows["trades"])
+    out = out.sort_by([("symbol", "ascending"), ("start", "ascending"), ("exchange", "ascending")])
+    return normalise(out.combine_chunks())
+
+
+def _empty_partials(reader: LakeReader, interval_us: int, tz: str | None) -> pa.Table:
+    """A zero-row partial table with the right types, for windows without any file."""
+    table, _ = reader.snapshot("trades", TimeTravel())
+    empty = table.schema().as_arrow().empty_table()
+    params: list[Any] = []
+    sql = _partial_sql(interval_us, tz)(params).replace(
+        "read_parquet(?, filename = true)", "(SELECT '' AS filename, * FROM _empty)"
+    )
+    out = reader.runner.table(
+        "bars_partials", sql, params, timeout_s=reader.limits.timeout_s, tables={"_empty": empty}
+    )
+    return out.drop(["filename"])

@@ -1,0 +1,214 @@
+"""``QueryEngine``: every K2 query over the Iceberg tables, for the API and the CLI.
+
+The engine takes parsed, validated arguments (see ``k2.query.params``); the edges parse what
+callers send. It keeps three caches, all safe under concurrent requests and all exact:
+
+* the live file list per snapshot id, extended incrementally on appends (``planner``);
+* per-file partial aggregates for bars and symbol statistics (``partials``);
+* DuckDB's Parquet footer cache.
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+from typing import Literal
+
+import pyarrow as pa
+from pyiceberg.catalog import Catalog
+
+from k2.config import Settings
+from k2.lake.offsets import snapshot_offsets
+from k2.lake.tables import TABLES
+from k2.query import bars as bars_mod
+from k2.query import joins, stats, ticks
+from k2.query import replay as replay_mod
+from k2.query.errors import InvalidParameterError
+from k2.query.params import Order, TimeRange, TimeTravel
+from k2.query.partials import PartialCache
+from k2.query.reader import LakeReader, QueryLimits, Result
+from k2.query.replay import ReplayStream
+from k2.query.stats import GapStatus, SessionRange
+
+__all__ = ["QueryEngine"]
+
+_OFFSETS = pa.list_(pa.struct([("topic", pa.string()), ("partition", pa.int32()), ("offset", pa.int64())]))
+SNAPSHOT_SCHEMA = pa.schema([
+    ("snapshot_id", pa.int64()), ("parent_id", pa.int64()), ("committed_at", pa.timestamp("ms", "UTC")),
+    ("operation", pa.string()), ("added_rows", pa.int64()), ("total_rows", pa.int64()),
+    ("added_files", pa.int64()), ("offsets", _OFFSETS),
+])  # fmt: skip
+
+
+class QueryEngine:
+    """DuckDB over Iceberg snapshots, with planning and aggregate caches (thread-safe)."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        namespace: str,
+        limits: QueryLimits | None = None,
+        *,
+        refresh_interval_s: float = 1.0,
+        threads: int | None = None,
+        partial_rows: int = 4_000_000,
+        row_cache_rows: int = 2_000_000,
+    ) -> None:
+        self.reader = LakeReader(
+            catalog,
+            namespace,
+            limits or QueryLimits(),
+            refresh_interval_s=refresh_interval_s,
+            threads=threads,
+            row_cache_rows=row_cache_rows,
+        )
+        self.partials = PartialCache(partial_rows)
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, catalog: Catalog | None = None, refresh_interval_s: float = 1.0
+    ) -> QueryEngine:
+        """An engine over the configured catalog, with the API's caps and timeout.
+
+        Raises:
+            CatalogError: the catalog cannot be opened.
+        """
+        if catalog is None:
+            from k2.lake.catalog import open_catalog
+
+            catalog = open_catalog(settings)
+        return cls(
+            catalog, settings.lake.namespace, QueryLimits.from_settings(settings.api),
+            refresh_interval_s=refresh_interval_s,
+        )  # fmt: skip
+
+    def with_limits(self, limits: QueryLimits) -> QueryEngine:
+        """This engine (same caches, same DuckDB) answering under other caps and timeout."""
+        view = copy.copy(self)
+        view.reader = self.reader.with_limits(limits)
+        return view
+
+    @property
+    def limits(self) -> QueryLimits:
+        return self.reader.limits
+
+    def refresh(self) -> None:
+        """See every commit made so far (otherwise tables reload every ``refresh_interval_s``)."""
+        self.reader.refresh()
+
+    def close(self) -> None:
+        self.reader.runner.close()
+
+    def window(self, start: str | datetime | None, end: str | datetime | None) -> TimeRange:
+        """Parse a window under this engine's range cap (see ``TimeRange.parse``)."""
+        return TimeRange.parse(start, end, max_days=self.limits.max_range_days)
+
+    def ticks(
+        self,
+        kind: Literal["trades", "quotes"],
+        symbols: tuple[str, ...],
+        window: TimeRange,
+        *,
+        order: Order = "asc",
+        limit: int = 1000,
+        cursor: str | None = None,
+        travel: TimeTravel = TimeTravel(),
+    ) -> Result:
+        """Trades or quotes, one page (see ``k2.query.ticks.ticks``)."""
+        return ticks.ticks(
+            self.reader, kind, symbols, window, order=order, limit=limit, cursor=cursor, travel=travel
+        )
+
+    def bars(
+        self,
+        symbols: tuple[str, ...],
+        window: TimeRange,
+        interval_us: int,
+        *,
+        tz: str | None = None,
+        travel: TimeTravel = TimeTravel(),
+    ) -> Result:
+        """OHLCV/VWAP bars (see ``k2.query.bars``)."""
+        return bars_mod.bars(self.reader, self.partials, symbols, window, interval_us, tz=tz, travel=travel)
+
+    def trades_with_quotes(
+        self,
+        symbols: tuple[str, ...],
+        window: TimeRange,
+        tolerance_us: int,
+        *,
+        travel: TimeTravel = TimeTravel(),
+    ) -> Result:
+        """Each trade with its prevailing quote (see ``k2.query.joins``)."""
+        return joins.trades_with_quotes(self.reader, symbols, window, tolerance_us, travel=travel)
+
+    def latest(self, symbols: tuple[str, ...], *, travel: TimeTravel = TimeTravel()) -> Result:
+        """The last trade and quote per symbol (see ``k2.query.ticks.latest``)."""
+        return ticks.latest(self.reader, symbols, travel)
+
+    def replay(
+        self,
+        kinds: tuple[Literal["trades", "quotes"], ...],
+        symbols: tuple[str, ...],
+        window: TimeRange,
+        *,
+        speed: float | None = None,
+        travel: TimeTravel = TimeTravel(),
+        batch_rows: int = 5_000,
+    ) -> ReplayStream:
+        """A streamed, optionally paced replay (see ``k2.query.replay``)."""
+        return replay_mod.replay(
+            self.reader, kinds, symbols, window, speed=speed, travel=travel, batch_rows=batch_rows
+        )
+
+    def symbols(
+        self, symbols: tuple[str, ...], sessions: SessionRange, *, travel: TimeTravel = TimeTravel()
+    ) -> Result:
+        """Rows, first/last time and gaps per symbol and session (see ``k2.query.stats``)."""
+        return stats.symbol_days(self.reader, self.partials, symbols, sessions, travel=travel)
+
+    def gaps(
+        self,
+        symbols: tuple[str, ...],
+        sessions: SessionRange,
+        *,
+        kind: Literal["trades", "quotes"] | None = None,
+        status: GapStatus = "all",
+        travel: TimeTravel = TimeTravel(),
+    ) -> Result:
+        """Sequence gaps and their state (see ``k2.query.stats.gaps``)."""
+        return stats.gaps(self.reader, symbols, sessions, kind=kind, status=status, travel=travel)
+
+    def snapshots(self, table: str, *, limit: int = 50) -> Result:
+        """Snapshots newest first: commit time, operation, rows added and Kafka offsets covered.
+
+        Raises:
+            InvalidParameterError: an unknown table.
+            CapExceededError: limit above ``max_rows``.
+        """
+        if table not in TABLES:
+            raise InvalidParameterError(
+                "table", f"{table[:40]!r} is not a table; use one of {', '.join(TABLES)}"
+            )
+        self.limits.check_limit(limit)
+        source = self.reader.source(table)
+        loaded = source.refresh()
+        rows = []
+        for snap in sorted(loaded.snapshots(), key=lambda s: s.timestamp_ms, reverse=True)[:limit]:
+            extra = snap.summary.additional_properties if snap.summary else {}
+            offsets = snapshot_offsets(loaded, snap)
+            rows.append({
+                "snapshot_id": snap.snapshot_id,
+                "parent_id": snap.parent_snapshot_id,
+                "committed_at": datetime.fromtimestamp(snap.timestamp_ms / 1000, UTC),
+                "operation": snap.summary.operation.value if snap.summary else None,
+                "added_rows": int(extra.get("added-records", 0)),
+                "total_rows": int(extra["total-records"]) if "total-records" in extra else None,
+                "added_files": int(extra.get("added-data-files", 0)),
+                "offsets": [{"topic": t, "partition": p, "offset": o} for (t, p), o in sorted(offsets.items())],
+            })  # fmt: skip
+        current = loaded.current_snapshot()
+        return Result(
+            pa.Table.from_pylist(rows, schema=SNAPSHOT_SCHEMA),
+            {table: current.snapshot_id if current else None},
+        )

@@ -1,0 +1,87 @@
+"""The as-of join against pandas.merge_asof on the real ASX files."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from k2.query.engine import QueryEngine
+from k2.query.params import TimeRange
+from tests.unit.query.lakedata import asx_pandas
+
+
+def pandas_asof(symbols: list[str], window: TimeRange, tolerance: pd.Timedelta) -> pd.DataFrame:
+    trades = asx_pandas("trades")
+    trades = trades[trades["symbol"].isin(symbols)]
+    trades = trades[(trades["exchange_ts"] >= window.start) & (trades["exchange_ts"] < window.end)]
+    trades = trades.sort_values(["exchange_ts", "symbol", "file_order"], kind="stable")
+    quotes = asx_pandas("quotes")
+    quotes = quotes[quotes["symbol"].isin(symbols)].sort_values(["exchange_ts", "file_order"], kind="stable")
+    # Several quotes in one millisecond: the last one (file order) is the prevailing one.
+    quotes = quotes.drop_duplicates(["symbol", "exchange_ts"], keep="last")
+    quotes = quotes.rename(columns={"exchange_ts": "quote_ts"})[
+        ["symbol", "quote_ts", "bid_price", "ask_price", "bid_size", "ask_size"]
+    ]
+    merged = pd.merge_asof(
+        trades, quotes, left_on="exchange_ts", right_on="quote_ts", by="symbol", direction="backward",
+        tolerance=tolerance, allow_exact_matches=True,
+    )  # fmt: skip
+    two_sided = (merged["bid_size"] > 0) & (merged["ask_size"] > 0)
+    merged["mid"] = ((merged["bid_price"] + merged["ask_price"]) / 2).where(two_sided)
+    merged["spread"] = (merged["ask_price"] - merged["bid_price"]).where(two_sided)
+    merged["age_us"] = (merged["exchange_ts"] - merged["quote_ts"]) // pd.Timedelta(microseconds=1)
+    return merged
+
+
+@pytest.mark.parametrize(
+    ("symbols", "start", "end", "tolerance_s"),
+    [
+        (["BHP"], datetime(2014, 3, 10, 23, 0, tzinfo=UTC), datetime(2014, 3, 11, 5, 30, tzinfo=UTC), 300),
+        (
+            ["RIO", "BHP"],
+            datetime(2014, 3, 12, 22, 55, tzinfo=UTC),
+            datetime(2014, 3, 13, 1, 0, tzinfo=UTC),
+            2,
+        ),
+        (
+            ["DVN", "MWR"],
+            datetime(2014, 3, 9, 13, 0, tzinfo=UTC),
+            datetime(2014, 3, 14, 13, 0, tzinfo=UTC),
+            60,
+        ),
+    ],
+)
+def test_asof_matches_pandas(
+    engine: QueryEngine, symbols: list[str], start: datetime, end: datetime, tolerance_s: int
+) -> None:
+    window = TimeRange(start, end)
+    expected = pandas_asof(symbols, window, pd.Timedelta(seconds=tolerance_s))
+    got = engine.trades_with_quotes(tuple(symbols), window, tolerance_s * 1_000_000).table.to_pandas()
+    assert len(got) == len(expected) > 0
+    assert (got["symbol"].to_numpy() == expected["symbol"].to_numpy()).all()
+    assert (got["exchange_ts"].to_numpy() == expected["exchange_ts"].to_numpy()).all()
+    for ours, theirs in (
+        ("bid_price", "bid_price"),
+        ("ask_price", "ask_price"),
+        ("mid", "mid"),
+        ("spread", "spread"),
+    ):
+        a = got[ours].astype(float).to_numpy()
+        b = expected[theirs].astype(float).to_numpy()
+        assert np.array_equal(np.isnan(a), np.isnan(b)), ours
+        assert np.allclose(a[~np.isnan(a)], b[~np.isnan(b)], rtol=0, atol=1e-9), ours
+    age = got["quote_age_us"].astype("float").to_numpy()
+    assert np.allclose(age[~np.isnan(age)], expected["age_us"].dropna().to_numpy())
+    assert (age[~np.isnan(age)] <= tolerance_s * 1_000_000).all()
+
+
+def test_stale_quotes_are_null_not_wrong(engine: QueryEngine) -> None:
+    """The first trades of a session meet only the previous evening's book: beyond 1 s, no quote."""
+    window = TimeRange(datetime(2014, 3, 10, 20, 0, tzinfo=UTC), datetime(2014, 3, 10, 23, 0, tzinfo=UTC))
+    loose = engine.trades_with_quotes(("BHP",), window, 86_400_000_000).table
+    tight = engine.trades_with_quotes(("BHP",), window, 1_000).table
+    assert loose.num_rows == tight.num_rows > 0
+    assert loose.column("bid_price").null_count < tight.column("bid_price").null_count

@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 from confluent_kafka import Consumer
-from tests.conftest import _free_port
 
 from benchmarks.bench_codec import make_ticks
 from k2.config import LogSettings, Settings, load_settings
@@ -38,6 +37,7 @@ from k2.pipeline import Pipeline
 from k2.pipeline.checks import NoChecks
 from k2.schemas import message_ids
 from k2.services import Launcher
+from k2.services.process import free_port as _free_port
 from k2.stream.admin import ensure_topics
 from k2.stream.producer import TickProducer
 

@@ -17,7 +17,6 @@ free ports, and stopped at the end.
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import tempfile
 import time
@@ -34,16 +33,11 @@ from k2.config import KafkaSettings, LogSettings, load_settings
 from k2.observability.logging import configure_logging
 from k2.schemas import encode_batch
 from k2.services import Launcher
+from k2.services.process import free_port as _free_port
 from k2.stream.admin import ensure_topics
 from k2.stream.producer import PRODUCER_DEFAULTS, TickProducer
 
 __all__ = ["main"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import random
 import shutil
-import socket
 import tempfile
 import threading
 import time
@@ -46,6 +45,7 @@ from k2.lake.tables import ensure_tables
 from k2.query.engine import QueryEngine
 from k2.query.params import TimeRange
 from k2.query.reader import QueryLimits
+from k2.services.process import free_port as _free_port
 
 __all__ = ["main"]
 
@@ -59,12 +59,6 @@ class Sample:
     dataset: str
     symbol: str
     window: TimeRange
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def load_data(symbols: int) -> dict[str, pl.DataFrame]:

@@ -16,7 +16,6 @@ Per-batch figures are medians (p99 beside them); rates are ticks per second.
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import tempfile
 import time
@@ -29,6 +28,7 @@ import polars as pl
 
 from k2.config import RedisSettings, Settings, load_settings
 from k2.services import Launcher
+from k2.services.process import free_port as _free_port
 from k2.state.base import PartitionToken, SequenceStore, batch_tokens
 from k2.state.bloom import WindowedBloom, id_hashes
 from k2.state.dedup import Deduplicator
@@ -40,12 +40,6 @@ from k2.state.tracker import SequenceTracker
 __all__ = ["main"]
 
 TOPIC = "k2.trades"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager

@@ -7,7 +7,6 @@ the services are shared and the suite stays fast.
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,14 +15,9 @@ import pytest
 
 from k2.config import Settings, load_settings
 from k2.services import Launcher
+from k2.services.process import free_port as _free_port
 
 ASX_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "asx-2014-03"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -16,15 +15,10 @@ from fastapi.testclient import TestClient
 from k2.api import create_app
 from k2.config import Settings, load_settings
 from k2.lake import ensure_tables, open_catalog
+from k2.services.process import free_port as _free_port
 from tests.unit.query.lakedata import append_commits, asx_frames
 
 DAY = (date(2014, 3, 12),)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

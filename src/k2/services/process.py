@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psutil
 
-__all__ = ["OwnedProcess", "port_in_use", "spawn", "tail", "wait_until"]
+__all__ = ["OwnedProcess", "free_port", "port_in_use", "spawn", "tail", "wait_until"]
 
 
 @dataclass(frozen=True)
@@ -137,3 +137,12 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
         return sock.connect_ex((host, port)) == 0
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now (for tests, benchmarks and throwaway services)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -21,10 +21,12 @@ from pydantic_settings import (
 )
 
 from k2.errors import ConfigError
+from k2.hybrid.settings import HybridSettings  # imports only pydantic: no cycle
 from k2.resilience.settings import ResilienceSettings  # imports only pydantic: no cycle
 
 __all__ = [
     "ApiSettings",
+    "HybridSettings",
     "KafkaSettings",
     "LakeSettings",
     "LogSettings",
@@ -199,6 +201,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     log: LogSettings = LogSettings()
     resilience: ResilienceSettings = ResilienceSettings()
+    hybrid: HybridSettings = HybridSettings()
 
     @field_validator("data_dir", "cache_dir", mode="after")
     @classmethod

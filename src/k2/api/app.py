@@ -21,7 +21,7 @@ from k2.api.deps import Services, guard
 from k2.api.errors import InsecureBindError
 from k2.api.handlers import handle_error
 from k2.api.middleware import RequestContextMiddleware
-from k2.api.routes import V1_ROUTERS, system
+from k2.api.routes import V1_ROUTERS, recent, system
 from k2.api.security import ApiKeys, RateLimiter
 from k2.config import Settings
 from k2.errors import K2Error
@@ -62,6 +62,7 @@ def create_app(settings: Settings, *, engine: QueryEngine | None = None) -> Fast
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
+        recent.close_hybrid(_app)  # the live tail's consumers and prefetch thread
         if owns_engine:  # an engine passed in belongs to the caller
             svc.close()
 
@@ -72,7 +73,7 @@ def create_app(settings: Settings, *, engine: QueryEngine | None = None) -> Fast
         lifespan=lifespan,
     )
     app.state.k2 = svc
-    for router in V1_ROUTERS:
+    for router in (recent.router, *V1_ROUTERS):  # /trades/recent before anything under /trades
         app.include_router(router, prefix="/v1", dependencies=[Depends(guard)])
     app.include_router(system.router)
     for exc_class in (K2Error, RequestValidationError, StarletteHTTPException, Exception):

@@ -18,6 +18,7 @@ from k2.cli import (
     lake_cmd,
     loadtest_cmd,
     query_cmd,
+    recent_cmd,
     serve_cmd,
     services_cmd,
     status_cmd,
@@ -45,6 +46,8 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(feed_cmd.app, name="feed")
 app.add_typer(lake_cmd.app, name="lake")
 app.add_typer(dlq_cmd.app, name="dlq")
+query_cmd.app.command("recent")(recent_cmd.recent)
+query_cmd.app.command("watch")(recent_cmd.watch)
 app.add_typer(query_cmd.app, name="query")
 app.command("serve")(serve_cmd.serve)
 app.command("ingest")(ingest_cmd.ingest)

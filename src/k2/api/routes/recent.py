@@ -1,0 +1,279 @@
+"""/v1/trades/recent, /v1/quotes/recent, /v1/bars/live and /v1/stream: the live edge of the data.
+
+Answers merge Iceberg at its latest snapshot S with the Kafka tail from S's own offsets
+(``k2.hybrid``): nothing is missing and nothing appears twice, whatever the commit lag. Each
+response says where the boundary lay (``snapshot_id``, ``boundary``, ``tail``), how many rows came
+from the tail and whether the tail was cut short by the cache bounds (``truncated``).
+
+The hybrid engine is built on first use and kept on ``app.state``; ``close_hybrid(app)`` closes
+its Kafka consumers (call it from the app's lifespan).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response, StreamingResponse
+
+from k2.api.deps import FormatParam, SymbolsParam, services
+from k2.api.models import ERRORS, tabular
+from k2.hybrid import HybridEngine, HybridResult, HybridSettings
+from k2.hybrid.engine import Anchor, Kind
+from k2.hybrid.live import LiveEvent, LiveSubscription
+from k2.hybrid.settings import Consistency
+from k2.query.bars import MAX_INTERVAL_US, MIN_INTERVAL_US
+from k2.query.errors import InvalidParameterError
+from k2.query.formats import MEDIA_TYPES, encode, encode_ndjson, negotiate
+from k2.query.params import parse_duration, parse_symbols, parse_time
+
+__all__ = ["close_hybrid", "hybrid", "router"]
+
+router = APIRouter(tags=["live"])
+
+_STATE = "k2_hybrid"
+_LOCK = threading.Lock()
+
+_TRADE = {
+    "message_id": "b3ee49ecf7335b888df047c9e19105aa", "exchange": "ASX", "symbol": "BHP",
+    "session": "2014-03-11", "sequence": 30, "exchange_ts": "2014-03-10T23:00:00.213+00:00",
+    "ingest_ts": "2014-03-10T23:00:00.213+00:00", "price": "35.945000", "size": "1.000000",
+    "trade_id": None, "qualifiers": "25", "venue": None, "kafka_partition": 0, "kafka_offset": 1234,
+    "committed": False,
+}  # fmt: skip
+_BAR = {
+    "exchange": "ASX", "symbol": "BHP", "session": "2014-03-11", "start": "2014-03-10T23:00:00+00:00",
+    "end": "2014-03-10T23:01:00+00:00", "open": "35.945000", "high": "35.990000", "low": "35.930000",
+    "close": "35.980000", "volume": "268000.000000", "vwap": 35.9612, "trades": 112, "uncommitted": 7,
+}  # fmt: skip
+
+
+def hybrid(request: Request) -> HybridEngine:
+    """The app's hybrid engine, built on first use over the app's query engine.
+
+    Raises:
+        CatalogError: the catalog cannot be opened (503).
+    """
+    app = request.app
+    found = getattr(app.state, _STATE, None)
+    if found is None:
+        with _LOCK:
+            found = getattr(app.state, _STATE, None)
+            if found is None:
+                svc = services(request)
+                settings = svc.settings
+                found = HybridEngine(
+                    settings, svc.engine(), hybrid=getattr(settings, "hybrid", HybridSettings())
+                )
+                setattr(app.state, _STATE, found)
+    assert isinstance(found, HybridEngine)
+    return found
+
+
+def close_hybrid(app: FastAPI) -> None:
+    """Close the hybrid engine's Kafka consumers, if it was ever built (from the app's lifespan)."""
+    found = getattr(app.state, _STATE, None)
+    if isinstance(found, HybridEngine):
+        found.close()
+        setattr(app.state, _STATE, None)
+
+
+HybridDep = Annotated[HybridEngine, Depends(hybrid)]
+SymbolParam = Annotated[
+    str | None, Query(description="Symbol (or comma-separated symbols).", examples=["BHP"])
+]
+MinutesParam = Annotated[
+    float, Query(description="Window length in minutes (at most hybrid.max_minutes).", examples=[15])
+]
+UntilParam = Annotated[
+    str | None,
+    Query(description="Window end (exclusive, ISO 8601); overrides anchor.", examples=[None]),
+]
+ConsistencyParam = Annotated[
+    Literal["watermark", "cached"] | None,
+    Query(
+        description="watermark: the tail up to Kafka's high watermark now (read-your-writes); cached: "
+        "up to what the tail cache holds (no broker round trip, up to hybrid.prefetch_interval_s staler). "
+        "Default: hybrid.consistency."
+    ),
+]
+AnchorParam = Annotated[
+    Literal["latest", "now"],
+    Query(description="Without `until`: end the window at the newest tick of the symbols, or now."),
+]
+
+
+def _render(request: Request, result: HybridResult, fmt: str | None) -> Response:
+    chosen = negotiate(fmt, request.headers.get("accept"))
+    meta = result.meta()
+    headers = {
+        "X-K2-Snapshots": f"{result.boundary.table}={meta['snapshot_id']}",
+        "X-K2-Tail-Rows": str(result.tail_rows),
+        "X-K2-Truncated": "true" if result.truncated else "false",
+        "Cache-Control": "no-cache",
+    }
+    return Response(encode(result.table(), chosen, meta), media_type=MEDIA_TYPES[chosen], headers=headers)
+
+
+def _recent(
+    kind: Kind, request: Request, h: HybridEngine, symbol: str | None, minutes: float, until: str | None,
+    anchor: Anchor, consistency: Consistency | None, fmt: str | None,
+) -> Response:  # fmt: skip
+    result = h.recent(
+        kind,
+        parse_symbols(symbol, name="symbol"),
+        minutes,
+        until=parse_time(until, "until") if until else None,
+        anchor=anchor,
+        consistency=consistency,
+    )
+    return _render(request, result, fmt)
+
+
+@router.get(
+    "/trades/recent",
+    summary="The last minutes of trades, including ticks not yet in Iceberg",
+    responses=tabular([_TRADE], "Trades in exchange-time order; `committed` is false for tail rows."),
+)
+def read_recent_trades(
+    request: Request,
+    h: HybridDep,
+    symbol: SymbolParam = None,
+    minutes: MinutesParam = 15,
+    until: UntilParam = None,
+    anchor: AnchorParam = "latest",
+    consistency: ConsistencyParam = None,
+    fmt: FormatParam = None,
+) -> Response:
+    """Iceberg at its latest snapshot plus Kafka from that snapshot's offsets: exact, with no
+    buffer to tune. The JSON body names the snapshot, the offsets boundary and the tail read."""
+    return _recent("trades", request, h, symbol, minutes, until, anchor, consistency, fmt)
+
+
+@router.get(
+    "/quotes/recent",
+    summary="The last minutes of quotes, including ticks not yet in Iceberg",
+    responses=tabular([{k: v for k, v in _TRADE.items() if k not in ("price", "size")}], "Quotes."),
+)
+def read_recent_quotes(
+    request: Request,
+    h: HybridDep,
+    symbol: SymbolParam = None,
+    minutes: MinutesParam = 15,
+    until: UntilParam = None,
+    anchor: AnchorParam = "latest",
+    consistency: ConsistencyParam = None,
+    fmt: FormatParam = None,
+) -> Response:
+    """Like /v1/trades/recent, for top-of-book quotes."""
+    return _recent("quotes", request, h, symbol, minutes, until, anchor, consistency, fmt)
+
+
+@router.get(
+    "/bars/live",
+    summary="OHLCV bars whose newest bar includes uncommitted ticks",
+    responses=tabular([_BAR], "Bars by symbol then start; `uncommitted` counts tail trades in each."),
+)
+def read_live_bars(
+    request: Request,
+    h: HybridDep,
+    symbol: SymbolParam = None,
+    interval: Annotated[
+        str, Query(description="Bar length, 1s to 1d (1m, 5m, 1h…).", examples=["1m"])
+    ] = "1m",
+    minutes: MinutesParam = 60,
+    until: UntilParam = None,
+    anchor: AnchorParam = "latest",
+    consistency: ConsistencyParam = None,
+    fmt: FormatParam = None,
+) -> Response:
+    """Bars (aligned like /v1/bars, to the exchange-local day) overlapping the last `minutes`;
+    each is complete, and the last one moves with every tick that reaches Kafka."""
+    result = h.live_bars(
+        parse_symbols(symbol, name="symbol"),
+        parse_duration(interval, "interval", minimum_us=MIN_INTERVAL_US, maximum_us=MAX_INTERVAL_US),
+        minutes,
+        until=parse_time(until, "until") if until else None,
+        anchor=anchor,
+        consistency=consistency,
+    )
+    return _render(request, result, fmt)
+
+
+def _kinds(value: str) -> tuple[Kind, ...]:
+    out: list[Kind] = []
+    for part in (p.strip().lower() for p in value.split(",")):
+        if part in ("trades", "quotes"):
+            if part not in out:
+                out.append(part)  # type: ignore[arg-type]
+        elif part:
+            raise InvalidParameterError("kinds", f"{part[:20]!r} is not a kind; use trades, quotes or both")
+    if not out:
+        raise InvalidParameterError("kinds", "at least one of trades, quotes")
+    return tuple(out)
+
+
+def sse(event: LiveEvent) -> bytes:
+    """One live event as server-sent events: one SSE event per row (``trade``, ``quote``, ``bar``)."""
+    if event.rows is None:
+        return f"event: {event.kind}\ndata: {json.dumps(event.status, default=str)}\n\n".encode()
+    lines = encode_ndjson(event.rows.to_arrow()).decode().splitlines()
+    return "".join(f"event: {event.kind}\ndata: {line}\n\n" for line in lines).encode()
+
+
+@router.get(
+    "/stream",
+    summary="Live ticks and updating 1-minute bars (server-sent events)",
+    responses={
+        200: {
+            "description": "SSE: `status` first (snapshot and positions), then `trade`, `quote` and "
+            "`bar` events, one JSON object per row; `: keep-alive` comments while quiet.",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **ERRORS,
+    },
+)
+async def stream(
+    request: Request,
+    h: HybridDep,
+    symbols: SymbolsParam = None,
+    kinds: Annotated[str, Query(description="trades, quotes or both.")] = "trades,quotes",
+    bars: Annotated[bool, Query(description="Also emit 1-minute bars updated by new trades.")] = True,
+    duration: Annotated[
+        float | None, Query(description="Close the stream after this many seconds (default: never).", gt=0)
+    ] = None,
+) -> StreamingResponse:
+    """New ticks of the symbols from the moment of the request, deduplicated as the pipeline does
+    (a re-send is not shown twice); bars are whole (history included) and updated in place."""
+    sub = LiveSubscription(h, _kinds(kinds), parse_symbols(symbols), bars=bars)
+    hello = await run_in_threadpool(sub.start)  # a failure here is still an error response
+    settings = h.hybrid
+
+    async def body() -> AsyncIterator[bytes]:
+        yield sse(hello)
+        ends = None if duration is None else time.monotonic() + duration
+        quiet_since = time.monotonic()
+        while ends is None or time.monotonic() < ends:
+            try:
+                events = await run_in_threadpool(sub.poll)
+            except Exception as exc:  # the status line has been sent: report in-band and end
+                yield sse(LiveEvent("status", status={"error": type(exc).__name__, "detail": str(exc)}))
+                return
+            for event in events:
+                yield sse(event)
+            now = time.monotonic()
+            if events:
+                quiet_since = now
+            elif now - quiet_since >= settings.heartbeat_s:
+                quiet_since = now
+                yield b": keep-alive\n\n"
+            await asyncio.sleep(settings.stream_interval_s)
+
+    headers: dict[str, Any] = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(body(), media_type="text/event-stream", headers=headers)

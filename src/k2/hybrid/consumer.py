@@ -35,6 +35,7 @@ log = get_logger(__name__)
 
 _METADATA_TTL_S = 10.0
 _TIMEOUT_S = 5.0
+_RETRIES = 8  # retriable broker errors, ~1.4 s of back-off in all
 
 
 def _code(exc: KafkaException) -> str | None:
@@ -125,17 +126,24 @@ class KafkaTail:
         if not tps:
             return {}
         request = {TopicPartition(t, p): spec for t, p in tps}
-        try:
-            futures = self._admin.list_offsets(request, request_timeout=_TIMEOUT_S)
-            return {(tp.topic, tp.partition): int(f.result().offset) for tp, f in futures.items()}
-        except KafkaException as exc:
-            topic, partition = tps[0]
-            raise TailReadError(
-                f"cannot read the offsets of {topic}[{partition}]: {exc}",
-                topic=topic,
-                partition=partition,
-                code=_code(exc),
-            ) from exc
+        for attempt in range(_RETRIES):
+            try:
+                futures = self._admin.list_offsets(request, request_timeout=_TIMEOUT_S)
+                return {(tp.topic, tp.partition): int(f.result().offset) for tp, f in futures.items()}
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                # a leader election (a new topic, a broker restart) answers NOT_LEADER for a moment
+                if attempt + 1 < _RETRIES and error is not None and error.retriable():
+                    time.sleep(0.05 * (attempt + 1))
+                    continue
+                topic, partition = tps[0]
+                raise TailReadError(
+                    f"cannot read the offsets of {topic}[{partition}]: {exc}",
+                    topic=topic,
+                    partition=partition,
+                    code=_code(exc),
+                ) from exc
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def position(self, tp: TP, offset: int) -> None:
         """Make the next message fetched from ``tp`` the one at ``offset`` (assigning it if needed).

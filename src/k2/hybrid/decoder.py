@@ -13,13 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import polars as pl
 
 from k2 import schemas
-from k2.pipeline.validate import Validator
+from k2.pipeline.validate import Validator, known_symbols
 
 __all__ = ["LINEAGE", "DecodedTail", "TailDecoder", "known_symbols", "tail_schema"]
 
@@ -86,13 +85,3 @@ class TailDecoder:
         if bad.any():
             frame = frame.filter(~bad)
         return DecodedTail(frame, len(values) - frame.height)
-
-
-def known_symbols(reference: Any) -> set[str] | None:
-    """Symbols of the reference table (as the pipeline loads them), or None when there are none."""
-    try:
-        arrow = reference.scan(selected_fields=("symbol",)).to_arrow()
-    except Exception:
-        return None
-    symbols = set(arrow.column("symbol").to_pylist()) if arrow.num_rows else set()
-    return symbols or None

@@ -43,7 +43,7 @@ from k2.pipeline.checks import BatchChecks, CheckResult, NoChecks
 from k2.pipeline.errors import DeadLetterDeliveryError
 from k2.pipeline.sinks import TableSink
 from k2.pipeline.upkeep import Upkeep
-from k2.pipeline.validate import Validator
+from k2.pipeline.validate import Validator, known_symbols
 from k2.resilience.breaker import BreakerBoard
 from k2.resilience.degradation import DegradationManager, LevelChange
 from k2.resilience.errors import SpillDeliveryError
@@ -152,7 +152,7 @@ class Pipeline:
         self.producer = TickProducer(self.kafka)
         self.spill = Spill(self.kafka)
         self.validator = Validator(
-            self.settings.pipeline.max_clock_skew_s, _known_symbols(tables["reference"])
+            self.settings.pipeline.max_clock_skew_s, known_symbols(tables["reference"])
         )
         tick_sinks = [
             TableSink(
@@ -654,16 +654,6 @@ def _ends(partitions: np.ndarray, offsets: np.ndarray) -> dict[int, int]:
     for p in np.unique(partitions):
         out[int(p)] = int(offsets[partitions == p].max()) + 1
     return out
-
-
-def _known_symbols(reference: Any) -> set[str] | None:
-    """Symbols of the reference table, or None when it holds none (then any symbol is accepted)."""
-    try:
-        arrow = reference.scan(selected_fields=("symbol",)).to_arrow()
-    except Exception:
-        return None
-    symbols = set(arrow.column("symbol").to_pylist()) if arrow.num_rows else set()
-    return symbols or None
 
 
 def _crash_hook(spec: str) -> Callable[[str], None]:

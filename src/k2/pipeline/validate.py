@@ -7,10 +7,11 @@ milliseconds whatever its content; the reasons of failing rows become dead lette
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import polars as pl
 
-__all__ = ["Validator"]
+__all__ = ["Validator", "known_symbols"]
 
 # A session can be announced ahead of the exchange clock (an early roll to the next business day,
 # across a weekend and a holiday), and ticks can print up to a day after their session date
@@ -57,3 +58,13 @@ class Validator:
         for cond, reason in reversed(checks):
             expr = pl.when(cond.fill_null(True)).then(pl.lit(reason)).otherwise(expr)
         return frame.select(expr.alias("reason")).to_series()
+
+
+def known_symbols(reference: Any) -> set[str] | None:
+    """Symbols of the reference table (as the pipeline loads them), or None when there are none."""
+    try:
+        arrow = reference.scan(selected_fields=("symbol",)).to_arrow()
+    except Exception:
+        return None
+    symbols = set(arrow.column("symbol").to_pylist()) if arrow.num_rows else set()
+    return symbols or None

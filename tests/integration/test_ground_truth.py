@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from k2.config import Settings, load_settings
-from k2.observability.metrics import sample
+from k2.observability.metrics import REGISTRY, sample
 from k2.pipeline import Pipeline
 from k2.pipeline.sequencing import SequenceChecks
 from tests.integration.truth_check import K2_WINDOW, assert_matches_truth, deliveries, publish, simulator
@@ -38,6 +38,10 @@ def test_gaps_duplicates_and_late_fills_equal_the_truth(
 
     assert_matches_truth(settings, truth)
     assert sample("k2_lake_files_per_partition_max", {"table": "trades"}) >= 1  # maintenance ran
+    lag = REGISTRY.get_sample_value(
+        "k2_pipeline_consumer_lag", {"topic": settings.kafka.topic("trades"), "partition": "0"}
+    )
+    assert lag == 0  # measured per partition, and caught up at the end
     sent_dups = sum(truth["kinds"][k]["duplicates"]["count"] for k in ("trades", "quotes"))
     assert stats.duplicates == sent_dups
     assert stats.dead_letters == sum(truth["kinds"][k]["malformed"] for k in ("trades", "quotes"))

@@ -51,7 +51,7 @@ from k2.resilience.flow import FlowControl
 from k2.resilience.levels import Level
 from k2.resilience.metrics import BACKFILLED
 from k2.resilience.shed import split
-from k2.resilience.signals import LoadMeter, RssProbe, Signals, consumer_lag
+from k2.resilience.signals import LoadMeter, RssProbe, Signals, partition_lags
 from k2.resilience.spill import Spill, ensure_spill_topics, spill_topic
 from k2.resilience.status import StatusFile, status_path
 from k2.resilience.tiers import PriorityTiers
@@ -449,7 +449,10 @@ class Pipeline:
         """Measure the signals, let the level follow them, and apply the level's flow control."""
         owned = self.consumer.assignment()
         source = [p for p in owned if p.topic in self.source_topics]
-        self.lag = consumer_lag(self.consumer, source) if source else 0
+        lags = partition_lags(self.consumer, source)
+        for (topic, partition), lag in lags.items():
+            LAG.labels(topic, str(partition)).set(lag)
+        self.lag = sum(lags.values())
         self.peak_lag = max(self.peak_lag, self.lag)
         change = self.degradation.observe(
             Signals(lag=self.lag, batch_ratio=self.meter.ratio(), rss_bytes=self.rss())

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["LoadMeter", "RssProbe", "Signals", "WatermarkConsumer", "consumer_lag"]
+__all__ = ["LoadMeter", "RssProbe", "Signals", "WatermarkConsumer", "consumer_lag", "partition_lags"]
 
 # librdkafka's OFFSET_INVALID: no position yet / no cached watermark yet.
 _INVALID = -1001
@@ -91,17 +91,17 @@ class WatermarkConsumer(Protocol):
     def get_watermark_offsets(self, partition: Any, timeout: float = ..., cached: bool = ...) -> Any: ...
 
 
-def consumer_lag(consumer: WatermarkConsumer, partitions: Iterable[Any]) -> int:
-    """Messages not yet read on ``partitions``: sum of (high watermark - position).
+def partition_lags(consumer: WatermarkConsumer, partitions: Iterable[Any]) -> dict[tuple[str, int], int]:
+    """Messages not yet read per partition: high watermark - position.
 
     Uses the watermarks librdkafka caches from fetch responses, so it makes no broker round trip
     and can run every loop iteration. Partitions with no position or no cached watermark yet (just
-    assigned, nothing fetched) count as 0 until the first fetch answers.
+    assigned, nothing fetched) are left out until the first fetch answers.
     """
     parts = list(partitions)
     if not parts:
-        return 0
-    total = 0
+        return {}
+    lags: dict[tuple[str, int], int] = {}
     for tp in consumer.position(parts):
         if tp.offset < 0:
             continue
@@ -111,5 +111,10 @@ def consumer_lag(consumer: WatermarkConsumer, partitions: Iterable[Any]) -> int:
         high = marks[1]
         if high == _INVALID or high < 0:
             continue
-        total += max(0, high - tp.offset)
-    return total
+        lags[(tp.topic, tp.partition)] = max(0, high - tp.offset)
+    return lags
+
+
+def consumer_lag(consumer: WatermarkConsumer, partitions: Iterable[Any]) -> int:
+    """Messages not yet read on ``partitions``, summed (see ``partition_lags``)."""
+    return sum(partition_lags(consumer, partitions).values())

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from k2.api.handlers import ERROR_BODY_EXAMPLE
 
-__all__ = ["ERRORS", "ErrorBody", "tabular"]
+__all__ = ["ERRORS", "EXAMPLE_QUOTE", "EXAMPLE_TRADE", "ErrorBody", "tabular"]
 
 
 class ErrorBody(BaseModel):
@@ -19,6 +19,21 @@ class ErrorBody(BaseModel):
     error: str = Field(description="A short code: invalid_parameter, cap_exceeded, rate_limited…")
     detail: str = Field(description="What was wrong and what is accepted.")
     correlation_id: str = Field(description="Also in the X-Correlation-ID header; quote it in reports.")
+
+
+# One example of each row kind for the OpenAPI docs, shared by every route that returns it.
+EXAMPLE_TRADE = {
+    "message_id": "b3ee49ecf7335b888df047c9e19105aa", "exchange": "ASX", "symbol": "BHP",
+    "session": "2014-03-11", "sequence": 30, "exchange_ts": "2014-03-10T23:00:00.213+00:00",
+    "ingest_ts": "2014-03-10T23:00:00.213+00:00", "price": "35.945000", "size": "1.000000",
+    "trade_id": None, "qualifiers": "25", "venue": None, "kafka_partition": 0, "kafka_offset": 1234,
+}  # fmt: skip
+EXAMPLE_QUOTE = {
+    "message_id": "1f0e6c3d2b4a59687766554433221100", "exchange": "ASX", "symbol": "BHP",
+    "session": "2014-03-11", "sequence": 41, "exchange_ts": "2014-03-10T22:59:57.105+00:00",
+    "ingest_ts": "2014-03-10T22:59:57.105+00:00", "bid_price": "35.940000", "ask_price": "35.950000",
+    "bid_size": "1200.000000", "ask_size": "800.000000", "kafka_partition": 1, "kafka_offset": 998,
+}  # fmt: skip
 
 
 def _error(description: str) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from k2.api.deps import (
     render,
     travel,
 )
-from k2.api.models import tabular
+from k2.api.models import EXAMPLE_TRADE, tabular
 from k2.query.engine import QueryEngine
 from k2.query.params import parse_duration, parse_symbols
 
@@ -27,12 +27,9 @@ __all__ = ["router"]
 router = APIRouter(tags=["analytics"])
 
 _ROW = {
-    "message_id": "b3ee49ecf7335b888df047c9e19105aa", "exchange": "ASX", "symbol": "BHP",
-    "session": "2014-03-11", "sequence": 30, "exchange_ts": "2014-03-10T23:00:00.213+00:00",
-    "ingest_ts": "2014-03-10T23:00:00.213+00:00", "price": "35.945000", "size": "1.000000",
-    "trade_id": None, "qualifiers": "25", "venue": None, "quote_ts": "2014-03-10T22:59:57.105+00:00",
-    "bid_price": "35.940000", "ask_price": "35.950000", "mid": 35.945, "spread": "0.010000",
-    "quote_age_us": 3108000,
+    **{k: v for k, v in EXAMPLE_TRADE.items() if not k.startswith("kafka_")},
+    "quote_ts": "2014-03-10T22:59:57.105+00:00", "bid_price": "35.940000", "ask_price": "35.950000",
+    "mid": 35.945, "spread": "0.010000", "quote_age_us": 3108000,
 }  # fmt: skip
 
 

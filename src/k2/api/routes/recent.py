@@ -23,7 +23,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 
 from k2.api.deps import FormatParam, SymbolsParam, services
-from k2.api.models import ERRORS, tabular
+from k2.api.models import ERRORS, EXAMPLE_QUOTE, EXAMPLE_TRADE, tabular
 from k2.hybrid import HybridEngine, HybridResult, HybridSettings
 from k2.hybrid.engine import Anchor, Kind
 from k2.hybrid.live import LiveEvent, LiveSubscription
@@ -40,13 +40,8 @@ router = APIRouter(tags=["live"])
 _STATE = "k2_hybrid"
 _LOCK = threading.Lock()
 
-_TRADE = {
-    "message_id": "b3ee49ecf7335b888df047c9e19105aa", "exchange": "ASX", "symbol": "BHP",
-    "session": "2014-03-11", "sequence": 30, "exchange_ts": "2014-03-10T23:00:00.213+00:00",
-    "ingest_ts": "2014-03-10T23:00:00.213+00:00", "price": "35.945000", "size": "1.000000",
-    "trade_id": None, "qualifiers": "25", "venue": None, "kafka_partition": 0, "kafka_offset": 1234,
-    "committed": False,
-}  # fmt: skip
+_TRADE = {**EXAMPLE_TRADE, "committed": False}
+_QUOTE = {**EXAMPLE_QUOTE, "committed": False}
 _BAR = {
     "exchange": "ASX", "symbol": "BHP", "session": "2014-03-11", "start": "2014-03-10T23:00:00+00:00",
     "end": "2014-03-10T23:01:00+00:00", "open": "35.945000", "high": "35.990000", "low": "35.930000",
@@ -159,7 +154,7 @@ def read_recent_trades(
 @router.get(
     "/quotes/recent",
     summary="The last minutes of quotes, including ticks not yet in Iceberg",
-    responses=tabular([{k: v for k, v in _TRADE.items() if k not in ("price", "size")}], "Quotes."),
+    responses=tabular([_QUOTE], "Quotes."),
 )
 def read_recent_quotes(
     request: Request,

@@ -18,7 +18,7 @@ from k2.api.deps import (
     render,
     travel,
 )
-from k2.api.models import tabular
+from k2.api.models import EXAMPLE_QUOTE, EXAMPLE_TRADE, tabular
 from k2.query.engine import QueryEngine
 from k2.query.params import parse_order, parse_symbols
 
@@ -26,18 +26,6 @@ __all__ = ["router"]
 
 router = APIRouter(tags=["ticks"])
 
-_TRADE = {
-    "message_id": "b3ee49ecf7335b888df047c9e19105aa", "exchange": "ASX", "symbol": "BHP",
-    "session": "2014-03-11", "sequence": 30, "exchange_ts": "2014-03-10T23:00:00.213+00:00",
-    "ingest_ts": "2014-03-10T23:00:00.213+00:00", "price": "35.945000", "size": "1.000000",
-    "trade_id": None, "qualifiers": "25", "venue": None, "kafka_partition": 0, "kafka_offset": 1234,
-}  # fmt: skip
-_QUOTE = {
-    "message_id": "1f0e6c3d2b4a59687766554433221100", "exchange": "ASX", "symbol": "BHP",
-    "session": "2014-03-11", "sequence": 41, "exchange_ts": "2014-03-10T22:59:57.105+00:00",
-    "ingest_ts": "2014-03-10T22:59:57.105+00:00", "bid_price": "35.940000", "ask_price": "35.950000",
-    "bid_size": "1200.000000", "ask_size": "800.000000", "kafka_partition": 1, "kafka_offset": 998,
-}  # fmt: skip
 OrderParam = Annotated[
     str | None, Query(description="asc (oldest first, default) or desc (newest first).", examples=["asc"])
 ]
@@ -76,7 +64,7 @@ def _ticks(
 @router.get(
     "/trades",
     summary="Trades for symbols and a time window",
-    responses=tabular([_TRADE], "A page of trades."),
+    responses=tabular([EXAMPLE_TRADE], "A page of trades."),
 )
 def read_trades(
     request: Request,
@@ -99,7 +87,7 @@ def read_trades(
 @router.get(
     "/quotes",
     summary="Quotes for symbols and a time window",
-    responses=tabular([_QUOTE], "A page of quotes."),
+    responses=tabular([EXAMPLE_QUOTE], "A page of quotes."),
 )
 def read_quotes(
     request: Request,

@@ -127,6 +127,12 @@ class PipelineSettings(_Section):
     session_timeout_ms: int = Field(10_000, ge=6_000, le=300_000)
     batch_max_messages: int = Field(50_000, ge=1)
     poll_timeout_s: float = Field(0.2, gt=0)
+    gc_gen0_threshold: int = Field(
+        50_000,
+        ge=0,
+        description="Allocations between Python's gen-0 collections while ingesting (0: Python's "
+        "default of 700, which halves the consume rate; see k2/pipeline/gcpolicy.py).",
+    )
     max_clock_skew_s: float = Field(
         300.0, gt=0, description="Exchange timestamps may lead ingest time by at most this much."
     )

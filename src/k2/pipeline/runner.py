@@ -5,6 +5,11 @@ touches nothing; ``run()`` installs signal handlers that only request a stop, su
 assign/revoke/lost callbacks, loops, and on a clean stop makes one final commit. After a failure
 nothing is committed: the uncommitted range is simply read again by the next run.
 
+Three threads overlap: this one reads batch N+1 from Kafka while the process thread turns batch N
+into rows (``batch.py``) and the commit thread commits the checkpoint before it. The consumer,
+freezing, seeking and pausing stay on this thread, and happen only between awaiting one batch and
+handing over the next. The cyclic garbage collector is tuned for the run (``gcpolicy.py``).
+
 Backpressure (``k2.resilience``, docs/resilience.md): each loop measures lag, busy ratio and memory;
 the degradation level decides which tiers of symbols are deferred to the spill topics (back-filled
 through the same path at NORMAL), the batch size, the commit interval and which partitions run.
@@ -23,24 +28,23 @@ import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import polars as pl
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
-from k2 import schemas
 from k2.config import Settings
 from k2.lake.catalog import open_catalog
 from k2.lake.errors import LakeError, StaleWriterError
 from k2.lake.tables import GAPS, TICK_TABLES, ensure_tables
 from k2.lake.writer import NO_OFFSET, TableWriter
 from k2.observability.logging import get_logger
-from k2.observability.metrics import REGISTRY, Counter, Gauge, Histogram
+from k2.observability.metrics import REGISTRY, Gauge
+from k2.pipeline.batch import BatchOutcome, BatchProcessor, PipelineStats
 from k2.pipeline.checkpoint import Checkpoint, FrozenCheckpoint
-from k2.pipeline.checks import BatchChecks, CheckResult, NoChecks
+from k2.pipeline.checks import BatchChecks, NoChecks
+from k2.pipeline.consumer import consumer_config
 from k2.pipeline.errors import DeadLetterDeliveryError
+from k2.pipeline.gcpolicy import tuned_gc
 from k2.pipeline.sinks import TableSink
 from k2.pipeline.upkeep import Upkeep
 from k2.pipeline.validate import Validator, known_symbols
@@ -49,15 +53,12 @@ from k2.resilience.degradation import DegradationManager, LevelChange
 from k2.resilience.errors import SpillDeliveryError
 from k2.resilience.flow import FlowControl
 from k2.resilience.levels import Level
-from k2.resilience.metrics import BACKFILLED
-from k2.resilience.shed import split
 from k2.resilience.signals import LoadMeter, RssProbe, Signals, partition_lags
 from k2.resilience.spill import Spill, ensure_spill_topics, spill_topic
 from k2.resilience.status import StatusFile, status_path
 from k2.resilience.tiers import PriorityTiers
 from k2.state.errors import StaleStateError, StateStoreError
 from k2.stream.admin import ensure_topics
-from k2.stream.dlq import DeadLetter
 from k2.stream.producer import TickProducer
 from k2.types import Offsets
 from k2.types import TopicPartition as TP
@@ -66,33 +67,9 @@ __all__ = ["Pipeline", "PipelineStats"]
 
 log = get_logger(__name__)
 
-MESSAGES = Counter("k2_pipeline_messages_total", "Messages read", ["topic"], registry=REGISTRY)
-DEAD_LETTERS = Counter(
-    "k2_pipeline_dead_letters_total", "Messages sent to the DLQ", ["topic"], registry=REGISTRY
-)
-DROPPED_DUPLICATES = Counter(
-    "k2_pipeline_duplicates_dropped_total", "Duplicates not written", ["topic"], registry=REGISTRY
-)
 LAG = Gauge(
     "k2_pipeline_consumer_lag", "High watermark minus position", ["topic", "partition"], registry=REGISTRY
 )
-BATCH_SECONDS = Histogram(
-    "k2_pipeline_batch_seconds", "Processing time of one micro-batch", registry=REGISTRY,
-    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-)  # fmt: skip
-
-
-@dataclass
-class PipelineStats:
-    messages: int = 0
-    written: int = 0
-    dead_letters: int = 0
-    duplicates: int = 0
-    commits: int = 0
-    deferred: int = 0
-    backfilled: int = 0
-    stalls: int = 0
-    by_topic: dict[str, int] = field(default_factory=dict)
 
 
 class Pipeline:
@@ -115,6 +92,12 @@ class Pipeline:
         self._assigned = False
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="k2-commit")
         self._inflight: tuple[Future[None], FrozenCheckpoint] | None = None
+        # one batch is processed while the consumer reads the next (module docstring)
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="k2-process")
+        self._processing: Future[BatchOutcome] | None = None
+        self._process_error: BaseException | None = None  # retryable; the loop turns it into a stall
+        self._epoch = 0  # bumped by every (re)assignment: batches read before it are read again
+        self._submitted = 0
         self._last_message_at = time.monotonic()
         r = settings.resilience
         self.source_topics = {self.kafka.topic(kind): kind for kind in TICK_TABLES}
@@ -136,10 +119,10 @@ class Pipeline:
         self.status_file = StatusFile(status_path(settings.data_dir))
         # stall: a commit (or a classification) failed on a dependency; see the module docstring
         self._stalled_until: float | None = None
+        self._on_batch: Callable[[PipelineStats], None] | None = None
         self._stall_cause = ""
         self._retry: FrozenCheckpoint | None = None  # the frozen checkpoint to commit again
         self._reseek = False  # drop the unfrozen work and re-read it once the dependency is back
-        self._tiers_seen_at = 0.0
 
     # -- wiring -------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -166,28 +149,7 @@ class Pipeline:
             TableWriter(catalog, f"{ns}.{GAPS}"), set(self.topics), tables[GAPS].schema().as_arrow()
         )
         self.sinks_by_topic = {topic: sink for sink in tick_sinks for topic in sink.topics}
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": self.kafka.bootstrap,
-                "group.id": self.settings.pipeline.group_id,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "auto.offset.reset": "earliest",
-                "partition.assignment.strategy": "range",
-                "fetch.max.bytes": 64 * 1024 * 1024,
-                "max.partition.fetch.bytes": 16 * 1024 * 1024,
-                "queued.max.messages.kbytes": 256 * 1024,
-                "session.timeout.ms": self.settings.pipeline.session_timeout_ms,
-                # also the rebalance timeout: how long a join waits for members that vanished
-                "max.poll.interval.ms": 60000,
-                **(
-                    {"group.instance.id": self.settings.pipeline.instance_id}
-                    if self.settings.pipeline.instance_id
-                    else {}
-                ),
-                **self.kafka.client,
-            }
-        )
+        self.consumer = Consumer(consumer_config(self.settings))
         self.checkpoint = Checkpoint(
             gap_sink=gap_sink,
             tick_sinks=tick_sinks,
@@ -201,9 +163,26 @@ class Pipeline:
         )
         if self._crash_at:
             self.checkpoint.crash_hook = _crash_hook(self._crash_at)
+        self.process = BatchProcessor(
+            topics=self.topics,
+            source_topics=self.source_topics,
+            spill_topics=self.spill_topics,
+            sinks_by_topic=self.sinks_by_topic,
+            checkpoint=self.checkpoint,
+            checks=self.checks,
+            validator=self.validator,
+            producer=self.producer,
+            spill=self.spill,
+            tiers=self.tiers,
+            degradation=self.degradation,
+            breakers=self.breakers,
+            stats=self.stats,
+        )
 
     # -- partition life cycle -------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._await_process()
+        self._epoch += 1
         tps: list[TP] = [(p.topic, p.partition) for p in partitions]
         marks: dict[TP, list[int]] = {tp: [] for tp in tps}
         for sink in self.checkpoint.sinks:
@@ -225,7 +204,10 @@ class Pipeline:
         self.flow.assigned(consumer, self.degradation.actions, stalled=self._stalled_until is not None)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if not self._failed:
+        if self._failed:
+            self._drain_process()
+        else:
+            self._await_process()  # its rows belong to this checkpoint: commit them with it
             try:
                 self._await_commit()
                 if self._retry is not None:  # one last try; the new owner replays it otherwise
@@ -241,6 +223,7 @@ class Pipeline:
         log.info("partitions revoked", count=len(partitions))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._drain_process()
         self._forget([(p.topic, p.partition) for p in partitions])
         consumer.unassign()
         log.warning("partitions lost; uncommitted work dropped", count=len(partitions))
@@ -250,10 +233,46 @@ class Pipeline:
         self.checkpoint.discard()
         self.checks.revoke(tps)
         self.flow.revoked(tps)
-        self._retry, self._reseek = None, False
+        self._retry, self._reseek, self._process_error = None, False, None
+        self._epoch += 1
         if self._stalled_until is not None:
             self._stalled_until = None
             log.info("stall ended: partitions moved to another consumer")
+
+    # -- the process thread ----------------------------------------------------------------------
+    def _submit(self, messages: list[Message]) -> None:
+        """Hand a batch to the process thread (the previous one must have been awaited)."""
+        assert self._processing is None
+        self._submitted += len(messages)
+        self._processing = self._worker.submit(self.process, messages)
+
+    def _await_process(self) -> None:
+        """Wait for the batch in process; fold its outcome into the loop's state.
+
+        A retryable failure (the state store while classifying) marks a re-seek, and the loop
+        stalls on it; any other failure is raised here, on the consumer thread.
+        """
+        if self._processing is None:
+            return
+        future, self._processing = self._processing, None
+        try:
+            outcome = future.result()
+        except self.breakers.retryable() as exc:
+            self._reseek = True
+            self._process_error = exc
+            return
+        if outcome.had_ticks:
+            self._last_message_at = time.monotonic()
+        self.meter.add_busy(outcome.seconds)
+        if self._on_batch is not None:
+            self._on_batch(self.stats)
+
+    def _drain_process(self) -> None:
+        """Wait for the batch in process and ignore how it ended (its work is being dropped)."""
+        try:
+            self._await_process()
+        except Exception as exc:  # the run is failing or the partitions are gone anyway
+            log.debug("batch dropped with its partitions", error=str(exc))
 
     def _commit_group_offsets(self, end: Offsets) -> None:
         offsets = [TopicPartition(t, p, o) for (t, p), o in end.items()]
@@ -280,48 +299,19 @@ class Pipeline:
             K2Error: a failure that stops the pipeline; nothing after the last commit was kept.
         """
         self._build()
+        self._on_batch = on_batch
         previous = {s: signal.signal(s, self.stop) for s in (signal.SIGINT, signal.SIGTERM)}
         self._running = True
         began = self._last_message_at = time.monotonic()
         try:
-            self.consumer.subscribe(
-                list(self.topics), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
-            )
-            base_batch = self.settings.pipeline.batch_max_messages
-            while self._running:
-                messages = self.consumer.consume(self.degradation.actions.batch_size(base_batch),
-                                                 self.settings.pipeline.poll_timeout_s)  # fmt: skip
-                busy_from = time.perf_counter()
-                now = time.monotonic()
-                if messages and not self._reseek:  # a pending re-seek reads them again anyway
-                    self._process(messages)
-                    if on_batch:
-                        on_batch(self.stats)
-                if self._stalled_until is not None:
-                    self._recover(now)
-                    self._last_message_at = now  # a stall is not idleness: it must not end the run
-                elif self.checkpoint.due():
-                    self._commit()
-                    if self.upkeep.due():  # queued behind that commit on the one worker: never concurrent
-                        self._executor.submit(self.upkeep.run)
-                elif self._inflight is not None and self._inflight[0].done():
-                    self._await_commit()  # surface a failure or a fence without waiting for the next
-                self.meter.add_busy(time.perf_counter() - busy_from)
-                self._observe()
-                if self.degradation.level != Level.NORMAL or self.flow.paused:
-                    self._last_message_at = now  # deferred work (back-fill) is still to come
-                idle = now - self._last_message_at
-                if idle_timeout_s is not None and self._assigned and idle > idle_timeout_s:
-                    break
-                if max_seconds is not None and now - began > max_seconds:
-                    break
-                if max_messages is not None and self.stats.messages >= max_messages:
-                    break
-            self._final_commit()
+            with tuned_gc(self.settings.pipeline.gc_gen0_threshold):
+                self._loop(began, idle_timeout_s, max_seconds, max_messages)
         except BaseException:
             self._failed = True
             raise
         finally:
+            self._drain_process()
+            self._worker.shutdown(wait=True)
             self._executor.shutdown(wait=True)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -331,6 +321,54 @@ class Pipeline:
             self._write_status(stopped=True)
         self.stats.commits = self.checkpoint.commits
         return self.stats
+
+    def _loop(
+        self, began: float, idle_timeout_s: float | None, max_seconds: float | None, max_messages: int | None
+    ) -> None:
+        """Read batch N+1 while batch N is processed and the checkpoint before it commits.
+
+        Everything that freezes, seeks or pauses runs here, between awaiting batch N and handing
+        over N+1, so the process thread never sees the checkpoint change under it.
+        """
+        self.consumer.subscribe(
+            list(self.topics), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+        base_batch = self.settings.pipeline.batch_max_messages
+        while self._running:
+            messages = self.consumer.consume(self.degradation.actions.batch_size(base_batch),
+                                             self.settings.pipeline.poll_timeout_s)  # fmt: skip
+            epoch = self._epoch  # rebalance callbacks ran inside consume(); these messages follow them
+            busy_from = time.perf_counter()
+            now = time.monotonic()
+            self._await_process()
+            if self._process_error is not None:
+                error, self._process_error = self._process_error, None
+                self._stall(error)  # the classification failed: drop unfrozen work, re-read it later
+            if self._stalled_until is not None:
+                self._recover(now)
+                self._last_message_at = now  # a stall is not idleness: it must not end the run
+            elif self.checkpoint.due():
+                self._commit()
+                if self.upkeep.due():  # queued behind that commit on the one worker: never concurrent
+                    self._executor.submit(self.upkeep.run)
+            elif self._inflight is not None and self._inflight[0].done():
+                self._await_commit()  # surface a failure or a fence without waiting for the next
+            # A re-seek (pending, or done above) reads these messages again from the watermarks.
+            if messages and not self._reseek and epoch == self._epoch:
+                self._submit(messages)
+            self.meter.add_busy(time.perf_counter() - busy_from)
+            self._observe()
+            if self.degradation.level != Level.NORMAL or self.flow.paused:
+                self._last_message_at = now  # deferred work (back-fill) is still to come
+            idle = now - self._last_message_at
+            if idle_timeout_s is not None and self._assigned and idle > idle_timeout_s:
+                break
+            if max_seconds is not None and now - began > max_seconds:
+                break
+            if max_messages is not None and self._submitted >= max_messages:
+                break
+        self._await_process()
+        self._final_commit()
 
     def _final_commit(self) -> None:
         """The clean stop's last commit; a dependency still down leaves the rest for the next run."""
@@ -474,6 +512,7 @@ class Pipeline:
         return (
             checkpoint is not None
             and not checkpoint.read_end
+            and self._processing is None
             and self._inflight is None
             and self._retry is None
             and not self._reseek
@@ -511,152 +550,6 @@ class Pipeline:
             self.status_file.write({**self.status(), "running": not stopped})
         except OSError as exc:  # a status display must never stop the ingest
             log.warning("status file not written", path=str(self.status_file.path), error=str(exc))
-
-    def _process(self, messages: list[Message]) -> None:
-        started = time.perf_counter()
-        # One pass per field, as list comprehensions: per-message calls are the cost floor here.
-        good = [m for m in messages if m.error() is None]
-        if len(good) != len(messages):
-            for m in messages:
-                err = m.error()
-                if err is not None and err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consumer error", error=str(err))
-        if not good:
-            return
-        self._last_message_at = time.monotonic()
-        topics = [m.topic() for m in good]
-        if topics.count(topics[0]) == len(topics):
-            by_topic = {topics[0]: good}
-        else:
-            by_topic = {}
-            for m, topic in zip(good, topics, strict=True):
-                by_topic.setdefault(topic, []).append(m)
-        try:
-            for topic, batch in by_topic.items():
-                kind = self.topics.get(topic)
-                if kind is not None:
-                    self._process_topic(topic, kind, batch)
-        except self.breakers.retryable() as exc:
-            # The state store failed while classifying: what this batch did to the checks' state
-            # cannot be taken back piecemeal, so everything not yet frozen is dropped and re-read.
-            self._reseek = True
-            self._stall(exc)
-        BATCH_SECONDS.observe(time.perf_counter() - started)
-
-    def _process_topic(self, topic: str, kind: str, batch: list[Message]) -> None:
-        values = [m.value() for m in batch]
-        if None in values:  # a tombstone: not a tick, dead-lettered like any undecodable payload
-            values = [v or b"" for v in values]
-        partitions = np.array([m.partition() for m in batch], dtype=np.int32)
-        offsets = np.array([m.offset() for m in batch], dtype=np.int64)
-        self.stats.messages += len(batch)
-        self.stats.by_topic[topic] = self.stats.by_topic.get(topic, 0) + len(batch)
-        MESSAGES.labels(topic).inc(len(batch))
-        sink = self.sinks_by_topic[topic]
-
-        decoded = schemas.decode_batch(kind, values)
-        frame = decoded.frame
-        index = (
-            frame.get_column("_index").to_numpy() if "_index" in frame.columns else np.arange(frame.height)
-        )
-        frame = frame.drop("_index", strict=False).with_columns(
-            pl.Series("_partition", partitions[index], dtype=pl.Int32),
-            pl.Series("_offset", offsets[index], dtype=pl.Int64),
-        )
-        letters = [(i, reason) for i, reason in decoded.errors]
-        reasons = self.validator.reasons(kind, frame)
-        bad = reasons.is_not_null()
-        if bad.any():
-            bad_np = bad.to_numpy()
-            bad_rows = np.flatnonzero(bad_np)
-            letters += [(int(index[r]), str(reasons[int(r)])) for r in bad_rows]
-            frame = frame.filter(~bad)
-            index = index[~bad_np]
-        self._dead_letters(topic, sink, letters, values, partitions, offsets)
-        if topic in self.source_topics:
-            frame = self._shed(kind, topic, sink, frame, index, values)
-
-        result = self._classify(kind, topic, frame)
-        kept = frame.filter(result.keep)
-        duplicates = frame.height - kept.height
-        if duplicates:
-            self.stats.duplicates += duplicates
-            DROPPED_DUPLICATES.labels(topic).inc(duplicates)
-        rows = kept.rename({"_partition": "kafka_partition", "_offset": "kafka_offset"})
-        end = _ends(partitions, offsets)
-        sink.add(topic, rows, end)
-        if result.gap_events is not None:
-            self.checkpoint.gap_sink.add(topic, result.gap_events, end)
-        else:
-            self.checkpoint.gap_sink.add(topic, pl.DataFrame(), end)
-        self.checkpoint.record_read({(topic, p): o for p, o in end.items()})
-        self.stats.written += rows.height
-        if topic in self.spill_topics:
-            self.stats.backfilled += rows.height
-            BACKFILLED.labels(kind).inc(rows.height)
-
-    def _classify(self, kind: str, topic: str, frame: pl.DataFrame) -> CheckResult:
-        if isinstance(self.checks, NoChecks):
-            return self.checks.process(kind, topic, frame)
-        return self.breakers.get("state").call(self.checks.process, kind, topic, frame)
-
-    def _shed(
-        self,
-        kind: str,
-        topic: str,
-        sink: TableSink,
-        frame: pl.DataFrame,
-        index: np.ndarray,
-        values: list[bytes],
-    ) -> pl.DataFrame:
-        """Defer the rows of the level's deferred tiers to the spill; returns the rows to process now.
-
-        Runs before the checks, so deferred ticks leave no trace in the sequence state and come
-        back as in-order ticks or late fills of the gaps their absence opened.
-        """
-        actions = self.degradation.actions
-        now = time.monotonic()
-        # Volume counts cost a group_by: at NORMAL one batch a second is a fair sample of activity.
-        if actions.defer_tiers or self.degradation.level != Level.NORMAL or now - self._tiers_seen_at >= 1.0:
-            self._tiers_seen_at = now
-            self.tiers.observe(frame, refresh=not actions.skip_optional)
-        if not actions.defer_tiers or frame.height == 0:
-            return frame
-        keep, defer = split(frame, self.tiers, actions)
-        if not defer.any():
-            return frame
-        deferred = frame.filter(defer)
-        payloads = [values[i] for i in index[defer.to_numpy()]]
-        floor = {p: sink.watermark((topic, p)) for p in deferred.get_column("_partition").unique().to_list()}
-        self.stats.deferred += self.spill.send(kind, topic, deferred, payloads, floor=floor)
-        return frame.filter(keep)
-
-    def _dead_letters(
-        self,
-        topic: str,
-        sink: TableSink,
-        letters: list[tuple[int, str]],
-        values: list[bytes],
-        partitions: np.ndarray,
-        offsets: np.ndarray,
-    ) -> None:
-        for i, reason in letters:
-            p, o = int(partitions[i]), int(offsets[i])
-            if o < sink.watermark((topic, p)):
-                continue  # already dead-lettered before the crash that made us replay it
-            self.producer.send_dead_letter(
-                DeadLetter(value=values[i], reason=reason, source=f"topic={topic} partition={p} offset={o}")
-            )
-            self.stats.dead_letters += 1
-            DEAD_LETTERS.labels(topic).inc()
-
-
-def _ends(partitions: np.ndarray, offsets: np.ndarray) -> dict[int, int]:
-    """Next offset to read per partition after this batch."""
-    out: dict[int, int] = {}
-    for p in np.unique(partitions):
-        out[int(p)] = int(offsets[partitions == p].max()) + 1
-    return out
 
 
 def _crash_hook(spec: str) -> Callable[[str], None]:

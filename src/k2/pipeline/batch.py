@@ -1,0 +1,255 @@
+"""One micro-batch: Kafka messages → decode → validate (→ DLQ) → shed (→ spill) → checks → table sinks.
+
+It runs on the pipeline's process thread while the consumer thread reads the next batch: decoding
+(Rust), validation and the checks (Polars) release the GIL, so on two cores the read and the work
+overlap. It never touches the consumer (librdkafka wants that on one thread); everything that
+pauses, seeks or commits stays in ``runner.py``, which waits for this batch before any of those.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+from confluent_kafka import KafkaError, Message
+
+from k2 import schemas
+from k2.observability.logging import get_logger
+from k2.observability.metrics import REGISTRY, Counter, Histogram
+from k2.pipeline.checkpoint import Checkpoint
+from k2.pipeline.checks import BatchChecks, CheckResult, NoChecks
+from k2.pipeline.sinks import TableSink
+from k2.pipeline.validate import Validator
+from k2.resilience.breaker import BreakerBoard
+from k2.resilience.degradation import DegradationManager
+from k2.resilience.levels import Level
+from k2.resilience.metrics import BACKFILLED
+from k2.resilience.shed import split
+from k2.resilience.spill import Spill
+from k2.resilience.tiers import PriorityTiers
+from k2.stream.dlq import DeadLetter
+from k2.stream.producer import TickProducer
+
+__all__ = ["BatchProcessor", "PipelineStats"]
+
+log = get_logger(__name__)
+
+MESSAGES = Counter("k2_pipeline_messages_total", "Messages read", ["topic"], registry=REGISTRY)
+DEAD_LETTERS = Counter(
+    "k2_pipeline_dead_letters_total", "Messages sent to the DLQ", ["topic"], registry=REGISTRY
+)
+DROPPED_DUPLICATES = Counter(
+    "k2_pipeline_duplicates_dropped_total", "Duplicates not written", ["topic"], registry=REGISTRY
+)
+BATCH_SECONDS = Histogram(
+    "k2_pipeline_batch_seconds", "Processing time of one micro-batch", registry=REGISTRY,
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)  # fmt: skip
+
+
+@dataclass
+class PipelineStats:
+    messages: int = 0
+    written: int = 0
+    dead_letters: int = 0
+    duplicates: int = 0
+    commits: int = 0
+    deferred: int = 0
+    backfilled: int = 0
+    stalls: int = 0
+    by_topic: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What the consumer thread needs to know about a processed batch."""
+
+    seconds: float  # busy time, for the degradation signal
+    had_ticks: bool  # at least one message that was not a consumer error (idleness)
+
+
+class BatchProcessor:
+    """The per-batch transform, wired once by the runner (``runner.Pipeline._build``)."""
+
+    def __init__(
+        self,
+        *,
+        topics: Mapping[str, str],
+        source_topics: Mapping[str, str],
+        spill_topics: Mapping[str, str],
+        sinks_by_topic: Mapping[str, TableSink],
+        checkpoint: Checkpoint,
+        checks: BatchChecks,
+        validator: Validator,
+        producer: TickProducer,
+        spill: Spill,
+        tiers: PriorityTiers,
+        degradation: DegradationManager,
+        breakers: BreakerBoard,
+        stats: PipelineStats,
+    ) -> None:
+        self.topics = topics
+        self.source_topics = source_topics
+        self.spill_topics = spill_topics
+        self.sinks_by_topic = sinks_by_topic
+        self.checkpoint = checkpoint
+        self.checks = checks
+        self.validator = validator
+        self.producer = producer
+        self.spill = spill
+        self.tiers = tiers
+        self.degradation = degradation
+        self.breakers = breakers
+        self.stats = stats
+        self._tiers_seen_at = 0.0
+
+    def __call__(self, messages: list[Message]) -> BatchOutcome:
+        """Process one batch into the live checkpoint.
+
+        Raises:
+            StateStoreError, CircuitOpenError (retryable): the state store failed while classifying;
+                what this batch did to the checks cannot be taken back piecemeal, so the runner
+                drops everything not yet frozen and re-reads it.
+        """
+        started = time.perf_counter()
+        # Whole-list passes through the C method descriptors: per-message calls are the cost floor.
+        if any(map(Message.error, messages)):
+            good = [m for m in messages if m.error() is None]
+            for m in messages:
+                err = m.error()
+                if err is not None and err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer error", error=str(err))
+        else:
+            good = messages
+        if not good:
+            return BatchOutcome(time.perf_counter() - started, had_ticks=False)
+        topics = list(map(Message.topic, good))
+        if topics.count(topics[0]) == len(topics):
+            by_topic = {topics[0]: good}
+        else:
+            by_topic = {}
+            for m, topic in zip(good, topics, strict=True):
+                by_topic.setdefault(topic, []).append(m)
+        for topic, batch in by_topic.items():
+            kind = self.topics.get(topic)
+            if kind is not None:
+                self._topic(topic, kind, batch)
+        seconds = time.perf_counter() - started
+        BATCH_SECONDS.observe(seconds)
+        return BatchOutcome(seconds, had_ticks=True)
+
+    def _topic(self, topic: str, kind: str, batch: list[Message]) -> None:
+        n = len(batch)
+        values = list(map(Message.value, batch))
+        if None in values:  # a tombstone: not a tick, dead-lettered like any undecodable payload
+            values = [v or b"" for v in values]
+        partitions = np.fromiter(map(Message.partition, batch), dtype=np.int32, count=n)
+        offsets = np.fromiter(map(Message.offset, batch), dtype=np.int64, count=n)
+        self.stats.messages += n
+        self.stats.by_topic[topic] = self.stats.by_topic.get(topic, 0) + n
+        MESSAGES.labels(topic).inc(n)
+        sink = self.sinks_by_topic[topic]
+
+        decoded = schemas.decode_batch(kind, values)
+        frame = decoded.frame
+        index = (
+            frame.get_column("_index").to_numpy() if "_index" in frame.columns else np.arange(frame.height)
+        )
+        frame = frame.drop("_index", strict=False).with_columns(
+            pl.Series("_partition", partitions[index], dtype=pl.Int32),
+            pl.Series("_offset", offsets[index], dtype=pl.Int64),
+        )
+        letters = list(decoded.errors)
+        reasons = self.validator.reasons(kind, frame)
+        bad = reasons.is_not_null()
+        if bad.any():
+            bad_np = bad.to_numpy()
+            letters += [(int(index[r]), str(reasons[int(r)])) for r in np.flatnonzero(bad_np)]
+            frame = frame.filter(~bad)
+            index = index[~bad_np]
+        self._dead_letters(topic, sink, letters, values, partitions, offsets)
+        if topic in self.source_topics:
+            frame = self._shed(kind, topic, sink, frame, index, values)
+
+        result = self._classify(kind, topic, frame)
+        kept = frame.filter(result.keep)
+        duplicates = frame.height - kept.height
+        if duplicates:
+            self.stats.duplicates += duplicates
+            DROPPED_DUPLICATES.labels(topic).inc(duplicates)
+        rows = kept.rename({"_partition": "kafka_partition", "_offset": "kafka_offset"})
+        end = _ends(partitions, offsets)
+        sink.add(topic, rows, end)
+        gap_events = result.gap_events if result.gap_events is not None else pl.DataFrame()
+        self.checkpoint.gap_sink.add(topic, gap_events, end)
+        self.checkpoint.record_read({(topic, p): o for p, o in end.items()})
+        self.stats.written += rows.height
+        if topic in self.spill_topics:
+            self.stats.backfilled += rows.height
+            BACKFILLED.labels(kind).inc(rows.height)
+
+    def _classify(self, kind: str, topic: str, frame: pl.DataFrame) -> CheckResult:
+        if isinstance(self.checks, NoChecks):
+            return self.checks.process(kind, topic, frame)
+        return self.breakers.get("state").call(self.checks.process, kind, topic, frame)
+
+    def _shed(
+        self,
+        kind: str,
+        topic: str,
+        sink: TableSink,
+        frame: pl.DataFrame,
+        index: np.ndarray,
+        values: list[bytes],
+    ) -> pl.DataFrame:
+        """Defer the rows of the level's deferred tiers to the spill; returns the rows to process now.
+
+        Runs before the checks, so deferred ticks leave no trace in the sequence state and come
+        back as in-order ticks or late fills of the gaps their absence opened.
+        """
+        actions = self.degradation.actions
+        now = time.monotonic()
+        # Volume counts cost a group_by: at NORMAL one batch a second is a fair sample of activity.
+        if actions.defer_tiers or self.degradation.level != Level.NORMAL or now - self._tiers_seen_at >= 1.0:
+            self._tiers_seen_at = now
+            self.tiers.observe(frame, refresh=not actions.skip_optional)
+        if not actions.defer_tiers or frame.height == 0:
+            return frame
+        keep, defer = split(frame, self.tiers, actions)
+        if not defer.any():
+            return frame
+        deferred = frame.filter(defer)
+        payloads = [values[i] for i in index[defer.to_numpy()]]
+        floor = {p: sink.watermark((topic, p)) for p in deferred.get_column("_partition").unique().to_list()}
+        self.stats.deferred += self.spill.send(kind, topic, deferred, payloads, floor=floor)
+        return frame.filter(keep)
+
+    def _dead_letters(
+        self,
+        topic: str,
+        sink: TableSink,
+        letters: list[tuple[int, str]],
+        values: list[bytes],
+        partitions: np.ndarray,
+        offsets: np.ndarray,
+    ) -> None:
+        for i, reason in letters:
+            p, o = int(partitions[i]), int(offsets[i])
+            if o < sink.watermark((topic, p)):
+                continue  # already dead-lettered before the crash that made us replay it
+            self.producer.send_dead_letter(
+                DeadLetter(value=values[i], reason=reason, source=f"topic={topic} partition={p} offset={o}")
+            )
+            self.stats.dead_letters += 1
+            DEAD_LETTERS.labels(topic).inc()
+
+
+def _ends(partitions: np.ndarray, offsets: np.ndarray) -> dict[int, int]:
+    """Next offset to read per partition after this batch."""
+    out: dict[int, int] = {}
+    for p in np.unique(partitions):
+        out[int(p)] = int(offsets[partitions == p].max()) + 1
+    return out

@@ -21,6 +21,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
 
+from k2.lake.append import append_sorted
 from k2.lake.errors import LakeError, StaleWriterError
 from k2.lake.offsets import OFFSETS_KEY, encode_offsets, table_offsets
 from k2.observability.metrics import REGISTRY, Counter, Histogram
@@ -64,7 +65,7 @@ class TableWriter:
         self.identifier = identifier
         self.name = identifier.rsplit(".", 1)[-1]
         self.table: Table = catalog.load_table(identifier)
-        self._sort = [(col, "ascending") for col in sort_by]
+        self._sort = sort_by
 
     def offsets(self) -> Offsets:
         self.table = self.table.refresh()
@@ -77,8 +78,6 @@ class TableWriter:
             StaleWriterError: the table's head does not sit at ``start`` for this batch's partitions.
             LakeError: too many concurrent commits in a row, or the append failed.
         """
-        if self._sort and rows.num_rows:
-            rows = rows.sort_by(self._sort)
         began = time.perf_counter()
         for _attempt in range(_MAX_CONFLICTS):
             self.table = self.table.refresh()
@@ -93,7 +92,7 @@ class TableWriter:
             merged = {**head, **end}
             try:
                 with self.table.transaction() as txn:
-                    txn.append(rows, snapshot_properties={OFFSETS_KEY: encode_offsets(merged)})
+                    append_sorted(txn, self.table.io, rows, self._sort, {OFFSETS_KEY: encode_offsets(merged)})
             except CommitFailedException:
                 COMMIT_RETRIES.labels(self.name).inc()
                 continue

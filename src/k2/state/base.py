@@ -18,6 +18,7 @@ from typing import Self
 
 import polars as pl
 
+from k2.state.ids import Ids
 from k2.state.model import KeyState, StateKey
 
 __all__ = ["DedupStore", "PartitionToken", "SequenceStore", "batch_tokens"]
@@ -105,23 +106,25 @@ class DedupStore(_Closeable, ABC):
     backend: str = "abstract"
 
     @abstractmethod
-    def contains(self, ids: Sequence[str], generations: Sequence[int]) -> list[bool]:
+    def contains(self, ids: Ids, generations: Sequence[int]) -> list[bool]:
         """Which ids are stored in any of the generations; one round trip.
 
         Raises:
+            ValueError: an id is not 32 hex digits.
             StateStoreError: the backend failed.
         """
 
     @abstractmethod
     def add(
         self,
-        ids_by_generation: Mapping[int, Sequence[str]],
+        ids_by_generation: Mapping[int, Ids],
         tokens: Sequence[PartitionToken],
         drop_before: int,
     ) -> None:
         """Add ids, drop every generation < drop_before and advance tokens, atomically.
 
         Raises:
+            ValueError: an id is not 32 hex digits; nothing was written.
             StaleStateError: a stored token differs from its ``expected``; nothing was written.
             StateStoreError: the backend failed.
         """

@@ -34,15 +34,11 @@ from typing import Any
 import numpy as np
 from rbloom import Bloom
 
+from k2.state.ids import id_hashes
+
 __all__ = ["WindowedBloom", "bits_per_key", "id_hashes"]
 
-_OFFSET = 1 << 127
 _LEN = struct.Struct("<Q")
-
-
-def id_hashes(ids: Sequence[str]) -> list[int]:
-    """The rbloom hash of each 32-hex-digit message id (its value, as a signed 128-bit int)."""
-    return [int(i, 16) - _OFFSET for i in ids]
 
 
 def bits_per_key(error_rate: float) -> float:
@@ -102,9 +98,16 @@ class WindowedBloom:
     def contains(self, hashes: Sequence[int]) -> np.ndarray:
         """Boolean array: may the id have been added to any live generation?"""
         out = np.zeros(len(hashes), dtype=bool)
-        for f in self.filters.values():
-            out |= np.fromiter(map(f.__contains__, hashes), dtype=bool, count=len(hashes))
+        for claimed in self.claims(hashes).values():
+            out |= claimed
         return out
+
+    def claims(self, hashes: Sequence[int]) -> dict[int, np.ndarray]:
+        """Per generation that has a filter: may the id have been added to it (boolean array)?"""
+        return {
+            g: np.fromiter(map(f.__contains__, hashes), dtype=bool, count=len(hashes))
+            for g, f in self.filters.items()
+        }
 
     @property
     def nbytes(self) -> int:

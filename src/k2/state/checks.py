@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
+from itertools import compress
 
+import numpy as np
 import polars as pl
 
 from k2.pipeline.checks import BatchChecks, CheckResult
@@ -61,6 +63,7 @@ class StateChecks(BatchChecks):
         self._expected_dedup: dict[TopicPartition, int | None] = {}
         self._pending: dict[StateKey, KeyState] = {}
         self._kept_ids: dict[str, list[pl.DataFrame]] = {}
+        self._kept_set: dict[str, set[str]] = {}  # the same ids, for membership in O(1) per id
         self._results: list[tuple[SequenceTracker, ClassifyResult]] = []
         self._topics: set[str] = set()
         self._lock = threading.Lock()
@@ -133,20 +136,21 @@ class StateChecks(BatchChecks):
         rows = fresh.arg_true()
         if rows.len():
             sub_ids, sub_ts = ids.gather(rows), ts.gather(rows)
-            found = self.dedup[topic].check(sub_ids, sub_ts)
+            found = np.array(self.dedup[topic].check(sub_ids, sub_ts).to_numpy(), dtype=bool)
+            # kept earlier and not committed yet: this checkpoint's ids, then the frozen ones'; a set
+            # per layer, added to as batches pass, so each batch costs its own size, not the layers'
             with self._lock:
-                earlier = [
-                    *self._kept_ids.get(topic, []),
-                    *(e for f in self._frozen for e in f.ids.get(topic, [])),
-                ]
-            if earlier:
-                found = found | sub_ids.is_in(
-                    pl.concat([e.get_column("message_id") for e in earlier]).implode()
-                )
-            dup = dup.scatter(rows, found)
-            new = (~found) & keep.gather(rows)
+                frozen = [f.id_sets[topic] for f in self._frozen if f.id_sets.get(topic)]
+            current = self._kept_set.setdefault(topic, set())
+            keys = sub_ids.to_list()
+            for layer in (current, *frozen):
+                if layer:
+                    found |= np.fromiter(map(layer.__contains__, keys), dtype=bool, count=len(keys))
+            dup = dup.scatter(rows, pl.Series(found))
+            new = (~found) & keep.gather(rows).to_numpy()
+            current.update(compress(keys, new))
             self._kept_ids.setdefault(topic, []).append(
-                pl.DataFrame({"message_id": sub_ids, "exchange_ts": sub_ts}).filter(new)
+                pl.DataFrame({"message_id": sub_ids, "exchange_ts": sub_ts}).filter(pl.Series(new))
             )
         return dup
 
@@ -162,8 +166,8 @@ class StateChecks(BatchChecks):
             topic: [_advance(tp, o, self._expected_dedup) for tp, o in ours.items() if tp[0] == topic]
             for topic in self.dedup
         }
-        frozen = _Frozen(self._pending, self._kept_ids, self._results)
-        self._pending, self._kept_ids, self._results = {}, {}, []
+        frozen = _Frozen(self._pending, self._kept_ids, self._kept_set, self._results)
+        self._pending, self._kept_ids, self._kept_set, self._results = {}, {}, {}, []
         with self._lock:
             self._frozen.append(frozen)
 
@@ -183,7 +187,7 @@ class StateChecks(BatchChecks):
 
     def revoke(self, partitions: list[TopicPartition]) -> None:
         """Drop all uncommitted work (the checkpoint drops its buffers for every partition alike)."""
-        self._pending, self._kept_ids, self._results = {}, {}, []
+        self._pending, self._kept_ids, self._kept_set, self._results = {}, {}, {}, []
         with self._lock:
             self._frozen = []
         for tp in partitions:
@@ -192,18 +196,20 @@ class StateChecks(BatchChecks):
 
 
 class _Frozen:
-    """One prepared checkpoint: its states, its kept ids per topic, its results to observe."""
+    """One prepared checkpoint: its states, its kept ids per topic (rows and set), its results to observe."""
 
-    __slots__ = ("ids", "results", "states")
+    __slots__ = ("id_sets", "ids", "results", "states")
 
     def __init__(
         self,
         states: dict[StateKey, KeyState],
         ids: dict[str, list[pl.DataFrame]],
+        id_sets: dict[str, set[str]],
         results: list[tuple[SequenceTracker, ClassifyResult]],
     ) -> None:
         self.states = states
         self.ids = ids
+        self.id_sets = id_sets
         self.results = results
 
 

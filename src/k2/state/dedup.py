@@ -2,7 +2,9 @@
 
 For every id of a batch the Bloom filter answers "certainly new" or "maybe seen"; only the "maybe"
 ids (about G * p of new ids, see k2.state.bloom) go to the exact :class:`~k2.state.base.DedupStore`,
-in one round trip. A Bloom positive alone never drops a tick. Ids repeated inside one batch are
+each asked only of the generations whose filter claimed it (one round trip per such generation): an
+id stored in generation g was added to g's filter in the same commit, and the embedded store's
+lookup cost grows with the generations asked. A Bloom positive alone never drops a tick. Ids repeated inside one batch are
 duplicates from their second occurrence on.
 
 Time is exchange time: generation = floor(exchange_ts / span), span = window / generations, so a
@@ -103,18 +105,26 @@ class Deduplicator:
         if n == 0:
             self._pending = (0, 0, 0)
             return pl.Series("is_duplicate", [], dtype=pl.Boolean)
-        id_list = ids.to_list()
-        hashes = id_hashes(id_list)
+        hashes = id_hashes(ids)
         with self._lock:
             self.bloom.rotate(int(self._generations(ts, n).max()))
-            maybe = self.bloom.contains(hashes)
-            live = self.bloom.live()
+            live = set(self.bloom.live())
+            claims = {g: c for g, c in self.bloom.claims(hashes).items() if g in live}
         first = ids.is_first_distinct().to_numpy()
+        maybe = np.zeros(n, dtype=bool)
+        for claimed in claims.values():
+            maybe |= claimed
         candidates = np.flatnonzero(maybe & first)
         dup = ~first
         confirmed = 0
         if candidates.size:
-            found = np.asarray(self.store.contains([id_list[i] for i in candidates], live), dtype=bool)
+            # an id stored in generation g was added to g's filter too, so only g's claims go to g
+            found = np.zeros(candidates.size, dtype=bool)
+            for g, claimed in sorted(claims.items()):
+                ask = np.flatnonzero(claimed[candidates] & ~found)
+                if ask.size:
+                    hit = self.store.contains(ids.gather(candidates[ask]), [g])
+                    found[ask[np.asarray(hit, dtype=bool)]] = True
             dup[candidates[found]] = True
             confirmed = int(found.sum())
         self._pending = (int(dup.sum()), int(candidates.size), int(candidates.size) - confirmed)
@@ -133,16 +143,15 @@ class Deduplicator:
             if n:
                 self.bloom.rotate(int(gens.max()))
             floor = self.bloom.oldest_live
-        by_gen: dict[int, list[str]] = {}
+        by_gen: dict[int, pl.Series] = {}
         if n:
             assert floor is not None  # rotate() above set the current generation
             gens = np.maximum(gens, floor)  # older than the window: keep it as long as we can
-            ids = new_ids.to_list()
             if int(gens.min()) == int(gens.max()):
-                by_gen[int(gens[0])] = ids
+                by_gen[int(gens[0])] = new_ids
             else:
                 for g in np.unique(gens).tolist():
-                    by_gen[g] = [ids[i] for i in np.flatnonzero(gens == g)]
+                    by_gen[g] = new_ids.filter(pl.Series(gens == g))
         self.store.add(by_gen, tokens, drop_before=floor if floor is not None else 0)
         hashed = {g: id_hashes(group) for g, group in by_gen.items()}
         with self._lock:

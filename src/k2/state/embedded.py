@@ -18,8 +18,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from k2.state import runs
 from k2.state.base import DedupStore, PartitionToken, SequenceStore
 from k2.state.errors import StaleStateError, StateStoreError
+from k2.state.ids import ID_DTYPE, Ids, id_bytes, id_hex
 from k2.state.model import KeyState, StateKey, decode_state, encode_state
 
 __all__ = ["EmbeddedDedupStore", "EmbeddedSequenceStore"]
@@ -57,6 +61,15 @@ class _Sqlite:
                 if isinstance(exc, sqlite3.Error):
                     raise StateStoreError(f"state file {self.path}: {exc}", backend="embedded") from exc
                 raise
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """The connection under the lock, for several reads; sqlite errors become StateStoreError."""
+        with self.lock:
+            try:
+                yield self.db
+            except sqlite3.Error as exc:
+                raise StateStoreError(f"state file {self.path}: {exc}", backend="embedded") from exc
 
     def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         with self.lock:
@@ -171,27 +184,32 @@ class EmbeddedSequenceStore(SequenceStore):
         self._db.close()
 
 
-_DEDUP_SCHEMA = """
+_DEDUP_SCHEMA = (
+    """
 PRAGMA cache_size = -65536;
 CREATE TABLE IF NOT EXISTS dedup_gens (ns TEXT NOT NULL, gen INTEGER NOT NULL, PRIMARY KEY (ns, gen)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dedup_tokens (
   ns TEXT NOT NULL, topic TEXT NOT NULL, part INTEGER NOT NULL, next_offset INTEGER NOT NULL,
   PRIMARY KEY (ns, topic, part)) WITHOUT ROWID;
 """
-_CHUNK = 500  # bound parameters per lookup statement
+    + runs.RUNS_SCHEMA
+)
 
 
 class EmbeddedDedupStore(DedupStore):
-    """Exact message ids in ``<directory>/dedup.sqlite``: one table per (namespace, generation).
+    """Exact message ids in ``<directory>/dedup.sqlite``, as sorted runs per (namespace, generation).
 
-    Ids are stored as 16-byte BLOB keys and inserted in sorted order, which halves the B-tree and
-    lets one commit walk its pages once; a whole generation leaves with one DROP TABLE instead of a
-    DELETE over millions of rows. Random keys still touch most leaf pages of a generation on every
-    commit, so this store is cheapest per id when the pipeline commits large checkpoints.
+    Each commit adds one run of sorted 16-byte ids per generation, in blocks of ``runs.BLOCK`` ids,
+    and merges runs as they accumulate (``k2.state.runs``); a lookup is one index seek per run.
+    Nothing is cached in process memory: the file is the exact tier, the Bloom filter the memory tier.
+    Files written by the earlier layout (one table per generation) are converted when opened.
 
     Args:
         directory: where the SQLite file lives.
         namespace: separates stream kinds; letters, digits and underscores.
+
+    Raises:
+        StateStoreError: the file cannot be opened or converted.
     """
 
     backend = "embedded"
@@ -201,55 +219,53 @@ class EmbeddedDedupStore(DedupStore):
             raise ValueError(f"dedup namespace must be alphanumeric or '_', got {namespace!r}")
         self.namespace = namespace
         self._db = _Sqlite(directory / "dedup.sqlite", _DEDUP_SCHEMA)
+        self._convert_tables()
 
-    def _table(self, gen: int) -> str:
-        return f'"dd_{self.namespace}_{gen}"'
+    def _convert_tables(self) -> None:
+        """Move ids of the table-per-generation layout into runs, in one transaction."""
+        prefix = f"dd_{self.namespace}_"
+        names = self._db.query(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND substr(name, 1, ?) = ?",
+            (len(prefix), prefix),
+        )
+        old = [n for (n,) in names if n[len(prefix) :].lstrip("-").isdigit()]
+        if not old:
+            return
+        with self._db.transaction() as db:
+            for name in old:
+                blob = b"".join(r[0] for r in db.execute(f'SELECT id FROM "{name}" ORDER BY id'))
+                keys = runs.sorted_unique(np.frombuffer(blob, dtype=ID_DTYPE))
+                if keys.size:
+                    runs.write(db, self.namespace, int(name[len(prefix) :]), keys)
+                db.execute(f'DROP TABLE "{name}"')
 
-    def contains(self, ids: Sequence[str], generations: Sequence[int]) -> list[bool]:
-        if not ids or not generations:
+    def contains(self, ids: Ids, generations: Sequence[int]) -> list[bool]:
+        if not len(ids) or not generations:
             return [False] * len(ids)
-        live = set(self.generations()) & set(generations)
-        blobs = [bytes.fromhex(i) for i in ids]
-        found: set[bytes] = set()
-        for gen in sorted(live):
-            for a in range(0, len(blobs), _CHUNK):
-                chunk = blobs[a : a + _CHUNK]
-                marks = ",".join("?" * len(chunk))
-                rows = self._db.query(f"SELECT id FROM {self._table(gen)} WHERE id IN ({marks})", chunk)
-                found.update(r[0] for r in rows)
-        return [b in found for b in blobs]
+        keys = id_bytes(ids)
+        with self._db.read() as db:
+            return runs.contains(db, self.namespace, keys, sorted(set(generations))).tolist()
 
     def add(
         self,
-        ids_by_generation: Mapping[int, Sequence[str]],
+        ids_by_generation: Mapping[int, Ids],
         tokens: Sequence[PartitionToken],
         drop_before: int,
     ) -> None:
         ns = self.namespace
+        batches = {g: runs.sorted_unique(id_bytes(ids)) for g, ids in ids_by_generation.items() if len(ids)}
         with self._db.transaction() as db:
             _check_tokens(db, "dedup_tokens", ns, tokens)
-            for gen, ids in ids_by_generation.items():
-                if not ids:
-                    continue
-                table = self._table(gen)
-                db.execute(f"CREATE TABLE IF NOT EXISTS {table} (id BLOB PRIMARY KEY) WITHOUT ROWID")
+            for gen, keys in batches.items():
                 db.execute("INSERT OR IGNORE INTO dedup_gens (ns, gen) VALUES (?, ?)", (ns, gen))
-                db.executemany(
-                    f"INSERT OR IGNORE INTO {table} (id) VALUES (?)",
-                    [(b,) for b in sorted(map(bytes.fromhex, ids))],
-                )
-            old = db.execute(
-                "SELECT gen FROM dedup_gens WHERE ns = ? AND gen < ?", (ns, drop_before)
-            ).fetchall()
-            for (gen,) in old:
-                db.execute(f"DROP TABLE IF EXISTS {self._table(gen)}")
+                runs.write(db, ns, gen, keys)
+            runs.drop_before(db, ns, drop_before)
             db.execute("DELETE FROM dedup_gens WHERE ns = ? AND gen < ?", (ns, drop_before))
             _write_tokens(db, "dedup_tokens", ns, tokens)
 
     def ids(self, generation: int) -> list[str]:
-        if generation not in self.generations():
-            return []
-        return [r[0].hex() for r in self._db.query(f"SELECT id FROM {self._table(generation)}")]
+        with self._db.read() as db:
+            return id_hex(runs.generation_keys(db, self.namespace, generation))
 
     def generations(self) -> list[int]:
         rows = self._db.query("SELECT gen FROM dedup_gens WHERE ns = ? ORDER BY gen", (self.namespace,))

@@ -11,11 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
+import polars as pl
 import redis as redislib
 
 from k2.config import RedisSettings
 from k2.state.base import DedupStore, PartitionToken, SequenceStore
 from k2.state.errors import StaleStateError, StateStoreError
+from k2.state.ids import Ids
 from k2.state.model import KeyState, StateKey, decode_state, encode_state
 
 __all__ = ["CommitMode", "RedisDedupStore", "RedisSequenceStore", "redis_client"]
@@ -90,6 +92,11 @@ def _text(value: bytes | str | None) -> str:
     if not value:
         return ""
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _as_list(ids: Ids) -> list[str]:
+    """Ids as the client sends them (one ``to_list`` for a series instead of per-item access)."""
+    return ids.to_list() if isinstance(ids, pl.Series) else list(ids)
 
 
 def _token_text(value: int | None) -> str:
@@ -228,14 +235,15 @@ class RedisDedupStore(DedupStore):
         self._owns_client = client is None
         self._script = self._client.register_script(_DEDUP_ADD)
 
-    def contains(self, ids: Sequence[str], generations: Sequence[int]) -> list[bool]:
-        if not ids or not generations:
+    def contains(self, ids: Ids, generations: Sequence[int]) -> list[bool]:
+        if not len(ids) or not generations:
             return [False] * len(ids)
+        ids = _as_list(ids)
 
         def run() -> list[list[int]]:
             pipe = self._client.pipeline(transaction=False)
             for g in generations:
-                pipe.smismember(f"{self._bucket}{g}", list(ids))
+                pipe.smismember(f"{self._bucket}{g}", ids)
             return pipe.execute()
 
         answers = _call("SMISMEMBER", run)
@@ -243,14 +251,14 @@ class RedisDedupStore(DedupStore):
 
     def add(
         self,
-        ids_by_generation: Mapping[int, Sequence[str]],
+        ids_by_generation: Mapping[int, Ids],
         tokens: Sequence[PartitionToken],
         drop_before: int,
     ) -> None:
         args: list[Any] = [self._bucket, self.ttl_s, drop_before, len(tokens)]
         for t in tokens:
             args += [f"{t.topic}\x1f{t.partition}", _token_text(t.expected), t.offset]
-        groups = [(g, ids) for g, ids in ids_by_generation.items() if len(ids)]
+        groups = [(g, _as_list(ids)) for g, ids in ids_by_generation.items() if len(ids)]
         args.append(len(groups))
         for g, ids in groups:
             args += [g, len(ids), *ids]

@@ -140,3 +140,22 @@ def test_a_prepared_commit_may_run_later_on_another_thread(tmp_path: Path) -> No
     repeated_id = ~stream["message_id"].is_first_distinct()
     assert keeps == (truth.keep() & ~repeated_id).to_list()
     assert checks.store.token(TOPIC, 0) == stream.height
+
+
+def test_dedup_sees_ids_of_a_prepared_checkpoint_until_and_after_its_commit(tmp_path: Path) -> None:
+    rows = [("SIM", "X", D0, q) for q in range(1, 7)]
+    batch = make_batch("trades", rows, partitions=1)
+    checks = _checks(tmp_path, dedup=True)
+    checks.assign([(TOPIC, 0)])
+    assert checks.process("trades", TOPIC, batch.slice(0, 3)).keep.all()
+    commit = checks.prepare({(TOPIC, 0): 3})  # frozen, not written yet
+    again = batch.slice(0, 3).with_columns(pl.col("_offset") + 6)
+    mixed = pl.concat([batch.slice(3, 3), again])  # new ids, then the frozen layer's
+    assert checks.process("trades", TOPIC, mixed).keep.to_list() == [True] * 3 + [False] * 3
+    assert not checks.process("trades", TOPIC, mixed.with_columns(pl.col("_offset") + 6)).keep.any()
+    commit()  # the frozen ids leave the pending layers for the store, and stay duplicates
+    assert not checks.process("trades", TOPIC, again.with_columns(pl.col("_offset") + 12)).keep.any()
+    checks.revoke([(TOPIC, 0)])  # the current checkpoint's ids (3..5) were never committed
+    checks.assign([(TOPIC, 0)])
+    later = batch.with_columns(pl.col("_offset") + 3)
+    assert checks.process("trades", TOPIC, later).keep.to_list() == [False] * 3 + [True] * 3

@@ -104,3 +104,13 @@ def test_metrics_count_committed_batches(tmp_path: Path) -> None:
     d.check(ids(1, 1, 1), T)
     d.commit(ids(1), T, [])
     assert sample("k2_dedup_duplicates_total", {"kind": "trades"}) - before == 2
+
+
+def test_positives_are_confirmed_in_the_generation_whose_filter_claimed_them(tmp_path: Path) -> None:
+    d = dedup(tmp_path)  # 1 h generations
+    d.commit(ids(1, 2), T, [])
+    d.commit(ids(3), T + timedelta(hours=1), [])
+    d.commit(ids(4), T + timedelta(hours=2), [])
+    assert len(d.store.generations()) == 3
+    verdict = d.check(ids(4, 5, 1, 3, 2, 6), T + timedelta(hours=2, minutes=5))
+    assert verdict.to_list() == [True, False, True, True, True, False]

@@ -203,3 +203,22 @@ def test_tiny_batches_decoded_per_record_match_the_block_path(kind: str) -> None
     result = decode_batch(kind, encode_batch(kind, frame))
     assert result.ok
     assert_frame_equal(result.frame, frame)
+
+
+def test_a_large_batch_read_in_parallel_blocks_keeps_input_order() -> None:
+    frame = random_frame("trades", 60_000, seed=5)  # above the block size: read on two threads
+    result = decode_batch("trades", encode_batch("trades", frame))
+    assert result.ok
+    assert_frame_equal(result.frame, frame)
+
+
+def test_bad_payloads_on_both_sides_of_a_block_boundary() -> None:
+    frame = random_frame("trades", 60_000, seed=6)
+    payloads = encode_batch("trades", frame)
+    bad = [3, 29_999, 30_000, 30_001, 59_999]  # two blocks of 30,000: around the cut and at the ends
+    for i in bad:
+        payloads[i] = payloads[i][:-3]
+    result = decode_batch("trades", payloads)
+    assert [i for i, _ in result.errors] == bad
+    keep = [i for i in range(60_000) if i not in bad]
+    assert_frame_equal(result.frame.drop(INDEX_COLUMN), frame[keep])

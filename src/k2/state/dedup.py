@@ -36,14 +36,15 @@ import polars as pl
 from k2.config import StateSettings
 from k2.observability.logging import get_logger
 from k2.state.base import DedupStore, PartitionToken
-from k2.state.bloom import WindowedBloom, id_hashes
+from k2.state.bloom import WindowedBloom
 from k2.state.errors import StateStoreError
+from k2.state.ids import id_bytes
 from k2.state.metrics import state_metrics
 
 __all__ = ["Deduplicator"]
 
 log = get_logger(__name__)
-_FORMAT = "k2-dedup-bloom/1"
+_FORMAT = "k2-dedup-bloom/2"  # /1: rbloom filters, refused and rebuilt from the exact store
 
 
 class Deduplicator:
@@ -105,11 +106,11 @@ class Deduplicator:
         if n == 0:
             self._pending = (0, 0, 0)
             return pl.Series("is_duplicate", [], dtype=pl.Boolean)
-        hashes = id_hashes(ids)
+        keys = id_bytes(ids)  # once per batch; the stores still take the series
         with self._lock:
             self.bloom.rotate(int(self._generations(ts, n).max()))
             live = set(self.bloom.live())
-            claims = {g: c for g, c in self.bloom.claims(hashes).items() if g in live}
+            claims = {g: c for g, c in self.bloom.claims(keys).items() if g in live}
         first = ids.is_first_distinct().to_numpy()
         maybe = np.zeros(n, dtype=bool)
         for claimed in claims.values():
@@ -139,6 +140,7 @@ class Deduplicator:
         """
         n = new_ids.len()
         gens = self._generations(ts, n) if n else np.zeros(0, dtype=np.int64)
+        keys = id_bytes(new_ids)  # before the store: a malformed id changes neither tier
         with self._lock:
             if n:
                 self.bloom.rotate(int(gens.max()))
@@ -153,10 +155,9 @@ class Deduplicator:
                 for g in np.unique(gens).tolist():
                     by_gen[g] = new_ids.filter(pl.Series(gens == g))
         self.store.add(by_gen, tokens, drop_before=floor if floor is not None else 0)
-        hashed = {g: id_hashes(group) for g, group in by_gen.items()}
         with self._lock:
-            for g, hashes in hashed.items():
-                self.bloom.add(g, hashes)
+            for g in by_gen:
+                self.bloom.add(g, keys if len(by_gen) == 1 else keys[gens == g])
         for t in tokens:
             self._tokens[(t.topic, t.partition)] = t.offset
         dups, positives, false_positives = self._pending
@@ -235,7 +236,7 @@ class Deduplicator:
         self.bloom.rotate(gens[-1])
         for g in self.bloom.live():
             if g in gens:
-                self.bloom.add(g, id_hashes(self.store.ids(g)))
+                self.bloom.add(g, id_bytes(self.store.ids(g)))
         log.info(
             "bloom filter rebuilt from the exact store", kind=self.kind, generations=len(self.bloom.filters)
         )

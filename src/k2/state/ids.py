@@ -1,10 +1,9 @@
-"""Message ids in the two forms the dedup tiers need: 16-byte keys and rbloom hashes.
+"""Message ids as 16-byte keys, the form both dedup tiers use.
 
-An id is 32 hex digits (``k2.schemas.ids``). The exact stores key on its 16 bytes, converted for a
-whole batch at once: Arrow's string buffer is contiguous, so one ``bytes.fromhex`` over it replaces
-a Python call per id (~50 M ids/s instead of ~4 M). The Bloom filter needs one Python int per id
-(rbloom calls ``hash_func`` per item), so ``id_hashes`` stays a per-id ``int(i, 16)``: building
-the ints from decoded bytes measured 1.5-2x slower than parsing the text directly.
+An id is 32 hex digits (``k2.schemas.ids``). The exact stores key on its 16 bytes and the Bloom
+filter takes its bit positions from them, converted for a whole batch at once: Arrow's string buffer
+is contiguous, so one ``bytes.fromhex`` over it replaces a Python call per id (~50 M ids/s instead
+of ~4 M).
 """
 
 from __future__ import annotations
@@ -15,21 +14,13 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-__all__ = ["ID_DTYPE", "Ids", "id_bytes", "id_hashes", "id_hex"]
+__all__ = ["ID_DTYPE", "Ids", "id_bytes", "id_hex"]
 
 #: One id as a fixed 16-byte numpy string: sorts and compares like ``bytes`` (memcmp).
 ID_DTYPE = np.dtype("S16")
-_OFFSET = 1 << 127
 
 Ids = Sequence[str] | pl.Series
 """Message ids as the stores accept them: a list of hex strings or a polars String series."""
-
-
-def id_hashes(ids: Ids) -> list[int]:
-    """The rbloom hash of each message id: its value as a signed 128-bit int (value - 2**127)."""
-    if isinstance(ids, pl.Series):
-        ids = ids.to_list()
-    return [int(i, 16) - _OFFSET for i in ids]
 
 
 def id_bytes(ids: Ids) -> np.ndarray:

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
+
+from k2.schemas.binary import string_buffers
 
 __all__ = ["ID_DTYPE", "Ids", "id_bytes", "id_hex"]
 
@@ -54,13 +55,7 @@ def _arrow_text(ids: pl.Series) -> str:
     """The series' characters, concatenated, checked to be 32 per id."""
     if ids.null_count():
         raise ValueError("message ids must not be null")
-    arr = ids.cast(pl.String).to_arrow()
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    if arr.type != pa.large_string():
-        arr = arr.cast(pa.large_string())
-    _, offsets_buf, data_buf = arr.buffers()
-    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[arr.offset : arr.offset + len(arr) + 1]
+    offsets, data = string_buffers(ids.cast(pl.String))
     if not (np.diff(offsets) == 32).all():
         raise ValueError("message ids must be 32 hex digits")
-    return memoryview(data_buf)[int(offsets[0]) : int(offsets[-1])].tobytes().decode("ascii")
+    return data[int(offsets[0]) : int(offsets[-1])].tobytes().decode("ascii")

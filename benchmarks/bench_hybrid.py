@@ -18,26 +18,24 @@ Services are started through K2's launcher in a temporary directory on free port
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
 import random
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
-from tests.conftest import _free_port
 
+from benchmarks.services import kafka_broker
 from k2.config import LogSettings, Settings, load_settings
 from k2.hybrid import HybridEngine, HybridSettings
 from k2.hybrid.live import LiveSubscription
@@ -47,7 +45,6 @@ from k2.observability.logging import configure_logging
 from k2.query.engine import QueryEngine
 from k2.query.params import TimeRange
 from k2.schemas import frame_schema, message_ids
-from k2.services import Launcher
 from k2.stream.admin import ensure_topics
 from k2.stream.producer import TickProducer
 
@@ -58,23 +55,8 @@ PROBE = "PRB"
 _US = 1_000_000
 
 
-@contextmanager
-def _services() -> Iterator[Settings]:
-    with tempfile.TemporaryDirectory(prefix="k2-bench-hybrid-") as tmp:
-        settings = load_settings(
-            data_dir=Path(tmp),
-            kafka={"port": _free_port(), "controller_port": _free_port(), "heap": "768m", "partitions": 4},
-            redis={"port": _free_port()},
-            lake={"commit_interval_s": 5.0},
-            log={"level": "WARNING"},
-        )
-        launcher = Launcher(settings)
-        print(f"starting Kafka on {settings.kafka.bootstrap} …", flush=True)
-        launcher.up(["kafka"], timeout_s=120)
-        try:
-            yield settings
-        finally:
-            launcher.down(["kafka"])
+def _services() -> contextlib.AbstractContextManager[Settings]:
+    return kafka_broker(partitions=4, lake={"commit_interval_s": 5.0}, log={"level": "WARNING"})
 
 
 class Ticks:

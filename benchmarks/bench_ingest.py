@@ -16,12 +16,11 @@ Services are started through K2's launcher in a temporary directory on free port
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import polars as pl
 from confluent_kafka import Consumer
 
 from benchmarks.bench_codec import make_ticks
+from benchmarks.services import kafka_broker
 from k2.config import LogSettings, Settings, load_settings
 from k2.lake import open_catalog
 from k2.observability.logging import configure_logging
@@ -38,29 +38,14 @@ from k2.pipeline.checks import NoChecks
 from k2.pipeline.consumer import FETCH
 from k2.pipeline.gcpolicy import tuned_gc
 from k2.schemas import message_ids
-from k2.services import Launcher
-from k2.services.process import free_port as _free_port
 from k2.stream.admin import ensure_topics
 from k2.stream.producer import TickProducer
 
 __all__ = ["main"]
 
 
-@contextmanager
-def _services() -> Iterator[Settings]:
-    with tempfile.TemporaryDirectory(prefix="k2-bench-") as tmp:
-        settings = load_settings(
-            data_dir=Path(tmp),
-            kafka={"port": _free_port(), "controller_port": _free_port(), "heap": "1g", "partitions": 4},
-            redis={"port": _free_port()},
-        )
-        launcher = Launcher(settings)
-        print(f"starting Kafka on {settings.kafka.bootstrap} …", flush=True)
-        launcher.up(["kafka"], timeout_s=120)
-        try:
-            yield settings
-        finally:
-            launcher.down(["kafka"])
+def _services() -> contextlib.AbstractContextManager[Settings]:
+    return kafka_broker(heap="1g", partitions=4)
 
 
 def _fresh(settings: Settings, tmp: Path, **lake: object) -> Settings:

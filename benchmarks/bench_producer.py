@@ -18,22 +18,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import polars as pl
 from confluent_kafka import Producer
 
 from benchmarks.bench_codec import make_ticks
-from k2.config import KafkaSettings, LogSettings, load_settings
+from benchmarks.services import kafka_broker
+from k2.config import KafkaSettings, LogSettings
 from k2.observability.logging import configure_logging
 from k2.schemas import encode_batch
-from k2.services import Launcher
-from k2.services.process import free_port as _free_port
 from k2.stream.admin import ensure_topics
 from k2.stream.producer import PRODUCER_DEFAULTS, TickProducer
 
@@ -46,19 +43,8 @@ def _broker(bootstrap: str | None) -> Iterator[KafkaSettings]:
     if bootstrap:
         yield KafkaSettings(bootstrap_servers=bootstrap)
         return
-    with tempfile.TemporaryDirectory(prefix="k2-bench-") as tmp:
-        settings = load_settings(
-            data_dir=Path(tmp),
-            kafka={"port": _free_port(), "controller_port": _free_port(), "heap": "768m"},
-            redis={"port": _free_port()},
-        )
-        launcher = Launcher(settings)
-        print(f"starting a broker on {settings.kafka.bootstrap} …", flush=True)
-        launcher.up(["kafka"], timeout_s=120)
-        try:
-            yield settings.kafka
-        finally:
-            launcher.down(["kafka"])
+    with kafka_broker() as settings:
+        yield settings.kafka
 
 
 def _fresh(kafka: KafkaSettings) -> KafkaSettings:

@@ -49,7 +49,7 @@ from k2.services.process import free_port as _free_port
 
 __all__ = ["main"]
 
-ASX_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "asx-2014-03"
+ASX_DIR = Path(__file__).resolve().parents[1] / "data" / "asx-2014-03"
 TARGETS_MS = {"a": 30.0, "b": 50.0}
 _ZONES = {"ASX": ZoneInfo("Australia/Sydney"), "SIM": ZoneInfo("UTC")}
 

@@ -17,7 +17,7 @@ from k2.config import Settings, load_settings
 from k2.services import Launcher
 from k2.services.process import free_port as _free_port
 
-ASX_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "asx-2014-03"
+ASX_DATA = Path(__file__).resolve().parents[1] / "data" / "asx-2014-03"
 
 
 @pytest.fixture(autouse=True)

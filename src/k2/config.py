@@ -148,6 +148,12 @@ class StateSettings(_Section):
         description="How far behind the newest sequence a hole may be filled 'out of order' "
         "before it is recorded as a gap.",
     )
+    sessions_kept: int = Field(
+        10,
+        ge=1,
+        description="Closed sessions remembered per symbol (about 16 bytes each): a re-sent session "
+        "among them is recognised tick by tick as duplicates, however old.",
+    )
     dedup: bool = Field(True, description="Second net by message id, for feeds whose sequences lie.")
     redis_commit: Literal["watch", "lua"] = Field(
         "watch", description="WATCH/MULTI/EXEC (fastest on loopback) or one Lua call (fewer round trips)."

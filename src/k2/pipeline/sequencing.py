@@ -46,7 +46,12 @@ class SequenceChecks(BatchChecks):
                 log.info("bloom filter ready", topic=topic, source="file" if used else "exact store")
                 self._dedup[topic] = dedup
                 self._bloom_files[topic] = path
-        self._inner = StateChecks(store, reorder_window=state.reorder_window, dedup=self._dedup)
+        self._inner = StateChecks(
+            store,
+            reorder_window=state.reorder_window,
+            sessions_kept=state.sessions_kept,
+            dedup=self._dedup,
+        )
 
     def assign(self, partitions: list[TopicPartition]) -> Offsets:
         return self._inner.assign(partitions)

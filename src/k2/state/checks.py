@@ -49,10 +49,12 @@ class StateChecks(BatchChecks):
         store: SequenceStore,
         *,
         reorder_window: int = 64,
+        sessions_kept: int = 10,
         dedup: Mapping[str, Deduplicator] | None = None,
     ) -> None:
         self.store = store
         self.reorder_window = reorder_window
+        self.sessions_kept = sessions_kept
         self.dedup = dict(dedup or {})
         self._trackers: dict[str, SequenceTracker] = {}
         # per stage: offsets below the floor were applied before this assignment; "expected" is the
@@ -91,7 +93,9 @@ class StateChecks(BatchChecks):
         fresh = _fresh(frame, topic, self._floor_seq)
         tracker = self._trackers.get(kind)
         if tracker is None:
-            tracker = self._trackers[kind] = SequenceTracker(kind, reorder_window=self.reorder_window)
+            tracker = self._trackers[kind] = SequenceTracker(
+                kind, reorder_window=self.reorder_window, sessions_kept=self.sessions_kept
+            )
         batch = frame.filter(fresh) if not fresh.all() else frame
         gaps = None
         if batch.height:

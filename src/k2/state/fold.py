@@ -18,9 +18,16 @@ Rules, applied to each tick in the key's arrival order (W = reorder window):
 * session > current: ``session_reset``. Every hole of the closing session is recorded (the session
   is over, nothing can make it young again); that session becomes the *previous* one and the tick
   starts the new session as above (seq > 1 opens the hole [1, seq - 1]).
-* session == previous: a fill of one of its gaps -> ``late_fill``; seq <= its hwm -> ``duplicate``;
-  beyond it -> ``late_session`` (any skipped range is recorded at once: that session is closed).
-* any older session -> ``late_session``; nothing about it is kept.
+* session == a closed session kept (the previous one, or an older one): a fill of one of its gaps ->
+  ``late_fill``; seq <= its hwm -> ``duplicate``; beyond it -> ``late_session`` (any skipped range
+  is recorded at once: that session is closed).
+* any other older session -> ``late_session``, and it is kept as a closed session from now on (its
+  skipped range [1, seq - 1] recorded at once), unless ``sessions_kept`` closed sessions newer than
+  it are kept already: then nothing about it is kept.
+
+At most ``sessions_kept`` closed sessions are kept per key, the newest; a reset pushes out the
+oldest. So a whole session re-sent days later is still judged tick by tick (``duplicate``), which
+the dedup window, measured in exchange time from the newest tick, cannot promise.
 
 A sequence restarting at 1 inside one session is a replay, hence ``duplicate``: its message ids (a
 hash that includes the sequence) equal the first delivery's. A feed that really renumbers must
@@ -55,13 +62,12 @@ class KeyFold:
     """Mutable working copy of one key's state while its irregular ticks are folded in."""
 
     __slots__ = (
+        "closed",
         "events",
         "exchange",
         "holes",
         "hwm",
-        "prev_hwm",
-        "prev_ranges",
-        "prev_session",
+        "keep",
         "ranges",
         "row",
         "session",
@@ -70,31 +76,45 @@ class KeyFold:
     )
 
     def __init__(
-        self, exchange: str, symbol: str, state: KeyState | None, window: int, events: list[GapEventRow]
+        self,
+        exchange: str,
+        symbol: str,
+        state: KeyState | None,
+        window: int,
+        events: list[GapEventRow],
+        sessions_kept: int = 1,
     ) -> None:
         self.exchange = exchange
         self.symbol = symbol
         self.window = window
         self.events = events
+        self.keep = max(1, sessions_kept)
         self.row = 0
         self.session: int | None = None if state is None else state.session
         self.hwm = 0 if state is None else state.hwm
         self.ranges: list[list[Any]] = [] if state is None else [list(r) for r in state.ranges]
         self.holes = sum(1 for r in self.ranges if r[2] == 0)
-        self.prev_session = None if state is None else state.prev_session
-        self.prev_hwm = 0 if state is None else state.prev_hwm
-        self.prev_ranges: list[list[Any]] = [] if state is None else [list(r) for r in state.prev_ranges]
+        # closed sessions, newest first: [session, hwm, ranges]; the first is the previous session
+        self.closed: list[list[Any]] = []
+        if state is not None and state.prev_session is not None:
+            self.closed.append([state.prev_session, state.prev_hwm, [list(r) for r in state.prev_ranges]])
+            self.closed.extend([s, h, [list(r) for r in rs]] for s, h, rs in state.older)
 
     def state(self) -> KeyState:
         """The folded state, frozen again."""
         assert self.session is not None, "a fold always sees at least one tick"
+        ranges = tuple(tuple(r) for r in self.ranges)
+        if not self.closed:
+            return KeyState(self.session, self.hwm, ranges)
+        (prev, prev_hwm, prev_ranges), *older = self.closed
         return KeyState(
             self.session,
             self.hwm,
-            tuple(tuple(r) for r in self.ranges),
-            self.prev_session,
-            self.prev_hwm,
-            tuple(tuple(r) for r in self.prev_ranges),
+            ranges,
+            prev,
+            prev_hwm,
+            tuple(tuple(r) for r in prev_ranges),
+            tuple((s, h, tuple(tuple(r) for r in rs)) for s, h, rs in older),
         )
 
     def step(self, session: int, seq: int, ts: int, message_id: str) -> int:
@@ -166,20 +186,37 @@ class KeyFold:
         for r in self.ranges:
             if r[2] == 0:
                 self._record(r, closing, ts)  # type: ignore[arg-type]
-        self.prev_session, self.prev_hwm, self.prev_ranges = closing, self.hwm, self.ranges
+        self.closed.insert(0, [closing, self.hwm, self.ranges])
+        del self.closed[self.keep :]
         self.session, self.hwm, self.ranges, self.holes = session, 0, [], 0
 
     def _late_session(self, session: int, seq: int, ts: int, message_id: str) -> int:
-        if session != self.prev_session:
-            return LATE_SESSION
-        if seq <= self.prev_hwm:
-            return self._fill(self.prev_ranges, session, seq, ts, message_id, young=False)
-        if seq > self.prev_hwm + 1:
-            r = [self.prev_hwm + 1, seq - 1, 0, 0, 0]
-            self.prev_ranges.append(r)
-            self.holes += 1  # _record takes it back: the previous session never holds young holes
+        closed = self.closed
+        at = len(closed)
+        for i, c in enumerate(closed):
+            if c[0] == session:
+                return self._closed_tick(c, seq, ts, message_id)
+            if c[0] < session:
+                at = i
+                break
+        if at >= self.keep:
+            return LATE_SESSION  # older than every session kept, and no room: nothing is kept
+        entry: list[Any] = [session, 0, []]
+        closed.insert(at, entry)
+        del closed[self.keep :]
+        return self._closed_tick(entry, seq, ts, message_id)
+
+    def _closed_tick(self, c: list[Any], seq: int, ts: int, message_id: str) -> int:
+        """A tick of a closed session: a fill, a duplicate, or beyond its mark (recorded at once)."""
+        session, hwm, ranges = c
+        if seq <= hwm:
+            return self._fill(ranges, session, seq, ts, message_id, young=False)
+        if seq > hwm + 1:
+            r = [hwm + 1, seq - 1, 0, 0, 0]
+            ranges.append(r)
+            self.holes += 1  # _record takes it back: a closed session never holds young holes
             self._record(r, session, ts)
-        self.prev_hwm = seq
+        c[1] = seq
         return LATE_SESSION
 
 

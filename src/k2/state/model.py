@@ -2,8 +2,11 @@
 
 A key is ``(kind, exchange, symbol)``; the session lives in the value, because only one session of a
 symbol is live at a time and keying by symbol keeps the store's size bounded by the symbol count.
-The previous session is kept beside the current one (its high-water mark and its open gaps) so
-that late ticks of yesterday can still fill yesterday's gaps after today's first tick.
+Closed sessions are kept beside the current one (the previous one in its own fields, older ones in
+``older``; each with its high-water mark and its open gaps), up to ``state.sessions_kept`` of them,
+so that late ticks of yesterday can still fill yesterday's gaps after today's first tick, and so
+that a re-sent older session is recognised tick by tick as duplicates however far the feed has
+moved on: the dedup window (exchange time) alone would have forgotten it.
 
 Missing ranges are ``(lo, hi, gap_first, gap_last, detected_us)`` tuples, ascending and disjoint,
 all below the high-water mark. ``gap_first == 0`` marks a *hole* (still young, not yet a gap);
@@ -24,6 +27,7 @@ __all__ = [
     "GAP_EVENT_SCHEMA",
     "VERDICT",
     "VERDICTS",
+    "ClosedSession",
     "KeyState",
     "Range",
     "StateKey",
@@ -35,6 +39,8 @@ __all__ = [
 StateKey = tuple[str, str, str]
 #: (lo, hi, gap_first, gap_last, detected_us); gap_first == 0: a young hole
 Range = tuple[int, int, int, int, int]
+#: (session, hwm, ranges) of a closed session older than the previous one
+ClosedSession = tuple[int, int, tuple[Range, ...]]
 
 #: Verdict names, in code order (code 0 is the common case so a zeroed array is "all in order").
 VERDICTS: tuple[str, ...] = (
@@ -81,36 +87,48 @@ class KeyState(NamedTuple):
     prev_hwm: int = 0
     prev_ranges: tuple[Range, ...] = ()
     """Recorded gaps of the previous session still open (late ticks may fill them)."""
+    older: tuple[ClosedSession, ...] = ()
+    """Closed sessions older than the previous one, newest first."""
 
     def open_gaps(self) -> int:
-        """Recorded gaps not yet recovered, in both sessions (a split gap counts once)."""
-        if not self.ranges and not self.prev_ranges:
+        """Recorded gaps not yet recovered, in every session kept (a split gap counts once)."""
+        if not self.ranges and not self.prev_ranges and not self.older:
             return 0
         cur = {r[2] for r in self.ranges if r[2]}
         prev = {r[2] for r in self.prev_ranges}
-        return len(cur) + len(prev)
+        return len(cur) + len(prev) + sum(len({r[2] for r in rs}) for _, _, rs in self.older)
 
 
 # Binary layout, little-endian: version, session, hwm, prev_session (INT32_MIN: none), prev_hwm,
-# range count, prev range count; then 5 x int64 per range. 33 bytes for a clean key. struct is in the
-# standard library and, for this fixed shape, as fast as msgpack through msgspec (no new dependency).
+# range count, prev range count; then 5 x int64 per range. 33 bytes for a clean key. Version 2 adds,
+# after that, the count of older sessions and per older session (session, hwm, range count) and its
+# ranges: 16 bytes for a clean one. A state without older sessions is still written as version 1.
+# struct is in the standard library and, for this fixed shape, as fast as msgpack through msgspec.
 _HEAD = struct.Struct("<BiqiqII")
 _RANGE = struct.Struct("<qqqqq")
+_COUNT = struct.Struct("<I")
+_OLDER = struct.Struct("<iqI")
 _NO_SESSION = -(2**31)
-_VERSION = 1
+_VERSIONS = (1, 2)
 
 
 def encode_state(state: KeyState) -> bytes:
-    """Serialise one state compactly (33 bytes + 40 per open range)."""
+    """Serialise one state compactly (33 bytes + 40 per open range, + 16 per older session)."""
     prev = _NO_SESSION if state.prev_session is None else state.prev_session
+    version = 2 if state.older else 1
     head = _HEAD.pack(
-        _VERSION, state.session, state.hwm, prev, state.prev_hwm, len(state.ranges), len(state.prev_ranges)
+        version, state.session, state.hwm, prev, state.prev_hwm, len(state.ranges), len(state.prev_ranges)
     )
-    if not state.ranges and not state.prev_ranges:
+    if not state.ranges and not state.prev_ranges and not state.older:
         return head
     parts = [head]
     parts.extend(_RANGE.pack(*r) for r in state.ranges)
     parts.extend(_RANGE.pack(*r) for r in state.prev_ranges)
+    if state.older:
+        parts.append(_COUNT.pack(len(state.older)))
+        for session, hwm, ranges in state.older:
+            parts.append(_OLDER.pack(session, hwm, len(ranges)))
+            parts.extend(_RANGE.pack(*r) for r in ranges)
     return b"".join(parts)
 
 
@@ -121,14 +139,34 @@ def decode_state(data: bytes) -> KeyState:
         ValueError: the bytes are not a state of a known version.
     """
     version, session, hwm, prev, prev_hwm, n, m = _HEAD.unpack_from(data)
-    if version != _VERSION:
+    if version not in _VERSIONS:
         raise ValueError(f"unknown sequence-state version {version}")
-    if not n and not m:
-        return KeyState(session, hwm, (), None if prev == _NO_SESSION else prev, prev_hwm, ())
-    if len(data) != _HEAD.size + _RANGE.size * (n + m):
+    prev_session = None if prev == _NO_SESSION else prev
+    if not n and not m and version == 1:
+        return KeyState(session, hwm, (), prev_session, prev_hwm, ())
+    end = _HEAD.size + _RANGE.size * (n + m)
+    if len(data) < end or (version == 1 and len(data) != end):
         raise ValueError(f"sequence state of {len(data)} bytes does not hold {n}+{m} ranges")
-    off = _HEAD.size
-    ranges = tuple(_RANGE.unpack_from(data, off + _RANGE.size * i) for i in range(n))
-    off += _RANGE.size * n
-    prev_ranges = tuple(_RANGE.unpack_from(data, off + _RANGE.size * i) for i in range(m))
-    return KeyState(session, hwm, ranges, None if prev == _NO_SESSION else prev, prev_hwm, prev_ranges)
+    ranges = _ranges(data, _HEAD.size, n)
+    prev_ranges = _ranges(data, _HEAD.size + _RANGE.size * n, m)
+    older: list[ClosedSession] = []
+    if version == 2:
+        try:
+            (count,) = _COUNT.unpack_from(data, end)
+            off = end + _COUNT.size
+            for _ in range(count):
+                s, h, k = _OLDER.unpack_from(data, off)
+                off += _OLDER.size
+                older.append((s, h, _ranges(data, off, k)))
+                off += _RANGE.size * k
+        except struct.error as exc:
+            raise ValueError(f"sequence state of {len(data)} bytes is truncated") from exc
+        if off != len(data):
+            raise ValueError(f"sequence state of {len(data)} bytes has {len(data) - off} bytes left over")
+    return KeyState(session, hwm, ranges, prev_session, prev_hwm, prev_ranges, tuple(older))
+
+
+def _ranges(data: bytes, offset: int, count: int) -> tuple[Range, ...]:
+    if offset + _RANGE.size * count > len(data):
+        raise ValueError(f"sequence state of {len(data)} bytes is truncated")
+    return tuple(_RANGE.unpack_from(data, offset + _RANGE.size * i) for i in range(count))

@@ -63,13 +63,17 @@ class SequenceTracker:
         kind: "trades" or "quotes"; part of every state key.
         reorder_window: how far (in sequence numbers) behind the high-water mark a hole may lag and
             still be filled "out of order"; beyond it the hole becomes a recorded gap.
+        sessions_kept: closed sessions remembered per key (``state.sessions_kept``).
     """
 
-    def __init__(self, kind: str, *, reorder_window: int = 64) -> None:
+    def __init__(self, kind: str, *, reorder_window: int = 64, sessions_kept: int = 10) -> None:
         if reorder_window < 0:
             raise ValueError("reorder_window must be >= 0")
+        if sessions_kept < 1:
+            raise ValueError("sessions_kept must be >= 1")
         self.kind = kind
         self.reorder_window = reorder_window
+        self.sessions_kept = sessions_kept
         # keys() groups the batch; classify() of the same batch object reuses that work once
         self._grouped: tuple[pl.DataFrame, BatchGroups] | None = None
         self._open_gaps: dict[StateKey, int] = {}  # for the k2_gaps_open gauge
@@ -128,9 +132,7 @@ class SequenceTracker:
                     and first == st.hwm + 1
                     and (not st.ranges or _quiet(st, last - window))
                 ):
-                    new_states[key] = KeyState(
-                        smin, last, st.ranges, st.prev_session, st.prev_hwm, st.prev_ranges
-                    )
+                    new_states[key] = st._replace(hwm=last)
                     continue
             irregular.append(g)
         events: list[GapEventRow] = []
@@ -159,7 +161,7 @@ class SequenceTracker:
         pos = 0
         for g, (a, b) in zip(irregular, spans, strict=True):
             ex, sym = groups.exchanges[g], groups.symbols[g]
-            fold = KeyFold(ex, sym, states.get((kind, ex, sym)), window, events)
+            fold = KeyFold(ex, sym, states.get((kind, ex, sym)), window, events, self.sessions_kept)
             for j in range(pos, pos + b - a):
                 i = int(rows[j])
                 fold.row = i

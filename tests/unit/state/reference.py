@@ -23,13 +23,16 @@ class _Session:
 
 
 class ReferenceTracker:
-    def __init__(self, window: int) -> None:
+    """Keeps the current session and up to ``kept`` closed ones (the newest) per key."""
+
+    def __init__(self, window: int, kept: int = 10) -> None:
         self.window = window
-        self.keys: dict[tuple[str, str], tuple[_Session, _Session | None]] = {}
+        self.kept = kept
+        self.keys: dict[tuple[str, str], tuple[_Session, list[_Session]]] = {}
         self.events: list[RefEvent] = []
 
     def step(self, row: int, ex: str, sym: str, session: int, seq: int, ts: int, mid: str) -> str:
-        cur, prev = self.keys.get((ex, sym), (None, None))
+        cur, closed = self.keys.get((ex, sym), (None, []))
         emit = self._emitter(row, ex, sym)
         if cur is None:
             cur = _Session(session)
@@ -37,14 +40,20 @@ class ReferenceTracker:
             verdict = self._current(cur, seq, ts, mid, emit)
         elif session > cur.session:
             self._record(cur, ts, emit, everything=True)
-            prev, cur = cur, _Session(session)
+            closed = sorted([*closed, cur], key=lambda s: -s.session)[: self.kept]
+            cur = _Session(session)
             self._current(cur, seq, ts, mid, emit)
             verdict = "session_reset"
-        elif prev is not None and session == prev.session:
-            verdict = self._previous(prev, seq, ts, mid, emit)
         else:
-            verdict = "late_session"
-        self.keys[(ex, sym)] = (cur, prev)
+            known = {s.session: s for s in closed}
+            if session not in known:
+                candidate = sorted([*closed, _Session(session)], key=lambda s: -s.session)[: self.kept]
+                closed = candidate
+                known = {s.session: s for s in closed}
+            verdict = (
+                self._previous(known[session], seq, ts, mid, emit) if session in known else "late_session"
+            )
+        self.keys[(ex, sym)] = (cur, closed)
         return verdict
 
     def _emitter(self, row: int, ex: str, sym: str):  # type: ignore[no-untyped-def]

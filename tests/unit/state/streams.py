@@ -31,9 +31,11 @@ def faulty_stream(
     p_dup: float = 0.04,
     p_swap: float = 0.05,
     p_late: float = 0.5,
+    p_resend: float = 0.0,
 ) -> list[Row]:
     """Per key: sessions of consecutive sequences, with drops (half delivered late, maybe much later,
-    maybe after the next session began), duplicates and local swaps; keys interleaved at random."""
+    maybe after the next session began), duplicates and local swaps; keys interleaved at random.
+    With ``p_resend``, a key may end with one of its earlier sessions sent again whole (a replay)."""
     per_key: list[list[Row]] = []
     for k in range(keys):
         ex, sym = ("ASX", "SIM")[k % 2], f"K{k}"
@@ -53,6 +55,9 @@ def faulty_stream(
                     if back[0] != "LATE":
                         out.append(back)
         per_key.append(_place_late(out, ex, sym))
+        if rng.random() < p_resend:
+            day = D0 + timedelta(days=int(rng.integers(0, sessions)))
+            per_key[-1].extend(r for r in per_key[-1][:] if r[2] == day)
         for _ in range(int(p_swap * len(per_key[-1]))):
             i = int(rng.integers(0, len(per_key[-1]) - 1))
             j = min(len(per_key[-1]) - 1, i + int(rng.integers(1, 12)))
@@ -83,8 +88,10 @@ def _place_late(rows: list[Row], ex: str, sym: str) -> list[Row]:
     return placed
 
 
-def reference_run(rows: Sequence[Row], window: int, batch: pl.DataFrame) -> tuple[list[str], list[tuple]]:
-    ref = ReferenceTracker(window)
+def reference_run(
+    rows: Sequence[Row], window: int, batch: pl.DataFrame, kept: int = 10
+) -> tuple[list[str], list[tuple]]:
+    ref = ReferenceTracker(window, kept)
     ts = batch["exchange_ts"].dt.epoch("us").to_list()
     mids = batch["message_id"].to_list()
     verdicts = [

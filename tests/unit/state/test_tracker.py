@@ -25,10 +25,11 @@ from tests.unit.state.streams import (
 D1 = D0 + timedelta(days=1)
 
 
-def classify(seqs: list[int | tuple[date, int]], window: int = 2, states: dict | None = None):  # type: ignore[no-untyped-def]
+def classify(seqs: list[int | tuple[date, int]], window: int = 2, states: dict | None = None, kept: int = 10):  # type: ignore[no-untyped-def]
     rows = [("ASX", "BHP", *(s if isinstance(s, tuple) else (D0, s))) for s in seqs]
     batch = stream_batch(rows)
-    result = SequenceTracker("trades", reorder_window=window).classify(batch, states or {})
+    tracker = SequenceTracker("trades", reorder_window=window, sessions_kept=kept)
+    result = tracker.classify(batch, states or {})
     return result.verdicts.cast(pl.String).to_list(), event_tuples(result.gaps), result
 
 
@@ -83,13 +84,42 @@ def test_session_reset_records_open_holes_of_the_closing_session() -> None:
 
 
 def test_late_tick_of_the_previous_session_fills_its_gap_or_is_late() -> None:
-    verdicts, events, _ = classify([1, 3, (D1, 1), 2, 3, 5, (D0 - timedelta(days=1), 9)], window=64)
+    seqs: list[int | tuple[date, int]] = [1, 3, (D1, 1), 2, 3, 5, (D0 - timedelta(days=1), 9)]
+    verdicts, events, _ = classify(seqs, window=64, kept=1)
     assert verdicts == ["in_order", "gap", "session_reset", "late_fill", "duplicate", "late_session",
                         "late_session"]  # fmt: skip
     kinds = [(e[0], e[4], e[5]) for e in events]
     # gap [2,2] opened at the reset and recovered by the late 2; 5 beyond the closed session's
-    # mark records [4, 4] at once
+    # mark records [4, 4] at once; with one session kept, the day before is not kept at all
     assert kinds == [("opened", 2, 2), ("recovered", 2, 2), ("opened", 4, 4)]
+    # with room for it, an unseen older session is kept from its first tick: [1, 8] is recorded
+    verdicts, events, result = classify(seqs, window=64, kept=2)
+    assert verdicts[-1] == "late_session"
+    assert [(e[0], e[4], e[5]) for e in events][-1] == ("opened", 1, 8)
+    assert [s for s, _, _ in result.states[("trades", "ASX", "BHP")].older] == [
+        (D0 - timedelta(days=1) - date(1970, 1, 1)).days
+    ]
+
+
+def test_a_session_re_sent_days_later_is_all_duplicates_while_it_is_kept() -> None:
+    days = [D0 + timedelta(days=d) for d in range(5)]
+    first = [(d, q) for d in days for q in range(1, 4)]
+    again = [(d, q) for d in days for q in range(1, 4)]
+    verdicts, _, result = classify([*first, *again], kept=5)
+    assert verdicts[len(first) :] == ["duplicate"] * len(again)
+    assert len(result.states[("trades", "ASX", "BHP")].older) == 3  # previous + 3 older = 4 closed
+    # with fewer sessions kept, the oldest days are forgotten and their re-sent ticks pass as late
+    verdicts, _, _ = classify([*first, *again], kept=2)
+    assert verdicts[len(first) : len(first) + 3] == ["late_session"] * 3
+
+
+def test_sessions_kept_is_bounded_and_the_oldest_go_first() -> None:
+    days = [D0 + timedelta(days=d) for d in range(8)]
+    _, _, result = classify([(d, 1) for d in days], kept=3)
+    st = result.states[("trades", "ASX", "BHP")]
+    epoch = date(1970, 1, 1)
+    assert st.session == (days[-1] - epoch).days
+    assert [st.prev_session, *(s for s, _, _ in st.older)] == [(d - epoch).days for d in days[-2:-5:-1]]
 
 
 def test_new_session_that_does_not_start_at_one_opens_a_hole() -> None:
@@ -153,11 +183,12 @@ def test_keep_drops_only_duplicates() -> None:
 def test_matches_the_reference_whatever_the_batch_boundaries(seed: int) -> None:
     rng = np.random.default_rng(seed)
     window = int(rng.choice([0, 1, 4, 16, 64]))
-    rows = faulty_stream(rng)
+    kept = int(rng.choice([1, 2, 10]))  # closed sessions kept: re-sent old sessions need room
+    rows = faulty_stream(rng, sessions=4, p_resend=0.5)
     batch = stream_batch(rows)
-    want_v, want_e = reference_run(rows, window, batch)
+    want_v, want_e = reference_run(rows, window, batch, kept)
     assert len(set(want_v)) >= 5, "the stream should exercise most verdicts"
-    tracker = SequenceTracker("trades", reorder_window=window)
+    tracker = SequenceTracker("trades", reorder_window=window, sessions_kept=kept)
     runs = [
         [],  # one batch
         sorted(rng.choice(batch.height, size=20, replace=False).tolist()),

@@ -182,14 +182,14 @@ class BatchProcessor:
             DROPPED_DUPLICATES.labels(topic).inc(duplicates)
         rows = kept.rename({"_partition": "kafka_partition", "_offset": "kafka_offset"})
         end = _ends(partitions, offsets)
-        sink.add(topic, rows, end)
+        buffered = sink.add(topic, rows, end)
         gap_events = result.gap_events if result.gap_events is not None else pl.DataFrame()
         self.checkpoint.gap_sink.add(topic, gap_events, end)
         self.checkpoint.record_read({(topic, p): o for p, o in end.items()})
-        self.stats.written += rows.height
+        self.stats.written += buffered  # not the rows a replay re-reads below the table's watermark
         if topic in self.spill_topics:
-            self.stats.backfilled += rows.height
-            BACKFILLED.labels(kind).inc(rows.height)
+            self.stats.backfilled += buffered
+            BACKFILLED.labels(kind).inc(buffered)
 
     def _classify(self, kind: str, topic: str, frame: pl.DataFrame) -> CheckResult:
         if isinstance(self.checks, NoChecks):

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import polars as pl
 
-from k2.config import Settings
+from k2.config import RedisSettings, Settings
 from k2.lake.tables import TICK_TABLES
 from k2.observability.logging import get_logger
 from k2.pipeline.checks import BatchChecks, CheckResult
 from k2.state import Deduplicator, open_dedup_store, open_sequence_store, state_dir
-from k2.state.checks import StateChecks
+from k2.state.checks import DedupOpener, StateChecks
 from k2.types import Offsets, TopicPartition
 
 __all__ = ["SequenceChecks"]
@@ -22,7 +22,7 @@ log = get_logger(__name__)
 
 
 class SequenceChecks(BatchChecks):
-    """``StateChecks`` on the configured backend, with each kind's Bloom filter saved on close."""
+    """``StateChecks`` on the configured backend, with one Deduplicator per owned partition."""
 
     def __init__(self, settings: Settings) -> None:
         state = settings.state
@@ -33,24 +33,16 @@ class SequenceChecks(BatchChecks):
         redis = settings.redis.model_copy(update={"key_prefix": f"{settings.redis.key_prefix}{ns}:"})
         data_dir = settings.data_dir / "state" / ns
         store = open_sequence_store(state, redis, data_dir, commit_mode=state.redis_commit)
-        self._dedup: dict[str, Deduplicator] = {}
-        self._bloom_files: dict[str, Path] = {}
+        openers: dict[str, DedupOpener] = {}
         if state.dedup:
             for kind in TICK_TABLES:
                 topic = settings.kafka.topic(kind)
-                namespace = re.sub(r"[^A-Za-z0-9_]", "_", topic)  # one exact set per topic
-                exact = open_dedup_store(state, redis, data_dir, namespace=namespace)
-                dedup = Deduplicator.from_settings(kind, state, exact)
-                path = state_dir(data_dir) / f"bloom-{topic}.bin"
-                used = dedup.load(path)  # the saved filter if it matches the store, else rebuilt from it
-                log.info("bloom filter ready", topic=topic, source="file" if used else "exact store")
-                self._dedup[topic] = dedup
-                self._bloom_files[topic] = path
+                openers[topic] = _opener(kind, topic, settings, redis, data_dir)
         self._inner = StateChecks(
             store,
             reorder_window=state.reorder_window,
             sessions_kept=state.sessions_kept,
-            dedup=self._dedup,
+            dedup=openers,
         )
 
     def assign(self, partitions: list[TopicPartition]) -> Offsets:
@@ -66,7 +58,25 @@ class SequenceChecks(BatchChecks):
         self._inner.revoke(partitions)
 
     def close(self) -> None:
-        """Save the Bloom filters (after the final commit) so the next start needs no rebuild."""
-        for topic, dedup in self._dedup.items():
-            dedup.save(self._bloom_files[topic])
-        self._inner.store.close()
+        """Save the owned partitions' Bloom filters (after the final commit): no rebuild next start."""
+        self._inner.close()
+
+
+def _opener(kind: str, topic: str, settings: Settings, redis: RedisSettings, data_dir: Path) -> DedupOpener:
+    """Opens one partition's exact-store namespace and filter: saved file if current, else rebuilt."""
+    state = settings.state
+    base = re.sub(r"[^A-Za-z0-9_]", "_", topic)
+
+    def open_partition(partition: int) -> Deduplicator:
+        exact = open_dedup_store(state, redis, data_dir, namespace=f"{base}_p{partition}")
+        path = state_dir(data_dir) / f"bloom-{topic}-{partition}.bin"
+        dedup = Deduplicator.from_settings(
+            kind, state, exact, share=settings.kafka.partitions, bloom_file=path
+        )
+        used = dedup.load(path)
+        log.info(
+            "bloom filter ready", topic=topic, partition=partition, source="file" if used else "exact store"
+        )
+        return dedup
+
+    return open_partition

@@ -56,8 +56,11 @@ class TableSink:
     def watermark(self, tp: TopicPartition) -> int:
         return self.committed.get(tp, NO_OFFSET)
 
-    def add(self, topic: str, rows: pl.DataFrame, end: dict[int, int]) -> None:
-        """Buffer rows (with kafka_partition/kafka_offset) read from ``topic`` up to ``end`` per partition."""
+    def add(self, topic: str, rows: pl.DataFrame, end: dict[int, int]) -> int:
+        """Buffer rows (with kafka_partition/kafka_offset) read from ``topic`` up to ``end`` per partition.
+
+        Returns the rows buffered: rows below the table's watermark (a replay after a crash) are not.
+        """
         marks = {p: self.watermark((topic, p)) for p in end}
         if rows.height and any(m > NO_OFFSET for m in marks.values()):
             floor = pl.col("kafka_partition").replace_strict(marks, default=NO_OFFSET, return_dtype=pl.Int64)
@@ -69,6 +72,7 @@ class TableSink:
             tp = (topic, p)
             if offset > self.watermark(tp):
                 self._end[tp] = max(self._end.get(tp, NO_OFFSET), offset)
+        return rows.height
 
     @property
     def dirty(self) -> bool:

@@ -1,7 +1,15 @@
 """The pipeline hook (``k2.pipeline.checks.BatchChecks``) backed by this package.
 
-Sequence checks always; dedup by message id for the topics given a :class:`Deduplicator`. State
-produced by the batches of one checkpoint stays in memory (so batch 2 sees batch 1's state).
+Sequence checks always; dedup by message id for the topics given a dedup opener. State produced by
+the batches of one checkpoint stays in memory (so batch 2 sees batch 1's state).
+
+State is scoped per partition, as Kafka Streams and Quix Streams scope their stores: the sequence
+state of a key lives in the store and is read through (a key belongs to one partition, the Kafka
+key being the symbol), and each owned (topic, partition) has its own :class:`Deduplicator` (Bloom
+filter and exact-store namespace), opened when the partition is assigned and dropped when it is
+revoked. So no filter in this process ever answers for ids that another process, or a process
+that died, committed for a partition: on assignment the filter is loaded from its saved file only
+if that file reflects exactly the store's token, and rebuilt from the exact store otherwise.
 ``prepare(end)`` freezes it and returns the function that writes it, which the pipeline runs after
 every table committed, possibly on another thread while later batches are classified: until it has
 run, later batches read the frozen layers before the store.
@@ -18,6 +26,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from itertools import compress
+from typing import TypeAlias
 
 import numpy as np
 import polars as pl
@@ -25,14 +34,18 @@ import polars as pl
 from k2.pipeline.checks import BatchChecks, CheckResult
 from k2.state.base import PartitionToken, SequenceStore
 from k2.state.dedup import Deduplicator
+from k2.state.errors import StateStoreError
 from k2.state.model import KeyState, StateKey
 from k2.state.tracker import ClassifyResult, SequenceTracker
 from k2.types import Offsets, TopicPartition
 
-__all__ = ["BEGINNING", "StateChecks"]
+__all__ = ["BEGINNING", "DedupOpener", "StateChecks"]
 
 #: "Replay from the start": what a stage that never committed a partition asks for (the lake's NO_OFFSET).
 BEGINNING = -1
+
+#: Opens the Deduplicator of one partition of a topic, its filter ready (loaded or rebuilt).
+DedupOpener: TypeAlias = Callable[[int], Deduplicator]
 
 
 class StateChecks(BatchChecks):
@@ -40,8 +53,9 @@ class StateChecks(BatchChecks):
 
     Args:
         store: the sequence store (``open_sequence_store``); must be thread-safe (both are).
-        reorder_window: see :class:`SequenceTracker`.
-        dedup: topic -> Deduplicator, for the topics whose feeds need dedup by message id.
+        reorder_window, sessions_kept: see :class:`SequenceTracker`.
+        dedup: topic -> opener of a partition's Deduplicator, for the topics whose feeds need dedup
+            by message id. Called on every assignment of a partition.
     """
 
     def __init__(
@@ -50,12 +64,13 @@ class StateChecks(BatchChecks):
         *,
         reorder_window: int = 64,
         sessions_kept: int = 10,
-        dedup: Mapping[str, Deduplicator] | None = None,
+        dedup: Mapping[str, DedupOpener] | None = None,
     ) -> None:
         self.store = store
         self.reorder_window = reorder_window
         self.sessions_kept = sessions_kept
         self.dedup = dict(dedup or {})
+        self.owned: dict[TopicPartition, Deduplicator] = {}  # the owned partitions' dedup state
         self._trackers: dict[str, SequenceTracker] = {}
         # per stage: offsets below the floor were applied before this assignment; "expected" is the
         # token the store will hold once every prepared commit has run
@@ -78,7 +93,9 @@ class StateChecks(BatchChecks):
             seq = self._floor_seq[tp] = self._expected_seq[tp] = self.store.token(*tp)
             marks = [BEGINNING if seq is None else seq]
             if tp[0] in self.dedup:
-                stored = self.dedup[tp[0]].store.tokens().get(tp)
+                dedup = self.dedup[tp[0]](tp[1])  # loaded now: it reflects the store as it is
+                self.owned[tp] = dedup
+                stored = dedup.store.tokens().get(tp)
                 self._floor_dedup[tp] = self._expected_dedup[tp] = stored
                 marks.append(BEGINNING if stored is None else stored)
             out[tp] = min(marks)
@@ -140,7 +157,8 @@ class StateChecks(BatchChecks):
         rows = fresh.arg_true()
         if rows.len():
             sub_ids, sub_ts = ids.gather(rows), ts.gather(rows)
-            found = np.array(self.dedup[topic].check(sub_ids, sub_ts).to_numpy(), dtype=bool)
+            sub_parts = frame.get_column("_partition").gather(rows)
+            found = self._check(topic, sub_ids, sub_ts, sub_parts.to_numpy())
             # kept earlier and not committed yet: this checkpoint's ids, then the frozen ones'; a set
             # per layer, added to as batches pass, so each batch costs its own size, not the layers'
             with self._lock:
@@ -154,9 +172,32 @@ class StateChecks(BatchChecks):
             new = (~found) & keep.gather(rows).to_numpy()
             current.update(compress(keys, new))
             self._kept_ids.setdefault(topic, []).append(
-                pl.DataFrame({"message_id": sub_ids, "exchange_ts": sub_ts}).filter(pl.Series(new))
+                pl.DataFrame({"message_id": sub_ids, "exchange_ts": sub_ts, "_partition": sub_parts}).filter(
+                    pl.Series(new)
+                )
             )
         return dup
+
+    def _check(self, topic: str, ids: pl.Series, ts: pl.Series, parts: np.ndarray) -> np.ndarray:
+        """Each partition's ids against that partition's own Deduplicator."""
+        values = np.unique(parts)
+        if values.size == 1:
+            return np.asarray(self._owner(topic, int(values[0])).check(ids, ts).to_numpy(), dtype=bool)
+        found = np.zeros(ids.len(), dtype=bool)
+        for p in values.tolist():
+            rows = np.flatnonzero(parts == p)
+            idx = pl.Series(rows)
+            found[rows] = self._owner(topic, p).check(ids.gather(idx), ts.gather(idx)).to_numpy()
+        return found
+
+    def _owner(self, topic: str, partition: int) -> Deduplicator:
+        try:
+            return self.owned[(topic, partition)]
+        except KeyError:
+            raise StateStoreError(
+                f"{topic}[{partition}] is not assigned to this consumer: its dedup state is not loaded",
+                backend="checks",
+            ) from None
 
     def prepare(self, end: Offsets) -> Callable[[], None]:
         """Freeze this checkpoint's state and return the function that writes it, fenced by ``end``.
@@ -166,9 +207,11 @@ class StateChecks(BatchChecks):
         """
         ours = {tp: o for tp, o in end.items() if tp[0] in self._topics}
         seq_tokens = [_advance(tp, o, self._expected_seq) for tp, o in ours.items()]
+        # each partition's ids go to its own Deduplicator, the one that judged them
         dedup_tokens = {
-            topic: [_advance(tp, o, self._expected_dedup) for tp, o in ours.items() if tp[0] == topic]
-            for topic in self.dedup
+            tp: (self.owned[tp], _advance(tp, o, self._expected_dedup))
+            for tp, o in ours.items()
+            if tp[0] in self.dedup and tp in self.owned
         }
         frozen = _Frozen(self._pending, self._kept_ids, self._kept_set, self._results)
         self._pending, self._kept_ids, self._kept_set, self._results = {}, {}, {}, []
@@ -178,10 +221,14 @@ class StateChecks(BatchChecks):
         def commit() -> None:
             self.store.commit(frozen.states, seq_tokens)
             frozen.states = {}  # in the store now; the layer stays for its dedup ids
-            for topic, d in self.dedup.items():
-                kept = frozen.ids.get(topic, [])
-                ids = pl.concat(kept) if kept else pl.DataFrame({"message_id": [], "exchange_ts": []})
-                d.commit(ids.get_column("message_id"), ids.get_column("exchange_ts"), dedup_tokens[topic])
+            kept = {topic: pl.concat(frames) for topic, frames in frozen.ids.items() if frames}
+            for (topic, partition), (d, token) in dedup_tokens.items():
+                ids = kept.get(topic)
+                if ids is not None and ids.height:
+                    ids = ids.filter(pl.col("_partition") == partition)
+                else:
+                    ids = pl.DataFrame({"message_id": [], "exchange_ts": []})
+                d.commit(ids.get_column("message_id"), ids.get_column("exchange_ts"), [token])
             with self._lock:
                 self._frozen = [f for f in self._frozen if f is not frozen]
             for tracker, result in frozen.results:
@@ -190,13 +237,25 @@ class StateChecks(BatchChecks):
         return commit
 
     def revoke(self, partitions: list[TopicPartition]) -> None:
-        """Drop all uncommitted work (the checkpoint drops its buffers for every partition alike)."""
+        """Drop all uncommitted work (the checkpoint drops its buffers for every partition alike),
+        and the dedup state of the partitions that leave (saved first, for a quick return)."""
         self._pending, self._kept_ids, self._kept_set, self._results = {}, {}, {}, []
         with self._lock:
             self._frozen = []
         for tp in partitions:
             for known in (self._floor_seq, self._floor_dedup, self._expected_seq, self._expected_dedup):
                 known.pop(tp, None)
+            dedup = self.owned.pop(tp, None)
+            if dedup is not None:
+                dedup.persist()
+
+    def close(self) -> None:
+        """After a clean stop's final commit: save the owned filters, release the stores."""
+        for dedup in self.owned.values():
+            dedup.persist()
+            dedup.store.close()
+        self.owned.clear()
+        self.store.close()
 
 
 class _Frozen:

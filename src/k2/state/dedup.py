@@ -54,6 +54,7 @@ class Deduplicator:
         kind: "trades" or "quotes" (metrics label, saved-file check).
         store: the exact tier.
         window_hours, generations, capacity, error_rate: see StateSettings and k2.state.bloom.
+        bloom_file: the file :meth:`persist` writes and :meth:`open` reads.
     """
 
     def __init__(
@@ -65,9 +66,11 @@ class Deduplicator:
         generations: int = 4,
         capacity: int = 10_000_000,
         error_rate: float = 0.001,
+        bloom_file: Path | None = None,
     ) -> None:
         self.kind = kind
         self.store = store
+        self.bloom_file = bloom_file  # where persist() saves the filter (None: nowhere)
         self.span_us = max(1, int(window_hours * 3_600_000_000 / generations))
         self.bloom = WindowedBloom(capacity=capacity, error_rate=error_rate, generations=generations)
         self._tokens: dict[tuple[str, int], int] = {}
@@ -77,15 +80,39 @@ class Deduplicator:
         self._lock = threading.Lock()  # duplicates, positives, false positives of the last check
 
     @classmethod
-    def from_settings(cls, kind: str, settings: StateSettings, store: DedupStore) -> Deduplicator:
+    def from_settings(
+        cls,
+        kind: str,
+        settings: StateSettings,
+        store: DedupStore,
+        *,
+        share: int = 1,
+        bloom_file: Path | None = None,
+    ) -> Deduplicator:
+        """One kind's Deduplicator from the state settings.
+
+        Args:
+            share: how many Deduplicators split the configured capacity (one per partition), so
+                the process's Bloom memory stays what ``bloom_capacity`` says.
+        """
         return cls(
             kind,
             store,
             window_hours=settings.dedup_window_hours,
             generations=settings.dedup_generations,
-            capacity=settings.bloom_capacity,
+            capacity=max(1000, settings.bloom_capacity // max(1, share)),
             error_rate=settings.bloom_error_rate,
+            bloom_file=bloom_file,
         )
+
+    def persist(self) -> None:
+        """Save the filter to its file, if it has one; a failure only costs a rebuild next time."""
+        if self.bloom_file is None:
+            return
+        try:
+            self.save(self.bloom_file)
+        except StateStoreError as exc:
+            log.warning("bloom filter not saved; the next start rebuilds it", error=str(exc))
 
     def _generations(self, ts: pl.Series | datetime, n: int) -> np.ndarray:
         if isinstance(ts, datetime):
@@ -210,6 +237,7 @@ class Deduplicator:
                 and (bloom.capacity, bloom.error_rate, bloom.generations)
                 == (self.bloom.capacity, self.bloom.error_rate, self.bloom.generations)
                 and all(saved.get(tp) == stored.get(tp) for tp in wanted)
+                and (partitions is not None or saved == stored)
             )
         except (OSError, ValueError, KeyError) as exc:
             log.info("bloom file unusable, rebuilding from the exact store", path=str(path), error=str(exc))

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pytest
 
-from k2.state.checks import BEGINNING, StateChecks
+from k2.state.checks import BEGINNING, DedupOpener, StateChecks
 from k2.state.dedup import Deduplicator
 from k2.state.embedded import EmbeddedDedupStore, EmbeddedSequenceStore
+from k2.state.errors import StateStoreError
 from k2.state.synthetic import make_batch
 from k2.state.tracker import SequenceTracker
 from tests.unit.state.streams import D0, faulty_stream
@@ -18,12 +20,17 @@ from tests.unit.state.streams import D0, faulty_stream
 TOPIC = "k2.trades"
 
 
+def _opener(directory: Path) -> DedupOpener:
+    def open_partition(partition: int) -> Deduplicator:
+        dedup = Deduplicator("trades", EmbeddedDedupStore(directory, f"trades_p{partition}"), capacity=10_000)
+        dedup.rebuild()
+        return dedup
+
+    return open_partition
+
+
 def _checks(directory: Path, dedup: bool = False) -> StateChecks:
-    dd = (
-        {TOPIC: Deduplicator("trades", EmbeddedDedupStore(directory, "trades"), capacity=10_000)}
-        if dedup
-        else {}
-    )
+    dd = {TOPIC: _opener(directory)} if dedup else {}
     return StateChecks(EmbeddedSequenceStore(directory), reorder_window=8, dedup=dd)
 
 
@@ -159,3 +166,35 @@ def test_dedup_sees_ids_of_a_prepared_checkpoint_until_and_after_its_commit(tmp_
     checks.assign([(TOPIC, 0)])
     later = batch.with_columns(pl.col("_offset") + 3)
     assert checks.process("trades", TOPIC, later).keep.to_list() == [False] * 3 + [True] * 3
+
+
+def test_a_partition_moving_between_processes_brings_the_ids_its_last_owner_committed(tmp_path: Path) -> None:
+    """Two consumers share the store; dedup state is loaded per partition at assignment, so a
+    filter in one process never answers for ids the other committed (a feed whose sequences lie:
+    the same ids re-sent under new sequence numbers, which only dedup can catch)."""
+    rows = [("SIM", "X", D0, q) for q in (1, 2, 3)]
+    batch = make_batch("trades", rows, partitions=1)
+    lying = make_batch("trades", [("SIM", "X", D0, q) for q in (4, 5, 6)], partitions=1).with_columns(
+        batch["message_id"], pl.col("_offset") + 3
+    )
+    a, b = _checks(tmp_path, dedup=True), _checks(tmp_path, dedup=True)
+    assert b.assign([(TOPIC, 0)]) == {(TOPIC, 0): BEGINNING}  # b owned it first: its filter is empty
+    b.revoke([(TOPIC, 0)])
+    a.assign([(TOPIC, 0)])
+    assert a.process("trades", TOPIC, batch).keep.all()
+    a.prepare({(TOPIC, 0): 3})()
+    a.revoke([(TOPIC, 0)])
+    assert b.assign([(TOPIC, 0)]) == {(TOPIC, 0): 3}
+    assert not b.process("trades", TOPIC, lying).keep.any()  # a's ids, caught by b
+
+
+def test_dedup_state_is_held_only_for_owned_partitions(tmp_path: Path) -> None:
+    checks = _checks(tmp_path, dedup=True)
+    checks.assign([(TOPIC, 0), (TOPIC, 1)])
+    assert set(checks.owned) == {(TOPIC, 0), (TOPIC, 1)}
+    assert checks.owned[(TOPIC, 0)] is not checks.owned[(TOPIC, 1)]
+    checks.revoke([(TOPIC, 0)])
+    assert set(checks.owned) == {(TOPIC, 1)}
+    rows = make_batch("trades", [("SIM", "X", D0, 1)], partitions=1)
+    with pytest.raises(StateStoreError, match="not assigned"):
+        checks.process("trades", TOPIC, rows)  # partition 0: no state loaded, no verdict

@@ -26,7 +26,7 @@ from k2.feeds.asx import read_asx
 from k2.feeds.delivery import QUOTE, TRADE, Delivery
 from k2.lake import open_catalog
 from k2.services import Launcher
-from tests.integration.test_pipeline import _ingest
+from tests.integration.test_pipeline import _ingest, _produce, make_trades
 from tests.integration.truth_check import publish
 
 DAYS = {date(2014, 3, d) for d in range(10, 15)}  # the sample's five trading days
@@ -117,3 +117,14 @@ def test_a_service_killed_mid_ingest_then_a_full_resend(
     publish(redis, [replay])
     _finish(_ingest(redis, "--idle-timeout", "5", **COMMITS))
     _assert_each_tick_once(redis, replay)
+
+
+def test_a_clean_stop_moves_every_watermark_so_a_restart_reads_nothing_again(settings: Settings) -> None:
+    """The gap table commits an empty checkpoint only every 30 s; a clean stop must still move its
+    watermark, or every restart re-reads (and re-judges) all that the run before it had read."""
+    _produce(settings, make_trades(3_000))
+    for expected in ("read 3,000", "read 0"):
+        proc = _ingest(settings, "--idle-timeout", "3")
+        out = proc.communicate(timeout=120)[0].decode()
+        assert proc.returncode == 0, out[-3000:]
+        assert expected in out, [line for line in out.splitlines() if "stopped" in line or "assigned" in line]

@@ -90,28 +90,32 @@ class Checkpoint:
             return False
         return self.rows >= self.max_rows or time.monotonic() - self.opened_at >= self.max_age_s
 
-    def freeze(self) -> FrozenCheckpoint | None:
-        """Take everything read so far out of the live buffers, ready to commit; None if nothing."""
-        if not self.read_end:
+    def freeze(self, *, final: bool = False) -> FrozenCheckpoint | None:
+        """Take everything read so far out of the live buffers, ready to commit; None if nothing.
+
+        ``final`` (a clean stop) moves the gap table's watermark too, even without events, so that
+        the next start does not re-read what this run already judged.
+        """
+        if not self.read_end and not (final and self.gap_sink.dirty):
             return None
         end = dict(self.read_end)
         self.read_end.clear()
         return FrozenCheckpoint(
             self,
-            gaps=self.gap_sink.freeze(advance_only_after_s=self.idle_advance_s),
+            gaps=self.gap_sink.freeze(advance_only_after_s=None if final else self.idle_advance_s),
             ticks=[(sink, sink.freeze()) for sink in self.tick_sinks],
             state=self.checks.prepare(end),
             end=end,
         )
 
-    def commit(self) -> bool:
+    def commit(self, *, final: bool = False) -> bool:
         """Freeze and commit now; returns False when there was nothing to commit.
 
         Raises:
             DeadLetterDeliveryError: step 1 failed; nothing was committed.
             StaleWriterError: another consumer owns a range; nothing more was committed.
         """
-        frozen = self.freeze()
+        frozen = self.freeze(final=final)
         if frozen is None:
             return False
         frozen.commit()

@@ -215,7 +215,7 @@ class Pipeline:
                     frozen.commit()
                     frozen.commit_group_offsets()
                 if not self._reseek:
-                    self.checkpoint.commit()
+                    self.checkpoint.commit(final=True)  # the partitions leave: move every watermark
             except (StaleWriterError, StaleStateError, *self.breakers.retryable()) as exc:
                 log.warning("commit on revoke failed; the new owner replays the range", error=str(exc))
         self._forget([(p.topic, p.partition) for p in partitions])
@@ -379,7 +379,7 @@ class Pipeline:
                 frozen.commit()
                 frozen.commit_group_offsets()
             if not self._reseek:
-                self._commit(wait=True)
+                self._commit(wait=True, final=True)
         except self.breakers.retryable() as exc:
             log.warning("final commit failed; the next run reads the uncommitted range again", error=str(exc))
             return
@@ -406,12 +406,12 @@ class Pipeline:
                 log.info("commit retried successfully", attempts=frozen.attempts, rows=frozen.rows)
             frozen.commit_group_offsets()
 
-    def _commit(self, *, wait: bool = False) -> None:
+    def _commit(self, *, wait: bool = False, final: bool = False) -> None:
         """Freeze the checkpoint and commit it on the worker thread (one commit at a time)."""
         self._await_commit()
         if self._retry is not None or self._reseek:
             return  # commits stay in order: the failed one goes first, when the stall ends
-        frozen = self.checkpoint.freeze()
+        frozen = self.checkpoint.freeze(final=final)
         if frozen is not None:
             self._inflight = (self._executor.submit(frozen.commit), frozen)
         if wait:

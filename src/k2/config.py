@@ -172,10 +172,46 @@ class ApiSettings(_Section):
     api_keys: list[SecretStr] = Field(
         default_factory=list, description="Accepted keys; required when bound beyond localhost."
     )
-    rate_limit_per_minute: int = Field(600, ge=1)
+    rate_limit_per_minute: int = Field(600, ge=1, description="Requests per minute per key or client.")
+    ops_rate_limit_per_minute: int = Field(
+        600, ge=1, description="Requests per minute per client to /health and /metrics (a budget of its own)."
+    )
+    rate_limit_backend: Literal["memory", "redis"] = Field(
+        "memory",
+        description="memory: per process; redis: one budget shared by every worker and replica "
+        "(through redis.url, or K2's local Redis).",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses of reverse proxies whose X-Forwarded-For is believed (uvicorn's "
+        "forwarded_allow_ips). Empty: the socket peer is the client, whatever the headers say.",
+    )
     max_rows: int = Field(100_000, ge=1)
     max_range_days: int = Field(31, ge=1)
     query_timeout_s: float = Field(10.0, gt=0)
+    max_concurrent_queries: int = Field(
+        8, ge=1, description="DuckDB queries at once; more get 503 with Retry-After, not a queue."
+    )
+    duckdb_memory_limit: str = Field(
+        "2GB", pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$", description="DuckDB's memory_limit."
+    )
+    max_streams_per_key: int = Field(
+        4, ge=1, description="Open /v1/replay and /v1/stream responses per key (or client)."
+    )
+    max_streams: int = Field(64, ge=1, description="Open /v1/replay and /v1/stream responses in all.")
+    stream_max_s: float = Field(3600.0, gt=0, description="A replay or live stream ends after this long.")
+    stream_idle_s: float = Field(
+        300.0, gt=0, description="A live stream with no event (keep-alives aside) for this long ends."
+    )
+    health_cache_s: float = Field(
+        1.5, ge=0, le=60, description="/health answers from a result at most this old."
+    )
+    shutdown_grace_s: float = Field(
+        5.0, ge=0, description="On SIGTERM, open responses get this long before they are cut."
+    )
+    max_connections: int = Field(
+        1000, ge=1, description="Open connections (uvicorn limit_concurrency); more get 503."
+    )
 
 
 class LogSettings(_Section):

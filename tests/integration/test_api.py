@@ -57,7 +57,8 @@ def server(lake_settings: Settings) -> Iterator[str]:
 
 def test_health_sees_the_real_services(lake_settings: Settings) -> None:
     client = TestClient(create_app(lake_settings))
-    body = client.get("/health").json()
+    assert client.get("/health").json() == {"status": "ok"}  # anonymous: the status only
+    body = client.get("/health", headers={"X-API-Key": "integration-key"}).json()
     assert body["status"] == "ok", body
     assert body["checks"]["kafka"]["status"] == "ok" and body["checks"]["kafka"]["brokers"] == 1
     assert body["checks"]["state"] == {"status": "ok", "backend": "redis"}
@@ -72,7 +73,7 @@ def test_health_reports_a_dead_broker_as_degraded(lake_settings: Settings) -> No
         **{k: v for k, v in data.items() if k in ("data_dir", "kafka", "redis", "lake", "state", "api")}
     )
     started = time.perf_counter()
-    body = TestClient(create_app(broken)).get("/health").json()
+    body = TestClient(create_app(broken)).get("/health", headers={"X-API-Key": "k"}).json()
     assert body["status"] == "degraded" and body["checks"]["kafka"]["status"] == "down"
     assert time.perf_counter() - started < 5  # short timeouts, not a hang
 

@@ -22,7 +22,8 @@ from k2.api.errors import InsecureBindError
 from k2.api.handlers import handle_error
 from k2.api.middleware import RequestContextMiddleware
 from k2.api.routes import V1_ROUTERS, recent, system
-from k2.api.security import ApiKeys, RateLimiter
+from k2.api.security import ApiKeys, RateLimiter, rate_limit_storage
+from k2.api.streams import StreamSlots
 from k2.config import Settings
 from k2.errors import K2Error
 from k2.query.engine import QueryEngine
@@ -39,7 +40,8 @@ K2's query API over the Iceberg tables (DuckDB in-process).
 * **Time travel**: every query takes `snapshot_id` or `as_of` (see `/v1/snapshots`).
 * **Protection**: `X-API-Key` is required when the API listens beyond localhost or keys are
   configured; requests are rate limited per key (or client address) with 429 and Retry-After;
-  rows and time ranges are capped; queries time out with 504.
+  rows and time ranges are capped; queries time out with 504, and a full server answers 503 with
+  Retry-After; replays and live streams are capped per key and end after api.stream_max_s.
 * **Correlation**: every response carries `X-Correlation-ID` (yours, if you sent a sane one).
 """
 
@@ -55,7 +57,18 @@ def create_app(settings: Settings, *, engine: QueryEngine | None = None) -> Fast
         raise InsecureBindError(settings.api.host)
     if engine is not None:  # a shared engine answers under this app's caps and timeout
         engine = engine.with_limits(QueryLimits.from_settings(settings.api))
-    svc = Services(settings, keys, RateLimiter(settings.api.rate_limit_per_minute), engine)
+    api = settings.api
+    storage = rate_limit_storage(
+        api.rate_limit_backend, settings.redis.effective_url, settings.redis.key_prefix
+    )
+    svc = Services(
+        settings,
+        keys,
+        RateLimiter(api.rate_limit_per_minute, storage=storage, namespace="v1"),
+        RateLimiter(api.ops_rate_limit_per_minute, storage=storage, namespace="ops"),
+        StreamSlots(api.max_streams_per_key, api.max_streams, api.stream_max_s),
+        engine,
+    )
 
     owns_engine = engine is None
 
@@ -65,6 +78,8 @@ def create_app(settings: Settings, *, engine: QueryEngine | None = None) -> Fast
         recent.close_hybrid(_app)  # the live tail's consumers and prefetch thread
         if owns_engine:  # an engine passed in belongs to the caller
             svc.close()
+        else:
+            svc.close_health()
 
     app = FastAPI(
         title="K2 market data API",

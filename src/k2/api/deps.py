@@ -14,7 +14,10 @@ from typing import Annotated, Literal
 from fastapi import Header, Query, Request
 from fastapi.responses import Response
 
+from k2.api.errors import AuthenticationError
+from k2.api.health import HealthMonitor
 from k2.api.security import ApiKeys, RateLimiter
+from k2.api.streams import StreamSlots
 from k2.config import Settings
 from k2.query.engine import QueryEngine
 from k2.query.formats import MEDIA_TYPES, encode, negotiate
@@ -29,9 +32,13 @@ __all__ = [
     "SnapshotParam",
     "StartParam",
     "SymbolsParam",
+    "caller",
     "engine",
     "guard",
+    "ops_guard",
+    "peer",
     "render",
+    "services",
     "travel",
 ]
 
@@ -43,8 +50,18 @@ class Services:
     settings: Settings
     keys: ApiKeys
     limiter: RateLimiter
+    ops_limiter: RateLimiter
+    streams: StreamSlots
     _engine: QueryEngine | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _health: HealthMonitor | None = None
+
+    def health(self) -> HealthMonitor:
+        """The app's one health monitor (its Kafka and Redis clients live as long as the app)."""
+        with self._lock:
+            if self._health is None:
+                self._health = HealthMonitor(self.settings, lambda: self.engine().reader.catalog)
+            return self._health
 
     def engine(self) -> QueryEngine:
         """The query engine, opened on first use so the API starts even while the catalog is down.
@@ -59,9 +76,16 @@ class Services:
 
     def close(self) -> None:
         """Close the engine if one was opened (an engine handed in is closed by its owner)."""
+        self.close_health()
         with self._lock:
             if self._engine is not None:
                 self._engine.close()
+
+    def close_health(self) -> None:
+        with self._lock:
+            if self._health is not None:
+                self._health.close()
+                self._health = None
 
 
 def services(request: Request) -> Services:
@@ -74,6 +98,17 @@ def engine(request: Request) -> QueryEngine:
     return services(request).engine()
 
 
+def peer(request: Request) -> str:
+    """The socket peer as a rate-limit identity (the proxy's client only behind api.trusted_proxies)."""
+    return f"ip:{request.client.host if request.client else 'unknown'}"
+
+
+def caller(request: Request) -> str:
+    """Who made the request, as ``guard`` established it (key hash, else peer)."""
+    found = getattr(request.state, "caller", None)
+    return found if isinstance(found, str) else peer(request)
+
+
 def guard(
     request: Request,
     x_api_key: Annotated[
@@ -81,16 +116,41 @@ def guard(
         Header(description="API key; required when the API listens beyond localhost or keys are configured."),
     ] = None,
 ) -> None:
-    """Check the API key, then spend one token of the caller's rate-limit bucket.
+    """Check the API key, then count the request against the caller's rate limit.
+
+    A missing or wrong key is counted against the client address before the 401, so guessing
+    keys costs the guesser its budget (and then earns 429s).
 
     Raises:
         AuthenticationError: 401.
         RateLimitedError: 429 with Retry-After.
     """
     svc = services(request)
-    identity = svc.keys.check(x_api_key)
-    caller = identity or f"ip:{request.client.host if request.client else 'unknown'}"
-    svc.limiter.acquire(caller)
+    address = peer(request)
+    try:
+        identity = svc.keys.check(x_api_key, server=request.scope.get("server"))
+    except AuthenticationError:
+        svc.limiter.acquire(address)
+        raise
+    who = identity or address
+    svc.limiter.acquire(who)
+    request.state.caller = who
+
+
+def ops_guard(request: Request, x_api_key: str | None) -> bool:
+    """Count a /health or /metrics request against the client's own budget; True if it may see details.
+
+    Details (error text, table names) go to callers with a valid key, or to anyone while keys
+    are not required at all (loopback, none configured).
+
+    Raises:
+        RateLimitedError: 429 with Retry-After.
+    """
+    svc = services(request)
+    svc.ops_limiter.acquire(peer(request))
+    if not svc.keys.required_on(request.scope.get("server")):
+        return True
+    return svc.keys.identify(x_api_key) is not None
 
 
 SymbolsParam = Annotated[

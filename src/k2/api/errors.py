@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from k2.errors import ConfigError, K2Error
 
-__all__ = ["ApiError", "AuthenticationError", "InsecureBindError", "RateLimitedError"]
+__all__ = [
+    "ApiError",
+    "AuthenticationError",
+    "InsecureBindError",
+    "RateLimitedError",
+    "TooManyStreamsError",
+]
 
 
 class ApiError(K2Error):
@@ -56,6 +62,28 @@ class RateLimitedError(ApiError):
         )
         self.retry_after = retry_after
         self.limit_per_minute = limit_per_minute
+
+
+class TooManyStreamsError(ApiError):
+    """The caller (or the server as a whole) already holds as many open streams as allowed.
+
+    Attributes:
+        limit: the cap that was hit.
+        setting: its name (api.max_streams_per_key or api.max_streams).
+        retry_after: seconds to wait before trying again (the Retry-After header).
+    """
+
+    status_code = 429
+    error = "too_many_streams"
+    retry_after = 5
+
+    def __init__(self, limit: int, setting: str) -> None:
+        who = "this key (or client)" if setting.endswith("per_key") else "the server"
+        super().__init__(
+            f"{who} already has {limit} open replays/streams ({setting}); close one, or retry later"
+        )
+        self.limit = limit
+        self.setting = setting
 
 
 class InsecureBindError(ConfigError):

@@ -16,7 +16,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from k2.api.errors import RateLimitedError
 from k2.errors import ConfigError, K2Error
 from k2.lake.errors import CatalogError, TableMissingError
 from k2.observability.logging import get_logger
@@ -76,8 +75,9 @@ async def handle_error(request: Request, exc: Exception) -> JSONResponse:
     else:
         log.info("request refused", **fields, detail=detail)
     headers = {"X-Correlation-ID": cid} if cid else {}
-    if isinstance(exc, RateLimitedError):
-        headers["Retry-After"] = str(exc.retry_after)
+    retry_after = getattr(exc, "retry_after", None)  # 429s, and 503s that know when to come back
+    if isinstance(exc, K2Error) and isinstance(retry_after, int | float):
+        headers["Retry-After"] = str(max(1, int(retry_after)))
     if isinstance(exc, StarletteHTTPException) and exc.headers:
         headers.update(exc.headers)
     return JSONResponse(

@@ -17,7 +17,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from k2.observability.logging import bind_context, get_logger, unbind_context
 from k2.observability.metrics import REGISTRY, Counter, Histogram
 
-__all__ = ["CORRELATION_HEADER", "REQUESTS", "REQUEST_ERRORS", "REQUEST_SECONDS", "RequestContextMiddleware"]
+__all__ = [
+    "CORRELATION_HEADER",
+    "REQUESTS",
+    "REQUEST_ERRORS",
+    "REQUEST_SECONDS",
+    "RequestContextMiddleware",
+    "method_label",
+]
 
 log = get_logger("k2.api.access")
 
@@ -40,6 +47,15 @@ REQUEST_SECONDS = Histogram(
     registry=REGISTRY,
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+
+
+#: Methods that may become a label; any other token a client sends is counted as "other".
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    """The request method as a metrics label: known methods, else "other" (labels stay bounded)."""
+    return method if method in _METHODS else "other"
 
 
 def correlation_id(scope: Scope) -> str:
@@ -93,10 +109,10 @@ class RequestContextMiddleware:
         # unmatched shares one label (metrics cardinality stays bounded whatever clients send).
         matched = scope.get("route") is not None or scope.get("endpoint") is not None
         template = scope.get("path", "") if matched else "unmatched"
-        method = scope.get("method", "GET")
+        method = method_label(scope.get("method", "GET"))
         REQUESTS.labels(method, template, str(code)).inc()
         REQUEST_SECONDS.labels(template).observe(seconds)
         if code >= 400:
             REQUEST_ERRORS.labels(template, str(code)).inc()
-        log.info("request", method=method, path=scope.get("path"), route=template, status=code,
+        log.info("request", method=method, path=str(scope.get("path", ""))[:200], route=template, status=code,
                  ms=round(seconds * 1000, 2))  # fmt: skip

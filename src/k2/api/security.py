@@ -6,10 +6,11 @@ carry one in ``X-API-Key``. The comparison runs over every configured key with
 ``hmac.compare_digest`` and no early exit, so timing tells nothing about which key or how much of
 it matched. Keys never reach logs or metrics: a caller is identified by a short hash of its key.
 
-Rate limits: an in-process token bucket per caller (key hash, else client address) holding
-``rate_limit_per_minute`` tokens and refilled continuously at that rate. A refused request gets
-429 with Retry-After: the whole seconds until one token is back. Per process: N API workers
-allow N times the rate (documented; a shared limiter would need Redis).
+Rate limits: ``rate_limit_per_minute`` requests per caller over a sliding window, counted by the
+``limits`` library in process memory or, with ``api.rate_limit_backend = "redis"``, in Redis, so
+that every worker and replica draws on one budget. The caller is the hash of its valid key, else
+the socket peer (``ip:<address>``); a missing or wrong key is counted against the peer before it
+is refused, so guessing keys is rate limited too. A refused request gets 429 with Retry-After.
 """
 
 from __future__ import annotations
@@ -18,15 +19,21 @@ import hashlib
 import hmac
 import ipaddress
 import math
-import threading
 import time
-from collections.abc import Callable
+from typing import Any
 
+from limits import RateLimitItemPerMinute
+from limits.errors import StorageError
+from limits.storage import MemoryStorage, RedisStorage, Storage
+from limits.strategies import SlidingWindowCounterRateLimiter
 from pydantic import SecretStr
 
 from k2.api.errors import AuthenticationError, RateLimitedError
+from k2.observability.logging import get_logger
 
-__all__ = ["ApiKeys", "RateLimiter", "is_loopback"]
+__all__ = ["ApiKeys", "RateLimiter", "is_loopback", "rate_limit_storage"]
+
+log = get_logger("k2.api.security")
 
 
 def is_loopback(host: str) -> bool:
@@ -47,59 +54,98 @@ class ApiKeys:
         self._keys = [k.get_secret_value().encode() for k in keys if k.get_secret_value()]
         self.required = bool(self._keys) or not is_loopback(host)
 
-    def check(self, presented: str | None) -> str | None:
+    def required_on(self, server: tuple[str, int] | list[Any] | None) -> bool:
+        """Whether a request that arrived on local address ``server`` (ASGI ``scope["server"]``) needs a key.
+
+        The configured host is only what K2 was told; the socket is what it got (``uvicorn
+        --host 0.0.0.0`` beside an ``api.host`` of 127.0.0.1). A request that reached a
+        non-loopback address needs a key even then. Names that are not addresses (an in-process
+        test client's "testserver") say nothing about a socket and fall back to the setting.
+        """
+        if self.required or not server:
+            return self.required
+        try:
+            address = ipaddress.ip_address(str(server[0]).strip("[]"))
+        except ValueError:
+            return False
+        return not address.is_loopback
+
+    def check(
+        self, presented: str | None, *, server: tuple[str, int] | list[Any] | None = None
+    ) -> str | None:
         """The caller's identity (a hash of its key), or None when keys are not required.
 
         Raises:
             AuthenticationError: a key is required and missing or wrong.
         """
-        if not self.required:
+        if not self.required_on(server):
             return None
         if not presented:
             raise AuthenticationError("missing")
+        identity = self.identify(presented)
+        if identity is None:
+            raise AuthenticationError("invalid")
+        return identity
+
+    def identify(self, presented: str | None) -> str | None:
+        """The identity of a valid key, else None (never raises; for open routes that show more to keys)."""
+        if not presented or not self._keys:
+            return None
         candidate = presented.encode()
         matched = False
         for key in self._keys:  # no short-circuit: every key is compared, every time
             matched |= hmac.compare_digest(candidate, key)
-        if not matched:
-            raise AuthenticationError("invalid")
-        return "key:" + hashlib.sha256(candidate).hexdigest()[:12]
+        return "key:" + hashlib.sha256(candidate).hexdigest()[:12] if matched else None
 
 
 class RateLimiter:
-    """Token buckets per caller, in process memory (thread-safe)."""
+    """Requests per minute per caller, over a sliding window (the ``limits`` library).
 
-    def __init__(
-        self, per_minute: int, *, clock: Callable[[], float] = time.monotonic, max_callers: int = 10_000
-    ) -> None:
+    Storage is process memory (entries expire with their window, so the table holds only callers
+    seen in the last two minutes and needs no scan) or Redis, shared by every worker and replica.
+    If Redis stops answering, the limiter falls back to process memory rather than to no limit.
+    """
+
+    def __init__(self, per_minute: int, *, storage: Storage | None = None, namespace: str = "v1") -> None:
         self.per_minute = per_minute
-        self.capacity = float(per_minute)
-        self.rate = per_minute / 60.0  # tokens per second
-        self._clock = clock
-        self._max_callers = max_callers
-        self._buckets: dict[str, tuple[float, float]] = {}  # caller -> (tokens, at)
-        self._lock = threading.Lock()
+        self.namespace = namespace
+        self._item = RateLimitItemPerMinute(per_minute, namespace=namespace)
+        self._shared = storage
+        self._local = MemoryStorage()
+        self._limiter = SlidingWindowCounterRateLimiter(storage or self._local)
+        self._fallback = SlidingWindowCounterRateLimiter(self._local) if storage is not None else None
 
     def acquire(self, caller: str) -> None:
-        """Spend one token of ``caller``'s bucket.
+        """Count one request of ``caller``.
 
         Raises:
-            RateLimitedError: the bucket is empty; ``retry_after`` says when one token is back.
+            RateLimitedError: the caller spent its budget; ``retry_after`` says when to come back.
         """
-        now = self._clock()
-        with self._lock:
-            tokens, at = self._buckets.get(caller, (self.capacity, now))
-            tokens = min(self.capacity, tokens + (now - at) * self.rate)
-            if tokens < 1.0:
-                self._buckets[caller] = (tokens, now)
-                raise RateLimitedError(max(1, math.ceil((1.0 - tokens) / self.rate)), self.per_minute)
-            self._buckets[caller] = (tokens - 1.0, now)
-            if len(self._buckets) > self._max_callers:
-                self._forget_idle(now)
+        limiter = self._limiter
+        try:
+            allowed = limiter.hit(self._item, caller)
+        except StorageError as exc:
+            if self._fallback is None:
+                raise
+            log.warning("rate-limit store unreachable; limiting per process", error=str(exc.storage_error))
+            limiter = self._fallback
+            allowed = limiter.hit(self._item, caller)
+        if not allowed:
+            try:
+                reset = limiter.get_window_stats(self._item, caller).reset_time
+            except StorageError:
+                reset = time.time() + 60
+            raise RateLimitedError(max(1, math.ceil(reset - time.time())), self.per_minute)
 
-    def _forget_idle(self, now: float) -> None:
-        """Drop callers whose bucket has refilled: forgetting them changes nothing."""
-        full_after = self.capacity / self.rate
-        for caller, (_tokens, at) in list(self._buckets.items()):
-            if now - at >= full_after:
-                del self._buckets[caller]
+
+def rate_limit_storage(backend: str, redis_url: str, key_prefix: str) -> Storage | None:
+    """The shared store for rate limits: None (process memory) or Redis with short timeouts."""
+    if backend != "redis":
+        return None
+    return RedisStorage(
+        redis_url,
+        key_prefix=f"{key_prefix}ratelimit",
+        wrap_exceptions=True,
+        socket_timeout=0.5,
+        socket_connect_timeout=0.5,
+    )

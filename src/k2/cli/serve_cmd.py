@@ -28,6 +28,7 @@ def serve(
     from k2.api.app import create_app
     from k2.api.errors import InsecureBindError
     from k2.api.security import is_loopback
+    from k2.api.server import server_config
 
     context = obj(ctx)
     settings = context.settings
@@ -38,11 +39,11 @@ def serve(
             raise InsecureBindError(api.host)  # a reloaded worker re-reads settings: keep it local
         context.err.print(f"serving on http://{api.host}:{api.port} (reload)")
         uvicorn.run("k2.cli.serve_cmd:_reload_factory", factory=True, host=api.host, port=api.port,
-                    reload=True, log_config=None, access_log=False)  # fmt: skip
+                    reload=True, log_config=None, access_log=False, proxy_headers=False)  # fmt: skip
         return
     app = create_app(settings)  # raises InsecureBindError before binding anything
     context.err.print(f"serving on http://{api.host}:{api.port}  (docs: /docs, health: /health)")
-    uvicorn.run(app, host=api.host, port=api.port, log_config=None, access_log=False)
+    uvicorn.Server(server_config(settings, app)).run()
 
 
 def _reload_factory() -> object:

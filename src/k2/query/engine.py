@@ -28,6 +28,7 @@ from k2.query.params import Order, TimeRange, TimeTravel
 from k2.query.partials import PartialCache
 from k2.query.reader import LakeReader, QueryLimits, Result
 from k2.query.replay import ReplayStream
+from k2.query.runner import DuckRunner
 from k2.query.stats import GapStatus, SessionRange
 
 __all__ = ["QueryEngine"]
@@ -53,6 +54,7 @@ class QueryEngine:
         threads: int | None = None,
         partial_rows: int = 4_000_000,
         row_cache_rows: int = 2_000_000,
+        runner: DuckRunner | None = None,
     ) -> None:
         self.reader = LakeReader(
             catalog,
@@ -61,6 +63,7 @@ class QueryEngine:
             refresh_interval_s=refresh_interval_s,
             threads=threads,
             row_cache_rows=row_cache_rows,
+            runner=runner,
         )
         self.partials = PartialCache(partial_rows)
 
@@ -77,9 +80,15 @@ class QueryEngine:
             from k2.lake.catalog import open_catalog
 
             catalog = open_catalog(settings)
+        spill = settings.data_dir / "duckdb-tmp"
+        runner = DuckRunner(
+            memory_limit=settings.api.duckdb_memory_limit,
+            temp_directory=str(spill),
+            max_concurrent=settings.api.max_concurrent_queries,
+        )
         return cls(
             catalog, settings.lake.namespace, QueryLimits.from_settings(settings.api),
-            refresh_interval_s=refresh_interval_s,
+            refresh_interval_s=refresh_interval_s, runner=runner,
         )  # fmt: skip
 
     def with_limits(self, limits: QueryLimits) -> QueryEngine:

@@ -13,6 +13,7 @@ __all__ = [
     "CapExceededError",
     "InvalidCursorError",
     "InvalidParameterError",
+    "QueryBusyError",
     "QueryError",
     "QueryTimeoutError",
     "SnapshotNotFoundError",
@@ -124,3 +125,27 @@ class QueryTimeoutError(QueryError):
         )
         self.query = query
         self.timeout_s = timeout_s
+
+
+class QueryBusyError(QueryError):
+    """Every DuckDB query slot is taken (``api.max_concurrent_queries``): come back shortly.
+
+    Refused rather than queued, so that a burst costs its callers a retry and not the server its
+    memory and threads.
+
+    Attributes:
+        query: which query ("trades", "bars"…).
+        limit: the number of slots.
+        retry_after: seconds to wait (the Retry-After header).
+    """
+
+    status_code = 503
+    error = "busy"
+    retry_after = 1
+
+    def __init__(self, query: str, limit: int) -> None:
+        super().__init__(
+            f"the server is running {limit} queries already (api.max_concurrent_queries); retry shortly"
+        )
+        self.query = query
+        self.limit = limit

@@ -8,6 +8,7 @@ binding is what keeps SQL injection out.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -145,10 +146,16 @@ def parse_duration(value: str, name: str, *, minimum_us: int, maximum_us: int) -
             value,
         )
     number, unit = float(match.group(1)), match.group(2) or "s"
-    micros = round(number * _UNIT_US[unit])
+    scaled = number * _UNIT_US[unit]  # a 400-digit number is inf here: no round(), no OverflowError
+    if not (math.isfinite(scaled) and minimum_us <= scaled <= maximum_us + 0.5):
+        raise InvalidParameterError(
+            name,
+            f"{value.strip()[:40]} is out of range: between {_show(minimum_us)} and {_show(maximum_us)}",
+        )
+    micros = round(scaled)
     if not minimum_us <= micros <= maximum_us:
         raise InvalidParameterError(
-            name, f"{value.strip()} is out of range: between {_show(minimum_us)} and {_show(maximum_us)}"
+            name, f"{value.strip()[:40]} is out of range: between {_show(minimum_us)} and {_show(maximum_us)}"
         )
     return micros
 

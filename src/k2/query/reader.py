@@ -119,10 +119,11 @@ class LakeReader:
         refresh_interval_s: float = 1.0,
         threads: int | None = None,
         row_cache_rows: int = 2_000_000,
+        runner: DuckRunner | None = None,
     ) -> None:
         self.catalog, self.namespace, self.limits = catalog, namespace, limits
         self.refresh_interval_s = refresh_interval_s
-        self.runner = DuckRunner(threads=threads)
+        self.runner = runner or DuckRunner(threads=threads)
         self.rows = RowCache(row_cache_rows)
         self._sources: dict[str, TableSource] = {}
         self._schemas: dict[tuple[str, int], pa.Schema] = {}

@@ -3,7 +3,9 @@
 DuckDB sorts the range (spilling to disk if it must) and hands it over in record batches; the
 Python side never holds more than one batch. With a speed, a row whose exchange time is T
 leaves at wall time ``t0 + (T - T_first) / speed``: rows already due go out together as one
-chunk, then the stream sleeps until the next row is due (numpy over each batch, not per row).
+chunk, then the stream waits until the next row is due (numpy over each batch, not per row).
+``Pacer`` only says how long to wait, so the API can wait with ``asyncio.sleep`` (a blocking
+sleep per stream would pin a worker thread each; forty slow replays once starved the server).
 Trades and quotes can be merged into one stream; a ``kind`` column tells them apart.
 """
 
@@ -23,19 +25,27 @@ from k2.query.params import TimeRange, TimeTravel
 from k2.query.reader import LakeReader
 from k2.query.sql import columns, from_us, placeholders
 
-__all__ = ["MAX_SPEED", "ReplayStream", "replay"]
+__all__ = ["MAX_SPEED", "MIN_SPEED", "Pacer", "ReplayStream", "replay"]
 
 MAX_SPEED = 10_000.0
+#: Slower than a tenth of exchange speed is no replay but a way to hold a connection open.
+MIN_SPEED = 0.1
 #: Rows due within this much wall time of each other leave as one chunk.
 _CHUNK_S = 0.05
 
 
 @dataclass
 class ReplayStream:
-    """Chunks of a replay and the snapshots they come from (known before the first chunk)."""
+    """Chunks of a replay and the snapshots they come from (known before the first chunk).
+
+    ``chunks`` is paced with the blocking ``sleep`` given to ``replay`` (the CLI); ``batches`` is the
+    same data unpaced, for callers that pace with ``Pacer`` themselves (the API, asynchronously).
+    """
 
     chunks: Iterator[pa.RecordBatch]
     snapshots: dict[str, int | None]
+    batches: Iterator[pa.RecordBatch]
+    speed: float | None = None
 
 
 def replay(
@@ -52,13 +62,15 @@ def replay(
     """Stream ticks of ``kinds`` in (exchange_ts, kind, symbol, sequence) order (a quote before a trade of the same instant, as the as-of join treats it).
 
     Raises:
-        InvalidParameterError: no kind, or a speed outside (0, MAX_SPEED].
+        InvalidParameterError: no kind, or a speed outside [MIN_SPEED, MAX_SPEED].
         SnapshotNotFoundError: see ``k2.query.errors`` (raised before streaming starts).
     """
     if not kinds:
         raise InvalidParameterError("kinds", "at least one of trades, quotes")
-    if speed is not None and not 0 < speed <= MAX_SPEED:
-        raise InvalidParameterError("speed", f"{speed:g} is out of range: a factor in (0, {MAX_SPEED:g}]")
+    if speed is not None and not MIN_SPEED <= speed <= MAX_SPEED:
+        raise InvalidParameterError(
+            "speed", f"{speed:g} is out of range: a factor in [{MIN_SPEED:g}, {MAX_SPEED:g}]"
+        )
     params: list[Any] = []
     tables: dict[str, pa.Table] = {}
     selects: list[str] = []
@@ -82,29 +94,59 @@ def replay(
     batches = reader.runner.stream(
         "replay", sql, params, batch_rows=batch_rows, timeout_s=reader.limits.timeout_s, tables=tables
     )
-    chunks = _paced(batches, speed, sleep) if speed else batches
-    return ReplayStream(chunks, snapshots)
+    chunks = _paced(batches, Pacer(speed), sleep) if speed else batches
+    return ReplayStream(chunks, snapshots, batches, speed)
+
+
+class Pacer:
+    """When the rows of a paced replay are due: ``load`` a batch, then ``wait`` and ``take`` in turn.
+
+    Pure bookkeeping over a clock; the caller does the waiting, blocking or not.
+    """
+
+    def __init__(self, speed: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.speed = speed
+        self._clock = clock
+        self._started: float | None = None
+        self._first_us = 0
+        self._batch: pa.RecordBatch | None = None
+        self._due = np.empty(0)
+        self._position = 0
+
+    def load(self, batch: pa.RecordBatch) -> None:
+        """Start on the next batch (the previous one must have been taken in full)."""
+        self._batch, self._position = batch, 0
+        if batch.num_rows == 0:
+            self._due = np.empty(0)
+            return
+        ts = batch.column("exchange_ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
+        if self._started is None:
+            self._started, self._first_us = self._clock(), int(ts[0])
+        self._due = (ts - self._first_us) / 1e6 / self.speed  # seconds after the start
+
+    def wait(self) -> float | None:
+        """Seconds until the next row is due (0 if it is), or None when the batch is used up."""
+        if self._position >= len(self._due) or self._started is None:
+            return None
+        return max(0.0, float(self._due[self._position]) - (self._clock() - self._started))
+
+    def take(self) -> pa.RecordBatch:
+        """The rows due now (at least one, and those due within the next ``_CHUNK_S``)."""
+        assert self._batch is not None and self._started is not None
+        now = self._clock() - self._started
+        stop = int(np.searchsorted(self._due, now + _CHUNK_S, side="right"))
+        stop = max(stop, self._position + 1)
+        out = self._batch.slice(self._position, stop - self._position)
+        self._position = stop
+        return out
 
 
 def _paced(
-    batches: Iterator[pa.RecordBatch], speed: float, sleep: Callable[[float], None]
+    batches: Iterator[pa.RecordBatch], pacer: Pacer, sleep: Callable[[float], None]
 ) -> Iterator[pa.RecordBatch]:
-    started: float | None = None
-    first_us = 0
     for batch in batches:
-        if batch.num_rows == 0:
-            continue
-        ts = batch.column("exchange_ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
-        if started is None:
-            started, first_us = time.monotonic(), int(ts[0])
-        due = (ts - first_us) / 1e6 / speed  # seconds after the start when each row is due
-        position = 0
-        while position < len(due):
-            wait = due[position] - (time.monotonic() - started)
+        pacer.load(batch)
+        while (wait := pacer.wait()) is not None:
             if wait > 0:
                 sleep(wait)
-            now = time.monotonic() - started
-            stop = int(np.searchsorted(due, now + _CHUNK_S, side="right"))
-            stop = max(stop, position + 1)
-            yield batch.slice(position, stop - position)
-            position = stop
+            yield pacer.take()

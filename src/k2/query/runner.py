@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from k2.observability.logging import get_logger
 from k2.observability.metrics import REGISTRY, Counter, Histogram
-from k2.query.errors import QueryError, QueryTimeoutError
+from k2.query.errors import QueryBusyError, QueryError, QueryTimeoutError
 
 __all__ = ["QUERY_SECONDS", "DuckRunner", "normalise"]
 
@@ -57,10 +57,27 @@ def normalise(data: Any) -> Any:
     return data if schema.equals(data.schema) else data.cast(schema)
 
 
-class DuckRunner:
-    """Runs parameterised SQL over Parquet files and Arrow tables, with a per-query timeout."""
+#: How long a query waits for a free slot before it is refused (a mid-stream batch waits longer).
+_SLOT_WAIT_S = 0.2
 
-    def __init__(self, *, threads: int | None = None, memory_limit: str | None = None) -> None:
+
+class DuckRunner:
+    """Runs parameterised SQL over Parquet files and Arrow tables, with a per-query timeout.
+
+    At most ``max_concurrent`` queries run at once; the next one is refused with
+    ``QueryBusyError`` (503) after a short wait instead of queueing without bound. ``memory_limit``
+    and ``temp_directory`` bound DuckDB itself: past the limit it spills to the directory (K2's
+    data dir, not the working directory), and past that the query fails rather than the process.
+    """
+
+    def __init__(
+        self,
+        *,
+        threads: int | None = None,
+        memory_limit: str | None = None,
+        temp_directory: str | None = None,
+        max_concurrent: int = 8,
+    ) -> None:
         self._db = duckdb.connect(":memory:")
         self._db.execute("SET TimeZone = 'UTC'")
         # Streaming tables are read again and again: keep Parquet footers in memory.
@@ -69,6 +86,24 @@ class DuckRunner:
             self._db.execute(f"SET threads = {int(threads)}")
         if memory_limit:
             self._db.execute("SET memory_limit = ?", [memory_limit])
+        if temp_directory:
+            self._db.execute("SET temp_directory = ?", [temp_directory])
+        self.max_concurrent = max_concurrent
+        self._slots = threading.BoundedSemaphore(max_concurrent)
+
+    def setting(self, name: str) -> Any:
+        """A DuckDB setting's current value (memory_limit, temp_directory…)."""
+        row = self._db.cursor().execute("SELECT current_setting(?)", [name]).fetchone()
+        return row[0] if row else None
+
+    @contextmanager
+    def _slot(self, query: str, wait_s: float = _SLOT_WAIT_S) -> Iterator[None]:
+        if not self._slots.acquire(timeout=wait_s):
+            raise QueryBusyError(query, self.max_concurrent)
+        try:
+            yield
+        finally:
+            self._slots.release()
 
     def close(self) -> None:
         self._db.close()
@@ -95,7 +130,7 @@ class DuckRunner:
         try:
             for name, table in (tables or {}).items():
                 cur.register(name, table)
-            with self._guard(query, cur, timeout_s):
+            with self._slot(query), self._guard(query, cur, timeout_s):
                 result = cur.sql(sql, params=list(params))
                 out = normalise(result.to_arrow_table()) if result is not None else pa.table({})
         finally:
@@ -125,13 +160,14 @@ class DuckRunner:
         try:
             for name, table in (tables or {}).items():
                 cur.register(name, table)
-            with self._guard(query, cur, timeout_s):
+            with self._slot(query), self._guard(query, cur, timeout_s):
                 relation = cur.sql(sql, params=list(params))
                 reader = relation.to_arrow_reader(batch_rows) if relation is not None else None
             if reader is None:
                 return
             while True:
-                with self._guard(query, cur, timeout_s):
+                # A stream already under way waits its turn rather than breaking off.
+                with self._slot(query, timeout_s or 60.0), self._guard(query, cur, timeout_s):
                     try:
                         batch = reader.read_next_batch()
                     except StopIteration:

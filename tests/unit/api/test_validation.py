@@ -133,3 +133,12 @@ def test_sql_injection_in_every_string_parameter_changes_nothing(client: TestCli
                 )
     assert tried > 200
     assert _state(client) == before
+
+
+@pytest.mark.parametrize(
+    ("path", "name"), [("/v1/bars", "interval"), ("/v1/trades-with-quotes", "tolerance")]
+)
+def test_400_digit_durations_are_a_400(client: TestClient, path: str, name: str) -> None:
+    window = {"symbols": "BHP", "start": "2014-03-10T23:00:00Z", "end": "2014-03-10T23:15:00Z"}
+    response = client.get(path, params={**window, name: "9" * 400 + "s"})
+    assert response.status_code == 400 and response.json()["detail"].startswith(f"{name}: ")

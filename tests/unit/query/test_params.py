@@ -83,6 +83,13 @@ def test_duration_range() -> None:
         parse_duration("500ms", "interval", minimum_us=1_000_000, maximum_us=86_400_000_000)
 
 
+@pytest.mark.parametrize("huge", ["9" * 400, "9" * 400 + "s", "9" * 400 + "ms", "1" + "0" * 320 + "d"])
+def test_a_400_digit_duration_is_out_of_range_not_a_crash(huge: str) -> None:
+    with pytest.raises(InvalidParameterError, match="out of range: between 1s and 1d") as info:
+        parse_duration(huge, "interval", minimum_us=1_000_000, maximum_us=86_400_000_000)
+    assert len(str(info.value)) < 120  # the value is not echoed in full
+
+
 def test_order_date_and_timezone() -> None:
     assert parse_order(None) == "asc" and parse_order("newest") == "desc"
     with pytest.raises(InvalidParameterError, match="order"):

@@ -55,7 +55,7 @@ def test_pacing_sleeps_exchange_time_divided_by_speed(engine: QueryEngine) -> No
     assert max(slept) == pytest.approx(span / 600.0, rel=0.05)
 
 
-@pytest.mark.parametrize("speed", [0.0, -1.0, 1e9, float("nan")])
+@pytest.mark.parametrize("speed", [0.0, -1.0, 1e-9, 0.05, 1e9, float("nan")])
 def test_bad_speed(engine: QueryEngine, speed: float) -> None:
     with pytest.raises(InvalidParameterError, match="speed"):
         engine.replay(("trades",), ("BHP",), WINDOW, speed=speed)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pyarrow as pa
 import pytest
 
-from k2.query.errors import QueryError, QueryTimeoutError
+from k2.query.errors import QueryBusyError, QueryError, QueryTimeoutError
 from k2.query.runner import DuckRunner
 
 
@@ -40,3 +41,17 @@ def test_errors_are_query_errors_without_internals() -> None:
         runner.table(
             "trades", "SELECT * FROM read_parquet(?)", [["/nonexistent/secret/path.parquet"]], timeout_s=5
         )
+
+
+def test_a_full_runner_refuses_with_busy_instead_of_queueing(tmp_path: Any) -> None:
+    runner = DuckRunner(max_concurrent=1, memory_limit="256MB", temp_directory=str(tmp_path / "spill"))
+    assert runner.setting("memory_limit") in ("256.0 MiB", "244.1 MiB", "256.0 MB", "244.1 MB")
+    assert runner.setting("temp_directory") == str(tmp_path / "spill")
+    with runner._slot("held"):  # one query under way holds the only slot
+        with pytest.raises(QueryBusyError) as info:
+            runner.table("quick", "SELECT 1", [], timeout_s=1)
+        with pytest.raises(QueryBusyError):
+            next(runner.stream("replay", "SELECT 1", [], batch_rows=10, timeout_s=1))
+    assert info.value.status_code == 503 and info.value.retry_after >= 1
+    assert "api.max_concurrent_queries" in str(info.value)
+    assert runner.table("quick", "SELECT 1 AS x", [], timeout_s=1).column("x").to_pylist() == [1]

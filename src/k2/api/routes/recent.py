@@ -11,7 +11,6 @@ its Kafka consumers (call it from the app's lifespan).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
@@ -20,10 +19,11 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 
-from k2.api.deps import FormatParam, SymbolsParam, services
+from k2.api.deps import FormatParam, SymbolsParam, caller, services
 from k2.api.models import ERRORS, EXAMPLE_QUOTE, EXAMPLE_TRADE, tabular
+from k2.api.streams import BoundedStreamingResponse
 from k2.hybrid import HybridEngine, HybridResult, HybridSettings
 from k2.hybrid.engine import Anchor, Kind
 from k2.hybrid.live import LiveEvent, LiveSubscription
@@ -241,34 +241,59 @@ async def stream(
     kinds: Annotated[str, Query(description="trades, quotes or both.")] = "trades,quotes",
     bars: Annotated[bool, Query(description="Also emit 1-minute bars updated by new trades.")] = True,
     duration: Annotated[
-        float | None, Query(description="Close the stream after this many seconds (default: never).", gt=0)
+        float | None,
+        Query(
+            description="Close the stream after this many seconds (default and at most: api.stream_max_s).",
+            gt=0,
+        ),
     ] = None,
-) -> StreamingResponse:
+) -> BoundedStreamingResponse:
     """New ticks of the symbols from the moment of the request, deduplicated as the pipeline does
-    (a re-send is not shown twice); bars are whole (history included) and updated in place."""
-    sub = LiveSubscription(h, _kinds(kinds), parse_symbols(symbols), bars=bars)
-    hello = await run_in_threadpool(sub.start)  # a failure here is still an error response
+    (a re-send is not shown twice); bars are whole (history included) and updated in place.
+    The stream ends after api.stream_max_s, or after api.stream_idle_s without an event, with a
+    last `status` event saying why; a key holds at most api.max_streams_per_key streams."""
+    svc = services(request)
+    lease = svc.streams.acquire(caller(request))
+    try:
+        sub = LiveSubscription(h, _kinds(kinds), parse_symbols(symbols), bars=bars)
+        hello = await run_in_threadpool(sub.start)  # a failure here is still an error response
+    except BaseException:
+        lease.release()
+        raise
     settings = h.hybrid
+    idle_s = svc.settings.api.stream_idle_s
+    if duration is not None:
+        lease.deadline = min(lease.deadline, time.monotonic() + duration)
 
     async def body() -> AsyncIterator[bytes]:
-        yield sse(hello)
-        ends = None if duration is None else time.monotonic() + duration
-        quiet_since = time.monotonic()
-        while ends is None or time.monotonic() < ends:
-            try:
-                events = await run_in_threadpool(sub.poll)
-            except Exception as exc:  # the status line has been sent: report in-band and end
-                yield sse(LiveEvent("status", status={"error": type(exc).__name__, "detail": str(exc)}))
-                return
-            for event in events:
-                yield sse(event)
-            now = time.monotonic()
-            if events:
-                quiet_since = now
-            elif now - quiet_since >= settings.heartbeat_s:
-                quiet_since = now
-                yield b": keep-alive\n\n"
-            await asyncio.sleep(settings.stream_interval_s)
+        try:
+            yield sse(hello)
+            quiet_since = last_event = time.monotonic()
+            while True:
+                try:
+                    events = await run_in_threadpool(sub.poll)
+                except Exception as exc:  # the status line has been sent: report in-band and end
+                    yield sse(
+                        LiveEvent("status", status={"error": type(exc).__name__, "detail": str(exc)[:200]})
+                    )
+                    return
+                for event in events:
+                    yield sse(event)
+                now = time.monotonic()
+                if events:
+                    quiet_since = last_event = now
+                elif now - last_event >= idle_s:
+                    yield sse(LiveEvent("status", status={"closed": "api.stream_idle_s"}))
+                    return
+                elif now - quiet_since >= settings.heartbeat_s:
+                    quiet_since = now
+                    yield b": keep-alive\n\n"
+                if not await lease.sleep(settings.stream_interval_s, request):
+                    if lease.remaining() <= 0 and duration is None:
+                        yield sse(LiveEvent("status", status={"closed": "api.stream_max_s"}))
+                    return
+        finally:
+            lease.release()
 
     headers: dict[str, Any] = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+    return BoundedStreamingResponse(body(), lease, media_type="text/event-stream", headers=headers)

@@ -1,15 +1,20 @@
-"""/health and /metrics: open without an API key (for probes and Prometheus), never rate limited."""
+"""/health and /metrics: open without an API key (for probes and Prometheus), on their own rate limit.
+
+/health answers from a cached check (``k2.api.health``); anonymous callers learn ok, degraded or
+down and nothing else, since error text can name hosts, files and versions.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Header, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from k2.api.deps import services
-from k2.api.health import check_health
+from k2.api.deps import ops_guard, services
+from k2.api.health import public
 from k2.observability.metrics import render as render_metrics
 
 __all__ = ["router"]
@@ -31,17 +36,24 @@ _HEALTH_EXAMPLE: dict[str, Any] = {
     summary="Catalog, Kafka and state store status",
     responses={
         200: {"description": "ok or degraded (Kafka or state store down).", "content": {"application/json": {"example": _HEALTH_EXAMPLE}}},
+        429: {"description": "Too many probes from this client (api.ops_rate_limit_per_minute)."},
         503: {"description": "down: the catalog is unreachable, no query can run."},
     },
 )  # fmt: skip
-def health(request: Request) -> JSONResponse:
-    """Each dependency is checked with a short timeout, all at once."""
-    svc = services(request)
-    status, body = check_health(svc.settings, lambda: svc.engine().reader.catalog)
-    return JSONResponse(body, status_code=status)
+async def health(
+    request: Request,
+    x_api_key: Annotated[str | None, Header(description="With a valid key, the checks' details too.")] = None,
+) -> JSONResponse:
+    """Each dependency is checked with a short timeout, all at once, at most every api.health_cache_s.
+    Without a valid key (when keys are required) the body is only {"status": ...}."""
+    detailed = await run_in_threadpool(ops_guard, request, x_api_key)  # Redis, when limits are shared
+    answer = await services(request).health().answer()
+    status, body = answer if detailed else public(answer)
+    return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-def metrics() -> Response:
+def metrics(request: Request) -> Response:
     """K2's registry in the Prometheus text format: request rate, errors and latency, query times…"""
+    ops_guard(request, None)
     return Response(render_metrics(), media_type=CONTENT_TYPE_LATEST)

@@ -9,6 +9,7 @@ their own section and never read the environment themselves.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -282,8 +283,16 @@ class Settings(BaseSettings):
         return f"sqlite:///{self.data_dir / 'catalog.db'}"
 
     def masked(self) -> dict[str, Any]:
-        """The effective configuration as plain data, secrets replaced by '**********'."""
+        """The effective configuration as plain data, secrets replaced by '**********'.
+
+        Beyond the ``SecretStr`` fields: librdkafka options whose name says secret (SASL and SSL
+        passwords, JAAS config, OAuth secrets) and the user:password part of any URL.
+        """
         data = self.model_dump(mode="json")
+        client = data["kafka"]["client"]
+        data["kafka"]["client"] = {k: _MASK if _SECRET_NAME.search(k) else v for k, v in client.items()}
+        if data["kafka"]["schema_registry_url"]:
+            data["kafka"]["schema_registry_url"] = _mask_url(data["kafka"]["schema_registry_url"])
         data["effective"] = {
             "kafka_bootstrap": self.kafka.bootstrap,
             "redis_url": _mask_url(self.redis.effective_url),
@@ -296,6 +305,12 @@ class Settings(BaseSettings):
 # pydantic-settings picks the TOML source in a classmethod; the path is handed over here, for the
 # duration of one load_settings call only.
 _TOML_FILE: dict[str, Path | None] = {}
+
+
+_MASK = "**********"
+#: Option names whose values are credentials (librdkafka's sasl.password, ssl.key.password,
+#: sasl.jaas.config, sasl.oauthbearer.client.secret…; K2's own url, api_keys…).
+_SECRET_NAME = re.compile(r"password|secret|jaas|token|credential|api_keys|private|\.pem$|^url$|_uri$|_url$", re.I)
 
 
 def _mask_url(url: str) -> str:
@@ -314,7 +329,11 @@ def _describe(error: dict[str, Any]) -> str:
     name = "K2_" + "__".join(part.upper() for part in loc) if loc else "K2_*"
     dotted = ".".join(loc) or "(root)"
     got = error.get("input")
-    shown = f" (got {got!r})" if got is not None and not isinstance(got, dict) else ""
+    secret = any(_SECRET_NAME.search(part) for part in loc) or (loc[:2] == ["kafka", "client"])
+    if secret:  # a rejected password is still a password: never echo it
+        shown = " (value hidden: it may be a secret)" if got is not None else ""
+    else:
+        shown = f" (got {str(got)[:80]!r})" if got is not None and not isinstance(got, dict) else ""
     return f"{dotted} [{name}]: {error.get('msg', 'invalid value')}{shown}"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -108,3 +109,48 @@ def test_settings_are_frozen(tmp_path: Path) -> None:
     s = load_settings(data_dir=tmp_path)
     with pytest.raises(Exception):  # noqa: B017 - pydantic raises ValidationError for frozen models
         s.kafka.port = 1  # type: ignore[misc]
+
+
+def test_kafka_client_secrets_and_url_credentials_are_masked(tmp_path: Path) -> None:
+    s = load_settings(
+        data_dir=tmp_path,
+        kafka={
+            "schema_registry_url": "https://reg-user:reg-pass@registry:8081",
+            "client": {
+                "security.protocol": "SASL_SSL",
+                "sasl.mechanism": "PLAIN",
+                "sasl.username": "alice",
+                "sasl.password": "kafka-pass",
+                "ssl.key.password": "key-pass",
+                "sasl.jaas.config": "org.apache... password='jaas-pass';",
+                "sasl.oauthbearer.client.secret": "oauth-secret",
+            },
+        },
+    )
+    masked = s.masked()
+    text = repr(masked)
+    for secret in ("kafka-pass", "key-pass", "jaas-pass", "oauth-secret", "reg-pass"):
+        assert secret not in text, secret
+    assert masked["kafka"]["client"]["sasl.username"] == "alice"  # not a secret: still shown
+    assert masked["kafka"]["schema_registry_url"] == "https://reg-user:****@registry:8081"
+    assert s.kafka.client["sasl.password"] == "kafka-pass"  # the settings themselves are intact
+
+
+@pytest.mark.parametrize(
+    ("overrides", "secret"),
+    [
+        ({"redis": {"url": 12345.5}}, "12345.5"),
+        ({"api": {"api_keys": "not-a-list-s3cret"}}, "not-a-list-s3cret"),
+        ({"kafka": {"client": {"sasl.password": 42}}}, "42"),
+        ({"lake": {"catalog_uri": ["pg://u:s3cret@h/db"]}}, "s3cret"),
+    ],
+)
+def test_a_rejected_secret_is_not_echoed(tmp_path: Path, overrides: dict[str, Any], secret: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(data_dir=tmp_path, **overrides)
+    assert secret not in str(info.value) and "value hidden" in str(info.value)
+
+
+def test_a_rejected_plain_value_is_still_shown(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"got 'abc'"):
+        load_settings(data_dir=tmp_path, kafka={"port": "abc"})

@@ -162,3 +162,22 @@ def test_missing_pieces_are_named(asx_data: Path, tmp_path: Path) -> None:
     (tmp_path / "trades" / "9999.csv").write_text("03/10/2014,10:00:00.000,1,1,0,,\n")
     with pytest.raises(AsxDataError, match="9999"):
         read_asx(tmp_path)
+
+
+def test_a_price_too_large_for_the_column_is_one_dead_letter_not_a_failed_file(tmp_path: Path) -> None:
+    lines = [
+        "03/11/2014,10:00:00.123,35.94,100,XT,,",
+        "03/11/2014,10:00:01.123,1234567890123,100,XT,,",  # 13 integer digits: Decimal(18, 6) holds 12
+        "03/11/2014,10:00:01.500,35.95,99999999999999.5,XT,,",
+        "03/11/2014,10:00:02.123,999999999999.999999,100,XT,,",  # the largest that fits
+    ]
+    path = tmp_path / "7078.csv"
+    path.write_text("\n".join(lines) + "\n")
+    parsed = parse_file("trades", path, "BHP")
+    assert parsed.rows["_line"].to_list() == [1, 4]
+    assert [(lt.source.rsplit(" ", 1)[1], lt.value) for lt in parsed.dead_letters] == [
+        ("line=2", lines[1].encode()),
+        ("line=3", lines[2].encode()),
+    ]
+    assert "price '1234567890123' is out of range" in parsed.dead_letters[0].reason
+    assert "size" in parsed.dead_letters[1].reason

@@ -16,6 +16,7 @@ from k2.api import create_app
 from k2.config import Settings, load_settings
 from k2.lake import ensure_tables, open_catalog
 from k2.services.process import free_port as _free_port
+from k2.stream.admin import ensure_topics
 from tests.unit.query.lakedata import append_commits, asx_frames
 
 DAY = (date(2014, 3, 12),)
@@ -98,3 +99,43 @@ def test_queries_over_a_real_socket_with_a_key(server: str) -> None:
             events = [line for line in stream.iter_lines() if line.startswith("event: ")]
         assert len(events) > 10
         assert http.get("/metrics").status_code == 200
+
+
+def _with_api(settings: Settings, **api: object) -> Settings:
+    data = settings.model_dump()
+    data["api"] = {**data["api"], **api}
+    return load_settings(
+        **{k: v for k, v in data.items() if k in ("data_dir", "kafka", "redis", "lake", "state", "api")}
+    )
+
+
+def test_live_streams_are_capped_per_key_and_end_when_idle(lake_settings: Settings) -> None:
+    ensure_topics(lake_settings.kafka)
+    settings = _with_api(lake_settings, max_streams_per_key=1, stream_idle_s=1.5)
+    headers = {"X-API-Key": "integration-key"}
+    with TestClient(create_app(settings)) as client:
+        deadline = time.monotonic() + 30  # new topics: wait until their leaders are elected
+        params = {"symbol": "BHP", "consistency": "watermark"}
+        while client.get("/v1/trades/recent", params=params, headers=headers).status_code != 200:
+            assert time.monotonic() < deadline, "the new topics never got leaders"
+            time.sleep(0.5)
+        started = time.monotonic()
+        with client.stream("GET", "/v1/stream", params={"symbols": "BHP"}, headers=headers) as first:
+            assert first.status_code == 200
+            second = client.get("/v1/stream", params={"symbols": "RIO"}, headers=headers)
+            assert second.status_code == 429 and second.json()["error"] == "too_many_streams"
+            lines = [line for line in first.iter_lines() if line.startswith("data: ")]
+        assert time.monotonic() - started < 15  # nothing arrived: the stream ended on its own
+        assert lines[-1] == 'data: {"closed": "api.stream_idle_s"}'
+        assert client.app.state.k2.streams.open_streams() == 0  # type: ignore[attr-defined]
+
+
+def test_rate_limits_are_shared_through_redis(lake_settings: Settings) -> None:
+    # Two apps stand for two workers (or replicas): one budget, not one each.
+    settings = _with_api(lake_settings, rate_limit_per_minute=3, rate_limit_backend="redis")
+    one, two = TestClient(create_app(settings)), TestClient(create_app(settings))
+    headers = {"X-API-Key": "integration-key"}
+    params = {"symbols": "BHP"}
+    codes = [one.get("/v1/latest", params=params, headers=headers).status_code for _ in range(2)]
+    codes += [two.get("/v1/latest", params=params, headers=headers).status_code for _ in range(2)]
+    assert codes == [200, 200, 200, 429]

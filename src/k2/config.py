@@ -310,7 +310,9 @@ _TOML_FILE: dict[str, Path | None] = {}
 _MASK = "**********"
 #: Option names whose values are credentials (librdkafka's sasl.password, ssl.key.password,
 #: sasl.jaas.config, sasl.oauthbearer.client.secret…; K2's own url, api_keys…).
-_SECRET_NAME = re.compile(r"password|secret|jaas|token|credential|api_keys|private|\.pem$|^url$|_uri$|_url$", re.I)
+_SECRET_NAME = re.compile(
+    r"password|secret|jaas|token|credential|api_keys|private|\.pem$|^url$|_uri$|_url$", re.I
+)
 
 
 def _mask_url(url: str) -> str:

@@ -70,3 +70,28 @@ def test_jar_manifest_detects_tampering(tmp_path: Path) -> None:
     (jars.libs / "kafka_2.13-4.1.1.jar").write_bytes(b"altered")
     with pytest.raises(KafkaDownloadError, match="checksum"):
         jars.verify()
+
+
+def test_a_live_process_with_another_command_is_not_ours(tmp_path: Path) -> None:
+    """Same pid, same start time, another command (a forged or recycled pid file): never signalled."""
+    owned = OwnedProcess(tmp_path / "x.pid")
+    me = psutil.Process(os.getpid())
+    owned.pid_file.write_text(
+        json.dumps({"pid": me.pid, "create_time": me.create_time(), "cmdline": ["redis-server", "x.conf"]})
+    )
+    assert owned.stale and owned.pid is None
+    assert owned.terminate(1) is False
+    assert me.is_running()
+
+
+def test_the_pid_file_records_the_command(tmp_path: Path) -> None:
+    owned = OwnedProcess(tmp_path / "x.pid")
+    proc = spawn(
+        [sys.executable, "-c", "import time; time.sleep(60)"], log_path=tmp_path / "x.log", cwd=tmp_path
+    )
+    try:
+        owned.record(proc)
+        assert json.loads(owned.pid_file.read_text())["cmdline"][-1] == "import time; time.sleep(60)"
+        assert owned.pid == proc.pid
+    finally:
+        owned.terminate(5)

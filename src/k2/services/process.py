@@ -1,6 +1,6 @@
 """Background processes that K2 owns, tracked by pid files that survive crashes.
 
-A pid file records the pid, the process start time *and* its command line: after a reboot or a crash the same pid
+A pid file records the pid, the process start time *and* its executable: after a reboot or a crash the same pid
 may belong to an unrelated process, and K2 must never signal that one. Stopping is always by the
 recorded pid, never by process name.
 """
@@ -25,7 +25,7 @@ __all__ = ["OwnedProcess", "free_port", "port_in_use", "spawn", "tail", "wait_un
 class _Record:
     pid: int
     create_time: float
-    cmdline: tuple[str, ...] | None = None  # None: a pid file written before K2 recorded it
+    exe: str | None = None  # None: a pid file written before K2 recorded the executable
 
 
 class OwnedProcess:
@@ -37,11 +37,9 @@ class OwnedProcess:
     def _read(self) -> _Record | None:
         try:
             data = json.loads(self.pid_file.read_text())
-            cmdline = data.get("cmdline")
+            exe = data.get("exe")
             return _Record(
-                int(data["pid"]),
-                float(data["create_time"]),
-                tuple(str(part) for part in cmdline) if isinstance(cmdline, list) else None,
+                int(data["pid"]), float(data["create_time"]), exe if isinstance(exe, str) else None
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -53,8 +51,9 @@ class OwnedProcess:
             if abs(proc.create_time() - record.create_time) > 1.0 or proc.status() == psutil.STATUS_ZOMBIE:
                 return None
             # The same start time within a second is not proof (pids are reused quickly on a
-            # busy host): the command must be the one K2 started too.
-            if record.cmdline is not None and tuple(proc.cmdline()) != record.cmdline:
+            # busy host): the program must be the one K2 started too. Its executable, not its
+            # command line: redis-server rewrites its process title, and the JVM's is briefly empty.
+            if record.exe is not None and proc.exe() != record.exe:
                 return None
             return proc
         except psutil.Error:
@@ -73,10 +72,10 @@ class OwnedProcess:
 
     def record(self, proc: subprocess.Popen[bytes]) -> None:
         process = psutil.Process(proc.pid)
-        created, cmdline = process.create_time(), process.cmdline()
+        created, exe = process.create_time(), process.exe()
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.pid_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": proc.pid, "create_time": created, "cmdline": cmdline}))
+        tmp.write_text(json.dumps({"pid": proc.pid, "create_time": created, "exe": exe}))
         tmp.replace(self.pid_file)
 
     def clear(self) -> None:

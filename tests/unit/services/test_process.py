@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -61,37 +62,77 @@ def test_tail_reads_last_lines(tmp_path: Path) -> None:
     assert tail(tmp_path / "missing.log", 3) == ""
 
 
-def test_jar_manifest_detects_tampering(tmp_path: Path) -> None:
-    jars = KafkaJars(tmp_path, "4.1.1")
-    jars.libs.mkdir(parents=True)
-    (jars.libs / "kafka_2.13-4.1.1.jar").write_bytes(b"original")
-    jars._write_manifest()
+def _pinned_jars(tmp_path: Path, jars: dict[str, bytes]) -> KafkaJars:
+    pins = tmp_path / "pins"
+    pins.mkdir()
+    (pins / "kafka-4.1.1.sha256").write_text(
+        "".join(f"{hashlib.sha256(body).hexdigest()}  {name}\n" for name, body in jars.items())
+    )
+    found = KafkaJars(tmp_path / "cache", "4.1.1", pins_dir=pins)
+    found.libs.mkdir(parents=True)
+    for name, body in jars.items():
+        (found.libs / name).write_bytes(body)
+    found._write_manifest()
+    return found
+
+
+def test_jars_are_checked_against_the_pinned_list(tmp_path: Path) -> None:
+    jars = _pinned_jars(tmp_path, {"kafka_2.13-4.1.1.jar": b"original", "dep-1.0.jar": b"dep"})
     jars.verify()
     (jars.libs / "kafka_2.13-4.1.1.jar").write_bytes(b"altered")
-    with pytest.raises(KafkaDownloadError, match="checksum"):
+    jars._write_manifest()  # a rewritten local manifest changes nothing: the list is in the repository
+    with pytest.raises(KafkaDownloadError, match="pinned checksum"):
+        jars.verify()
+    (jars.libs / "kafka_2.13-4.1.1.jar").write_bytes(b"original")
+    (jars.libs / "dep-1.0.jar").unlink()
+    with pytest.raises(KafkaDownloadError, match="missing"):
         jars.verify()
 
 
-def test_a_live_process_with_another_command_is_not_ours(tmp_path: Path) -> None:
-    """Same pid, same start time, another command (a forged or recycled pid file): never signalled."""
+def test_only_listed_jars_are_on_the_classpath(tmp_path: Path) -> None:
+    jars = _pinned_jars(tmp_path, {"kafka_2.13-4.1.1.jar": b"original", "dep-1.0.jar": b"dep"})
+    (jars.libs / "evil-agent.jar").write_bytes(b"not listed")
+    jars.verify()  # an extra file is not an error: it is simply never loaded
+    entries = jars.classpath.split(os.pathsep)
+    assert sorted(Path(e).name for e in entries) == ["dep-1.0.jar", "kafka_2.13-4.1.1.jar"]
+    assert "*" not in jars.classpath
+
+
+def test_an_unlisted_version_is_refused_before_any_download(tmp_path: Path) -> None:
+    jars = KafkaJars(tmp_path, "4.9.9")
+    with pytest.raises(KafkaDownloadError, match="no pinned jar checksums"):
+        jars.ensure()
+    assert not jars.root.exists()
+
+
+def test_the_default_kafka_version_is_pinned_in_the_repository() -> None:
+    from k2.config import KafkaSettings
+
+    pins = KafkaJars(Path("/nonexistent"), KafkaSettings().version).pinned()
+    assert f"kafka_2.13-{KafkaSettings().version}.jar" in pins and len(pins) > 20
+    assert all(len(d) == 64 and int(d, 16) >= 0 for d in pins.values())
+
+
+def test_a_live_process_of_another_program_is_not_ours(tmp_path: Path) -> None:
+    """Same pid, same start time, another program (a forged or recycled pid file): never signalled."""
     owned = OwnedProcess(tmp_path / "x.pid")
     me = psutil.Process(os.getpid())
     owned.pid_file.write_text(
-        json.dumps({"pid": me.pid, "create_time": me.create_time(), "cmdline": ["redis-server", "x.conf"]})
+        json.dumps({"pid": me.pid, "create_time": me.create_time(), "exe": "/usr/bin/redis-server"})
     )
     assert owned.stale and owned.pid is None
     assert owned.terminate(1) is False
     assert me.is_running()
 
 
-def test_the_pid_file_records_the_command(tmp_path: Path) -> None:
+def test_the_pid_file_records_the_program(tmp_path: Path) -> None:
     owned = OwnedProcess(tmp_path / "x.pid")
     proc = spawn(
         [sys.executable, "-c", "import time; time.sleep(60)"], log_path=tmp_path / "x.log", cwd=tmp_path
     )
     try:
         owned.record(proc)
-        assert json.loads(owned.pid_file.read_text())["cmdline"][-1] == "import time; time.sleep(60)"
+        assert json.loads(owned.pid_file.read_text())["exe"] == psutil.Process(proc.pid).exe()
         assert owned.pid == proc.pid
     finally:
         owned.terminate(5)

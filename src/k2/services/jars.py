@@ -2,14 +2,20 @@
 
 K2 names no download host: Maven resolves ``kafka_2.13`` and its runtime dependencies, honouring
 the user's ``settings.xml`` (mirrors, proxies), with strict checksum checks against the repository.
-K2 then records the SHA-256 of every jar in a manifest and verifies it before each start, so a
-truncated or altered cache is caught instead of producing a broker that fails obscurely.
+
+The jars are pinned, not trusted on first use: ``kafka-<version>.sha256`` beside this module (in the
+repository, reviewed like code; ``sha256sum -c`` reads it) lists every jar of each supported Kafka
+version with its SHA-256. Before each start every listed jar is checked against it, and only the
+listed jars go on the classpath: a jar that is missing, altered or merely added to ``libs/`` is
+never loaded. A version without a list is refused; to support one, fetch it on a trusted machine
+and commit its list (``KafkaJars.pin_file`` names the file).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -19,6 +25,8 @@ from k2.services.errors import KafkaDownloadError
 __all__ = ["LOG4J_VERSION", "KafkaJars"]
 
 LOG4J_VERSION = "2.25.3"
+#: Where the per-version jar lists live (package data).
+_PINS_DIR = Path(__file__).resolve().parent
 
 _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
@@ -44,15 +52,39 @@ _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
 class KafkaJars:
     """The jar directory of one Kafka version under K2's cache."""
 
-    def __init__(self, cache_dir: Path, version: str) -> None:
+    def __init__(self, cache_dir: Path, version: str, *, pins_dir: Path = _PINS_DIR) -> None:
         self.version = version
         self.root = cache_dir / f"kafka-{version}"
         self.libs = self.root / "libs"
         self.manifest = self.root / "manifest.json"
+        self.pin_file = pins_dir / f"kafka-{version}.sha256"
+
+    def pinned(self) -> dict[str, str]:
+        """Jar name -> SHA-256 from the repository's list for this version.
+
+        Raises:
+            KafkaDownloadError: K2 has no list for this version (it would have to trust the download).
+        """
+        try:
+            lines = self.pin_file.read_text().splitlines()
+        except OSError as exc:
+            raise KafkaDownloadError(
+                f"Kafka {self.version} has no pinned jar checksums ({self.pin_file} is missing): K2 only "
+                "runs Kafka versions whose jars are listed in the repository; use a listed version "
+                "(K2_KAFKA__VERSION) or add the list",
+                service="kafka",
+            ) from exc
+        pins: dict[str, str] = {}
+        for line in lines:
+            digest, _, name = line.strip().partition("  ")
+            if digest and name:
+                pins[name.strip()] = digest.lower()
+        return pins
 
     @property
     def classpath(self) -> str:
-        return str(self.libs / "*")
+        """Exactly the pinned jars, by name: an extra file in ``libs/`` is never on it."""
+        return os.pathsep.join(str(self.libs / name) for name in sorted(self.pinned()))
 
     def cached(self) -> bool:
         return self.manifest.is_file()
@@ -66,25 +98,28 @@ class KafkaJars:
         Raises:
             KafkaDownloadError: Maven is missing, the download failed, or a checksum did not match.
         """
+        self.pinned()  # no list, no download: refuse before fetching anything
         if self.cached():
             self.verify()
             return False
         self._download()
+        self.verify()  # what Maven fetched must be what the repository lists
         self._write_manifest()
         return True
 
     def verify(self) -> None:
-        """Compare every jar with the SHA-256 recorded after the download.
+        """Compare every jar the classpath names with its SHA-256 pinned in the repository.
 
         Raises:
-            KafkaDownloadError: a jar is missing or altered; delete the cache directory to refetch.
+            KafkaDownloadError: no list for this version, or a jar is missing or altered; delete the
+                cache directory to refetch.
         """
-        expected: dict[str, str] = json.loads(self.manifest.read_text())["sha256"]
+        expected = self.pinned()
         for name, digest in expected.items():
             path = self.libs / name
             if not path.is_file() or _sha256(path) != digest:
                 raise KafkaDownloadError(
-                    f"Kafka jar {path} is missing or does not match its recorded checksum; "
+                    f"Kafka jar {path} is missing or does not match its pinned checksum ({self.pin_file.name}); "
                     f"remove {self.root} and run `k2 services up` again to refetch",
                     service="kafka",
                 )

@@ -13,7 +13,15 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -88,6 +96,11 @@ class RedisSettings(_Section):
     )
     port: int = Field(16379, ge=1, le=65535, description="Port of the local redis-server.")
     key_prefix: str = Field("k2:", description="Prefix of every key K2 writes.")
+    password_file: Path | None = Field(
+        None,
+        description="The local redis-server's password, generated on its first start (mode 0600). "
+        "Unset: <data_dir>/services/redis/password.",
+    )
 
     @property
     def managed(self) -> bool:
@@ -95,7 +108,20 @@ class RedisSettings(_Section):
 
     @property
     def effective_url(self) -> str:
-        return self.url.get_secret_value() if self.url else f"redis://127.0.0.1:{self.port}/0"
+        if self.url:
+            return self.url.get_secret_value()
+        password = self.local_password()
+        auth = f":{password}@" if password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def local_password(self) -> str | None:
+        """The local redis-server's password, once K2 has started it (None before)."""
+        if self.password_file is None:
+            return None
+        try:
+            return self.password_file.read_text().strip() or None
+        except OSError:
+            return None
 
 
 class LakeSettings(_Section):
@@ -256,6 +282,22 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _redis_password_file(cls, data: Any) -> Any:
+        """Name the local Redis password file under data_dir (no I/O: the launcher writes it)."""
+        if not isinstance(data, dict):
+            return data
+        redis = data.get("redis")
+        if isinstance(redis, RedisSettings):
+            redis = redis.model_dump()
+        redis = dict(redis) if isinstance(redis, dict) else {}
+        if redis.get("password_file") is None:
+            data_dir = Path(str(data.get("data_dir") or ".k2")).expanduser().resolve()
+            redis["password_file"] = data_dir / "services" / "redis" / "password"
+            data = {**data, "redis": redis}
+        return data
 
     @classmethod
     def settings_customise_sources(

@@ -65,6 +65,7 @@ def _env(settings: Settings, **extra: str) -> dict[str, str]:
         K2_KAFKA__TOPIC_PREFIX=settings.kafka.topic_prefix,
         K2_KAFKA__PARTITIONS=str(settings.kafka.partitions),
         K2_REDIS__PORT=str(settings.redis.port),
+        K2_REDIS__PASSWORD_FILE=str(settings.redis.password_file),
         K2_REDIS__KEY_PREFIX=settings.redis.key_prefix,
         K2_PIPELINE__GROUP_ID=settings.pipeline.group_id,
         K2_STATE__BACKEND=settings.state.backend,

@@ -119,3 +119,27 @@ def test_a_port_taken_by_another_process_is_a_clear_error(services: Settings, tm
     settings = load_settings(data_dir=tmp_path, redis={"port": services.redis.port})
     with pytest.raises(ServiceStartError, match="already in use"):
         Launcher(settings).up(["redis"])
+
+
+def test_the_local_redis_requires_its_generated_password(tmp_path: Path) -> None:
+    import pytest
+
+    settings = load_settings(data_dir=tmp_path, redis={"port": _free_port()})
+    launcher = Launcher(settings)
+    launcher.up(["redis"])
+    try:
+        secret = settings.redis.password_file
+        assert secret is not None and secret.stat().st_mode & 0o777 == 0o600
+        assert (tmp_path / "services" / "redis" / "redis.conf").stat().st_mode & 0o777 == 0o600
+        anonymous = redis.Redis(host="127.0.0.1", port=settings.redis.port, socket_timeout=2)
+        with pytest.raises(redis.AuthenticationError):
+            anonymous.ping()
+        anonymous.close()
+        assert redis.Redis.from_url(settings.redis.effective_url).ping()
+        assert "****" in settings.masked()["effective"]["redis_url"]
+        password = secret.read_text()
+        launcher.down(["redis"])
+        launcher.up(["redis"])  # a restart keeps the password (and the data it guards)
+        assert secret.read_text() == password
+    finally:
+        launcher.down(["redis"])

@@ -1,7 +1,14 @@
-"""A local redis-server with append-only persistence: sequence state must survive restarts."""
+"""A local redis-server with append-only persistence: sequence state must survive restarts.
+
+It listens on loopback only and requires a password that K2 generates on the first start and
+keeps in ``redis.password_file`` (mode 0600; the config file that holds it is 0600 too): other
+local users cannot read or rewrite K2's sequence state.
+"""
 
 from __future__ import annotations
 
+import os
+import secrets
 import shutil
 from pathlib import Path
 
@@ -82,11 +89,13 @@ class RedisService(Service):
                 service=self.name,
             )
         self.home.mkdir(parents=True, exist_ok=True)
+        password = self._password()
         conf = self.home / "redis.conf"
-        conf.write_text(
+        _write_private(
+            conf,
             f"port {self._redis.port}\nbind 127.0.0.1\nprotected-mode yes\ndir {self.home}\n"
             "appendonly yes\nappendfsync everysec\nsave 60 1000\ndaemonize no\n"
-            f"logfile {self.log_path}\n"
+            f"logfile {self.log_path}\nrequirepass {password}\n",
         )
         proc = spawn([server, str(conf)], log_path=self.home / "redis.stdout", cwd=self.home)
         self._proc.record(proc)
@@ -109,7 +118,29 @@ class RedisService(Service):
             )
         return self.status()
 
+    def _password(self) -> str:
+        """The local Redis password: generated once, kept beside its data (0600), reused after."""
+        path = self._redis.password_file or self.home / "password"
+        existing = self._redis.local_password()
+        if existing:
+            path.chmod(0o600)
+            return existing
+        password = secrets.token_urlsafe(32)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_private(path, password + "\n")
+        return password
+
     def stop(self, timeout_s: float = 15.0) -> ServiceStatus:
         if self.managed:
             self._proc.terminate(timeout_s)
         return self.status()
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read, created that way (no window with wider modes)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    tmp.replace(path)

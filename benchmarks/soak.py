@@ -1,0 +1,278 @@
+"""API soak: N concurrent clients for a few minutes against a real `k2 serve` on loopback.
+
+``python -m benchmarks.soak [--clients 12] [--seconds 180] [--quick]`` (``make soak``). It starts Kafka
+through K2's launcher, loads the ASX sample into a throwaway lake, runs ``k2 serve`` as its own
+process, and drives every route with good requests, hostile parameters (malformed symbols,
+400-digit intervals, absurd speeds, wrong keys, junk methods, forged X-Forwarded-For) and slow
+readers of replays and live streams. Every loop is bounded in time and every request has a
+timeout; all traffic goes to 127.0.0.1.
+
+It prints requests/s, p50/p99 per route, responses by status, and the server's RSS and thread
+count at the start, over time and at the end. Done when it shows no 5xx and flat RSS/threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import httpx
+import polars as pl
+import psutil
+
+from benchmarks.services import kafka_broker
+from k2.config import Settings
+from k2.feeds import read_asx
+from k2.lake import ensure_tables, open_catalog
+from k2.services.process import free_port
+from k2.stream.admin import ensure_topics
+
+__all__ = ["main"]
+
+ASX_DIR = Path(__file__).resolve().parents[1] / "data" / "asx-2014-03"
+KEYS = ["soak-key-1", "soak-key-2", "soak-key-3"]
+WINDOW = {"start": "2014-03-10T23:00:00Z", "end": "2014-03-11T05:00:00Z"}
+DAY = {"start": "2014-03-10T13:00:00Z", "end": "2014-03-11T13:00:00Z"}
+
+Request = tuple[str, str, dict[str, Any], dict[str, str]]  # method, path, params, headers
+
+
+def _load_lake(settings: Settings) -> None:
+    tables = ensure_tables(open_catalog(settings), settings.lake.namespace)
+    delivery = read_asx(ASX_DIR).delivery
+    for kind, frame in (("trades", delivery.trades), ("quotes", delivery.quotes)):
+        table = tables[kind]
+        frame = frame.with_columns(
+            pl.lit(0, dtype=pl.Int32).alias("kafka_partition"),
+            pl.int_range(0, frame.height, dtype=pl.Int64).alias("kafka_offset"),
+        )
+        schema = table.schema().as_arrow()
+        table.append(frame.select(schema.names).to_arrow().cast(schema))
+
+
+def _good(rng: random.Random) -> Request:
+    sym = rng.choice(["BHP", "RIO", "BHP,RIO"])
+    key = {"X-API-Key": rng.choice(KEYS)}
+    return rng.choice(
+        [
+            ("GET", "/v1/trades", {"symbols": sym, **WINDOW, "limit": 500}, key),
+            ("GET", "/v1/quotes", {"symbols": sym, **WINDOW, "limit": 500}, key),
+            ("GET", "/v1/bars", {"symbols": sym, **DAY, "interval": rng.choice(["1m", "5m", "1h"])}, key),
+            ("GET", "/v1/trades-with-quotes", {"symbols": "BHP", **WINDOW, "limit": 200}, key),
+            ("GET", "/v1/latest", {"symbols": sym}, key),
+            ("GET", "/v1/snapshots", {"table": rng.choice(["trades", "quotes"])}, key),
+            ("GET", "/v1/symbols", {"symbols": sym}, key),
+            ("GET", "/v1/gaps", {"symbols": sym}, key),
+            ("GET", "/v1/trades/recent", {"symbol": "BHP", "minutes": 60}, key),
+            ("GET", "/v1/quotes/recent", {"symbol": "BHP", "minutes": 60}, key),
+            ("GET", "/v1/bars/live", {"symbol": "BHP", "minutes": 60}, key),
+            ("GET", "/health", {}, rng.choice([key, {}])),
+            ("GET", "/metrics", {}, {}),
+        ]
+    )
+
+
+def _hostile(rng: random.Random) -> Request:
+    key = {"X-API-Key": KEYS[0]}
+    huge = "9" * 400
+    return rng.choice(
+        [
+            ("GET", "/v1/trades", {"symbols": "B;P", **WINDOW}, key),
+            ("GET", "/v1/trades", {"symbols": "X" * 5000, **WINDOW}, key),
+            ("GET", "/v1/trades", {"symbols": "BHP", "start": "yesterday-ish", "end": huge}, key),
+            ("GET", "/v1/trades", {"symbols": "BHP", **WINDOW, "limit": huge}, key),
+            ("GET", "/v1/bars", {"symbols": "BHP", **DAY, "interval": huge}, key),
+            ("GET", "/v1/trades-with-quotes", {"symbols": "BHP", **WINDOW, "tolerance": huge + "s"}, key),
+            ("GET", "/v1/replay", {"symbols": "BHP", **WINDOW, "speed": "1e-9"}, key),
+            ("GET", "/v1/replay", {"symbols": "BHP", **WINDOW, "speed": "nan"}, key),
+            ("GET", "/v1/trades", {"symbols": "BHP", **WINDOW, "snapshot_id": "-1"}, key),
+            ("GET", "/v1/trades", {"symbols": "BHP", **WINDOW, "cursor": "not-a-cursor"}, key),
+            ("GET", "/v1/latest", {"symbols": "BHP"}, {"X-API-Key": f"guess-{rng.random()}"}),
+            ("GET", "/v1/latest", {"symbols": "BHP"}, {**key, "X-Forwarded-For": "203.0.113.7"}),
+            ("GET", "/v1/latest", {"symbols": "BHP"}, {**key, "X-Correlation-ID": "x" * 4000}),
+            (rng.choice(["FOO", "PROPFIND", "TRACE"]), "/v1/latest", {}, key),
+            ("GET", "/v1/../../etc/passwd", {}, key),
+            ("GET", f"/nope/{rng.random()}", {}, {}),
+        ]
+    )
+
+
+def _slow_reader(url: str, deadline: float, stats: Stats, rng: random.Random) -> None:
+    """Open a replay or a live stream, read a little, dawdle, hang up."""
+    key = {"X-API-Key": rng.choice(KEYS)}
+    if rng.random() < 0.5:
+        path, params = "/v1/replay", {"symbols": "BHP", **WINDOW, "speed": "60", "stream": "sse"}
+    else:
+        path, params = "/v1/stream", {"symbols": "BHP,RIO", "duration": "20"}
+    started = time.perf_counter()
+    try:
+        with httpx.Client(base_url=url, timeout=30) as http, http.stream("GET", path, params=params,
+                                                                         headers=key) as response:  # fmt: skip
+            stats.record(path, response.status_code, time.perf_counter() - started)
+            for n, _chunk in enumerate(response.iter_bytes()):
+                if n >= 20 or time.monotonic() > deadline:
+                    break
+                time.sleep(rng.uniform(0.05, 0.5))
+    except httpx.HTTPError as exc:
+        stats.record(path, f"client:{type(exc).__name__}", time.perf_counter() - started)
+
+
+class Stats:
+    """Latencies per route and counts per status, thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.latency: dict[str, list[float]] = defaultdict(list)
+        self.status: Counter[str] = Counter()
+
+    def record(self, route: str, status: int | str, seconds: float) -> None:
+        with self._lock:
+            self.latency[route].append(seconds)
+            self.status[str(status)] += 1
+
+
+def _worker(url: str, deadline: float, stats: Stats, seed: int) -> None:
+    rng = random.Random(seed)
+    with httpx.Client(base_url=url, timeout=30) as http:
+        while time.monotonic() < deadline:
+            roll = rng.random()
+            if roll < 0.05:
+                _slow_reader(url, deadline, stats, rng)
+                continue
+            method, path, params, headers = _hostile(rng) if roll < 0.30 else _good(rng)
+            started = time.perf_counter()
+            try:
+                response = http.request(method, path, params=params, headers=headers)
+                status: int | str = response.status_code
+            except httpx.HTTPError as exc:
+                status = f"client:{type(exc).__name__}"
+            route = (
+                path if path.startswith(("/v1/", "/health", "/metrics")) and ".." not in path else "(other)"
+            )
+            stats.record(route, status, time.perf_counter() - started)
+
+
+def _sample(proc: psutil.Process) -> tuple[float, int]:
+    return proc.memory_info().rss / 2**20, proc.num_threads()
+
+
+def _serve(settings: Settings, port: int) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("K2_")}
+    env.update(
+        K2_DATA_DIR=str(settings.data_dir),
+        K2_KAFKA__PORT=str(settings.kafka.port),
+        K2_KAFKA__CONTROLLER_PORT=str(settings.kafka.controller_port),
+        K2_API__PORT=str(port),
+        K2_API__API_KEYS='["' + '","'.join(KEYS) + '"]',
+        K2_API__RATE_LIMIT_PER_MINUTE="100000",
+        K2_API__OPS_RATE_LIMIT_PER_MINUTE="100000",
+        K2_LOG__LEVEL="WARNING",
+        K2_LOG__FORMAT="json",
+    )
+    log = (settings.data_dir / "serve.log").open("wb")
+    return subprocess.Popen([sys.executable, "-m", "k2.cli", "serve"], env=env, stdout=log, stderr=log)
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"k2 serve exited with {proc.returncode}")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code in (200, 503):
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("k2 serve did not answer within 60 s")
+
+
+def _report(stats: Stats, seconds: float, samples: list[tuple[float, float, int]]) -> int:
+    total = sum(stats.status.values())
+    print(f"\n{total} requests in {seconds:.0f} s: {total / seconds:.0f} requests/s")
+    print(f"\n{'route':<26}{'count':>8}{'p50 ms':>10}{'p99 ms':>10}")
+    for route in sorted(stats.latency):
+        values = sorted(stats.latency[route])
+        p50 = statistics.median(values) * 1000
+        p99 = values[min(len(values) - 1, int(len(values) * 0.99))] * 1000
+        print(f"{route:<26}{len(values):>8}{p50:>10.1f}{p99:>10.1f}")
+    print("\nresponses by status: " + ", ".join(f"{k}: {v}" for k, v in sorted(stats.status.items())))
+    print(
+        "\nserver over time (s, RSS MiB, threads): "
+        + "; ".join(f"{t:.0f}: {r:.0f}, {n}" for t, r, n in samples)
+    )
+    _, rss0, threads0 = samples[0]
+    _, rss1, threads1 = samples[-1]
+    print(f"server RSS {rss0:.0f} -> {rss1:.0f} MiB, threads {threads0} -> {threads1}")
+    errors = sum(v for k, v in stats.status.items() if k.startswith("5") or k.startswith("client:"))
+    print(f"5xx and failed requests: {errors}")
+    return errors
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=12)
+    parser.add_argument("--seconds", type=float, default=180.0)
+    parser.add_argument("--quick", action="store_true", help="30 s, 6 clients")
+    args = parser.parse_args(argv)
+    clients, seconds = (6, 30.0) if args.quick else (max(1, min(args.clients, 64)), min(args.seconds, 1800.0))
+    with kafka_broker(heap="512m") as settings:
+        ensure_topics(settings.kafka)
+        print("loading the ASX sample into the lake …", flush=True)
+        _load_lake(settings)
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        server = _serve(settings, port)
+        try:
+            _wait_ready(url, server)
+            proc = psutil.Process(server.pid)
+            stats = Stats()
+            warm = time.monotonic() + 5  # warm caches before the first sample
+            _run(url, clients, warm, Stats())
+            started = time.monotonic()
+            samples = [(0.0, *_sample(proc))]
+            deadline = started + seconds
+            threads = [threading.Thread(target=_worker, args=(url, deadline, stats, i), daemon=True)
+                       for i in range(clients)]  # fmt: skip
+            print(f"soaking {url} with {clients} clients for {seconds:.0f} s …", flush=True)
+            for thread in threads:
+                thread.start()
+            while any(t.is_alive() for t in threads):
+                time.sleep(min(10.0, max(0.5, deadline - time.monotonic())))
+                samples.append((time.monotonic() - started, *_sample(proc)))
+            for thread in threads:
+                thread.join(timeout=60)
+            time.sleep(2)  # let hung-up streams be noticed before the last sample
+            samples.append((time.monotonic() - started, *_sample(proc)))
+            errors = _report(stats, deadline - started, samples)
+        finally:
+            server.terminate()
+            try:
+                server.wait(20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                print("k2 serve ignored SIGTERM for 20 s")
+    raise SystemExit(1 if errors else 0)
+
+
+def _run(url: str, clients: int, deadline: float, stats: Stats) -> None:
+    threads = [
+        threading.Thread(target=_worker, args=(url, deadline, stats, 1000 + i)) for i in range(clients)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+
+if __name__ == "__main__":
+    main()

@@ -7,14 +7,24 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup system-deps lint bench clean
+.PHONY: demo test setup system-deps lint bench soak lock clean
 
-$(STAMP): pyproject.toml
+# Every package, build tools included, comes from requirements.lock with its SHA-256 (--require-hashes):
+# pyproject.toml keeps the ranges K2 supports, the lock the exact files `make` installs. `make lock`
+# re-resolves it after a change to pyproject.toml.
+$(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "K2 needs Python 3.11+"'
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --require-hashes --no-deps -r requirements.lock
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install -q "pip-tools>=7.4,<8"
+	.lock-venv/bin/pip-compile -q --generate-hashes --allow-unsafe --all-build-deps --extra dev --no-emit-find-links \
+		--strip-extras -o requirements.lock pyproject.toml
+	rm -rf .lock-venv
 
 setup: system-deps $(STAMP)
 
@@ -35,6 +45,10 @@ lint: $(STAMP)
 
 bench: setup
 	$(BIN)/python -m benchmarks $(ARGS)
+
+# The API under N concurrent clients for a few minutes, on loopback (ARGS="--clients 12 --seconds 180").
+soak: setup
+	$(BIN)/python -m benchmarks.soak $(ARGS)
 
 clean:
 	rm -rf $(VENV) .k2 .pytest_cache .ruff_cache

@@ -247,8 +247,9 @@ def main(argv: list[str] | None = None) -> None:
             for thread in threads:
                 thread.start()
             while any(t.is_alive() for t in threads):
-                time.sleep(min(10.0, max(0.5, deadline - time.monotonic())))
-                samples.append((time.monotonic() - started, *_sample(proc)))
+                time.sleep(0.5)
+                if time.monotonic() - started - samples[-1][0] >= 10.0:
+                    samples.append((time.monotonic() - started, *_sample(proc)))
             for thread in threads:
                 thread.join(timeout=60)
             time.sleep(2)  # let hung-up streams be noticed before the last sample

@@ -204,8 +204,13 @@ class WindowedBloom:
             OSError: it cannot be read.
         """
         data = path.read_bytes()
-        (size,) = _LEN.unpack_from(data)
-        header = json.loads(data[_LEN.size : _LEN.size + size])
+        try:  # a crash mid-write elsewhere, a full disk: any prefix of a file must read as "unusable"
+            (size,) = _LEN.unpack_from(data)
+            header = json.loads(data[_LEN.size : _LEN.size + size])
+        except (struct.error, ValueError) as exc:
+            raise ValueError(f"{path} is truncated or not a saved filter") from exc
+        if not isinstance(header, dict) or not isinstance(header.get("filters"), list):
+            raise ValueError(f"{path} is truncated or not a saved filter")
         if header.get("bloom") != LAYOUT:
             raise ValueError(f"{path} has another bit layout ({header.get('bloom') or 'rbloom'})")
         bloom = cls(

@@ -82,6 +82,18 @@ def test_stale_commit_changes_neither_tier(tmp_path: Path) -> None:
     assert not d.bloom.contains(ids(2)).any()
 
 
+@pytest.mark.parametrize("keep", [0, 3, 8, 20, -1])
+def test_a_truncated_bloom_file_is_rebuilt_not_fatal(tmp_path: Path, keep: int) -> None:
+    d = dedup(tmp_path)
+    d.commit(ids(1, 2), T, [PartitionToken("k2.trades", 0, None, 2)])
+    path = tmp_path / "trades.bloom"
+    d.save(path)
+    path.write_bytes(path.read_bytes()[:keep])  # a prefix: empty, inside the length, the header, the bits
+    restarted = dedup(tmp_path)
+    assert restarted.load(path) is False  # rebuilt from the exact store
+    assert restarted.check(ids(1, 2, 3), T).to_list() == [True, True, False]
+
+
 def test_save_load_uses_the_file_only_when_tokens_match(tmp_path: Path) -> None:
     d = dedup(tmp_path)
     d.commit(ids(1, 2), T, [PartitionToken("k2.trades", 0, None, 2)])

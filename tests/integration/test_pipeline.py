@@ -192,3 +192,26 @@ def settings(settings: Settings) -> Settings:
             "state": {"backend": "redis", "reorder_window": K2_WINDOW},
         }
     )
+
+
+def test_a_corrupt_state_file_stops_ingest_with_a_clear_error(settings: Settings) -> None:
+    """Damaged pages are found mid-run (the header still opens): a stop with a message, not a retry loop."""
+    embedded = load_settings(**{**settings.model_dump(), "state": {"backend": "embedded"}})
+    _produce(embedded, make_trades(200))
+    first = _ingest(embedded, "--idle-timeout", "3")
+    assert first.wait(120) == 0
+    path = embedded.data_dir / "state" / embedded.lake.namespace / "state" / "sequence.sqlite"
+    data = bytearray(path.read_bytes())
+    assert len(data) > 8192, len(data)
+    for offset in range(4096 + 16, len(data), 97):  # every page but the first: a disk's revenge
+        data[offset] = 0xA5
+    path.write_bytes(bytes(data))
+    _produce(embedded, make_trades(50, seed=11))
+    proc = _ingest(embedded, "--idle-timeout", "20")
+    try:
+        out = proc.communicate(timeout=90)[0].decode()
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("ingest kept retrying a corrupt state file") from None
+    assert proc.returncode not in (0, None), out[-3000:]
+    assert "is corrupt" in out and "sequence.sqlite" in out, out[-3000:]

@@ -22,13 +22,24 @@ import numpy as np
 
 from k2.state import runs
 from k2.state.base import DedupStore, PartitionToken, SequenceStore
-from k2.state.errors import StaleStateError, StateStoreError
+from k2.state.errors import StaleStateError, StateCorruptError, StateStoreError
 from k2.state.ids import ID_DTYPE, Ids, id_bytes, id_hex
 from k2.state.model import KeyState, StateKey, decode_state, encode_state
 
 __all__ = ["EmbeddedDedupStore", "EmbeddedSequenceStore"]
 
 _SEP = "\x1f"  # unit separator: cannot occur in exchange or symbol codes
+
+
+#: SQLite's primary result codes for a damaged file: SQLITE_CORRUPT, SQLITE_NOTADB.
+_CORRUPT_CODES = (11, 26)
+
+
+def _raise_if_corrupt(path: Path, exc: BaseException) -> None:
+    """Raise StateCorruptError for a damaged file (retrying cannot help); return for anything else."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(exc, sqlite3.DatabaseError) and isinstance(code, int) and code & 0xFF in _CORRUPT_CODES:
+        raise StateCorruptError(path, str(exc)) from exc
 
 
 class _Sqlite:
@@ -43,8 +54,15 @@ class _Sqlite:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(schema)
+            # Damaged pages often read as plausible rows (or as text that is not UTF-8) rather than
+            # as SQLITE_CORRUPT: check the structure once, on open, instead of retrying on garbage.
+            problems = [row[0] for row in self.db.execute("PRAGMA quick_check(3)").fetchall()]
         except (sqlite3.Error, OSError) as exc:
+            _raise_if_corrupt(path, exc)
             raise StateStoreError(f"cannot open state file {path}: {exc}", backend="embedded") from exc
+        if problems != ["ok"]:
+            self.db.close()
+            raise StateCorruptError(path, "; ".join(str(p) for p in problems)[:300])
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -59,6 +77,7 @@ class _Sqlite:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.Error):
+                    _raise_if_corrupt(self.path, exc)
                     raise StateStoreError(f"state file {self.path}: {exc}", backend="embedded") from exc
                 raise
 
@@ -69,6 +88,7 @@ class _Sqlite:
             try:
                 yield self.db
             except sqlite3.Error as exc:
+                _raise_if_corrupt(self.path, exc)
                 raise StateStoreError(f"state file {self.path}: {exc}", backend="embedded") from exc
 
     def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
@@ -76,6 +96,7 @@ class _Sqlite:
             try:
                 return self.db.execute(sql, params).fetchall()
             except sqlite3.Error as exc:
+                _raise_if_corrupt(self.path, exc)
                 raise StateStoreError(f"state file {self.path}: {exc}", backend="embedded") from exc
 
     def close(self) -> None:

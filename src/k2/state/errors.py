@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from k2.errors import K2Error
 
-__all__ = ["InvalidBatchError", "StaleStateError", "StateError", "StateStoreError"]
+__all__ = ["InvalidBatchError", "StaleStateError", "StateCorruptError", "StateError", "StateStoreError"]
 
 
 class StateError(K2Error):
@@ -43,3 +43,23 @@ class StaleStateError(StateError):
         self.partition = partition
         self.expected = expected
         self.actual = actual
+
+
+class StateCorruptError(StateError):
+    """The embedded state file is damaged: not a transient failure, so it is never retried.
+
+    Not a ``StateStoreError`` on purpose: the pipeline retries those (a locked file, a full disk
+    that frees up), and a retry cannot mend a corrupt file; ingest stops and says what to do.
+
+    Attributes:
+        path: the damaged file.
+    """
+
+    exit_code = 3
+
+    def __init__(self, path: object, detail: str) -> None:
+        super().__init__(
+            f"state file {path} is corrupt ({detail}): restore it from a backup, or move it aside to "
+            "start with empty sequence and dedup state (ticks already in the lake are then judged anew)"
+        )
+        self.path = path

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from k2.state.base import PartitionToken
-from k2.state.embedded import EmbeddedDedupStore, EmbeddedSequenceStore
+from k2.state.embedded import EmbeddedDedupStore, EmbeddedSequenceStore, _Sqlite
+from k2.state.errors import StateCorruptError, StateStoreError
 from k2.state.model import KeyState
 from tests.unit.state.contract import DedupStoreContract, SequenceStoreContract
 
@@ -48,3 +49,30 @@ def test_namespaces_do_not_share_ids(tmp_path: Path) -> None:
     trades.add({1: ["a" * 32]}, [], drop_before=0)
     assert quotes.contains(["a" * 32], [1]) == [False]
     assert trades.contains(["a" * 32], [1]) == [True]
+
+
+@pytest.mark.parametrize("store", [EmbeddedSequenceStore, EmbeddedDedupStore])
+def test_a_file_that_is_not_a_database_is_corrupt_not_retryable(tmp_path: Path, store: type) -> None:
+    name = "sequence.sqlite" if store is EmbeddedSequenceStore else "dedup.sqlite"
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / name).write_bytes(b"this is not SQLite " * 500)
+    with pytest.raises(StateCorruptError, match="is corrupt") as info:
+        store(tmp_path) if store is EmbeddedSequenceStore else store(tmp_path, "ns")
+    assert not isinstance(info.value, StateStoreError)  # the pipeline retries those; not this
+    assert info.value.path == tmp_path / name
+
+
+def test_damaged_pages_are_corrupt_too(tmp_path: Path) -> None:
+    schema = "CREATE TABLE IF NOT EXISTS t (k INTEGER PRIMARY KEY, v BLOB);"
+    path = tmp_path / "x.sqlite"
+    db = _Sqlite(path, schema)
+    with db.transaction() as conn:
+        conn.executemany("INSERT INTO t VALUES (?, ?)", [(i, b"x" * 200) for i in range(2000)])
+    db.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.db.close()
+    data = bytearray(path.read_bytes())
+    for offset in range(4096 + 16, len(data), 97):  # scribble over every page but the header
+        data[offset] = 0xA5
+    path.write_bytes(bytes(data))
+    with pytest.raises(StateCorruptError):
+        _Sqlite(path, schema).query("SELECT count(*), sum(length(v)) FROM t")

@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup system-deps lint bench soak lock clean
+.PHONY: demo test setup system-deps lint bench soak fuzz lock clean
 
 # Every package, build tools included, comes from requirements.lock with its SHA-256 (--require-hashes):
 # pyproject.toml keeps the ranges K2 supports, the lock the exact files `make` installs. `make lock`
@@ -49,6 +49,10 @@ bench: setup
 # The API under N concurrent clients for a few minutes, on loopback (ARGS="--clients 12 --seconds 180").
 soak: setup
 	$(BIN)/python -m benchmarks.soak $(ARGS)
+
+# Schemathesis against a real server, every phase (stateful included) and every check.
+fuzz: setup
+	$(BIN)/python -m benchmarks.fuzz $(ARGS)
 
 clean:
 	rm -rf $(VENV) .k2 .pytest_cache .ruff_cache

@@ -146,6 +146,7 @@ def replay_dead_letters(
             if msg.error() is not None:
                 continue
             partition, offset = msg.partition(), msg.offset()
+            assert partition is not None and offset is not None  # a consumed message has both
             if offset >= ends[partition] - 1:
                 todo.discard(partition)
             if offset in done[partition]:

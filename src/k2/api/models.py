@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from k2.api.handlers import ERROR_BODY_EXAMPLE
 
-__all__ = ["ERRORS", "EXAMPLE_QUOTE", "EXAMPLE_TRADE", "ErrorBody", "tabular"]
+__all__ = ["ERRORS", "EXAMPLE_QUOTE", "EXAMPLE_TRADE", "SSE_EVENT", "ErrorBody", "tabular"]
 
 
 class ErrorBody(BaseModel):
@@ -34,6 +34,17 @@ EXAMPLE_QUOTE = {
     "ingest_ts": "2014-03-10T22:59:57.105+00:00", "bid_price": "35.940000", "ask_price": "35.950000",
     "bid_size": "1200.000000", "ask_size": "800.000000", "kafka_partition": 1, "kafka_offset": 998,
 }  # fmt: skip
+
+
+#: One server-sent event as a client parses it: the event name and one JSON object as data.
+SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["status", "trade", "quote", "bar"]},
+        "data": {"type": "string", "description": "One JSON object (a row, a bar or a status)."},
+    },
+    "required": ["data"],
+}
 
 
 def _error(description: str) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from k2.api.deps import FormatParam, SymbolsParam, caller, services
-from k2.api.models import ERRORS, EXAMPLE_QUOTE, EXAMPLE_TRADE, tabular
+from k2.api.models import ERRORS, EXAMPLE_QUOTE, EXAMPLE_TRADE, SSE_EVENT, tabular
 from k2.api.streams import BoundedStreamingResponse
 from k2.hybrid import HybridEngine, HybridResult, HybridSettings
 from k2.hybrid.engine import Anchor, Kind
@@ -229,7 +229,7 @@ def sse(event: LiveEvent) -> bytes:
         200: {
             "description": "SSE: `status` first (snapshot and positions), then `trade`, `quote` and "
             "`bar` events, one JSON object per row; `: keep-alive` comments while quiet.",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {"text/event-stream": {"schema": SSE_EVENT}},
         },
         **ERRORS,
     },

@@ -27,7 +27,7 @@ from k2.api.deps import (
     services,
     travel,
 )
-from k2.api.models import ERRORS
+from k2.api.models import ERRORS, SSE_EVENT
 from k2.api.streams import BoundedStreamingResponse, StreamLease
 from k2.query.engine import QueryEngine
 from k2.query.errors import InvalidParameterError
@@ -63,7 +63,7 @@ def _kinds(value: str) -> tuple[Literal["trades", "quotes"], ...]:
             "description": "One JSON object per tick, in chunks: NDJSON lines or SSE events "
             "(event: trade|quote). Each object has a `kind` column.",
             "content": {"application/x-ndjson": {"schema": {"type": "string"}},
-                        "text/event-stream": {"schema": {"type": "string"}}},
+                        "text/event-stream": {"schema": SSE_EVENT}},
         },
         **ERRORS,
     },

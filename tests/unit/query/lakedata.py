@@ -23,7 +23,7 @@ from k2.lake.tables import ensure_tables
 
 __all__ = ["ASX", "append_commits", "asx_frames", "asx_pandas", "lineage", "new_catalog"]
 
-ASX = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "asx-2014-03"
+ASX = Path(__file__).resolve().parents[3] / "data" / "asx-2014-03"
 
 
 def new_catalog(root: Path, namespace: str = "k2") -> tuple[SqlCatalog, dict[str, Table]]:

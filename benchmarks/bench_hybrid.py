@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from benchmarks.results import write_result
 from benchmarks.services import kafka_broker
 from k2.config import LogSettings, Settings, load_settings
 from k2.hybrid import HybridEngine, HybridSettings
@@ -357,6 +358,18 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{name:38} {p50:8.1f} {p99:8.1f}   ({len(values)} probes)")
         else:
             print(f"{name:38} no probe arrived")
+    figures: dict[str, float] = {"live_rate_msg_per_s": rate, "symbols": n_symbols}
+    for key, values in (
+        ("recent_symbol_partition", latency["hybrid recent (symbol's partition)"]),
+        ("recent_every_partition", latency["hybrid recent (every partition)"]),
+        ("recent_cached_tail", latency["hybrid recent (cached tail)"]),
+        ("iceberg_only", latency["Iceberg only (query engine)"]),
+        ("freshness_hybrid_query", fresh_q),
+        ("freshness_live_subscription", fresh_l),
+    ):
+        if values:
+            figures[f"{key}_p50_ms"], figures[f"{key}_p99_ms"] = _percentiles(values)
+    write_result("bench_hybrid", figures, quick=args.quick)
     print(
         f"targets: query p99 <= 50 ms ({'met' if _percentiles(latency[next(iter(latency))])[1] <= 50 else 'NOT met'})"
     )

@@ -39,6 +39,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import polars as pl
 
+from benchmarks.results import write_result
 from k2.feeds import MarketConfig, Simulator, SimulatorConfig, read_asx, symbol_names
 from k2.lake.maintenance import compact
 from k2.lake.tables import ensure_tables
@@ -314,6 +315,17 @@ def report(results: dict[str, Figures]) -> None:
             )
 
 
+def _flat(results: dict[str, Figures], commits: int, symbols: int) -> dict[str, float]:
+    """``<layout>_<data>_<query>_<cold|warm>_<p50|p99>_ms``; query ``d_a`` is (a) through HTTP."""
+    out: dict[str, float] = {"streaming_commits": commits, "simulated_symbols": symbols}
+    for layout, figures in results.items():
+        for (dataset, name), values in figures.items():
+            for label, value in zip(("cold_p50", "cold_p99", "warm_p50", "warm_p99"), values, strict=True):
+                key = f"{layout}_{dataset}_{name.replace(':', '_')}_{label}_ms"
+                out[key.lower()] = value
+    return out
+
+
 def _plan(engine: QueryEngine) -> None:
     """Plan the current snapshots once, as a service does at start-up: "cold" then means cold
     data caches, not the one-off full plan of a table (timed here on its own)."""
@@ -370,6 +382,7 @@ def main(argv: list[str] | None = None) -> None:
         lib = build_arctic(root / "arctic", data["trades"])
         results["ArcticDB"] = measure(arctic_queries(lib), samples, reps)
         report(results)
+        write_result("bench_query", _flat(results, commits, symbols), quick=args.quick)
         print(f"\npartial-aggregate cache: {len(engine.partials)} entries, {engine.partials.rows:,} rows")
     finally:
         shutil.rmtree(root, ignore_errors=True)

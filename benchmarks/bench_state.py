@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from benchmarks.results import write_result
 from k2.config import RedisSettings, Settings, load_settings
 from k2.services import Launcher
 from k2.services.process import free_port as _free_port
@@ -118,7 +119,7 @@ class _Runner:
             self.phases[k].append(v)
 
 
-def bench_sequence(batches: list[pl.DataFrame], stores: dict[str, SequenceStore | None]) -> None:
+def bench_sequence(batches: list[pl.DataFrame], stores: dict[str, SequenceStore | None]) -> dict[str, float]:
     """Every variant handles batch i before any handles batch i + 1, so machine noise hits all alike."""
     n = batches[0].height
     warm = max(2, len(batches) // 10)
@@ -134,16 +135,19 @@ def bench_sequence(batches: list[pl.DataFrame], stores: dict[str, SequenceStore 
             runner.step(b)
     base = statistics.median(base_times[warm:])
     print(f"{'python dict/set (baseline)':28s} {_stats(base_times[warm:], n)}  x1.00")
+    rates = {"python dict/set": n / base}
     for name, runner in runners.items():
         total = runner.phases["total"][warm:]
+        rates[name] = n / statistics.median(total)
         ratio = base / statistics.median(total)
         parts = "  ".join(
             f"{k} {statistics.median(v[warm:]) * 1e3:.2f}" for k, v in runner.phases.items() if k != "total"
         )
         print(f"{name:28s} {_stats(total, n)}  x{ratio:.2f}   ({parts} ms)")
+    return rates
 
 
-def bench_bloom(n: int) -> None:
+def bench_bloom(n: int) -> dict[str, float]:
     print(f"\n== bloom: {n:,} ids; one generation filled to its capacity, 0.1 % ==")
     raw = np.random.default_rng(1).bytes(32 * n).hex()
     members = [raw[i : i + 32] for i in range(0, 32 * n, 32)]
@@ -187,15 +191,23 @@ def bench_bloom(n: int) -> None:
     print(
         f"false-positive rate of one full generation: {fp:.5f} (p = 0.001); of 4: {fp4:.5f} (formula 0.00400)"
     )
+    return {
+        "bloom_add_per_s": rates["add (id_bytes + insert)"],
+        "bloom_contains_per_s": rates["contains, non-members"],
+        "bloom_bytes_per_key": full / 10_000_000,
+        "bloom_fp_one_generation": float(fp),
+        "bloom_fp_four_generations": float(fp4),
+    }
 
 
 def bench_dedup(
     batches: list[pl.DataFrame], stores: dict[str, Callable[[], object]], per_commit: int
-) -> None:
+) -> dict[str, float]:
     n = batches[0].height
     print(
         f"\n== dedup: check per batch of {n:,}, commit every {per_commit} batches (a pipeline checkpoint) =="
     )
+    rates: dict[str, float] = {}
     for name, make in stores.items():
         d = Deduplicator("trades", make(), capacity=10_000_000)  # type: ignore[arg-type]
         checks, commits = [], []
@@ -217,11 +229,13 @@ def bench_dedup(
         per_batch = statistics.median(checks) + statistics.median(commits) / per_commit
         # the embedded store merges runs now and then: the mean shows what those merges cost
         amortised = statistics.mean(checks) + statistics.mean(commits) / per_commit
+        rates[name] = n / per_batch
         print(
             f"{name:28s} check {statistics.median(checks) * 1e3:6.2f} ms, "
             f"commit {statistics.median(commits) * 1e3:7.2f} ms per {n * per_commit:,}: {n / per_batch:>10,.0f}/s"
             f"  (means: commit {statistics.mean(commits) * 1e3:7.2f} ms, {n / amortised:>10,.0f}/s)"
         )
+    return rates
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -245,9 +259,9 @@ def main(argv: list[str] | None = None) -> None:
                 redis.model_copy(update={"key_prefix": "bench:watch:"}), commit_mode="watch"
             ),
         }
-        bench_sequence(batches, seq_stores)
-        bench_bloom(200_000 if args.quick else 1_000_000)
-        bench_dedup(
+        seq = bench_sequence(batches, seq_stores)
+        bloom = bench_bloom(200_000 if args.quick else 1_000_000)
+        dedup = bench_dedup(
             batches[: max(10, count // 2)],
             {
                 "dedup, embedded": lambda: EmbeddedDedupStore(Path(tmp) / "dedup", "trades"),
@@ -258,6 +272,19 @@ def main(argv: list[str] | None = None) -> None:
         for store in seq_stores.values():
             if store:
                 store.close()
+    write_result(
+        "bench_state",
+        {
+            "sequence_python_dict_per_s": seq["python dict/set"],
+            "sequence_embedded_per_s": seq["embedded (SQLite)"],
+            "sequence_redis_lua_per_s": seq["redis, Lua commit"],
+            "sequence_redis_watch_per_s": seq["redis, WATCH/MULTI/EXEC"],
+            **bloom,
+            "dedup_embedded_per_s": dedup["dedup, embedded"],
+            "dedup_redis_per_s": dedup["dedup, redis"],
+        },
+        quick=args.quick,
+    )
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import polars as pl
 from confluent_kafka import Producer
 
 from benchmarks.bench_codec import make_ticks
+from benchmarks.results import write_result
 from benchmarks.services import kafka_broker
 from k2.config import KafkaSettings, LogSettings
 from k2.observability.logging import configure_logging
@@ -133,6 +134,16 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'k2 TickProducer (encode+produce)':<34}{k2_rate:>12,.0f}{k2_rate * size / rows / 1e6:>9.1f}")
     print(f"{'raw confluent-kafka (pre-encoded)':<34}{raw_rate:>12,.0f}{raw_rate * size / rows / 1e6:>9.1f}")
     print(f"k2 / raw ceiling = {k2_rate / raw_rate:.2f}  (target: >= 250,000 ticks/s)")
+    write_result(
+        "bench_producer",
+        {
+            "k2_producer_msgs_per_s": k2_rate,
+            "raw_producer_msgs_per_s": raw_rate,
+            "payload_bytes": size / rows,
+        },
+        quick=args.quick,
+        notes="one local KRaft broker sharing the machine's cores with the producer; acks=all, lz4",
+    )
 
 
 if __name__ == "__main__":

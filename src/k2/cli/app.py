@@ -11,6 +11,7 @@ from rich.console import Console
 from k2 import __version__
 from k2.cli import (
     config_cmd,
+    cost_cmd,
     demo_cmd,
     dlq_cmd,
     feed_cmd,
@@ -54,6 +55,7 @@ app.command("ingest")(ingest_cmd.ingest)
 app.command("demo")(demo_cmd.demo)
 app.command("status")(status_cmd.status)
 app.command("load-test")(loadtest_cmd.load_test)
+app.command("cost")(cost_cmd.cost)
 
 
 @app.callback()

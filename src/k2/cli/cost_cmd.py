@@ -57,8 +57,6 @@ def cost(
     if scenario not in _SCENARIOS:
         raise CostInputError("--scenario", f"{scenario!r} is not one of {', '.join(_SCENARIOS)}")
     names = list(SCENARIOS) if scenario == "all" else [scenario]
-    book = load_prices(prices)
-    figures = load_measured(measured)
     changes = {
         "region": region, "kafka": kafka, "catalog": catalog, "state": state,
         "peak_msgs_per_s": peak_rate, "daily_messages": daily_messages, "trade_share": trade_share,
@@ -68,7 +66,9 @@ def cost(
         "symbols": symbols, "partitions": partitions, "active_hours": active_hours, "egress_gb_month": egress_gb,
         "commit_interval_s": commit_interval,
     }  # fmt: skip
-    bills = [estimate(SCENARIOS[n].with_changes(**changes), figures, book) for n in names]
+    workloads = [SCENARIOS[n].with_changes(**changes) for n in names]  # bad values stop here, exit 2
+    book, figures = load_prices(prices), load_measured(measured)
+    bills = [estimate(w, figures, book) for w in workloads]
     if as_json:
         typer.echo(to_json(bills))
         return

@@ -45,6 +45,10 @@ class PriceBook:
         self._items: dict[str, dict[str, Any]] = document.get("items", {})
         self._uplift: dict[str, dict[str, Any]] = document.get("uplift", {})
 
+    def names(self) -> list[str]:
+        """Every priced item, in file order."""
+        return list(self._items)
+
     def item(self, name: str) -> dict[str, Any]:
         """The raw entry of an item (unit, sizes, source).
 

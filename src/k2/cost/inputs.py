@@ -89,16 +89,16 @@ class Workload:
                 f"{self.peak_msgs_per_s:,.0f}/s over {self.active_hours} h cannot carry "
                 f"{self.daily_messages:,.0f} messages a day: raise the peak or the active hours",
             )
-        for name, value in (("region", self.region), ("kafka", self.kafka), ("catalog", self.catalog),
+        for option, choice in (("region", self.region), ("kafka", self.kafka), ("catalog", self.catalog),
                             ("state", self.state)):  # fmt: skip
             allowed = {
                 "region": REGIONS,
                 "kafka": KAFKA_PROFILES,
                 "catalog": CATALOGS,
                 "state": STATE_STORES,
-            }[name]
-            if value not in allowed:
-                raise CostInputError(name, f"{value!r} is not one of {', '.join(allowed)}")
+            }[option]
+            if choice not in allowed:
+                raise CostInputError(option, f"{choice!r} is not one of {', '.join(allowed)}")
         parse_mix(self.query_mix)
 
     def with_changes(self, **changes: Any) -> Workload:

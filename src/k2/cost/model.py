@@ -249,7 +249,7 @@ def _comparisons(bill: Bill, p: _Pricer, stored_gb: float, monthly_gb: float) ->
     lake = sum(line.monthly for line in bill.lines if line.item == "s3.standard")
     return [
         {
-            "alternative": "MSK Express (3 x m7g.large) + MSK Data Delivery to S3 Tables",
+            "alternative": "MSK Express (3 x m7g.large, not sized to the load) + MSK Data Delivery to S3 Tables",
             "monthly": express,
             "k2_monthly": bill.total,
             "estimate": estimated,

@@ -175,6 +175,12 @@ class StateSettings(_Section):
         description="How far behind the newest sequence a hole may be filled 'out of order' "
         "before it is recorded as a gap.",
     )
+    reorder_timeout: float = Field(
+        2.0,
+        gt=0,
+        description="Seconds (of the partition's exchange clock) after which a hole is recorded as a gap "
+        "even if its own symbol has not traded since; must exceed the feed's reorder delay.",
+    )
     sessions_kept: int = Field(
         10,
         ge=1,

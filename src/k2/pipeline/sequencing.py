@@ -42,6 +42,7 @@ class SequenceChecks(BatchChecks):
             store,
             reorder_window=state.reorder_window,
             sessions_kept=state.sessions_kept,
+            reorder_timeout=state.reorder_timeout,
             dedup=openers,
         )
 

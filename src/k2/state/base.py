@@ -19,7 +19,7 @@ from typing import Self
 import polars as pl
 
 from k2.state.ids import Ids
-from k2.state.model import KeyState, StateKey
+from k2.state.model import ClockKey, KeyState, PartitionClock, StateKey
 
 __all__ = ["DedupStore", "PartitionToken", "SequenceStore", "batch_tokens"]
 
@@ -79,8 +79,21 @@ class SequenceStore(_Closeable, ABC):
         """
 
     @abstractmethod
-    def commit(self, states: Mapping[StateKey, KeyState], tokens: Sequence[PartitionToken]) -> None:
-        """Write all states and advance all tokens, atomically: everything or nothing.
+    def load_clocks(self, keys: Iterable[ClockKey]) -> dict[ClockKey, PartitionClock]:
+        """Partition clocks (exchange clock + young-hole index) in one round trip; absent if never committed.
+
+        Raises:
+            StateStoreError: the backend failed.
+        """
+
+    @abstractmethod
+    def commit(
+        self,
+        states: Mapping[StateKey, KeyState],
+        tokens: Sequence[PartitionToken],
+        clocks: Mapping[ClockKey, PartitionClock] | None = None,
+    ) -> None:
+        """Write all states and clocks and advance all tokens, atomically: everything or nothing.
 
         Raises:
             StaleStateError: a stored token differs from its ``expected``; nothing was written.

@@ -35,7 +35,7 @@ from k2.pipeline.checks import BatchChecks, CheckResult
 from k2.state.base import PartitionToken, SequenceStore
 from k2.state.dedup import Deduplicator
 from k2.state.errors import StateStoreError
-from k2.state.model import KeyState, StateKey
+from k2.state.model import ClockKey, KeyState, PartitionClock, StateKey
 from k2.state.tracker import ClassifyResult, SequenceTracker
 from k2.types import Offsets, TopicPartition
 
@@ -53,7 +53,7 @@ class StateChecks(BatchChecks):
 
     Args:
         store: the sequence store (``open_sequence_store``); must be thread-safe (both are).
-        reorder_window, sessions_kept: see :class:`SequenceTracker`.
+        reorder_window, sessions_kept, reorder_timeout: see :class:`SequenceTracker`.
         dedup: topic -> opener of a partition's Deduplicator, for the topics whose feeds need dedup
             by message id. Called on every assignment of a partition.
     """
@@ -64,10 +64,12 @@ class StateChecks(BatchChecks):
         *,
         reorder_window: int = 64,
         sessions_kept: int = 10,
+        reorder_timeout: float | None = None,
         dedup: Mapping[str, DedupOpener] | None = None,
     ) -> None:
         self.store = store
         self.reorder_window = reorder_window
+        self.reorder_timeout = reorder_timeout
         self.sessions_kept = sessions_kept
         self.dedup = dict(dedup or {})
         self.owned: dict[TopicPartition, Deduplicator] = {}  # the owned partitions' dedup state
@@ -79,6 +81,7 @@ class StateChecks(BatchChecks):
         self._expected_seq: dict[TopicPartition, int | None] = {}
         self._expected_dedup: dict[TopicPartition, int | None] = {}
         self._pending: dict[StateKey, KeyState] = {}
+        self._pending_clocks: dict[ClockKey, PartitionClock] = {}
         self._kept_ids: dict[str, list[pl.DataFrame]] = {}
         self._kept_set: dict[str, set[str]] = {}  # the same ids, for membership in O(1) per id
         self._results: list[tuple[SequenceTracker, ClassifyResult]] = []
@@ -111,13 +114,18 @@ class StateChecks(BatchChecks):
         tracker = self._trackers.get(kind)
         if tracker is None:
             tracker = self._trackers[kind] = SequenceTracker(
-                kind, reorder_window=self.reorder_window, sessions_kept=self.sessions_kept
+                kind,
+                reorder_window=self.reorder_window,
+                sessions_kept=self.sessions_kept,
+                reorder_timeout=self.reorder_timeout,
             )
         batch = frame.filter(fresh) if not fresh.all() else frame
         gaps = None
         if batch.height:
-            result = tracker.classify(batch, self._states(tracker.keys(batch)))
+            clocks = self._clocks(tracker.clock_keys(batch))
+            result = tracker.classify(batch, self._states(tracker.keys(batch, clocks)), clocks)
             self._pending.update(result.states)
+            self._pending_clocks.update(result.clocks)
             self._results.append((tracker, result))
             keep = keep.scatter(fresh.arg_true(), result.keep()) if not fresh.all() else result.keep()
             gaps = result.gaps.with_columns(pl.col("event").cast(pl.String)).rename(
@@ -148,6 +156,26 @@ class StateChecks(BatchChecks):
         if missing:
             states.update(self.store.load(missing))
         return states
+
+    def _clocks(self, keys: list[ClockKey]) -> dict[ClockKey, PartitionClock]:
+        """Partition clocks, newest layer first like :meth:`_states`."""
+        if not keys:
+            return {}
+        with self._lock:
+            layers = [self._pending_clocks, *(f.clocks for f in reversed(self._frozen))]
+        out: dict[ClockKey, PartitionClock] = {}
+        missing = []
+        for k in keys:
+            for layer in layers:
+                c = layer.get(k)
+                if c is not None:
+                    out[k] = c
+                    break
+            else:
+                missing.append(k)
+        if missing:
+            out.update(self.store.load_clocks(missing))
+        return out
 
     def _dedup(self, topic: str, frame: pl.DataFrame, keep: pl.Series) -> pl.Series:
         """Duplicates by message id, also against ids kept earlier and not yet committed."""
@@ -213,14 +241,15 @@ class StateChecks(BatchChecks):
             for tp, o in ours.items()
             if tp[0] in self.dedup and tp in self.owned
         }
-        frozen = _Frozen(self._pending, self._kept_ids, self._kept_set, self._results)
+        frozen = _Frozen(self._pending, self._kept_ids, self._kept_set, self._results, self._pending_clocks)
         self._pending, self._kept_ids, self._kept_set, self._results = {}, {}, {}, []
+        self._pending_clocks = {}
         with self._lock:
             self._frozen.append(frozen)
 
         def commit() -> None:
-            self.store.commit(frozen.states, seq_tokens)
-            frozen.states = {}  # in the store now; the layer stays for its dedup ids
+            self.store.commit(frozen.states, seq_tokens, frozen.clocks)
+            frozen.states, frozen.clocks = {}, {}  # in the store now; the layer stays for its dedup ids
             kept = {topic: pl.concat(frames) for topic, frames in frozen.ids.items() if frames}
             for (topic, partition), (d, token) in dedup_tokens.items():
                 ids = kept.get(topic)
@@ -240,6 +269,7 @@ class StateChecks(BatchChecks):
         """Drop all uncommitted work (the checkpoint drops its buffers for every partition alike),
         and the dedup state of the partitions that leave (saved first, for a quick return)."""
         self._pending, self._kept_ids, self._kept_set, self._results = {}, {}, {}, []
+        self._pending_clocks = {}
         with self._lock:
             self._frozen = []
         for tp in partitions:
@@ -261,7 +291,7 @@ class StateChecks(BatchChecks):
 class _Frozen:
     """One prepared checkpoint: its states, its kept ids per topic (rows and set), its results to observe."""
 
-    __slots__ = ("id_sets", "ids", "results", "states")
+    __slots__ = ("clocks", "id_sets", "ids", "results", "states")
 
     def __init__(
         self,
@@ -269,8 +299,10 @@ class _Frozen:
         ids: dict[str, list[pl.DataFrame]],
         id_sets: dict[str, set[str]],
         results: list[tuple[SequenceTracker, ClassifyResult]],
+        clocks: dict[ClockKey, PartitionClock],
     ) -> None:
         self.states = states
+        self.clocks = clocks
         self.ids = ids
         self.id_sets = id_sets
         self.results = results

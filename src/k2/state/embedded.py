@@ -24,7 +24,16 @@ from k2.state import runs
 from k2.state.base import DedupStore, PartitionToken, SequenceStore
 from k2.state.errors import StaleStateError, StateCorruptError, StateStoreError
 from k2.state.ids import ID_DTYPE, Ids, id_bytes, id_hex
-from k2.state.model import KeyState, StateKey, decode_state, encode_state
+from k2.state.model import (
+    ClockKey,
+    KeyState,
+    PartitionClock,
+    StateKey,
+    decode_clock,
+    decode_state,
+    encode_clock,
+    encode_state,
+)
 
 __all__ = ["EmbeddedDedupStore", "EmbeddedSequenceStore"]
 
@@ -125,6 +134,8 @@ def _write_tokens(db: sqlite3.Connection, table: str, ns: str, tokens: Sequence[
 _ALL_TOKENS = "SELECT topic, part, next_offset FROM seq_tokens ORDER BY topic, part"
 _SEQ_SCHEMA = """
 CREATE TABLE IF NOT EXISTS seq_state (k TEXT PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS seq_clocks (kind TEXT NOT NULL, part INTEGER NOT NULL, v BLOB NOT NULL,
+  PRIMARY KEY (kind, part)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS seq_tokens (
   ns TEXT NOT NULL, topic TEXT NOT NULL, part INTEGER NOT NULL, next_offset INTEGER NOT NULL,
   PRIMARY KEY (ns, topic, part)) WITHOUT ROWID;
@@ -180,14 +191,31 @@ class EmbeddedSequenceStore(SequenceStore):
                 cache.update(fresh)
         return out
 
-    def commit(self, states: Mapping[StateKey, KeyState], tokens: Sequence[PartitionToken]) -> None:
+    def load_clocks(self, keys: Iterable[ClockKey]) -> dict[ClockKey, PartitionClock]:
+        out = {}
+        for kind, part in keys:  # a few partitions per batch; the file is read, never cached
+            rows = self._db.query("SELECT v FROM seq_clocks WHERE kind = ? AND part = ?", (kind, part))
+            if rows:
+                out[(kind, part)] = decode_clock(rows[0][0])
+        return out
+
+    def commit(
+        self,
+        states: Mapping[StateKey, KeyState],
+        tokens: Sequence[PartitionToken],
+        clocks: Mapping[ClockKey, PartitionClock] | None = None,
+    ) -> None:
         rows = [(_SEP.join(k), encode_state(v)) for k, v in states.items()]
+        clock_rows = [(k, p, encode_clock(c)) for (k, p), c in (clocks or {}).items()]
         with self._guard:
             with self._db.transaction() as db:
                 if self._use_cache and db.execute(_ALL_TOKENS).fetchall() != self._seen_tokens:
                     self._cache.clear()  # someone else committed since we last looked: trust nothing cached
                 _check_tokens(db, "seq_tokens", "", tokens)
                 db.executemany("INSERT OR REPLACE INTO seq_state (k, v) VALUES (?, ?)", rows)
+                db.executemany(
+                    "INSERT OR REPLACE INTO seq_clocks (kind, part, v) VALUES (?, ?, ?)", clock_rows
+                )
                 _write_tokens(db, "seq_tokens", "", tokens)
                 seen = db.execute(_ALL_TOKENS).fetchall() if self._use_cache else None
             if self._use_cache:  # only once COMMIT succeeded

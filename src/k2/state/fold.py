@@ -8,9 +8,13 @@ paths agree with a plain reference implementation whatever the batch boundaries.
 
 Rules, applied to each tick in the key's arrival order (W = reorder window):
 
+* first, with a reorder timeout T: the partition clock C (the newest exchange_ts seen on the
+  partition, this tick included) may have aged holes: every hole opened at C0 with C0 + T <= C is
+  recorded, detected_at = the clock where it first reached C0 + T, and the event belongs to the
+  tick that moved it there (possibly another key's: the tracker sweeps keys that did not trade).
 * session == current, seq > hwm: ``in_order`` when seq == hwm + 1, else ``gap`` and the hole
-  [hwm + 1, seq - 1] opens. hwm := seq, then every hole with hwm - hole_last > W is *recorded*
-  (an ``opened`` gap event, detected_at = this tick's exchange_ts).
+  [hwm + 1, seq - 1] opens (at clock C). hwm := seq, then every hole with hwm - hole_last > W is
+  *recorded* (an ``opened`` gap event, detected_at = this tick's exchange_ts).
 * session == current, seq <= hwm: inside a hole -> ``out_of_order``; inside a recorded gap ->
   ``late_fill``; otherwise ``duplicate``. A fill splits its range; a hole piece left below the fill
   that is now further than W behind hwm is recorded at once. When the last missing sequence of a
@@ -36,7 +40,7 @@ start a new session.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from k2.state.model import KeyState
 
@@ -48,14 +52,24 @@ __all__ = [
     "LATE_SESSION",
     "OUT_OF_ORDER",
     "SESSION_RESET",
+    "SWEEP",
+    "TICK",
     "GapEventRow",
     "KeyFold",
 ]
 
 IN_ORDER, GAP, DUPLICATE, OUT_OF_ORDER, LATE_FILL, SESSION_RESET, LATE_SESSION = range(7)
 
-#: (row, event, exchange, symbol, session, first, last, detected_us, recovered_us, recovered_by)
-GapEventRow = tuple[int, str, str, str, int, int, int, int, int | None, str | None]
+#: Event phases within one row: aged holes are swept before the tick itself is applied.
+SWEEP, TICK = 0, 1
+#: (row, event, exchange, symbol, session, first, last, detected_us, recovered_us, recovered_by, phase)
+GapEventRow = tuple[int, str, str, str, int, int, int, int, int | None, str | None, int]
+
+
+class Crossing(Protocol):
+    """Where a partition's clock first reaches a deadline within the batch: (row, clock there)."""
+
+    def __call__(self, deadline: int) -> tuple[int, int]: ...
 
 
 class KeyFold:
@@ -63,15 +77,18 @@ class KeyFold:
 
     __slots__ = (
         "closed",
+        "crossing",
         "events",
         "exchange",
         "holes",
         "hwm",
         "keep",
+        "now",
         "ranges",
         "row",
         "session",
         "symbol",
+        "timeout",
         "window",
     )
 
@@ -83,8 +100,13 @@ class KeyFold:
         window: int,
         events: list[GapEventRow],
         sessions_kept: int = 1,
+        timeout: int | None = None,
+        crossing: Crossing | None = None,
     ) -> None:
         self.exchange = exchange
+        self.timeout = timeout
+        self.crossing = crossing
+        self.now = 0  # the partition clock at the current row (0 without a timeout)
         self.symbol = symbol
         self.window = window
         self.events = events
@@ -118,7 +140,9 @@ class KeyFold:
         )
 
     def step(self, session: int, seq: int, ts: int, message_id: str) -> int:
-        """Fold one tick in; returns its verdict code."""
+        """Fold one tick in (``row`` and ``now`` set first); returns its verdict code."""
+        if self.holes and self.timeout is not None:
+            self.sweep(self.now)
         if seq == self.hwm + 1 and session == self.session and not self.holes:
             self.hwm = seq  # the common case, kept cheap: irregular keys are mostly regular ticks
             return IN_ORDER
@@ -138,7 +162,7 @@ class KeyFold:
     def _advance(self, seq: int, ts: int) -> int:
         verdict = IN_ORDER
         if seq > self.hwm + 1:
-            self.ranges.append([self.hwm + 1, seq - 1, 0, 0, 0])
+            self.ranges.append([self.hwm + 1, seq - 1, 0, 0, self.now])
             self.holes += 1
             verdict = GAP
         self.hwm = seq
@@ -149,12 +173,24 @@ class KeyFold:
                     self._record(r, self.session, ts)  # type: ignore[arg-type]
         return verdict
 
-    def _record(self, r: list[Any], session: int, ts: int) -> None:
+    def sweep(self, now: int) -> None:
+        """Record the current session's holes that are ``timeout`` old on the partition clock ``now``."""
+        assert self.timeout is not None and self.crossing is not None
+        limit = now - self.timeout
+        for r in self.ranges:
+            if r[2] == 0 and r[4] <= limit:
+                row, clock = self.crossing(r[4] + self.timeout)
+                self._record(r, self.session, clock, row=row, phase=SWEEP)  # type: ignore[arg-type]
+
+    def _record(
+        self, r: list[Any], session: int, ts: int, *, row: int | None = None, phase: int = TICK
+    ) -> None:
         r[2], r[3], r[4] = r[0], r[1], ts
         self.holes -= 1
         self.events.append(
-            (self.row, "opened", self.exchange, self.symbol, session, r[0], r[1], ts, None, None)
-        )
+            (self.row if row is None else row, "opened", self.exchange, self.symbol, session, r[0], r[1], ts,
+             None, None, phase)
+        )  # fmt: skip
 
     def _fill(
         self, ranges: list[list[Any]], session: int, seq: int, ts: int, message_id: str, *, young: bool
@@ -177,7 +213,7 @@ class KeyFold:
         if not any(r[2] == first for r in ranges):
             self.events.append(
                 (self.row, "recovered", self.exchange, self.symbol, session, first, last, detected, ts,
-                 message_id)
+                 message_id, TICK)
             )  # fmt: skip
         return LATE_FILL
 

@@ -9,14 +9,20 @@ that a re-sent older session is recognised tick by tick as duplicates however fa
 moved on: the dedup window (exchange time) alone would have forgotten it.
 
 Missing ranges are ``(lo, hi, gap_first, gap_last, detected_us)`` tuples, ascending and disjoint,
-all below the high-water mark. ``gap_first == 0`` marks a *hole* (still young, not yet a gap);
+all below the high-water mark. ``gap_first == 0`` marks a *hole* (still young, not yet a gap), and
+its last field is then the partition clock when it opened (its age is measured from there);
 otherwise the range is what remains unfilled of the recorded gap ``[gap_first, gap_last]``
 detected at ``detected_us`` (exchange time, µs since the epoch). Sequences start at 1, so 0 is free
 to mean "not recorded".
+
+A :class:`PartitionClock` per (kind, partition) holds the partition's exchange clock (the newest
+exchange time seen on it in arrival order) and the keys on it that hold young holes, with each
+key's oldest hole: what lets a batch record the aged holes of keys that did not trade in it.
 """
 
 from __future__ import annotations
 
+import json
 import struct
 from typing import NamedTuple
 
@@ -25,13 +31,18 @@ import polars as pl
 __all__ = [
     "GAP_EVENTS",
     "GAP_EVENT_SCHEMA",
+    "NO_TIME",
     "VERDICT",
     "VERDICTS",
+    "ClockKey",
     "ClosedSession",
     "KeyState",
+    "PartitionClock",
     "Range",
     "StateKey",
+    "decode_clock",
     "decode_state",
+    "encode_clock",
     "encode_state",
 ]
 
@@ -41,6 +52,10 @@ StateKey = tuple[str, str, str]
 Range = tuple[int, int, int, int, int]
 #: (session, hwm, ranges) of a closed session older than the previous one
 ClosedSession = tuple[int, int, tuple[Range, ...]]
+#: (kind, partition): whose exchange clock and young-hole index a PartitionClock is
+ClockKey = tuple[str, int]
+#: The clock of a partition that has seen no tick yet.
+NO_TIME = -(2**63)
 
 #: Verdict names, in code order (code 0 is the common case so a zeroed array is "all in order").
 VERDICTS: tuple[str, ...] = (
@@ -97,6 +112,37 @@ class KeyState(NamedTuple):
         cur = {r[2] for r in self.ranges if r[2]}
         prev = {r[2] for r in self.prev_ranges}
         return len(cur) + len(prev) + sum(len({r[2] for r in rs}) for _, _, rs in self.older)
+
+
+class PartitionClock(NamedTuple):
+    """A partition's exchange clock and its keys with young holes; immutable.
+
+    ``holes`` is sorted: ``(exchange, symbol, opened_us)`` per key with a young hole, ``opened_us``
+    its oldest hole's opening clock. It is small (keys whose holes are younger than the timeout),
+    and the keys that trade in a batch are checked from their own state anyway.
+    """
+
+    now: int = NO_TIME
+    """Newest exchange time seen on the partition, µs (``NO_TIME``: none yet)."""
+    holes: tuple[tuple[str, str, int], ...] = ()
+
+
+def encode_clock(clock: PartitionClock) -> bytes:
+    """Serialise a partition clock (JSON: small, rare keys, written once per checkpoint)."""
+    return json.dumps({"v": 1, "now": clock.now, "holes": clock.holes}, separators=(",", ":")).encode()
+
+
+def decode_clock(data: bytes) -> PartitionClock:
+    """Inverse of :func:`encode_clock`.
+
+    Raises:
+        ValueError: the bytes are not a partition clock.
+    """
+    try:
+        obj = json.loads(data)
+        return PartitionClock(int(obj["now"]), tuple((str(e), str(s), int(t)) for e, s, t in obj["holes"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"not a partition clock: {data[:40]!r}") from exc
 
 
 # Binary layout, little-endian: version, session, hwm, prev_session (INT32_MIN: none), prev_hwm,

@@ -18,7 +18,16 @@ from k2.config import RedisSettings
 from k2.state.base import DedupStore, PartitionToken, SequenceStore
 from k2.state.errors import StaleStateError, StateStoreError
 from k2.state.ids import Ids
-from k2.state.model import KeyState, StateKey, decode_state, encode_state
+from k2.state.model import (
+    ClockKey,
+    KeyState,
+    PartitionClock,
+    StateKey,
+    decode_clock,
+    decode_state,
+    encode_clock,
+    encode_state,
+)
 
 __all__ = ["CommitMode", "RedisDedupStore", "RedisSequenceStore", "redis_client"]
 
@@ -152,8 +161,24 @@ class RedisSequenceStore(SequenceStore):
         values = _call("MGET", lambda: self._client.mget([self._key(k) for k in keys]))
         return {k: decode_state(v) for k, v in zip(keys, values, strict=True) if isinstance(v, bytes)}
 
-    def commit(self, states: Mapping[StateKey, KeyState], tokens: Sequence[PartitionToken]) -> None:
+    def _clock_key(self, key: ClockKey) -> str:
+        return f"{self.prefix}seq:clk:{key[0]}:{key[1]}"
+
+    def load_clocks(self, keys: Iterable[ClockKey]) -> dict[ClockKey, PartitionClock]:
+        keys = list(keys)
+        if not keys:
+            return {}
+        values = _call("MGET", lambda: self._client.mget([self._clock_key(k) for k in keys]))
+        return {k: decode_clock(v) for k, v in zip(keys, values, strict=True) if isinstance(v, bytes)}
+
+    def commit(
+        self,
+        states: Mapping[StateKey, KeyState],
+        tokens: Sequence[PartitionToken],
+        clocks: Mapping[ClockKey, PartitionClock] | None = None,
+    ) -> None:
         pairs = {self._key(k): encode_state(v) for k, v in states.items()}
+        pairs.update((self._clock_key(k), encode_clock(c)) for k, c in (clocks or {}).items())
         if self.commit_mode == "lua":
             self._commit_lua(pairs, tokens)
         else:

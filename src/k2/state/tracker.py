@@ -8,11 +8,19 @@ Most keys in a batch are *simple*: their ticks continue the stored high-water ma
 one session, with no young hole pending. A single Polars group-by finds them (first, last, count,
 sessions, "every diff is 1"), and their new state is the old one with a higher mark; only the
 remaining keys are folded tick by tick by :class:`~k2.state.fold.KeyFold`.
+
+With a ``reorder_timeout`` a hole is also recorded once it is that old on its partition's exchange
+clock (the newest exchange_ts seen on the partition in arrival order), so a quiet symbol's gap
+surfaces when the *feed* moves on, not when the symbol trades again. The clock and the keys with
+young holes live in a :class:`~k2.state.model.PartitionClock` per partition, carried from batch to
+batch like the states; keys whose oldest hole ages within a batch are loaded and swept even if they
+did not trade. The clock is a function of the partition's arrival order alone, so the verdicts stay
+independent of batch boundaries and restarts. Batches without a due hole pay one max per partition.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -21,10 +29,19 @@ import polars as pl
 
 from k2.observability.logging import get_logger
 from k2.state.errors import InvalidBatchError
-from k2.state.fold import DUPLICATE, GapEventRow, KeyFold
+from k2.state.fold import DUPLICATE, SWEEP, GapEventRow, KeyFold
 from k2.state.groups import BatchGroups
 from k2.state.metrics import state_metrics
-from k2.state.model import GAP_EVENT_SCHEMA, VERDICT, VERDICTS, KeyState, StateKey
+from k2.state.model import (
+    GAP_EVENT_SCHEMA,
+    NO_TIME,
+    VERDICT,
+    VERDICTS,
+    ClockKey,
+    KeyState,
+    PartitionClock,
+    StateKey,
+)
 
 __all__ = ["REQUIRED_COLUMNS", "ClassifyResult", "SequenceTracker", "verdict_series"]
 
@@ -49,7 +66,9 @@ class ClassifyResult:
     gaps: pl.DataFrame
     """Gap events (``GAP_EVENT_SCHEMA``), in arrival order of the ticks that caused them."""
     states: dict[StateKey, KeyState] = field(repr=False)
-    """New state of every key in the batch: pass it to ``SequenceStore.commit``."""
+    """New state of every key in the batch (and of keys swept by the clock): ``SequenceStore.commit``."""
+    clocks: dict[ClockKey, PartitionClock] = field(default_factory=dict, repr=False)
+    """New clock of every partition in the batch (empty without a reorder timeout)."""
 
     def keep(self) -> pl.Series:
         """Rows to write: everything except duplicates (a late or out-of-order tick is real data)."""
@@ -64,23 +83,38 @@ class SequenceTracker:
         reorder_window: how far (in sequence numbers) behind the high-water mark a hole may lag and
             still be filled "out of order"; beyond it the hole becomes a recorded gap.
         sessions_kept: closed sessions remembered per key (``state.sessions_kept``).
+        reorder_timeout: seconds of partition exchange clock after which a hole is recorded even if
+            its own stream has not moved on (``state.reorder_timeout``); None: the tick bound only.
     """
 
-    def __init__(self, kind: str, *, reorder_window: int = 64, sessions_kept: int = 10) -> None:
+    def __init__(
+        self,
+        kind: str,
+        *,
+        reorder_window: int = 64,
+        sessions_kept: int = 10,
+        reorder_timeout: float | None = None,
+    ) -> None:
         if reorder_window < 0:
             raise ValueError("reorder_window must be >= 0")
         if sessions_kept < 1:
             raise ValueError("sessions_kept must be >= 1")
+        if reorder_timeout is not None and reorder_timeout <= 0:
+            raise ValueError("reorder_timeout must be > 0")
         self.kind = kind
         self.reorder_window = reorder_window
         self.sessions_kept = sessions_kept
+        self.timeout_us = None if reorder_timeout is None else round(reorder_timeout * 1e6)
         # keys() groups the batch; classify() of the same batch object reuses that work once
-        self._grouped: tuple[pl.DataFrame, BatchGroups] | None = None
+        self._grouped: tuple[pl.DataFrame, BatchGroups, _Clocks | None] | None = None
         self._open_gaps: dict[StateKey, int] = {}  # for the k2_gaps_open gauge
         self._open_total = 0
 
-    def keys(self, batch: pl.DataFrame) -> list[StateKey]:
-        """The state keys of a batch, for ``SequenceStore.load``.
+    def keys(
+        self, batch: pl.DataFrame, clocks: Mapping[ClockKey, PartitionClock] | None = None
+    ) -> list[StateKey]:
+        """The state keys of a batch, for ``SequenceStore.load``: its own, then those of other keys
+        on its partitions whose oldest hole ages within it (from ``clocks``, with a timeout).
 
         Raises:
             InvalidBatchError: see :meth:`classify`.
@@ -89,24 +123,42 @@ class SequenceTracker:
         if batch.is_empty():
             return []
         groups = BatchGroups(batch)
-        self._grouped = (batch, groups)
+        times = self._clocks(batch, clocks)
+        self._grouped = (batch, groups, times)
         kind = self.kind
-        return [(kind, e, s) for e, s in zip(groups.exchanges, groups.symbols, strict=True)]
+        keys = [(kind, e, s) for e, s in zip(groups.exchanges, groups.symbols, strict=True)]
+        if times is not None and times.due:
+            own = set(keys)
+            keys.extend(k for k in times.due if k not in own)
+        return keys
 
-    def classify(self, batch: pl.DataFrame, states: Mapping[StateKey, KeyState]) -> ClassifyResult:
-        """Classify every tick; return verdicts, gap events and the keys' new states.
+    def clock_keys(self, batch: pl.DataFrame) -> list[ClockKey]:
+        """The partition clocks a batch needs (none without a timeout)."""
+        if self.timeout_us is None or batch.is_empty():
+            return []
+        return [(self.kind, p) for p in _partitions(batch).unique().to_list()]
+
+    def classify(
+        self,
+        batch: pl.DataFrame,
+        states: Mapping[StateKey, KeyState],
+        clocks: Mapping[ClockKey, PartitionClock] | None = None,
+    ) -> ClassifyResult:
+        """Classify every tick; return verdicts, gap events and the keys' and partitions' new states.
 
         Args:
             batch: ticks with at least ``REQUIRED_COLUMNS``; per key in arrival (Kafka) order, which
                 holds for a batch in Kafka order per partition since a key lives in one partition.
-            states: stored states of (at least) the batch's keys; missing keys are new.
+                ``_partition`` (if present) scopes the exchange clock; without it, one clock.
+            states: stored states of (at least) ``keys(batch, clocks)``; missing keys are new.
+            clocks: stored clocks of ``clock_keys(batch)``; missing ones have seen nothing yet.
 
         Raises:
             InvalidBatchError: a required column is missing, or a sequence is null or < 1.
         """
         cached, self._grouped = self._grouped, None
         if cached is not None and cached[0] is batch:
-            groups = cached[1]
+            groups, times = cached[1], cached[2]
         else:
             _validate(batch)
             if batch.is_empty():
@@ -114,11 +166,14 @@ class SequenceTracker:
                     verdict_series(np.zeros(0, np.uint8)), pl.DataFrame(schema=GAP_EVENT_SCHEMA), {}
                 )
             groups = BatchGroups(batch)
+            times = self._clocks(batch, clocks)
         codes = np.zeros(batch.height, dtype=np.uint8)
         kind, window = self.kind, self.reorder_window
         new_states: dict[StateKey, KeyState] = {}
         irregular: list[int] = []
         get = states.get
+        due: dict[StateKey, int] = {} if times is None else times.due
+        gpart = times.group_partitions(groups) if times is not None else None
         for g, ex, sym, first, last, bad, smin, smax in groups.rows():
             key = (kind, ex, sym)
             st = get(key)
@@ -130,15 +185,51 @@ class SequenceTracker:
                 elif (
                     st.session == smin
                     and first == st.hwm + 1
-                    and (not st.ranges or _quiet(st, last - window))
+                    and key not in due
+                    and (
+                        not st.ranges
+                        or _quiet(st, last - window, None if times is None else times.aged(gpart[g]))  # type: ignore[index]
+                    )
                 ):
                     new_states[key] = st._replace(hwm=last)
                     continue
             irregular.append(g)
         events: list[GapEventRow] = []
+        folded: dict[StateKey, int] = {}
         if irregular:
-            self._fold(batch, groups, irregular, states, codes, events, new_states)
-        return ClassifyResult(verdict_series(codes), self._events(events, batch), new_states)
+            self._fold(batch, groups, irregular, states, codes, events, new_states, times, gpart, folded)
+        if times is not None:
+            self._sweep_quiet(times, states, events, new_states, folded)
+        result_clocks = {} if times is None else times.advance(new_states, folded)
+        return ClassifyResult(verdict_series(codes), self._events(events, batch), new_states, result_clocks)
+
+    def _clocks(
+        self, batch: pl.DataFrame, clocks: Mapping[ClockKey, PartitionClock] | None
+    ) -> _Clocks | None:
+        if self.timeout_us is None:
+            return None
+        return _Clocks(self.kind, self.timeout_us, batch, clocks or {})
+
+    def _sweep_quiet(
+        self,
+        times: _Clocks,
+        states: Mapping[StateKey, KeyState],
+        events: list[GapEventRow],
+        new_states: dict[StateKey, KeyState],
+        folded: dict[StateKey, int],
+    ) -> None:
+        """Record the aged holes of keys that did not trade in this batch (their partition's did)."""
+        for key, p in times.due.items():
+            if key in new_states:
+                continue
+            st = states.get(key)
+            if st is None:
+                continue  # its state was never committed (dropped work): nothing to sweep
+            fold = KeyFold(key[1], key[2], st, self.reorder_window, events, self.sessions_kept,
+                           self.timeout_us, times.crossing(p))  # fmt: skip
+            fold.sweep(times.end[p])
+            new_states[key] = fold.state()
+            folded[key] = p
 
     def _fold(
         self,
@@ -149,6 +240,9 @@ class SequenceTracker:
         codes: np.ndarray,
         events: list[GapEventRow],
         new_states: dict[StateKey, KeyState],
+        clocks: _Clocks | None,
+        gpart: list[int] | None,
+        folded: dict[StateKey, int],
     ) -> None:
         """Fold the ticks of irregular keys one by one, each key in its own arrival order."""
         spans = [(groups.starts[g], groups.ends[g]) for g in irregular]
@@ -157,19 +251,31 @@ class SequenceTracker:
         sessions = groups.session[rows].tolist()
         times = batch.get_column("exchange_ts").dt.epoch("us").to_numpy()[rows].tolist()
         ids = batch.get_column("message_id").gather(rows).to_list()
-        kind, window = self.kind, self.reorder_window
+        nows = clocks.at_row[rows].tolist() if clocks is not None else None
+        kind, window, timeout = self.kind, self.reorder_window, self.timeout_us
         pos = 0
         for g, (a, b) in zip(irregular, spans, strict=True):
             ex, sym = groups.exchanges[g], groups.symbols[g]
-            fold = KeyFold(ex, sym, states.get((kind, ex, sym)), window, events, self.sessions_kept)
+            key = (kind, ex, sym)
+            crossing = None
+            if clocks is not None:
+                assert gpart is not None
+                crossing = clocks.crossing(gpart[g])
+            fold = KeyFold(ex, sym, states.get(key), window, events, self.sessions_kept, timeout, crossing)
             for j in range(pos, pos + b - a):
                 i = int(rows[j])
                 fold.row = i
+                if nows is not None:
+                    fold.now = nows[j]
                 code = fold.step(sessions[j], seqs[j], times[j], ids[j])
                 if code:
                     codes[i] = code
             pos += b - a
-            new_states[(kind, ex, sym)] = fold.state()
+            if clocks is not None and fold.holes:
+                fold.sweep(clocks.end[gpart[g]])  # type: ignore[index]  # aged after its last tick
+            new_states[key] = fold.state()
+            if gpart is not None:
+                folded[key] = gpart[g]
 
     def observe(self, result: ClassifyResult) -> None:
         """Count verdicts and gaps on the metrics and log each recorded gap and recovery.
@@ -215,8 +321,9 @@ class SequenceTracker:
     def _events(self, events: list[GapEventRow], batch: pl.DataFrame) -> pl.DataFrame:
         if not events:
             return pl.DataFrame(schema=GAP_EVENT_SCHEMA)
-        events.sort(key=lambda e: e[0])  # stable: keeps each tick's own emission order
-        rows, kinds, exs, syms, sess, firsts, lasts, det, rec, by = zip(*events, strict=True)
+        # stable: keeps each tick's own emission order; a row's sweeps first, in key order
+        events.sort(key=lambda e: (e[0], e[10], e[2], e[3], e[4], e[5]) if e[10] == SWEEP else (e[0], e[10]))
+        rows, kinds, exs, syms, sess, firsts, lasts, det, rec, by, _ = zip(*events, strict=True)
         lineage = {
             c: batch.get_column(c).gather(list(rows))
             if c in batch.columns
@@ -242,9 +349,94 @@ class SequenceTracker:
         )
 
 
-def _quiet(state: KeyState, limit: int) -> bool:
-    """No young hole of the state falls behind ``limit`` (so none gets recorded by this batch)."""
-    return all(r[2] or r[1] >= limit for r in state.ranges)
+def _quiet(state: KeyState, limit: int, aged: int | None) -> bool:
+    """No young hole of the state falls behind ``limit``, nor opened at or before ``aged`` (so none
+    gets recorded by this batch)."""
+    if aged is None:
+        return all(r[2] or r[1] >= limit for r in state.ranges)
+    return all(r[2] or (r[1] >= limit and r[4] > aged) for r in state.ranges)
+
+
+def _partitions(batch: pl.DataFrame) -> pl.Series:
+    if "_partition" in batch.columns:
+        return batch.get_column("_partition").cast(pl.Int64)
+    return pl.repeat(-1, batch.height, dtype=pl.Int64, eager=True)
+
+
+class _Clocks:
+    """The batch's partition clocks: per row, per partition at its end, and the keys due a sweep.
+
+    ``at_row[i]`` is the partition clock once row i arrived (the running max of exchange_ts over
+    the partition's rows in arrival order, from the stored clock). A key's hole opened at clock C0
+    ages at the first row where that reaches C0 + timeout: ``crossing`` finds it by bisection.
+    """
+
+    __slots__ = ("_rows", "_runs", "at_row", "due", "end", "kind", "old", "part", "timeout")
+
+    def __init__(
+        self, kind: str, timeout: int, batch: pl.DataFrame, clocks: Mapping[ClockKey, PartitionClock]
+    ) -> None:
+        self.kind, self.timeout = kind, timeout
+        part = _partitions(batch).to_numpy()
+        ts = batch.get_column("exchange_ts").dt.epoch("us").to_numpy()
+        self.part = part
+        self.at_row = np.empty(len(ts), dtype=np.int64)
+        self.old: dict[int, PartitionClock] = {}
+        self.end: dict[int, int] = {}
+        self._rows: dict[int, np.ndarray] = {}
+        self._runs: dict[int, np.ndarray] = {}
+        single = len(part) == 0 or part.min() == part.max()
+        for p in ([int(part[0])] if single else np.unique(part).tolist()) if len(part) else []:
+            rows = np.arange(len(part)) if single else np.flatnonzero(part == p)
+            old = self.old[p] = clocks.get((kind, p)) or PartitionClock()
+            run = np.maximum.accumulate(ts[rows])
+            if old.now != NO_TIME:
+                np.maximum(run, old.now, out=run)
+            self.at_row[rows] = run
+            self._rows[p], self._runs[p] = rows, run
+            self.end[p] = int(run[-1])
+        self.due: dict[StateKey, int] = {}
+        for p, old in self.old.items():
+            aged = self.end[p] - timeout
+            for ex, sym, opened in old.holes:
+                if opened <= aged:
+                    self.due[(kind, ex, sym)] = p
+
+    def aged(self, p: int) -> int:
+        """Holes opened at or before this clock age within the batch on partition p."""
+        return self.end[p] - self.timeout
+
+    def group_partitions(self, groups: BatchGroups) -> list[int]:
+        """The partition of each key group (of its first row: a key lives in one partition)."""
+        return self.part[groups.order[np.asarray(groups.starts, dtype=np.int64)]].tolist()  # type: ignore[no-any-return]
+
+    def crossing(self, p: int) -> Callable[[int], tuple[int, int]]:
+        rows, run = self._rows[p], self._runs[p]
+
+        def find(deadline: int) -> tuple[int, int]:
+            k = min(int(np.searchsorted(run, deadline, side="left")), len(run) - 1)
+            return int(rows[k]), int(run[k])
+
+        return find
+
+    def advance(
+        self, states: Mapping[StateKey, KeyState], folded: Mapping[StateKey, int]
+    ) -> dict[ClockKey, PartitionClock]:
+        """The partitions' new clocks: their end, and the young-hole index updated for folded keys."""
+        holes = {p: {(e, s): t for e, s, t in old.holes} for p, old in self.old.items()}
+        for key, p in folded.items():
+            index = holes.setdefault(p, {})
+            young = [r[4] for r in states[key].ranges if not r[2]]
+            if young:
+                index[(key[1], key[2])] = min(young)
+            else:
+                index.pop((key[1], key[2]), None)
+        return {
+            (self.kind, p): PartitionClock(
+                self.end[p], tuple(sorted((e, s, t) for (e, s), t in holes.get(p, {}).items()))
+            )
+            for p in self.end
+        }
 
 
 def _validate(batch: pl.DataFrame) -> None:

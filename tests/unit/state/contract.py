@@ -14,7 +14,7 @@ import pytest
 
 from k2.state.base import DedupStore, PartitionToken, SequenceStore, batch_tokens
 from k2.state.errors import StaleStateError
-from k2.state.model import KeyState
+from k2.state.model import KeyState, PartitionClock
 from k2.state.synthetic import make_batch
 from k2.state.tracker import SequenceTracker
 from tests.unit.state.streams import event_tuples, faulty_stream
@@ -47,6 +47,19 @@ class SequenceStoreContract:
             store.commit({A: KeyState(19_801, 1)}, [PartitionToken("k2.trades", 0, 10, 25)])
             assert store.load([A])[A] == KeyState(19_801, 1)
             assert store.token("k2.trades", 0) == 25
+
+    def test_partition_clocks_round_trip_with_the_states(
+        self, open_store: Callable[[], SequenceStore]
+    ) -> None:
+        clock = PartitionClock(1_700_000_000_000_000, (("ASX", "BHP", 1_699_999_999_000_000),))
+        with open_store() as store:
+            assert store.load_clocks([("trades", 0)]) == {}
+            store.commit({A: RICH}, [PartitionToken("k2.trades", 0, None, 3)], {("trades", 0): clock})
+        with open_store() as store:
+            assert store.load_clocks([("trades", 0), ("trades", 1)]) == {("trades", 0): clock}
+            with pytest.raises(StaleStateError):
+                store.commit({}, [PartitionToken("k2.trades", 0, None, 9)], {("trades", 0): PartitionClock()})
+            assert store.load_clocks([("trades", 0)]) == {("trades", 0): clock}
 
     def test_stale_token_is_refused_and_nothing_is_written(
         self, open_store: Callable[[], SequenceStore]

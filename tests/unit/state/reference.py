@@ -2,6 +2,10 @@
 
 It shares no code with k2.state: holes are "maximal runs of missing, unrecorded sequences" found by
 sorting after every tick, which is slow and obvious. The property tests compare the tracker with it.
+
+With a timeout, every tick first raises its partition's clock (the newest exchange time seen on the
+partition) and then records, for every key of that partition, the holes opened at a clock at least
+``timeout`` older (sorted by key, session and first sequence), before the tick itself is applied.
 """
 
 from __future__ import annotations
@@ -19,19 +23,31 @@ class _Session:
     session: int
     hwm: int = 0
     missing: dict[int, int | None] = field(default_factory=dict)  # seq -> gap id (None: a hole)
+    opened: dict[int, int] = field(default_factory=dict)  # seq of a hole -> partition clock at opening
     gaps: dict[int, list[int]] = field(default_factory=dict)  # gap id -> [first, last, detected, left]
 
 
 class ReferenceTracker:
     """Keeps the current session and up to ``kept`` closed ones (the newest) per key."""
 
-    def __init__(self, window: int, kept: int = 10) -> None:
+    def __init__(self, window: int, kept: int = 10, timeout: int | None = None) -> None:
         self.window = window
         self.kept = kept
+        self.timeout = timeout
         self.keys: dict[tuple[str, str], tuple[_Session, list[_Session]]] = {}
+        self.partition: dict[tuple[str, str], int] = {}
+        self.clock: dict[int, int] = {}
+        self.now = 0
         self.events: list[RefEvent] = []
 
-    def step(self, row: int, ex: str, sym: str, session: int, seq: int, ts: int, mid: str) -> str:
+    def step(
+        self, row: int, ex: str, sym: str, session: int, seq: int, ts: int, mid: str, partition: int = -1
+    ) -> str:
+        if self.timeout is not None:
+            self.now = self.clock[partition] = max(self.clock.get(partition, ts), ts)
+            self.partition[(ex, sym)] = partition
+            for key in sorted(k for k, p in self.partition.items() if p == partition and k in self.keys):
+                self._age(self.keys[key][0], self._emitter(row, *key))
         cur, closed = self.keys.get((ex, sym), (None, []))
         emit = self._emitter(row, ex, sym)
         if cur is None:
@@ -68,6 +84,7 @@ class ReferenceTracker:
             verdict = "in_order" if seq == s.hwm + 1 else "gap"
             for q in range(s.hwm + 1, seq):
                 s.missing[q] = None
+                s.opened[q] = self.now
             s.hwm = seq
         elif seq in s.missing:
             gid = s.missing.pop(seq)
@@ -96,7 +113,24 @@ class ReferenceTracker:
         if s.gaps[gid][3] == 0:
             emit("recovered", s, gid, ts, mid)
 
+    def _age(self, s: _Session, emit) -> None:  # type: ignore[no-untyped-def]
+        assert self.timeout is not None
+        for lo, hi in self._runs(s):
+            if s.opened[lo] + self.timeout <= self.now:
+                self._gap(s, lo, hi, self.now, emit)
+
     def _record(self, s: _Session, ts: int, emit, *, everything: bool) -> None:  # type: ignore[no-untyped-def]
+        for lo, hi in self._runs(s):
+            if everything or s.hwm - hi > self.window:
+                self._gap(s, lo, hi, ts, emit)
+
+    def _gap(self, s: _Session, lo: int, hi: int, ts: int, emit) -> None:  # type: ignore[no-untyped-def]
+        s.gaps[lo] = [lo, hi, ts, hi - lo + 1]
+        for q in range(lo, hi + 1):
+            s.missing[q] = lo
+        emit("opened", s, lo)
+
+    def _runs(self, s: _Session) -> list[list[int]]:
         holes = sorted(q for q, g in s.missing.items() if g is None)
         runs: list[list[int]] = []
         for q in holes:
@@ -104,9 +138,4 @@ class ReferenceTracker:
                 runs[-1][1] = q
             else:
                 runs.append([q, q])
-        for lo, hi in runs:
-            if everything or s.hwm - hi > self.window:
-                s.gaps[lo] = [lo, hi, ts, hi - lo + 1]
-                for q in range(lo, hi + 1):
-                    s.missing[q] = lo
-                emit("opened", s, lo)
+        return runs

@@ -9,7 +9,7 @@ from itertools import pairwise
 import numpy as np
 import polars as pl
 
-from k2.state.model import KeyState, StateKey
+from k2.state.model import ClockKey, KeyState, PartitionClock, StateKey
 from k2.state.synthetic import make_batch
 from k2.state.tracker import SequenceTracker
 from tests.unit.state.reference import ReferenceTracker
@@ -89,13 +89,14 @@ def _place_late(rows: list[Row], ex: str, sym: str) -> list[Row]:
 
 
 def reference_run(
-    rows: Sequence[Row], window: int, batch: pl.DataFrame, kept: int = 10
+    rows: Sequence[Row], window: int, batch: pl.DataFrame, kept: int = 10, timeout: int | None = None
 ) -> tuple[list[str], list[tuple]]:
-    ref = ReferenceTracker(window, kept)
+    ref = ReferenceTracker(window, kept, timeout)
     ts = batch["exchange_ts"].dt.epoch("us").to_list()
     mids = batch["message_id"].to_list()
+    parts = batch["_partition"].to_list()
     verdicts = [
-        ref.step(i, ex, sym, (d - date(1970, 1, 1)).days, q, ts[i], mids[i])
+        ref.step(i, ex, sym, (d - date(1970, 1, 1)).days, q, ts[i], mids[i], parts[i])
         for i, (ex, sym, d, q) in enumerate(rows)
     ]
     events = [
@@ -120,9 +121,12 @@ def tracker_run(
     batch: pl.DataFrame,
     cuts: Sequence[int],
     states: Mapping[StateKey, KeyState] | None = None,
+    clocks: dict[ClockKey, PartitionClock] | None = None,
 ) -> tuple[list[str], list[tuple], dict[StateKey, KeyState]]:
-    """Classify batch split at cuts, carrying state from one piece to the next like a store would."""
+    """Classify batch split at cuts, carrying state (and ``clocks``, updated in place) from one piece
+    to the next like a store would."""
     state = dict(states or {})
+    clocks = {} if clocks is None else clocks
     verdicts: list[str] = []
     events: list[tuple] = []
     bounds = [0, *sorted(set(cuts)), batch.height]
@@ -130,13 +134,16 @@ def tracker_run(
         if b <= a:
             continue
         piece = batch.slice(a, b - a)
-        result = tracker.classify(piece, {k: state[k] for k in tracker.keys(piece) if k in state})
+        mine = {k: clocks[k] for k in tracker.clock_keys(piece) if k in clocks}
+        keys = tracker.keys(piece, mine)
+        result = tracker.classify(piece, {k: state[k] for k in keys if k in state}, mine)
         verdicts.extend(result.verdicts.cast(pl.String).to_list())
         events.extend(event_tuples(result.gaps))
-        assert set(result.states) == set(tracker.keys(piece))
+        assert set(result.states) <= set(keys) and set(tracker.keys(piece)) <= set(result.states)
         state.update(result.states)
+        clocks.update(result.clocks)
     return verdicts, events, state
 
 
-def stream_batch(rows: Sequence[Row]) -> pl.DataFrame:
-    return make_batch("trades", rows, ts=[T0 + 1000 * i for i in range(len(rows))])
+def stream_batch(rows: Sequence[Row], ts: Sequence[int] | None = None) -> pl.DataFrame:
+    return make_batch("trades", rows, ts=ts if ts is not None else [T0 + 1000 * i for i in range(len(rows))])

@@ -184,11 +184,25 @@ def test_matches_the_reference_whatever_the_batch_boundaries(seed: int) -> None:
     rng = np.random.default_rng(seed)
     window = int(rng.choice([0, 1, 4, 16, 64]))
     kept = int(rng.choice([1, 2, 10]))  # closed sessions kept: re-sent old sessions need room
-    rows = faulty_stream(rng, sessions=4, p_resend=0.5)
-    batch = stream_batch(rows)
-    want_v, want_e = reference_run(rows, window, batch, kept)
+    # every other seed adds the time bound, on an exchange clock that jitters (late ticks arrive
+    # with older times), over 1 to 4 partitions
+    timeout = None if seed % 2 else int(rng.choice([1, 3, 20, 150])) * 1000
+    rows = faulty_stream(rng, sessions=4, p_resend=0.5, keys=6)
+    ts = None
+    if timeout is not None:
+        ts = (T0 + 1000 * np.arange(len(rows)) + rng.integers(-4000, 4000, len(rows))).tolist()
+    batch = stream_batch(rows, ts)
+    if timeout is not None:
+        nparts = int(rng.integers(1, 5))
+        batch = batch.with_columns(
+            (pl.col("symbol").str.slice(1).cast(pl.Int32) % nparts).alias("_partition")
+        )
+    want_v, want_e = reference_run(rows, window, batch, kept, timeout)
     assert len(set(want_v)) >= 5, "the stream should exercise most verdicts"
-    tracker = SequenceTracker("trades", reorder_window=window, sessions_kept=kept)
+    tracker = SequenceTracker(
+        "trades", reorder_window=window, sessions_kept=kept,
+        reorder_timeout=None if timeout is None else timeout / 1e6,
+    )  # fmt: skip
     runs = [
         [],  # one batch
         sorted(rng.choice(batch.height, size=20, replace=False).tolist()),
@@ -245,3 +259,38 @@ def test_observe_counts_verdicts_gaps_and_recoveries() -> None:
     assert sample("k2_gaps_open", {"kind": "quotes"}) == 0
     tracker.observe(tracker.classify(stream_batch([("SIM", "OBS2", D0, s) for s in (1, 9, 10)]), {}))
     assert sample("k2_gaps_open", {"kind": "quotes"}) == 1
+
+
+def test_a_quiet_symbols_hole_is_recorded_once_its_partition_clock_passes_the_timeout() -> None:
+    # BHP opens hole [2, 2] at clock T0 + 1 ms and never trades again; CBA, on the same partition,
+    # moves the clock on: the hole is recorded by the CBA tick that reaches T0 + 1 ms + 10 ms
+    rows = [("ASX", "BHP", D0, 1), ("ASX", "BHP", D0, 3)] + [("ASX", "CBA", D0, q) for q in range(1, 30)]
+    batch = stream_batch(rows).with_columns(pl.lit(0, pl.Int32).alias("_partition"))
+    tracker = SequenceTracker("trades", reorder_window=64, reorder_timeout=0.010)
+    opened = ("opened", "ASX", "BHP", D0, 2, 2, T0 + 11_000, None, None)
+    for cuts in ([], [2], [5, 12, 13], list(range(1, batch.height))):
+        verdicts, events, states = tracker_run(tracker, batch, cuts)
+        assert events == [opened], cuts
+        assert states[("trades", "ASX", "BHP")].ranges == ((2, 2, 2, 2, T0 + 11_000),)
+    # a late fill still recovers it, however late; before the timeout it is merely out of order
+    late = stream_batch([*rows, ("ASX", "BHP", D0, 2)]).with_columns(pl.lit(0, pl.Int32).alias("_partition"))
+    verdicts, events, _ = tracker_run(tracker, late, [7])
+    assert verdicts[-1] == "late_fill" and [e[0] for e in events] == ["opened", "recovered"]
+    early = stream_batch([*rows[:5], ("ASX", "BHP", D0, 2)]).with_columns(
+        pl.lit(0, pl.Int32).alias("_partition")
+    )
+    verdicts, events, _ = tracker_run(tracker, early, [])
+    assert verdicts[-1] == "out_of_order" and events == []
+
+
+def test_the_time_bound_is_per_partition() -> None:
+    rows = [("ASX", "BHP", D0, 1), ("ASX", "BHP", D0, 3)] + [("ASX", "CBA", D0, q) for q in range(1, 30)]
+    batch = stream_batch(rows).with_columns(
+        pl.when(pl.col("symbol") == "BHP").then(1).otherwise(0).cast(pl.Int32).alias("_partition")
+    )
+    tracker = SequenceTracker("trades", reorder_window=64, reorder_timeout=0.010)
+    clocks: dict = {}
+    _, events, _states = tracker_run(tracker, batch, [3], clocks=clocks)
+    assert events == []  # BHP's partition saw no tick since: its clock stands still
+    assert clocks[("trades", 1)].holes == (("ASX", "BHP", T0 + 1000),)
+    assert clocks[("trades", 0)].holes == ()

@@ -18,9 +18,13 @@ Definitions (per stream, sequences contiguous from 1):
   session ends (a reset or the close) or the run ends before that tick exists, the gap stays dropped.
   So when a fill arrives, the highest sequence delivered in its session is ``>= last + W + 11``.
 - **Reorder**: a tick (never sequence 1, never next to a dropped or another reordered tick) is
-  delivered after the ``d``-th following tick of its stream, ``1 <= d <= reorder_window`` (W). When
-  it arrives the highest delivered sequence is between ``seq + 1`` and ``seq + W``: a consumer sees
-  a one-tick hole recovered within W, which a late fill (``>= W + 11``) can never be confused with.
+  delivered after the ``d``-th following tick of its stream, ``1 <= d <= reorder_window`` (W), but
+  never later than its stream's next tick *and* the last tick of its kind at most ``reorder_max_s``
+  younger (exchange time), whichever comes later: a network
+  reorders within a time, and for a quiet symbol W ticks may be minutes. When it arrives the highest
+  delivered sequence is between ``seq`` and ``seq + W`` and no delivered tick of its kind is more
+  than ``reorder_max_s`` newer: a consumer sees at most a one-tick hole recovered within W and within
+  that time, which a late fill (``>= W + 11``) can never be confused with.
 - **Duplicate**: an on-time, not reordered tick is delivered again, unchanged (same message id and
   content), after the ``k``-th following tick of its stream, ``1 <= k <= dup_max_delay``.
 - **Malformed**: with ``malformed_rate`` per clean tick, a raw payload that is not valid K2 Avro is
@@ -60,6 +64,7 @@ class FaultConfig:
     dup_max_delay: int = 50
     reorder_rate: float = 0.0
     reorder_window: int = 8
+    reorder_max_s: float = 1.0
     reset_rate: float = 0.0
     late_fill_fraction: float = 0.0
     late_fill_extra: int = 40
@@ -73,6 +78,8 @@ class FaultConfig:
             raise FeedConfigError(
                 "must be in [0, 1]", option="late_fill_fraction", value=self.late_fill_fraction
             )
+        if self.reorder_max_s <= 0:
+            raise FeedConfigError("must be > 0", option="reorder_max_s", value=self.reorder_max_s)
         for name in ("gap_max_len", "dup_max_delay", "reorder_window"):
             if getattr(self, name) < 1:
                 raise FeedConfigError("must be at least 1", option=name, value=getattr(self, name))
@@ -184,7 +191,7 @@ class FaultInjector:
             _keyed(sorted_frame.filter(pl.Series(on_time)), s_pos[on_time], ON_TIME),
             _keyed(
                 sorted_frame.filter(pl.Series(reordered)),
-                s_pos[np.minimum(idx + shift, last_i)[reordered]],
+                self._reorder_anchor(frame, order, s_pos, np.minimum(idx + shift, last_i), reordered),
                 REORDERED,
             ),
             _keyed(
@@ -226,6 +233,21 @@ class FaultInjector:
         self._pending[kind] = still
         plan.delivered = pl.concat(parts, how="vertical")
         return plan
+
+    def _reorder_anchor(
+        self, frame: pl.DataFrame, order: np.ndarray, s_pos: np.ndarray, target: np.ndarray, rows: np.ndarray
+    ) -> np.ndarray:
+        """The d-th following tick of the stream, or the last tick of the kind within reorder_max_s."""
+        anchor = s_pos[target[rows]]
+        if "exchange_ts" not in frame.columns or not rows.any():
+            return anchor  # type: ignore[no-any-return]
+        us = frame["exchange_ts"].dt.epoch("us").to_numpy()
+        by_pos = np.argsort(frame["_pos"].to_numpy(), kind="stable")
+        pos_sorted, ts_sorted = frame["_pos"].to_numpy()[by_pos], np.maximum.accumulate(us[by_pos])
+        limit = us[order][rows] + round(self.config.reorder_max_s * 1e6)
+        k = np.searchsorted(ts_sorted, limit, side="right") - 1
+        # never before its stream's next tick: a reordered tick is always really out of order
+        return np.maximum(np.minimum(anchor, pos_sorted[k]), s_pos[np.flatnonzero(rows) + 1])  # type: ignore[no-any-return]
 
     def malformed(self, counts: dict[str, int]) -> list[MalformedSpec]:
         """Malformed payloads for this chunk, next to random clean rows (``counts`` = rows per kind)."""

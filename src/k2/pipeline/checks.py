@@ -49,6 +49,14 @@ class BatchChecks(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Called once after a clean stop's final commit (not after a failure)."""
 
+    def expire(self) -> dict[str, pl.DataFrame]:
+        """Gap events (per topic) that wall time alone produced on partitions that went quiet.
+
+        Called by the runner between batches when nothing is in process; what it changed is frozen
+        with the next checkpoint like a batch's work. Optional: by default nothing expires.
+        """
+        return {}
+
 
 class NoChecks(BatchChecks):
     """Every row is written; no state. For feeds that need no sequence checks or dedup."""

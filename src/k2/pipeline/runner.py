@@ -353,6 +353,8 @@ class Pipeline:
                     self._executor.submit(self.upkeep.run)
             elif self._inflight is not None and self._inflight[0].done():
                 self._await_commit()  # surface a failure or a fence without waiting for the next
+            if not messages and self._stalled_until is None and not self._reseek:
+                self._expire()
             # A re-seek (pending, or done above) reads these messages again from the watermarks.
             if messages and not self._reseek and epoch == self._epoch:
                 self._submit(messages)
@@ -369,6 +371,21 @@ class Pipeline:
                 break
         self._await_process()
         self._final_commit()
+
+    def _expire(self) -> None:
+        """Quiet partitions: let the checks age their holes by wall time, and commit what that made.
+
+        Runs on the loop thread while no batch is in process (the checks are never shared).
+        """
+        try:
+            expired = self.checks.expire()
+        except self.breakers.retryable() as exc:
+            log.warning("aging quiet partitions' holes failed; retried when idle again", error=str(exc))
+            return
+        if expired:
+            for topic, events in expired.items():
+                self.checkpoint.add_expired(topic, events)
+            self._commit()
 
     def _final_commit(self) -> None:
         """The clean stop's last commit; a dependency still down leaves the rest for the next run."""

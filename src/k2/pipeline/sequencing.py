@@ -58,6 +58,9 @@ class SequenceChecks(BatchChecks):
     def revoke(self, partitions: list[TopicPartition]) -> None:
         self._inner.revoke(partitions)
 
+    def expire(self) -> dict[str, pl.DataFrame]:
+        return self._inner.expire()
+
     def close(self) -> None:
         """Save the owned partitions' Bloom filters (after the final commit): no rebuild next start."""
         self._inner.close()

@@ -74,6 +74,12 @@ class TableSink:
                 self._end[tp] = max(self._end.get(tp, NO_OFFSET), offset)
         return rows.height
 
+    def add_unread(self, rows: pl.DataFrame) -> None:
+        """Buffer rows that no read produced (gaps aged by wall time): no offsets move with them."""
+        if rows.height:
+            self._pending.append(rows)
+            self.rows += rows.height
+
     @property
     def dirty(self) -> bool:
         return bool(self._end)
@@ -85,7 +91,7 @@ class TableSink:
         if the last commit is older than that: a table that rarely gets rows (the gap table) then
         costs no snapshot per checkpoint, at the price of a longer replay after a crash.
         """
-        if not self._end:
+        if not self._end and not self._pending:
             return None
         if (
             advance_only_after_s is not None

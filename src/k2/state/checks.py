@@ -24,6 +24,7 @@ rebuild. Not imported by ``k2.state`` itself, so importing the package never pul
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping
 from itertools import compress
 from typing import TypeAlias
@@ -82,6 +83,11 @@ class StateChecks(BatchChecks):
         self._expected_dedup: dict[TopicPartition, int | None] = {}
         self._pending: dict[StateKey, KeyState] = {}
         self._pending_clocks: dict[ClockKey, PartitionClock] = {}
+        self._kinds: dict[str, str] = {}  # topic -> kind, as process() saw them
+        self._last_tick: dict[TopicPartition, float] = {}  # wall time of the newest fresh tick
+        self._expired: set[TopicPartition] = set()  # swept by wall time since their last tick
+        self._clock: Callable[[], float] = time.monotonic
+        self._swept: set[TopicPartition] = set()  # swept and not yet frozen
         self._kept_ids: dict[str, list[pl.DataFrame]] = {}
         self._kept_set: dict[str, set[str]] = {}  # the same ids, for membership in O(1) per id
         self._results: list[tuple[SequenceTracker, ClassifyResult]] = []
@@ -107,9 +113,14 @@ class StateChecks(BatchChecks):
     def process(self, kind: str, topic: str, frame: pl.DataFrame) -> CheckResult:
         """Classify the rows each stage has not applied yet; keep everything but duplicates."""
         self._topics.add(topic)
+        self._kinds[topic] = kind
         keep = pl.Series("keep", [True] * frame.height, dtype=pl.Boolean)
         if frame.is_empty():
             return CheckResult(keep=keep)
+        now = self._clock()
+        for p in frame.get_column("_partition").unique().to_list():
+            self._last_tick[(topic, p)] = now
+            self._expired.discard((topic, p))
         fresh = _fresh(frame, topic, self._floor_seq)
         tracker = self._trackers.get(kind)
         if tracker is None:
@@ -156,6 +167,40 @@ class StateChecks(BatchChecks):
         if missing:
             states.update(self.store.load(missing))
         return states
+
+    def expire(self) -> dict[str, pl.DataFrame]:
+        """The wall-clock fallback: sweep the young holes of owned partitions without a tick for
+        ``reorder_timeout`` seconds (their exchange clock stopped: a feed that ended or paused).
+
+        Deterministic values (detected_at = opening + timeout) but not a deterministic moment: see
+        :meth:`SequenceTracker.expire`. Each partition is swept once per quiet spell.
+        """
+        if self.reorder_timeout is None:
+            return {}
+        now = self._clock()
+        out: dict[str, pl.DataFrame] = {}
+        for tp in list(self._floor_seq):
+            topic, p = tp
+            kind = self._kinds.get(topic)
+            last = self._last_tick.setdefault(tp, now)
+            if kind is None or tp in self._expired or now - last < self.reorder_timeout:
+                continue
+            self._expired.add(tp)
+            tracker = self._trackers[kind]
+            clocks = self._clocks([(kind, p)])
+            if not any(c.holes for c in clocks.values()):
+                continue
+            keys = [(kind, e, s) for c in clocks.values() for e, s, _ in c.holes]
+            result = tracker.expire(clocks, self._states(keys))
+            self._pending.update(result.states)
+            self._pending_clocks.update(result.clocks)
+            self._results.append((tracker, result))
+            self._swept.add(tp)
+            events = result.gaps.with_columns(pl.col("event").cast(pl.String)).rename(
+                {"_partition": "kafka_partition", "_offset": "kafka_offset"}
+            )
+            out[topic] = pl.concat([out[topic], events]) if topic in out else events
+        return out
 
     def _clocks(self, keys: list[ClockKey]) -> dict[ClockKey, PartitionClock]:
         """Partition clocks, newest layer first like :meth:`_states`."""
@@ -235,6 +280,13 @@ class StateChecks(BatchChecks):
         """
         ours = {tp: o for tp, o in end.items() if tp[0] in self._topics}
         seq_tokens = [_advance(tp, o, self._expected_seq) for tp, o in ours.items()]
+        # partitions swept by wall time and not read since: fenced, their token unchanged
+        seq_tokens += [
+            PartitionToken(tp[0], tp[1], self._expected_seq[tp], self._expected_seq[tp] or 0)
+            for tp in self._swept
+            if tp not in ours and self._expected_seq.get(tp) is not None
+        ]
+        self._swept = set()
         # each partition's ids go to its own Deduplicator, the one that judged them
         dedup_tokens = {
             tp: (self.owned[tp], _advance(tp, o, self._expected_dedup))
@@ -270,9 +322,12 @@ class StateChecks(BatchChecks):
         and the dedup state of the partitions that leave (saved first, for a quick return)."""
         self._pending, self._kept_ids, self._kept_set, self._results = {}, {}, {}, []
         self._pending_clocks = {}
+        self._swept = set()
         with self._lock:
             self._frozen = []
         for tp in partitions:
+            self._last_tick.pop(tp, None)
+            self._expired.discard(tp)
             for known in (self._floor_seq, self._floor_dedup, self._expected_seq, self._expected_dedup):
                 known.pop(tp, None)
             dedup = self.owned.pop(tp, None)

@@ -203,6 +203,51 @@ class SequenceTracker:
         result_clocks = {} if times is None else times.advance(new_states, folded)
         return ClassifyResult(verdict_series(codes), self._events(events, batch), new_states, result_clocks)
 
+    def expire(
+        self, clocks: Mapping[ClockKey, PartitionClock], states: Mapping[StateKey, KeyState]
+    ) -> ClassifyResult:
+        """Record every young hole of these partitions now: the wall-clock fallback.
+
+        For a partition whose exchange clock stopped (no tick at all for ``reorder_timeout`` of
+        wall time, e.g. the feed ended), nothing on the exchange clock will ever age its holes. Each
+        is recorded with detected_at = its opening + timeout (exchange time, so the value does not
+        depend on when this ran); lineage is the partition, with no offset. Unlike every other
+        verdict this is not a function of the stream: a replay that stops at a different point, or a
+        feed that resumes, may see the same hole aged by the exchange clock instead.
+
+        Args:
+            clocks: the partitions' stored clocks (their young-hole index says which keys to load).
+            states: the states of every key in those indexes.
+        """
+        assert self.timeout_us is not None, "expire needs a reorder_timeout"
+        timeout = self.timeout_us
+        events: list[GapEventRow] = []
+        new_states: dict[StateKey, KeyState] = {}
+        new_clocks: dict[ClockKey, PartitionClock] = {}
+        parts: list[int] = []
+        for ck, clock in clocks.items():
+            if not clock.holes:
+                continue
+            row = len(parts)
+            parts.append(ck[1])
+            for ex, sym, _ in clock.holes:
+                st = states.get((self.kind, ex, sym))
+                if st is None:
+                    continue
+                fold = KeyFold(ex, sym, st, self.reorder_window, events, self.sessions_kept, timeout,
+                               lambda deadline, row=row: (row, deadline))  # fmt: skip
+                fold.sweep(2**62)
+                new_states[(self.kind, ex, sym)] = fold.state()
+            new_clocks[ck] = clock._replace(holes=())
+        lineage = pl.DataFrame(
+            {
+                "_partition": pl.Series(parts, dtype=pl.Int32),
+                "_offset": pl.Series([None] * len(parts), dtype=pl.Int64),
+            }
+        )
+        empty = verdict_series(np.zeros(0, np.uint8))
+        return ClassifyResult(empty, self._events(events, lineage), new_states, new_clocks)
+
     def _clocks(
         self, batch: pl.DataFrame, clocks: Mapping[ClockKey, PartitionClock] | None
     ) -> _Clocks | None:

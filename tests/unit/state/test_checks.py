@@ -198,3 +198,27 @@ def test_dedup_state_is_held_only_for_owned_partitions(tmp_path: Path) -> None:
     rows = make_batch("trades", [("SIM", "X", D0, 1)], partitions=1)
     with pytest.raises(StateStoreError, match="not assigned"):
         checks.process("trades", TOPIC, rows)  # partition 0: no state loaded, no verdict
+
+
+def test_a_partition_quiet_for_the_timeout_has_its_holes_aged_by_wall_time(tmp_path: Path) -> None:
+    checks = StateChecks(EmbeddedSequenceStore(tmp_path), reorder_window=64, reorder_timeout=2.0)
+    wall = [100.0]
+    checks._clock = lambda: wall[0]
+    checks.assign([(TOPIC, 0)])
+    batch = make_batch("trades", [("ASX", "BHP", D0, 1), ("ASX", "BHP", D0, 3)], partitions=1)
+    assert checks.process("trades", TOPIC, batch).gap_events.is_empty()  # type: ignore[union-attr]
+    checks.prepare(_end(batch))()
+    wall[0] = 101.0
+    assert checks.expire() == {}  # not quiet long enough
+    wall[0] = 102.5
+    events = checks.expire()[TOPIC]
+    assert events.select("event", "first_missing", "last_missing", "kafka_partition").rows() == [
+        ("opened", 2, 2, 0)
+    ]
+    assert checks.expire() == {}  # once per quiet spell
+    checks.prepare({})()  # committed, fenced by the unchanged token
+    again = StateChecks(EmbeddedSequenceStore(tmp_path), reorder_window=64, reorder_timeout=2.0)
+    again.assign([(TOPIC, 0)])
+    late = make_batch("trades", [("ASX", "BHP", D0, 2)], partitions=1, first_offsets={0: 2})
+    result = again.process("trades", TOPIC, late)
+    assert result.gap_events["event"].to_list() == ["recovered"]  # type: ignore[index]

@@ -294,3 +294,20 @@ def test_the_time_bound_is_per_partition() -> None:
     assert events == []  # BHP's partition saw no tick since: its clock stands still
     assert clocks[("trades", 1)].holes == (("ASX", "BHP", T0 + 1000),)
     assert clocks[("trades", 0)].holes == ()
+
+
+def test_expire_records_the_holes_of_a_stopped_partition_at_opening_plus_timeout() -> None:
+    rows = [("ASX", "BHP", D0, 1), ("ASX", "BHP", D0, 3), ("ASX", "CBA", D0, 1), ("ASX", "CBA", D0, 5)]
+    batch = stream_batch(rows).with_columns(pl.lit(2, pl.Int32).alias("_partition"))
+    tracker = SequenceTracker("trades", reorder_window=64, reorder_timeout=0.5)
+    clocks: dict = {}
+    _, events, states = tracker_run(tracker, batch, [], clocks=clocks)
+    assert events == [] and len(clocks[("trades", 2)].holes) == 2
+    result = tracker.expire(clocks, states)
+    assert event_tuples(result.gaps) == [
+        ("opened", "ASX", "BHP", D0, 2, 2, T0 + 1000 + 500_000, None, None),
+        ("opened", "ASX", "CBA", D0, 2, 4, T0 + 3000 + 500_000, None, None),
+    ]
+    assert result.gaps["_partition"].to_list() == [2, 2] and result.gaps["_offset"].null_count() == 2
+    assert result.clocks[("trades", 2)].holes == () and result.clocks[("trades", 2)].now == T0 + 3000
+    assert all(r[2] for st in result.states.values() for r in st.ranges)

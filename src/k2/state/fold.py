@@ -62,8 +62,9 @@ IN_ORDER, GAP, DUPLICATE, OUT_OF_ORDER, LATE_FILL, SESSION_RESET, LATE_SESSION =
 
 #: Event phases within one row: aged holes are swept before the tick itself is applied.
 SWEEP, TICK = 0, 1
-#: (row, event, exchange, symbol, session, first, last, detected_us, recovered_us, recovered_by, phase)
-GapEventRow = tuple[int, str, str, str, int, int, int, int, int | None, str | None, int]
+#: (row, event, exchange, symbol, session, first, last, detected_us, recovered_us, recovered_by, phase,
+#: opened_us: the hole's opening clock for an "opened" event, 0 when unknown)
+GapEventRow = tuple[int, str, str, str, int, int, int, int, int | None, str | None, int, int]
 
 
 class Crossing(Protocol):
@@ -185,11 +186,12 @@ class KeyFold:
     def _record(
         self, r: list[Any], session: int, ts: int, *, row: int | None = None, phase: int = TICK
     ) -> None:
+        opened = r[4]
         r[2], r[3], r[4] = r[0], r[1], ts
         self.holes -= 1
         self.events.append(
             (self.row if row is None else row, "opened", self.exchange, self.symbol, session, r[0], r[1], ts,
-             None, None, phase)
+             None, None, phase, opened)
         )  # fmt: skip
 
     def _fill(
@@ -213,7 +215,7 @@ class KeyFold:
         if not any(r[2] == first for r in ranges):
             self.events.append(
                 (self.row, "recovered", self.exchange, self.symbol, session, first, last, detected, ts,
-                 message_id, TICK)
+                 message_id, TICK, 0)
             )  # fmt: skip
         return LATE_FILL
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-from k2.observability.metrics import REGISTRY, Counter, Gauge
+from k2.observability.metrics import REGISTRY, Counter, Gauge, Histogram
 
 __all__ = ["StateMetrics", "state_metrics"]
 
@@ -18,6 +18,8 @@ __all__ = ["StateMetrics", "state_metrics"]
 class StateMetrics:
     verdicts: Counter
     gaps_open: Gauge
+    holes_open: Gauge
+    gap_detection: Histogram
     gap_ticks: Counter
     gap_recoveries: Counter
     dedup_duplicates: Counter
@@ -34,6 +36,15 @@ def state_metrics() -> StateMetrics:
         ),
         gaps_open=Gauge(
             "k2_gaps_open", "Recorded gaps not yet recovered, over the keys this process has seen.", ["kind"],
+            registry=REGISTRY,
+        ),
+        holes_open=Gauge(
+            "k2_gap_holes_open", "Symbols with a hole not yet recorded as a gap (pending), per feed.", ["kind"],
+            registry=REGISTRY,
+        ),
+        gap_detection=Histogram(
+            "k2_gap_detection_seconds", "Exchange-clock seconds from a hole's arrival to its recorded gap.",
+            ["kind"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 2.5, 3, 5, 10, 30, 60, 300),
             registry=REGISTRY,
         ),
         gap_ticks=Counter("k2_gap_ticks", "Sequences missing in recorded gaps.", ["kind"], registry=REGISTRY),

@@ -69,6 +69,8 @@ class ClassifyResult:
     """New state of every key in the batch (and of keys swept by the clock): ``SequenceStore.commit``."""
     clocks: dict[ClockKey, PartitionClock] = field(default_factory=dict, repr=False)
     """New clock of every partition in the batch (empty without a reorder timeout)."""
+    detection_s: tuple[float, ...] = ()
+    """Per recorded gap whose hole's opening is known: seconds of exchange clock from hole to gap."""
 
     def keep(self) -> pl.Series:
         """Rows to write: everything except duplicates (a late or out-of-order tick is real data)."""
@@ -109,6 +111,7 @@ class SequenceTracker:
         self._grouped: tuple[pl.DataFrame, BatchGroups, _Clocks | None] | None = None
         self._open_gaps: dict[StateKey, int] = {}  # for the k2_gaps_open gauge
         self._open_total = 0
+        self._holes: dict[int, int] = {}  # per partition: keys with young holes (k2_gap_holes_open)
 
     def keys(
         self, batch: pl.DataFrame, clocks: Mapping[ClockKey, PartitionClock] | None = None
@@ -201,7 +204,9 @@ class SequenceTracker:
         if times is not None:
             self._sweep_quiet(times, states, events, new_states, folded)
         result_clocks = {} if times is None else times.advance(new_states, folded)
-        return ClassifyResult(verdict_series(codes), self._events(events, batch), new_states, result_clocks)
+        return ClassifyResult(
+            verdict_series(codes), self._events(events, batch), new_states, result_clocks, _detection(events)
+        )
 
     def expire(
         self, clocks: Mapping[ClockKey, PartitionClock], states: Mapping[StateKey, KeyState]
@@ -246,7 +251,9 @@ class SequenceTracker:
             }
         )
         empty = verdict_series(np.zeros(0, np.uint8))
-        return ClassifyResult(empty, self._events(events, lineage), new_states, new_clocks)
+        return ClassifyResult(
+            empty, self._events(events, lineage), new_states, new_clocks, _detection(events)
+        )
 
     def _clocks(
         self, batch: pl.DataFrame, clocks: Mapping[ClockKey, PartitionClock] | None
@@ -343,6 +350,12 @@ class SequenceTracker:
                 else:
                     del open_by_key[key]
         m.gaps_open.labels(kind).set(self._open_total)
+        if result.clocks:
+            for ck, clock in result.clocks.items():
+                self._holes[ck[1]] = len(clock.holes)
+            m.holes_open.labels(kind).set(sum(self._holes.values()))
+        for seconds in result.detection_s:
+            m.gap_detection.labels(kind).observe(seconds)
         if result.gaps.is_empty():
             return
         for row in result.gaps.iter_rows(named=True):
@@ -368,7 +381,7 @@ class SequenceTracker:
             return pl.DataFrame(schema=GAP_EVENT_SCHEMA)
         # stable: keeps each tick's own emission order; a row's sweeps first, in key order
         events.sort(key=lambda e: (e[0], e[10], e[2], e[3], e[4], e[5]) if e[10] == SWEEP else (e[0], e[10]))
-        rows, kinds, exs, syms, sess, firsts, lasts, det, rec, by, _ = zip(*events, strict=True)
+        rows, kinds, exs, syms, sess, firsts, lasts, det, rec, by, _, _ = zip(*events, strict=True)
         lineage = {
             c: batch.get_column(c).gather(list(rows))
             if c in batch.columns
@@ -392,6 +405,11 @@ class SequenceTracker:
             },
             schema=GAP_EVENT_SCHEMA,
         )
+
+
+def _detection(events: list[GapEventRow]) -> tuple[float, ...]:
+    """Seconds from each recorded hole's opening to its recording (exchange clock)."""
+    return tuple((e[7] - e[11]) / 1e6 for e in events if e[1] == "opened" and e[11] > 0)
 
 
 def _quiet(state: KeyState, limit: int, aged: int | None) -> bool:

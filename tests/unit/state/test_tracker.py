@@ -311,3 +311,20 @@ def test_expire_records_the_holes_of_a_stopped_partition_at_opening_plus_timeout
     assert result.gaps["_partition"].to_list() == [2, 2] and result.gaps["_offset"].null_count() == 2
     assert result.clocks[("trades", 2)].holes == () and result.clocks[("trades", 2)].now == T0 + 3000
     assert all(r[2] for st in result.states.values() for r in st.ranges)
+
+
+def test_observe_reports_pending_holes_and_the_time_from_hole_to_gap() -> None:
+    from k2.observability.metrics import REGISTRY, sample
+
+    rows = [("SIM", "PEND", D0, 1), ("SIM", "PEND", D0, 3)] + [("SIM", "MOVE", D0, q) for q in range(1, 30)]
+    batch = stream_batch(rows).with_columns(pl.lit(0, pl.Int32).alias("_partition"))
+    tracker = SequenceTracker("quotes", reorder_window=64, reorder_timeout=0.010)
+    count = REGISTRY.get_sample_value("k2_gap_detection_seconds_count", {"kind": "quotes"}) or 0.0
+    first = tracker.classify(batch.slice(0, 5), {})
+    tracker.observe(first)
+    assert sample("k2_gap_holes_open", {"kind": "quotes"}) == 1
+    second = tracker.classify(batch.slice(5), first.states, first.clocks)
+    tracker.observe(second)
+    assert second.detection_s == (0.010,)
+    assert sample("k2_gap_holes_open", {"kind": "quotes"}) == 0
+    assert REGISTRY.get_sample_value("k2_gap_detection_seconds_count", {"kind": "quotes"}) == count + 1

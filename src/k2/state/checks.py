@@ -88,6 +88,7 @@ class StateChecks(BatchChecks):
         self._expired: set[TopicPartition] = set()  # swept by wall time since their last tick
         self._clock: Callable[[], float] = time.monotonic
         self._swept: set[TopicPartition] = set()  # swept and not yet frozen
+        self._last_offset: dict[TopicPartition, int] = {}  # newest offset read: lineage of a wall sweep
         self._kept_ids: dict[str, list[pl.DataFrame]] = {}
         self._kept_set: dict[str, set[str]] = {}  # the same ids, for membership in O(1) per id
         self._results: list[tuple[SequenceTracker, ClassifyResult]] = []
@@ -118,8 +119,9 @@ class StateChecks(BatchChecks):
         if frame.is_empty():
             return CheckResult(keep=keep)
         now = self._clock()
-        for p in frame.get_column("_partition").unique().to_list():
+        for p, last in frame.group_by("_partition").agg(pl.col("_offset").max()).iter_rows():
             self._last_tick[(topic, p)] = now
+            self._last_offset[(topic, p)] = last
             self._expired.discard((topic, p))
         fresh = _fresh(frame, topic, self._floor_seq)
         tracker = self._trackers.get(kind)
@@ -196,9 +198,11 @@ class StateChecks(BatchChecks):
             self._pending_clocks.update(result.clocks)
             self._results.append((tracker, result))
             self._swept.add(tp)
-            events = result.gaps.with_columns(pl.col("event").cast(pl.String)).rename(
-                {"_partition": "kafka_partition", "_offset": "kafka_offset"}
-            )
+            # lineage: the partition's newest tick read, after which the hole aged by wall time
+            events = result.gaps.with_columns(
+                pl.col("event").cast(pl.String),
+                pl.lit(self._last_offset.get(tp, 0), pl.Int64).alias("_offset"),
+            ).rename({"_partition": "kafka_partition", "_offset": "kafka_offset"})
             out[topic] = pl.concat([out[topic], events]) if topic in out else events
         return out
 
@@ -327,6 +331,7 @@ class StateChecks(BatchChecks):
             self._frozen = []
         for tp in partitions:
             self._last_tick.pop(tp, None)
+            self._last_offset.pop(tp, None)
             self._expired.discard(tp)
             for known in (self._floor_seq, self._floor_dedup, self._expected_seq, self._expected_dedup):
                 known.pop(tp, None)

@@ -212,9 +212,9 @@ def test_a_partition_quiet_for_the_timeout_has_its_holes_aged_by_wall_time(tmp_p
     assert checks.expire() == {}  # not quiet long enough
     wall[0] = 102.5
     events = checks.expire()[TOPIC]
-    assert events.select("event", "first_missing", "last_missing", "kafka_partition").rows() == [
-        ("opened", 2, 2, 0)
-    ]
+    assert events.select(
+        "event", "first_missing", "last_missing", "kafka_partition", "kafka_offset"
+    ).rows() == [("opened", 2, 2, 0, 1)]
     assert checks.expire() == {}  # once per quiet spell
     checks.prepare({})()  # committed, fenced by the unchanged token
     again = StateChecks(EmbeddedSequenceStore(tmp_path), reorder_window=64, reorder_timeout=2.0)

@@ -229,13 +229,13 @@ def gaps(
     symbols: str | None = typer.Option(None, "--symbols", "-s", help="Default: every symbol."),
     start: str | None = typer.Option(None, "--start", help="First session, YYYY-MM-DD."),
     end: str | None = typer.Option(None, "--end", help="Last session, YYYY-MM-DD."),
-    status: str = typer.Option("all", help="open, recovered or all."),
+    status: str = typer.Option("all", help="open, recovered, pending (holes not recorded yet) or all."),
     output: Path | None = _OUTPUT,
 ) -> None:
     """Sequence gaps and whether late ticks recovered them."""
     context = obj(ctx)
-    if status not in ("open", "recovered", "all"):
-        raise typer.BadParameter("use open, recovered or all", param_hint="--status")
+    if status not in ("open", "recovered", "pending", "all"):
+        raise typer.BadParameter("use open, recovered, pending or all", param_hint="--status")
     sessions = SessionRange(
         parse_date(start, "start") if start else None, parse_date(end, "end") if end else None, max_days=None
     )

@@ -14,6 +14,7 @@ from k2.observability.logging import get_logger
 from k2.pipeline.checks import BatchChecks, CheckResult
 from k2.state import Deduplicator, open_dedup_store, open_sequence_store, state_dir
 from k2.state.checks import DedupOpener, StateChecks
+from k2.state.factory import namespace_state
 from k2.types import Offsets, TopicPartition
 
 __all__ = ["SequenceChecks"]
@@ -26,12 +27,7 @@ class SequenceChecks(BatchChecks):
 
     def __init__(self, settings: Settings) -> None:
         state = settings.state
-        # State belongs to one lake namespace, like the tables whose offsets it must agree with: a
-        # second namespace fed the same ticks (a demo, a backfill into a scratch namespace) starts
-        # from nothing instead of calling every tick a duplicate.
-        ns = settings.lake.namespace
-        redis = settings.redis.model_copy(update={"key_prefix": f"{settings.redis.key_prefix}{ns}:"})
-        data_dir = settings.data_dir / "state" / ns
+        redis, data_dir = namespace_state(settings)
         store = open_sequence_store(state, redis, data_dir, commit_mode=state.redis_commit)
         openers: dict[str, DedupOpener] = {}
         if state.dedup:

@@ -11,9 +11,11 @@ callers send. It keeps three caches, all safe under concurrent requests and all 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Literal
 
+import polars as pl
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 
@@ -41,6 +43,22 @@ SNAPSHOT_SCHEMA = pa.schema([
 ])  # fmt: skip
 
 
+def _pending_reader(settings: Settings) -> Callable[[], pl.DataFrame]:
+    """Reads the pending holes from the pipeline's sequence store, opened per call (read only)."""
+    from k2.state.factory import namespace_state, open_sequence_store, state_dir
+    from k2.state.pending import PENDING_SCHEMA, pending_holes
+
+    redis, data_dir = namespace_state(settings)
+
+    def read() -> pl.DataFrame:
+        if settings.state.backend == "embedded" and not (state_dir(data_dir) / "sequence.sqlite").exists():
+            return pl.DataFrame(schema=PENDING_SCHEMA)  # no pipeline ran here: do not create its file
+        with open_sequence_store(settings.state, redis, data_dir) as store:
+            return pending_holes(store, ("trades", "quotes"), settings.kafka.partitions)
+
+    return read
+
+
 class QueryEngine:
     """DuckDB over Iceberg snapshots, with planning and aggregate caches (thread-safe)."""
 
@@ -55,7 +73,9 @@ class QueryEngine:
         partial_rows: int = 4_000_000,
         row_cache_rows: int = 2_000_000,
         runner: DuckRunner | None = None,
+        pending: Callable[[], pl.DataFrame] | None = None,
     ) -> None:
+        self.pending = pending  # holes not yet recorded, from the sequence state (k2.state.pending)
         self.reader = LakeReader(
             catalog,
             namespace,
@@ -88,7 +108,7 @@ class QueryEngine:
         )
         return cls(
             catalog, settings.lake.namespace, QueryLimits.from_settings(settings.api),
-            refresh_interval_s=refresh_interval_s, runner=runner,
+            refresh_interval_s=refresh_interval_s, runner=runner, pending=_pending_reader(settings),
         )  # fmt: skip
 
     def with_limits(self, limits: QueryLimits) -> QueryEngine:
@@ -185,8 +205,11 @@ class QueryEngine:
         status: GapStatus = "all",
         travel: TimeTravel = TimeTravel(),
     ) -> Result:
-        """Sequence gaps and their state (see ``k2.query.stats.gaps``)."""
-        return stats.gaps(self.reader, symbols, sessions, kind=kind, status=status, travel=travel)
+        """Sequence gaps and their state, pending holes included (see ``k2.query.stats.gaps``)."""
+        pending = self.pending() if self.pending is not None and status in ("pending", "all") else None
+        return stats.gaps(
+            self.reader, symbols, sessions, kind=kind, status=status, travel=travel, pending=pending
+        )
 
     def snapshots(self, table: str, *, limit: int = 50) -> Result:
         """Snapshots newest first: commit time, operation, rows added and Kafka offsets covered.

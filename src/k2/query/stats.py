@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Any, Literal
 
+import polars as pl
 import pyarrow as pa
 
 from k2.lake.tables import GAPS
@@ -22,7 +23,7 @@ from k2.query.sql import placeholders
 
 __all__ = ["GapStatus", "SessionRange", "gaps", "symbol_days"]
 
-GapStatus = Literal["open", "recovered", "all"]
+GapStatus = Literal["open", "recovered", "pending", "all"]
 _EPOCH_DAY = date(1970, 1, 1)
 
 
@@ -178,8 +179,13 @@ def gaps(
     kind: Literal["trades", "quotes"] | None = None,
     status: GapStatus = "all",
     travel: TimeTravel = TimeTravel(),
+    pending: pl.DataFrame | None = None,
 ) -> Result:
     """Sequence gaps with their state (open or recovered), oldest session first.
+
+    ``pending`` (``k2.state.pending.PENDING_SCHEMA``): holes the sequence state holds that are not
+    recorded yet; shown with status ``pending`` (``detected_at`` = when the hole opened) under
+    ``status`` "pending" or "all". They come from the state store as it is now, whatever ``travel``.
 
     Raises:
         CapExceededError: more gaps than ``max_rows``.
@@ -219,4 +225,29 @@ def gaps(
     out = reader.runner.table(
         "gaps", sql, params, timeout_s=reader.limits.timeout_s, tables=tables, files=len(scan.files)
     )
+    if pending is not None and status in ("pending", "all") and pending.height:
+        out = _with_pending(out, pending, symbols, sessions, kind)
     return Result(reader.limits.check_rows(out, "gaps"), {GAPS: scan.snapshot_id})
+
+
+def _with_pending(
+    out: pa.Table, pending: pl.DataFrame, symbols: tuple[str, ...], sessions: SessionRange, kind: str | None
+) -> pa.Table:
+    keep = pl.lit(True)
+    if symbols:
+        keep &= pl.col("symbol").is_in(list(symbols))
+    if kind is not None:
+        keep &= pl.col("kind") == kind
+    if sessions.first is not None:
+        keep &= pl.col("session") >= sessions.first
+    if sessions.last is not None:
+        keep &= pl.col("session") <= sessions.last
+    rows = pending.filter(keep).select(out.schema.names).to_arrow().cast(out.schema)
+    merged = pa.concat_tables([out, rows])
+    order = [
+        ("session", "ascending"),
+        ("symbol", "ascending"),
+        ("kind", "ascending"),
+        ("first_missing", "ascending"),
+    ]
+    return merged.sort_by(order)

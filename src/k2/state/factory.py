@@ -4,17 +4,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from k2.config import RedisSettings, StateSettings
+from k2.config import RedisSettings, Settings, StateSettings
 from k2.state.base import DedupStore, SequenceStore
 from k2.state.embedded import EmbeddedDedupStore, EmbeddedSequenceStore
 from k2.state.redis import CommitMode, RedisDedupStore, RedisSequenceStore
 
-__all__ = ["open_dedup_store", "open_sequence_store", "state_dir"]
+__all__ = ["namespace_state", "open_dedup_store", "open_sequence_store", "state_dir"]
 
 
 def state_dir(data_dir: Path) -> Path:
     """Where the embedded stores and saved Bloom filters live: ``<data_dir>/state``."""
     return data_dir / "state"
+
+
+def namespace_state(settings: Settings) -> tuple[RedisSettings, Path]:
+    """The Redis settings (key prefix) and data directory of the lake namespace's state.
+
+    State belongs to one lake namespace, like the tables whose offsets it must agree with: a second
+    namespace fed the same ticks (a demo, a backfill into a scratch namespace) starts from nothing
+    instead of calling every tick a duplicate.
+    """
+    ns = settings.lake.namespace
+    redis = settings.redis.model_copy(update={"key_prefix": f"{settings.redis.key_prefix}{ns}:"})
+    return redis, settings.data_dir / "state" / ns
 
 
 def open_sequence_store(

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
+
+from k2.query.engine import QueryEngine
 
 WINDOW = {"start": "2014-03-10T23:00:00Z", "end": "2014-03-10T23:15:00Z"}
 DAY = {"start": "2014-03-10T13:00:00Z", "end": "2014-03-11T13:00:00Z"}
@@ -135,3 +138,30 @@ def test_openapi_documents_every_route_with_examples(client: TestClient) -> None
     bars = spec["paths"]["/v1/bars"]["get"]
     assert bars["responses"]["200"]["content"]["application/json"]["example"]["data"][0]["symbol"] == "BHP"
     assert {"400", "401", "429", "504"} <= set(bars["responses"])
+
+
+def test_gaps_show_pending_holes_from_the_sequence_state(
+    make_client: Callable[..., TestClient], api_engine: QueryEngine
+) -> None:
+    from datetime import UTC, date, datetime
+
+    import polars as pl
+
+    from k2.state.pending import PENDING_SCHEMA
+
+    hole = pl.DataFrame(
+        [("trades", "ASX", "BHP", date(2014, 3, 11), 7, 9, 3, datetime(2014, 3, 11, 1, tzinfo=UTC), None, None,
+          "pending")],
+        schema=list(PENDING_SCHEMA), orient="row",
+    ).cast(PENDING_SCHEMA)  # type: ignore[arg-type]  # fmt: skip
+    api_engine.pending = lambda: hole
+    try:
+        client = make_client(rate_limit_per_minute=100_000)  # its engine view copies the reader
+        pending = client.get("/v1/gaps", params={"status": "pending"}).json()["data"]
+        everything = client.get("/v1/gaps", params={"status": "all"}).json()["data"]
+        recorded = client.get("/v1/gaps", params={"status": "open"}).json()["data"]
+    finally:
+        api_engine.pending = None
+    assert [(g["symbol"], g["first_missing"], g["status"]) for g in pending] == [("BHP", 7, "pending")]
+    assert [g for g in everything if g["status"] == "pending"] == pending
+    assert all(g["status"] == "open" for g in recorded)

@@ -75,7 +75,11 @@ def read_gaps(
     end: LastSession = None,
     kind: Annotated[Literal["trades", "quotes"] | None, Query(description="Only this stream.")] = None,
     status: Annotated[
-        Literal["open", "recovered", "all"], Query(description="open: still missing; recovered: filled late.")
+        Literal["open", "recovered", "pending", "all"],
+        Query(
+            description="open: recorded, still missing; recovered: filled late; pending: a hole not "
+            "recorded yet (younger than the reorder window and timeout; detected_at = when it opened)."
+        ),
     ] = "all",
     snapshot_id: SnapshotParam = None,
     as_of: AsOfParam = None,

@@ -19,6 +19,8 @@ class StateMetrics:
     verdicts: Counter
     gaps_open: Gauge
     holes_open: Gauge
+    oldest_pending: Gauge
+    gaps_recorded: Counter
     gap_detection: Histogram
     gap_ticks: Counter
     gap_recoveries: Counter
@@ -42,6 +44,12 @@ def state_metrics() -> StateMetrics:
             "k2_gap_holes_open", "Symbols with a hole not yet recorded as a gap (pending), per feed.", ["kind"],
             registry=REGISTRY,
         ),
+        oldest_pending=Gauge(
+            "k2_gap_oldest_pending_seconds",
+            "Exchange-clock age of the oldest hole not yet recorded, over this process's partitions.", ["kind"],
+            registry=REGISTRY,
+        ),
+        gaps_recorded=Counter("k2_gaps_recorded", "Gaps recorded (opened events).", ["kind"], registry=REGISTRY),
         gap_detection=Histogram(
             "k2_gap_detection_seconds", "Exchange-clock seconds from a hole's arrival to its recorded gap.",
             ["kind"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 2.5, 3, 5, 10, 30, 60, 300),

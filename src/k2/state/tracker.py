@@ -111,7 +111,8 @@ class SequenceTracker:
         self._grouped: tuple[pl.DataFrame, BatchGroups, _Clocks | None] | None = None
         self._open_gaps: dict[StateKey, int] = {}  # for the k2_gaps_open gauge
         self._open_total = 0
-        self._holes: dict[int, int] = {}  # per partition: keys with young holes (k2_gap_holes_open)
+        # per partition: keys with young holes, age of the oldest (µs), for the gauges
+        self._holes: dict[int, tuple[int, int]] = {}
 
     def keys(
         self, batch: pl.DataFrame, clocks: Mapping[ClockKey, PartitionClock] | None = None
@@ -352,8 +353,10 @@ class SequenceTracker:
         m.gaps_open.labels(kind).set(self._open_total)
         if result.clocks:
             for ck, clock in result.clocks.items():
-                self._holes[ck[1]] = len(clock.holes)
-            m.holes_open.labels(kind).set(sum(self._holes.values()))
+                oldest = min((t for _, _, t in clock.holes), default=clock.now)
+                self._holes[ck[1]] = (len(clock.holes), clock.now - oldest)
+            m.holes_open.labels(kind).set(sum(n for n, _ in self._holes.values()))
+            m.oldest_pending.labels(kind).set(max(age for _, age in self._holes.values()) / 1e6)
         for seconds in result.detection_s:
             m.gap_detection.labels(kind).observe(seconds)
         if result.gaps.is_empty():
@@ -365,6 +368,7 @@ class SequenceTracker:
                 "last_missing": row["last_missing"], "size": row["size"],
             }  # fmt: skip
             if row["event"] == "opened":
+                m.gaps_recorded.labels(kind).inc()
                 m.gap_ticks.labels(kind).inc(row["size"])
                 log.warning("sequence gap recorded", detected_at=row["detected_at"].isoformat(), **fields)
             else:

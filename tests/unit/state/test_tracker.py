@@ -323,6 +323,7 @@ def test_observe_reports_pending_holes_and_the_time_from_hole_to_gap() -> None:
     first = tracker.classify(batch.slice(0, 5), {})
     tracker.observe(first)
     assert sample("k2_gap_holes_open", {"kind": "quotes"}) == 1
+    assert sample("k2_gap_oldest_pending_seconds", {"kind": "quotes"}) == 0.003
     second = tracker.classify(batch.slice(5), first.states, first.clocks)
     tracker.observe(second)
     assert second.detection_s == (0.010,)

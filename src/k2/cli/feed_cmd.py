@@ -150,6 +150,11 @@ def simulate(
         0.0, help="Probability per tick of being delivered late within the window."
     ),
     reorder_window: int = typer.Option(8, min=1, help="W: a reordered tick arrives at most W ticks late."),
+    reorder_max_s: float = typer.Option(
+        1.0,
+        min=0.000001,
+        help="...and at most this many exchange-time seconds late (below state.reorder_timeout).",
+    ),
     reset_rate: float = typer.Option(0.0, help="Probability per tick of a session reset of its symbol."),
     late_fill_fraction: float = typer.Option(
         0.0, help="Fraction of gaps whose ticks are sent later (> W+10)."
@@ -184,6 +189,7 @@ def simulate(
             dup_rate=dup_rate,
             reorder_rate=reorder_rate,
             reorder_window=reorder_window,
+            reorder_max_s=reorder_max_s,
             reset_rate=reset_rate,
             late_fill_fraction=late_fill_fraction,
             malformed_rate=malformed_rate,

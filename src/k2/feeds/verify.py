@@ -8,7 +8,8 @@ stream moved past it by the reorder window, or its session ended, or its partiti
 time of the tick right after the gap, which the simulator always sends on time, so the clock at its
 arrival is its own time. The partitions and times are read from the tick tables' lineage columns.
 With ``drained=True`` (the ingester stayed up ``reorder_timeout`` of wall time after the feed
-stopped, so its wall-clock fallback aged every remaining hole) every gap counts.
+stopped, so its wall-clock fallback aged every remaining hole) every gap counts; without it, a gap
+not due by these rules may still be recorded (by that fallback) but must be one of the truth's.
 
 With deferral (``deferred=True``), load shedding opens gaps of its own: a deferred symbol's live
 ticks run ahead of its deferred ones. Those are not in the truth, and what must hold instead is
@@ -158,6 +159,13 @@ def _gap_problems(
     want_filled = {_key(g["symbol"], g["session"], g["first"], g["last"]) for g in due if g["filled"]}
     opened_rows = mine.filter(pl.col("event") == "opened")
     opened, recovered = _keyset(opened_rows), _keyset(mine.filter(pl.col("event") == "recovered"))
+    # a gap not due by the stream that was recorded anyway: the wall-clock fallback aged it once the
+    # feed stopped (the ingester outlived it by the time bound); it must still be one of the truth's
+    young = {_key(g["symbol"], g["session"], g["first"], g["last"]): g["filled"] for g in k["gaps"]}
+    tail = {key for key in opened if key in young and key not in want}
+    want |= tail
+    want_filled |= {key for key in tail if young[key]}
+    report.pending -= len(tail)
     report.gaps_opened += len(opened)
     report.gaps_recovered += len(recovered)
     for r in opened_rows.select(

@@ -32,7 +32,7 @@ K2_WINDOW = 12
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("backend", ["embedded"])
+@pytest.mark.parametrize("backend", ["embedded", "redis"])
 def test_every_gap_of_fifty_thousand_quiet_symbols_is_recorded_within_the_time_bound(
     settings: Settings, backend: str, tmp_path: Path
 ) -> None:

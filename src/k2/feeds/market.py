@@ -28,6 +28,7 @@ import math
 import string
 from dataclasses import dataclass, field
 from datetime import date, time
+from typing import Literal
 
 import numpy as np
 import polars as pl
@@ -63,6 +64,10 @@ class MarketConfig:
     open_time: time = time(10, 0)
     close_time: time = time(16, 0)
     rate_per_symbol: float = 2.0
+    #: "lognormal": activity spread within ~x5 either way; "zipf": a few busy symbols, most quiet
+    #: (weight ∝ 1 / rank ** zipf_exponent over a random ranking), as on a real exchange
+    liquidity: Literal["lognormal", "zipf"] = "lognormal"
+    zipf_exponent: float = 1.1
     trade_fraction: float = 0.4
     u_shape: float = 3.0
     burst_per_hour: float = 2.0
@@ -77,6 +82,7 @@ class MarketConfig:
             )
         checks = {
             "rate_per_symbol": self.rate_per_symbol > 0,
+            "zipf_exponent": self.zipf_exponent > 0,
             "trade_fraction": 0 <= self.trade_fraction < 1,
             "u_shape": self.u_shape >= 0,
             "burst_per_hour": self.burst_per_hour >= 0,
@@ -159,6 +165,9 @@ class MarketModel:
         price0 = np.exp(rng.uniform(math.log(0.5), math.log(150.0), n))
         weight = rng.lognormal(0.0, 0.8, n)
         vol = rng.uniform(0.01, 0.035, n)
+        if config.liquidity == "zipf":  # drawn after the defaults, so a lognormal run is unchanged
+            rank = rng.permutation(n) + 1.0
+            weight = rank**-config.zipf_exponent
         rates = config.rate_per_symbol * weight / weight.mean()
         self.specs = tuple(
             SymbolSpec(name, float(p), _tick_micros(float(p)), float(v), float(r))

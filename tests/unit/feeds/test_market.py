@@ -132,3 +132,17 @@ def test_symbol_names_are_distinct_and_seeded() -> None:
     names = symbol_names(300, 5)
     assert len(set(names)) == 300 and names == symbol_names(300, 5) and names != symbol_names(300, 6)
     assert all(3 <= len(n) <= 4 and n.isupper() for n in names)
+
+
+def test_a_zipf_market_has_a_few_busy_symbols_and_many_quiet_ones() -> None:
+    import numpy as np
+
+    from k2.feeds.market import MarketConfig, MarketModel, symbol_names
+
+    names = symbol_names(10_000, 1)
+    rng = np.random.default_rng(5)
+    model = MarketModel(MarketConfig(symbols=names, liquidity="zipf"), rng, np.random.default_rng(6))
+    rates = np.sort(np.array([s.rate for s in model.specs]))[::-1]
+    assert abs(rates.mean() - 2.0) < 1e-9  # the same ticks per second in all, spread unevenly
+    assert rates[:100].sum() > 0.3 * rates.sum()  # the busiest 1 % trade about a third of the ticks
+    assert np.median(rates) < 0.2 * rates.mean()  # the median symbol is quiet

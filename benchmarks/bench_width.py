@@ -1,0 +1,138 @@
+"""Width: sequence checks over 1 K, 50 K and 1 M symbols with a Zipf liquidity, both backends.
+
+    python -m benchmarks.bench_width [--quick]
+
+A feed of ``ticks`` ticks at 100,000 ticks/s of exchange time over N symbols whose activity is
+Zipf-distributed (weight ∝ 1/rank^1.1: a few busy symbols, most quiet), 0.1 % of ticks dropped, on
+4 partitions, is classified in 50,000-tick batches with the time bound on (load + classify +
+commit per batch, as the pipeline does; Kafka and Iceberg are not in the loop). Reported per run:
+ticks/s, stored state per key, the restart cost (a new store object: the first batch's load with a
+cold cache), and the gap-detection latency on the exchange clock (p50/p99; after the feed stops,
+the wall-clock fallback ages the rest). The Bloom filter's memory depends on the ids per window, not
+the symbols: 1.797 B per id at 0.1 % (17.1 MiB for the default 10 M).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from benchmarks.bench_state import _redis
+from k2.state.base import SequenceStore, batch_tokens
+from k2.state.embedded import EmbeddedSequenceStore
+from k2.state.redis import RedisSequenceStore
+from k2.state.tracker import SequenceTracker
+
+__all__ = ["main"]
+
+BATCH, PARTS, TIMEOUT_S = 50_000, 4, 2.0
+T0 = 1_704_189_600_000_000  # 2024-01-02 10:00 UTC
+
+
+def feed(symbols: int, ticks: int, seed: int = 7) -> pl.DataFrame:
+    """Zipf-weighted ticks in arrival order, with 0.1 % of sequences dropped."""
+    rng = np.random.default_rng(seed)
+    weight = (rng.permutation(symbols) + 1.0) ** -1.1
+    sym = rng.choice(symbols, size=ticks, p=weight / weight.sum())
+    order = np.argsort(sym, kind="stable")
+    seq = np.empty(ticks, dtype=np.int64)
+    counts = np.bincount(sym, minlength=symbols)
+    starts = np.cumsum(counts) - counts
+    seq[order] = np.arange(ticks) - np.repeat(starts, counts) + 1
+    drop = rng.random(ticks) < 0.001
+    names = pl.Series([f"S{i}" for i in range(symbols)])
+    part = np.array([zlib.crc32(n.encode()) % PARTS for n in names.to_list()], dtype=np.int32)
+    frame = pl.DataFrame(
+        {
+            "message_id": pl.int_range(ticks, eager=True).cast(pl.String),
+            "exchange": pl.repeat("SIM", ticks, eager=True),
+            "symbol": names.gather(sym),
+            "session": pl.repeat(19_724, ticks, eager=True).cast(pl.Date),
+            "sequence": seq,
+            "exchange_ts": pl.Series(T0 + np.arange(ticks) * 10, dtype=pl.Int64).cast(
+                pl.Datetime("us", "UTC")
+            ),
+            "_partition": pl.Series(part[sym], dtype=pl.Int32),
+        }
+    ).filter(~pl.Series(drop))
+    return frame.with_columns(pl.int_range(pl.len()).over("_partition").cast(pl.Int64).alias("_offset"))
+
+
+def run(store: SequenceStore, frame: pl.DataFrame, reopen: Callable[[], SequenceStore]) -> dict[str, float]:
+    tracker = SequenceTracker("trades", reorder_window=64, reorder_timeout=TIMEOUT_S)
+    expected: dict[int, int | None] = {}
+    latencies: list[float] = []
+    busy = 0.0
+    n = 0
+    for a in range(0, frame.height, BATCH):
+        batch = frame.slice(a, BATCH)
+        began = time.perf_counter()
+        clocks = store.load_clocks(tracker.clock_keys(batch))
+        states = store.load(tracker.keys(batch, clocks))
+        result = tracker.classify(batch, states, clocks)
+        tokens = batch_tokens("k2.trades", batch, expected)
+        store.commit(result.states, tokens, result.clocks)
+        if a:  # the first batch creates most keys: warm-up
+            busy += time.perf_counter() - began
+            n += batch.height
+        expected.update({t.partition: t.offset for t in tokens})
+        latencies.extend(result.detection_s)
+    clocks = store.load_clocks([("trades", p) for p in range(PARTS)])
+    tail = tracker.expire(
+        clocks, store.load([("trades", e, s) for c in clocks.values() for e, s, _ in c.holes])
+    )
+    latencies.extend(tail.detection_s)
+    cold = reopen()
+    began = time.perf_counter()
+    batch = frame.slice(0, BATCH)
+    cold.load(tracker.keys(batch, cold.load_clocks(tracker.clock_keys(batch))))
+    restart = time.perf_counter() - began
+    cold.close()
+    lat = np.array(latencies) if latencies else np.zeros(1)
+    return {"ticks_s": n / busy, "restart_s": restart, "p50": float(np.percentile(lat, 50)),
+            "p99": float(np.percentile(lat, 99)), "gaps": len(latencies)}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    quick = "--quick" in (argv if argv is not None else sys.argv[1:])
+    sizes = [(1_000, 300_000), (50_000, 600_000), (1_000_000, 3_000_000)]
+    if quick:
+        sizes = [(1_000, 150_000), (50_000, 300_000), (1_000_000, 1_500_000)]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, _redis(Path(tmp) / "redis") as settings:
+        for symbols, ticks in sizes:
+            frame = feed(symbols, ticks)
+            keys = frame["symbol"].n_unique()
+            d = Path(tmp) / f"emb{symbols}"
+            emb = EmbeddedSequenceStore(d)
+            r = run(emb, frame, lambda d=d: EmbeddedSequenceStore(d))
+            emb.close()
+            size = sum(f.stat().st_size for f in d.glob("sequence.sqlite*"))
+            rows.append(("embedded", symbols, keys, r, size / keys))
+            redis = settings.redis.model_copy(update={"key_prefix": f"w{symbols}:"})
+            rs = RedisSequenceStore(redis)
+            r = run(rs, frame, lambda redis=redis: RedisSequenceStore(redis))
+            sample = frame["symbol"].unique().head(500).to_list()
+            mem = [rs._client.memory_usage(rs._key(("trades", "SIM", s))) or 0 for s in sample]
+            rs._client.flushdb()
+            rs.close()
+            rows.append(("redis", symbols, keys, r, float(np.mean(mem))))
+            print(f"  {symbols:>9,} symbols done", flush=True)
+    base = {b: r["ticks_s"] for b, s, _, r, _ in rows if s == sizes[0][0]}
+    print(f"\n{'backend':9} {'symbols':>9} {'keys seen':>9} {'ticks/s':>10} {'vs 1K':>6} {'B/key':>6} "
+          f"{'restart':>8} {'gaps':>5} {'p50 s':>6} {'p99 s':>6}")  # fmt: skip
+    for backend, symbols, keys, r, per_key in rows:
+        print(f"{backend:9} {symbols:>9,} {keys:>9,} {r['ticks_s']:>10,.0f} {r['ticks_s'] / base[backend]:>6.2f} "
+              f"{per_key:>6.0f} {r['restart_s'] * 1e3:>6.0f}ms {r['gaps']:>5} {r['p50']:>6.3f} {r['p99']:>6.3f}")  # fmt: skip
+    print("Bloom: 1.797 B per id in the window at 0.1 % (17.1 MiB for 10 M ids), whatever the symbol count")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

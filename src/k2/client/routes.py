@@ -95,7 +95,7 @@ class Routes:
     def gaps(self, symbols: Symbols | None = None, start: Time | None = None, end: Time | None = None, *,
              kind: str | None = None, status: str | None = None, snapshot_id: int | None = None,
              as_of: Time | None = None, output: Output | None = None) -> Any:  # fmt: skip
-        """Sequence gaps recorded by the pipeline (status: open or recovered)."""
+        """Sequence gaps recorded by the pipeline (status: open, recovered, pending or all)."""
         return self._table(calls.gaps(symbols, start, end, kind, status, snapshot_id, as_of), output)
 
     # -- live: Iceberg at a snapshot plus the Kafka tail after it ------------------------------

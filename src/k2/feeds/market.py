@@ -167,7 +167,7 @@ class MarketModel:
         vol = rng.uniform(0.01, 0.035, n)
         if config.liquidity == "zipf":  # drawn after the defaults, so a lognormal run is unchanged
             rank = rng.permutation(n) + 1.0
-            weight = rank**-config.zipf_exponent
+            weight = np.power(rank, -config.zipf_exponent, dtype=np.float64)
         rates = config.rate_per_symbol * weight / weight.mean()
         self.specs = tuple(
             SymbolSpec(name, float(p), _tick_micros(float(p)), float(v), float(r))

@@ -40,7 +40,8 @@ start a new session.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 from k2.state.model import KeyState
 
@@ -54,6 +55,7 @@ __all__ = [
     "SESSION_RESET",
     "SWEEP",
     "TICK",
+    "Crossing",
     "GapEventRow",
     "KeyFold",
 ]
@@ -67,10 +69,8 @@ SWEEP, TICK = 0, 1
 GapEventRow = tuple[int, str, str, str, int, int, int, int, int | None, str | None, int, int]
 
 
-class Crossing(Protocol):
-    """Where a partition's clock first reaches a deadline within the batch: (row, clock there)."""
-
-    def __call__(self, deadline: int) -> tuple[int, int]: ...
+#: deadline -> (row, clock there): where a partition's clock first reaches a deadline in the batch
+Crossing = Callable[[int], tuple[int, int]]
 
 
 class KeyFold:

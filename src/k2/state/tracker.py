@@ -29,7 +29,7 @@ import polars as pl
 
 from k2.observability.logging import get_logger
 from k2.state.errors import InvalidBatchError
-from k2.state.fold import DUPLICATE, SWEEP, GapEventRow, KeyFold
+from k2.state.fold import DUPLICATE, SWEEP, Crossing, GapEventRow, KeyFold
 from k2.state.groups import BatchGroups
 from k2.state.metrics import state_metrics
 from k2.state.model import (
@@ -241,7 +241,7 @@ class SequenceTracker:
                 if st is None:
                     continue
                 fold = KeyFold(ex, sym, st, self.reorder_window, events, self.sessions_kept, timeout,
-                               lambda deadline, row=row: (row, deadline))  # fmt: skip
+                               _at_deadline(row))  # fmt: skip
                 fold.sweep(2**62)
                 new_states[(self.kind, ex, sym)] = fold.state()
             new_clocks[ck] = clock._replace(holes=())
@@ -409,6 +409,15 @@ class SequenceTracker:
             },
             schema=GAP_EVENT_SCHEMA,
         )
+
+
+def _at_deadline(row: int) -> Crossing:
+    """A crossing for the wall-clock fallback: every hole ages at its own deadline, on ``row``."""
+
+    def find(deadline: int) -> tuple[int, int]:
+        return row, deadline
+
+    return find
 
 
 def _detection(events: list[GapEventRow]) -> tuple[float, ...]:

@@ -124,14 +124,7 @@ class StateChecks(BatchChecks):
             self._last_offset[(topic, p)] = last
             self._expired.discard((topic, p))
         fresh = _fresh(frame, topic, self._floor_seq)
-        tracker = self._trackers.get(kind)
-        if tracker is None:
-            tracker = self._trackers[kind] = SequenceTracker(
-                kind,
-                reorder_window=self.reorder_window,
-                sessions_kept=self.sessions_kept,
-                reorder_timeout=self.reorder_timeout,
-            )
+        tracker = self._tracker(kind)
         batch = frame.filter(fresh) if not fresh.all() else frame
         gaps = None
         if batch.height:
@@ -170,6 +163,17 @@ class StateChecks(BatchChecks):
             states.update(self.store.load(missing))
         return states
 
+    def _tracker(self, kind: str) -> SequenceTracker:
+        tracker = self._trackers.get(kind)
+        if tracker is None:
+            tracker = self._trackers[kind] = SequenceTracker(
+                kind,
+                reorder_window=self.reorder_window,
+                sessions_kept=self.sessions_kept,
+                reorder_timeout=self.reorder_timeout,
+            )
+        return tracker
+
     def expire(self) -> dict[str, pl.DataFrame]:
         """The wall-clock fallback: sweep the young holes of owned partitions without a tick for
         ``reorder_timeout`` seconds (their exchange clock stopped: a feed that ended or paused).
@@ -188,7 +192,7 @@ class StateChecks(BatchChecks):
             if kind is None or tp in self._expired or now - last < self.reorder_timeout:
                 continue
             self._expired.add(tp)
-            tracker = self._trackers[kind]
+            tracker = self._tracker(kind)
             clocks = self._clocks([(kind, p)])
             if not any(c.holes for c in clocks.values()):
                 continue

@@ -222,3 +222,14 @@ def test_a_partition_quiet_for_the_timeout_has_its_holes_aged_by_wall_time(tmp_p
     late = make_batch("trades", [("ASX", "BHP", D0, 2)], partitions=1, first_offsets={0: 2})
     result = again.process("trades", TOPIC, late)
     assert result.gap_events["event"].to_list() == ["recovered"]  # type: ignore[index]
+
+
+def test_expire_after_only_empty_batches_does_not_fail(tmp_path: Path) -> None:
+    checks = StateChecks(EmbeddedSequenceStore(tmp_path), reorder_window=64, reorder_timeout=2.0)
+    wall = [100.0]
+    checks._clock = lambda: wall[0]
+    checks.assign([(TOPIC, 0)])
+    checks.process("trades", TOPIC, make_batch("trades", [("ASX", "BHP", D0, 1)], partitions=1).clear())
+    assert checks.expire() == {}  # the quiet spell starts
+    wall[0] = 110.0
+    assert checks.expire() == {}  # no tracker was needed yet: made now, and nothing is pending

@@ -19,12 +19,14 @@ import tempfile
 import time
 import zlib
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from benchmarks.bench_state import _redis
+from benchmarks.results import write_result
 from k2.state.base import SequenceStore, batch_tokens
 from k2.state.embedded import EmbeddedSequenceStore
 from k2.state.redis import RedisSequenceStore
@@ -112,13 +114,13 @@ def main(argv: list[str] | None = None) -> None:
             keys = frame["symbol"].n_unique()
             d = Path(tmp) / f"emb{symbols}"
             emb = EmbeddedSequenceStore(d)
-            r = run(emb, frame, lambda d=d: EmbeddedSequenceStore(d))
+            r = run(emb, frame, partial(EmbeddedSequenceStore, d))
             emb.close()
             size = sum(f.stat().st_size for f in d.glob("sequence.sqlite*"))
             rows.append(("embedded", symbols, keys, r, size / keys))
             redis = settings.redis.model_copy(update={"key_prefix": f"w{symbols}:"})
             rs = RedisSequenceStore(redis)
-            r = run(rs, frame, lambda redis=redis: RedisSequenceStore(redis))
+            r = run(rs, frame, partial(RedisSequenceStore, redis))
             sample = frame["symbol"].unique().head(500).to_list()
             mem = [rs._client.memory_usage(rs._key(("trades", "SIM", s))) or 0 for s in sample]
             rs._client.flushdb()
@@ -132,6 +134,17 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{backend:9} {symbols:>9,} {keys:>9,} {r['ticks_s']:>10,.0f} {r['ticks_s'] / base[backend]:>6.2f} "
               f"{per_key:>6.0f} {r['restart_s'] * 1e3:>6.0f}ms {r['gaps']:>5} {r['p50']:>6.3f} {r['p99']:>6.3f}")  # fmt: skip
     print("Bloom: 1.797 B per id in the window at 0.1 % (17.1 MiB for 10 M ids), whatever the symbol count")
+    figures: dict[str, float] = {}
+    for backend, symbols, keys, r, per_key in rows:
+        tag = f"{backend}_{symbols}"
+        figures |= {
+            f"{tag}_keys_seen": keys, f"{tag}_ticks_per_s": r["ticks_s"], f"{tag}_vs_1k": r["ticks_s"] / base[backend],
+            f"{tag}_state_bytes_per_key": per_key, f"{tag}_cold_first_load_s": r["restart_s"],
+            f"{tag}_gaps": r["gaps"], f"{tag}_detection_p50_s": r["p50"], f"{tag}_detection_p99_s": r["p99"],
+        }  # fmt: skip
+    write_result(
+        "bench_width", figures, quick=quick, notes="state only: load + classify + commit, time bound on"
+    )
 
 
 if __name__ == "__main__":

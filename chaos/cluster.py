@@ -1,0 +1,103 @@
+"""Kafka and Redis for the chaos runs, driven through the ``k2 services`` CLI like an operator would.
+
+One pair of services serves every run of a matrix (a cold Kafka start costs ~5 s); runs keep apart
+by unique topic prefixes, namespaces, groups and key prefixes. The scenarios that SIGKILL a service
+find its pid through ``k2 services status --json`` and start it again with ``k2 services up``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Literal
+
+import psutil
+
+from k2.services.process import free_port
+
+__all__ = ["ServiceName", "Services", "k2_command"]
+
+ServiceName = Literal["kafka", "redis"]
+
+
+def k2_command(*args: str) -> list[str]:
+    """The ``k2`` CLI as a subprocess of this interpreter (the same venv and ``PYTHONPATH``)."""
+    return [sys.executable, "-m", "k2.cli", *args]
+
+
+def clean_environ() -> dict[str, str]:
+    """The caller's environment without its own ``K2_*`` settings, which must not leak into runs."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("K2_")}
+
+
+class Services:
+    """The local broker and redis-server in a data directory of their own, on free ports."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self._tmp = None if root is not None else tempfile.TemporaryDirectory(prefix="k2-chaos-services-")
+        self.root = root if root is not None else Path(self._tmp.name)  # type: ignore[union-attr]
+        self.kafka_port = free_port()
+        self.controller_port = free_port()
+        self.redis_port = free_port()
+
+    def env(self) -> dict[str, str]:
+        """What every ``k2`` process needs to find these services (a run adds its own names)."""
+        return {
+            **clean_environ(),
+            "K2_KAFKA__PORT": str(self.kafka_port),
+            "K2_KAFKA__CONTROLLER_PORT": str(self.controller_port),
+            "K2_KAFKA__HEAP": "512m",
+            "K2_REDIS__PORT": str(self.redis_port),
+        }
+
+    def _cli(self, *args: str, timeout_s: float = 180.0) -> subprocess.CompletedProcess[str]:
+        env = {**self.env(), "K2_DATA_DIR": str(self.root), "K2_LOG__FORMAT": "json"}
+        return subprocess.run(
+            k2_command("services", *args), env=env, capture_output=True, text=True, timeout=timeout_s
+        )
+
+    def up(self, *names: ServiceName) -> None:
+        """``k2 services up`` (harmless for a service already running).
+
+        Raises:
+            RuntimeError: the CLI failed; the message carries its output.
+        """
+        done = self._cli("up", *names, "--timeout", "120")
+        if done.returncode != 0:
+            raise RuntimeError(f"k2 services up {' '.join(names)} failed:\n{done.stdout}\n{done.stderr}")
+
+    def down(self) -> None:
+        self._cli("down")
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def pid(self, name: ServiceName) -> int | None:
+        """The service's pid as ``k2 services status --json`` reports it (None: not running)."""
+        done = self._cli("status", name, "--json", timeout_s=60.0)
+        try:
+            (status,) = json.loads(done.stdout)
+        except (ValueError, TypeError):
+            return None
+        return status.get("pid") if status.get("state") == "running" else None
+
+    def kill(self, name: ServiceName) -> int | None:
+        """SIGKILL the service (no shutdown of any kind) and wait until it is gone; returns its pid."""
+        pid = self.pid(name)
+        if pid is None:
+            return None
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:  # a killed child of a parent that is gone may stay a zombie here: that is gone too
+                if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                    break
+            except psutil.NoSuchProcess:
+                break
+            time.sleep(0.05)
+        return pid

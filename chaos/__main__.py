@@ -50,7 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     # not a TemporaryDirectory: a failing run's directory (logs, tables) must outlive the matrix
     root = args.dir or Path(tempfile.mkdtemp(prefix="k2-chaos-"))
     services = Services(root / "services")
-    print(f"starting Kafka :{services.kafka_port} and Redis :{services.redis_port} (k2 services up) …", flush=True)
+    print(
+        f"starting Kafka :{services.kafka_port} and Redis :{services.redis_port} (k2 services up) …",
+        flush=True,
+    )
     services.up()
     try:
 

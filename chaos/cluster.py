@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Literal
@@ -39,12 +38,19 @@ def clean_environ() -> dict[str, str]:
 class Services:
     """The local broker and redis-server in a data directory of their own, on free ports."""
 
-    def __init__(self, root: Path | None = None) -> None:
-        self._tmp = None if root is not None else tempfile.TemporaryDirectory(prefix="k2-chaos-services-")
-        self.root = root if root is not None else Path(self._tmp.name)  # type: ignore[union-attr]
-        self.kafka_port = free_port()
-        self.controller_port = free_port()
-        self.redis_port = free_port()
+    def __init__(self, root: Path, *, ports: tuple[int, int, int] | None = None, heap: str = "512m") -> None:
+        """Services kept in ``root`` on ``ports`` (Kafka, its controller, Redis; default: free ones).
+
+        Given the data directory and ports of services already up (a test session's), the
+        scenarios SIGKILL and restart those very services.
+        """
+        self.root = root
+        self.kafka_port, self.controller_port, self.redis_port = ports or (
+            free_port(),
+            free_port(),
+            free_port(),
+        )
+        self.heap = heap
 
     def env(self) -> dict[str, str]:
         """What every ``k2`` process needs to find these services (a run adds its own names)."""
@@ -52,7 +58,7 @@ class Services:
             **clean_environ(),
             "K2_KAFKA__PORT": str(self.kafka_port),
             "K2_KAFKA__CONTROLLER_PORT": str(self.controller_port),
-            "K2_KAFKA__HEAP": "512m",
+            "K2_KAFKA__HEAP": self.heap,
             "K2_REDIS__PORT": str(self.redis_port),
         }
 
@@ -74,8 +80,6 @@ class Services:
 
     def down(self) -> None:
         self._cli("down")
-        if self._tmp is not None:
-            self._tmp.cleanup()
 
     def pid(self, name: ServiceName) -> int | None:
         """The service's pid as ``k2 services status --json`` reports it (None: not running)."""

@@ -16,11 +16,10 @@ import time
 from pathlib import Path
 from typing import Literal
 
+from chaos.cluster import Services, k2_command
 from k2.config import Settings, load_settings
 
-from chaos.cluster import Services, k2_command
-
-__all__ = ["ASX_DATA", "Backend", "Run", "WINDOW"]
+__all__ = ["ASX_DATA", "WINDOW", "Backend", "Run"]
 
 Backend = Literal["embedded", "redis"]
 ASX_DATA = Path(__file__).resolve().parents[1] / "data" / "asx-2014-03"
@@ -62,6 +61,7 @@ class Run:
         self.started = time.monotonic()
         self.notes: list[str] = []
         self._n = 0
+        self._log_of: dict[int, Path] = {}
 
     # -- configuration -----------------------------------------------------------------------------
     def env(self, **extra: str) -> dict[str, str]:
@@ -102,7 +102,19 @@ class Run:
             k2_command(*args), env=self.env(**env), stdout=log, stderr=subprocess.STDOUT, cwd=self.dir
         )
         log.close()
+        self._log_of[proc.pid] = Path(log.name)
         return proc
+
+    def wait_assigned(self, proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> bool:
+        """Wait until an ingest logs its first partition assignment (it takes a few seconds to start):
+        a kill timed from here lands in its work, not in its imports. False if it never did."""
+        log = self._log_of[proc.pid]
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and proc.poll() is None:
+            if b'"partitions assigned"' in log.read_bytes():
+                return True
+            time.sleep(0.1)
+        return False
 
     def k2(self, *args: str, timeout_s: float = 600.0, label: str | None = None, **env: str) -> int:
         """Run ``k2 ARGS`` to the end and return its exit code."""
@@ -114,7 +126,9 @@ class Run:
             proc.wait()
             raise
 
-    def ingest(self, *args: str, idle_s: float = 5.0, instance: str = "i1", **env: str) -> subprocess.Popen[bytes]:
+    def ingest(
+        self, *args: str, idle_s: float = 5.0, instance: str = "i1", **env: str
+    ) -> subprocess.Popen[bytes]:
         """``k2 ingest`` with static membership: a restart under the same ``instance`` takes its
         partitions back at once instead of waiting out the killed member's session."""
         return self.start(
@@ -137,7 +151,9 @@ class Run:
         """
         failed = 0
         for _ in range(attempts):
-            code = self.k2("ingest", "--idle-timeout", str(idle_s), label="drain", K2_PIPELINE__INSTANCE_ID="i1")
+            code = self.k2(
+                "ingest", "--idle-timeout", str(idle_s), label="drain", K2_PIPELINE__INSTANCE_ID="i1"
+            )
             if code == 0:
                 return failed
             failed += 1
@@ -149,7 +165,9 @@ class Run:
     def truth_file(self) -> Path:
         return self.dir / "truth.json"
 
-    def simulate(self, count: int, *, reset_rate: float = 0.0, background: bool = False) -> subprocess.Popen[bytes] | int:
+    def simulate(
+        self, count: int, *, reset_rate: float = 0.0, background: bool = False
+    ) -> subprocess.Popen[bytes] | int:
         """``k2 feed simulate`` seeded from the run's seed, writing its exact truth."""
         args = ["feed", "simulate", "--symbols", "10", "--seed", str(self.seed), "--count", str(count),
                 "--tick-rate", "0.2", *SIM_FAULTS, "--reset-rate", str(reset_rate),

@@ -62,7 +62,9 @@ class Outcome:
         return text
 
 
-def plan(scenarios: Iterable[str], backends: Iterable[Backend], seeds: int, seed_base: int) -> list[tuple[str, Backend, int]]:
+def plan(
+    scenarios: Iterable[str], backends: Iterable[Backend], seeds: int, seed_base: int
+) -> list[tuple[str, Backend, int]]:
     """Every run of the matrix; a scenario of weight w gets ``w * seeds`` seeds."""
     runs = []
     for name in scenarios:

@@ -67,7 +67,10 @@ def kill_ingest(run: Run) -> Expected:
     kills = 0
     for _ in range(run.rng.randint(4, 7)):
         proc = run.ingest(idle_s=4)
-        time.sleep(run.rng.uniform(0.5, 6.0))
+        pause = run.rng.uniform(0.0, 4.0)  # drawn first: the same draws whatever the timing
+        if run.rng.random() < 0.8:  # mostly in its work; sometimes while it is still starting
+            run.wait_assigned(proc)
+        time.sleep(pause)
         kills += run.kill(proc)
     if feed.wait(300) != 0:
         raise RuntimeError("k2 feed simulate failed")
@@ -96,7 +99,9 @@ def kill_ingest_asx(run: Run) -> Expected:
         raise RuntimeError("k2 feed asx failed")
     for _ in range(run.rng.randint(3, 5)):
         proc = run.ingest(idle_s=4)
-        time.sleep(run.rng.uniform(1.0, 8.0))
+        pause = run.rng.uniform(0.0, 3.0)
+        run.wait_assigned(proc)
+        time.sleep(pause)
         run.kill(proc)
     return asx_expected(ASX_DATA, WINDOW, symbols=None, days={_day(d) for d in days})
 
@@ -157,7 +162,9 @@ def resend_after_reset(run: Run) -> Expected:
 def _service_outage(run: Run, name: str) -> Expected:
     _feed_sim(run)
     proc = run.ingest(idle_s=20)  # long enough not to end while the service is away
-    time.sleep(run.rng.uniform(1.0, 6.0))
+    pause = run.rng.uniform(0.0, 3.0)
+    run.wait_assigned(proc)
+    time.sleep(pause)
     pid = run.services.kill(name)  # type: ignore[arg-type]
     down = run.rng.uniform(1.0, 6.0)
     run.note(f"{name} pid {pid} SIGKILLed for {down:.1f}s")
@@ -181,8 +188,9 @@ def warehouse_readonly(run: Run) -> Expected:
     """The warehouse unwritable (immutable, even to root) for a few seconds mid-ingest."""
     _feed_sim(run)
     proc = run.ingest(idle_s=20)
-    time.sleep(run.rng.uniform(1.0, 5.0))
-    seconds = run.rng.uniform(2.0, 8.0)
+    pause, seconds = run.rng.uniform(0.0, 3.0), run.rng.uniform(2.0, 8.0)
+    run.wait_assigned(proc)
+    time.sleep(pause)
     with warehouse_frozen(run.warehouse):
         run.note(f"warehouse immutable for {seconds:.1f}s")
         time.sleep(seconds)
@@ -194,8 +202,9 @@ def catalog_locked(run: Run) -> Expected:
     """The SQLite catalog held under an exclusive lock for a few seconds mid-ingest."""
     _feed_sim(run)
     proc = run.ingest(idle_s=20)
-    time.sleep(run.rng.uniform(1.0, 5.0))
-    seconds = run.rng.uniform(2.0, 8.0)
+    pause, seconds = run.rng.uniform(0.0, 3.0), run.rng.uniform(2.0, 8.0)
+    run.wait_assigned(proc)
+    time.sleep(pause)
     run.note(f"catalog locked for {seconds:.1f}s")
     lock_catalog(run.catalog_db, seconds)
     _finish(run, proc)

@@ -10,6 +10,7 @@ A gap is due once its stream moved past it by the reorder window or its session 
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass, field
 from datetime import date
@@ -109,7 +110,7 @@ def asx_expected(root: Path, window: int, *, symbols: set[str] | None, days: set
         for row in streams.to_dicts():
             seqs: list[int] = row["sequence"]
             session = row["session"].isoformat()
-            for a, b in zip(seqs, seqs[1:], strict=False):
+            for a, b in itertools.pairwise(seqs):
                 if b > a + 1:
                     key = (kind, row["symbol"], session, a + 1, b - 1)
                     due = _due(session, b - 1, seqs[-1], latest[row["symbol"]], window)

@@ -26,6 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--backends", default="embedded,redis", help="embedded, redis, or both")
     parser.add_argument("--seeds", type=int, default=2, help="seeds per scenario and backend (x4 for the "
                         "weighted ones: kill-ingest, kill-broker)")  # fmt: skip
+    parser.add_argument("--flat", action="store_true", help="no weights: --seeds seeds for every scenario")
     parser.add_argument("--seed-base", type=int, default=1, help="first seed")
     parser.add_argument("--dir", type=Path, default=None, help="where runs live (default: a temp dir)")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or any(b not in BACKENDS for b in backends):
         print(f"unknown scenario or backend: {unknown or backends}; see --list", file=sys.stderr)
         return 2
-    runs = plan(names, backends, args.seeds, args.seed_base)  # type: ignore[arg-type]
+    runs = plan(names, backends, args.seeds, args.seed_base, weighted=not args.flat)  # type: ignore[arg-type]
     print(f"chaos: {len(runs)} runs, seeds from {args.seed_base}", flush=True)
     started = time.monotonic()
     # not a TemporaryDirectory: a failing run's directory (logs, tables) must outlive the matrix

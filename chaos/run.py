@@ -166,12 +166,12 @@ class Run:
         return self.dir / "truth.json"
 
     def simulate(
-        self, count: int, *, reset_rate: float = 0.0, background: bool = False
+        self, count: int, *, reset_rate: float = 0.0, start: str | None = None, background: bool = False
     ) -> subprocess.Popen[bytes] | int:
         """``k2 feed simulate`` seeded from the run's seed, writing its exact truth."""
         args = ["feed", "simulate", "--symbols", "10", "--seed", str(self.seed), "--count", str(count),
                 "--tick-rate", "0.2", *SIM_FAULTS, "--reset-rate", str(reset_rate),
-                "--truth", str(self.truth_file)]  # fmt: skip
+                "--truth", str(self.truth_file), *(["--start", start] if start else [])]  # fmt: skip
         if background:
             return self.start(*args, label="simulate")
         return self.k2(*args, label="simulate")

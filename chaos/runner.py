@@ -63,12 +63,17 @@ class Outcome:
 
 
 def plan(
-    scenarios: Iterable[str], backends: Iterable[Backend], seeds: int, seed_base: int
+    scenarios: Iterable[str],
+    backends: Iterable[Backend],
+    seeds: int,
+    seed_base: int,
+    *,
+    weighted: bool = True,
 ) -> list[tuple[str, Backend, int]]:
-    """Every run of the matrix; a scenario of weight w gets ``w * seeds`` seeds."""
+    """Every run of the matrix; a scenario of weight w gets ``w * seeds`` seeds (if ``weighted``)."""
     runs = []
     for name in scenarios:
-        count = seeds * SCENARIOS[name].weight
+        count = seeds * (SCENARIOS[name].weight if weighted else 1)
         for backend in backends:
             runs += [(name, backend, seed) for seed in range(seed_base, seed_base + count)]
     return runs

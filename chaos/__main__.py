@@ -29,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--flat", action="store_true", help="no weights: --seeds seeds for every scenario")
     parser.add_argument("--seed-base", type=int, default=1, help="first seed")
     parser.add_argument("--dir", type=Path, default=None, help="where runs live (default: a temp dir)")
+    parser.add_argument("--keep", action="store_true", help="keep every run's directory, not only failures")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     return parser
 
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         def show(o: Outcome) -> None:
             print(o.line(), flush=True)
 
-        outcomes = run_matrix(runs, root=root / "runs", services=services, on_outcome=show)
+        outcomes = run_matrix(runs, root=root / "runs", services=services, on_outcome=show, keep=args.keep)
     finally:
         services.down()
     print(f"\n{summary(outcomes)}")

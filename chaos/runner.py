@@ -79,7 +79,9 @@ def plan(
     return runs
 
 
-def run_one(services: Services, root: Path, scenario: str, backend: Backend, seed: int) -> Outcome:
+def run_one(
+    services: Services, root: Path, scenario: str, backend: Backend, seed: int, *, keep: bool = False
+) -> Outcome:
     """Play one scenario, drain with a clean ingest, and check the lake against the truth."""
     run = Run(services, root, scenario, backend, seed)
     verdict: Verdict | None = None
@@ -94,7 +96,7 @@ def run_one(services: Services, root: Path, scenario: str, backend: Backend, see
         services.up()  # a fault may have left a service down: the next run needs it back
     outcome = Outcome(scenario, backend, seed, verdict, time.monotonic() - run.started, error, run.notes)
     _drop_names(run)
-    if outcome.ok:
+    if outcome.ok and not keep:
         shutil.rmtree(run.dir, ignore_errors=True)
     else:
         outcome.kept = run.dir
@@ -132,10 +134,11 @@ def run_matrix(
     root: Path,
     services: Services,
     on_outcome: Callable[[Outcome], None] | None = None,
+    keep: bool = False,
 ) -> list[Outcome]:
     outcomes = []
     for scenario, backend, seed in runs:
-        outcome = run_one(services, root, scenario, backend, seed)
+        outcome = run_one(services, root, scenario, backend, seed, keep=keep)
         outcomes.append(outcome)
         if on_outcome is not None:
             on_outcome(outcome)

@@ -166,7 +166,7 @@ def resend_after_reset(run: Run) -> Expected:
 
 def _service_outage(run: Run, name: str) -> Expected:
     _feed_sim(run)
-    proc = run.ingest(idle_s=20)  # long enough not to end while the service is away
+    proc = run.ingest(idle_s=15)  # long enough not to end while the service is away
     pause = run.rng.uniform(0.0, 3.0)
     run.wait_assigned(proc)
     time.sleep(pause)
@@ -192,7 +192,7 @@ def kill_redis(run: Run) -> Expected:
 def warehouse_readonly(run: Run) -> Expected:
     """The warehouse unwritable (immutable, even to root) for a few seconds mid-ingest."""
     _feed_sim(run)
-    proc = run.ingest(idle_s=20)
+    proc = run.ingest(idle_s=12)
     pause, seconds = run.rng.uniform(0.0, 3.0), run.rng.uniform(2.0, 8.0)
     run.wait_assigned(proc)
     _wait_for(run.warehouse / run.names["K2_LAKE__NAMESPACE"])
@@ -207,7 +207,7 @@ def warehouse_readonly(run: Run) -> Expected:
 def catalog_locked(run: Run) -> Expected:
     """The SQLite catalog held under an exclusive lock for a few seconds mid-ingest."""
     _feed_sim(run)
-    proc = run.ingest(idle_s=20)
+    proc = run.ingest(idle_s=12)
     pause, seconds = run.rng.uniform(0.0, 3.0), run.rng.uniform(2.0, 8.0)
     run.wait_assigned(proc)
     _wait_for(run.catalog_db)

@@ -141,7 +141,7 @@ def group(run: Run) -> Expected:
 
 def resend_day(run: Run) -> Expected:
     """The ASX sample ingested, then one whole day of it sent again: every message a duplicate."""
-    symbols = run.rng.choice([None, ["BHP", "DVN", "MWR"], ["RIO", "DVN"]])
+    symbols = run.rng.choice([None, ["BHP", "DVN", "MWR"], ["RIO", "DVN"], ["DVN", "MWR"]])
     if run.asx(symbols=symbols) != 0:
         raise RuntimeError("k2 feed asx failed")
     run.drain(idle_s=4)

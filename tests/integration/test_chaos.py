@@ -32,7 +32,7 @@ def chaos_services(services: Settings) -> Services:
     ("scenario", "seed"),
     [
         ("kill-ingest", 1),  # 5 SIGKILLs while the simulator feeds
-        ("resend-day", 13),  # DVN and MWR (small), then the oldest day (2014-03-10) sent again
+        ("resend-day", 1),  # RIO and DVN, then 2014-03-11 sent again (3 sessions back)
     ],
 )
 def test_chaos_slice(

@@ -24,9 +24,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m chaos", description=__doc__)
     parser.add_argument("--scenarios", default="all", help=f"comma-separated, or all: {', '.join(SCENARIOS)}")
     parser.add_argument("--backends", default="embedded,redis", help="embedded, redis, or both")
-    parser.add_argument("--seeds", type=int, default=2, help="seeds per scenario and backend (x4 for the "
-                        "weighted ones: kill-ingest, kill-broker)")  # fmt: skip
-    parser.add_argument("--flat", action="store_true", help="no weights: --seeds seeds for every scenario")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds per scenario and backend")
+    parser.add_argument("--heavy-seeds", type=int, default=None, help="seeds for the heavy scenarios "
+                        "(kill-ingest, kill-broker); default 4 x --seeds")  # fmt: skip
     parser.add_argument("--seed-base", type=int, default=1, help="first seed")
     parser.add_argument("--dir", type=Path, default=None, help="where runs live (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep every run's directory, not only failures")
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.list:
         for s in SCENARIOS.values():
-            print(f"{s.name:<19} x{s.weight}  {s.about}")
+            print(f"{s.name:<19} {'heavy' if s.heavy else '     '}  {s.about}")
         return 0
     names = list(SCENARIOS) if args.scenarios == "all" else [n.strip() for n in args.scenarios.split(",")]
     unknown = [n for n in names if n not in SCENARIOS]
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or any(b not in BACKENDS for b in backends):
         print(f"unknown scenario or backend: {unknown or backends}; see --list", file=sys.stderr)
         return 2
-    runs = plan(names, backends, args.seeds, args.seed_base, weighted=not args.flat)  # type: ignore[arg-type]
+    runs = plan(names, backends, args.seeds, args.seed_base, heavy_seeds=args.heavy_seeds)  # type: ignore[arg-type]
     print(f"chaos: {len(runs)} runs, seeds from {args.seed_base}", flush=True)
     started = time.monotonic()
     # not a TemporaryDirectory: a failing run's directory (logs, tables) must outlive the matrix

@@ -68,12 +68,12 @@ def plan(
     seeds: int,
     seed_base: int,
     *,
-    weighted: bool = True,
+    heavy_seeds: int | None = None,
 ) -> list[tuple[str, Backend, int]]:
-    """Every run of the matrix; a scenario of weight w gets ``w * seeds`` seeds (if ``weighted``)."""
+    """Every run of the matrix: ``seeds`` seeds per scenario, ``heavy_seeds`` (default 4x) for heavy ones."""
     runs = []
     for name in scenarios:
-        count = seeds * (SCENARIOS[name].weight if weighted else 1)
+        count = (4 * seeds if heavy_seeds is None else heavy_seeds) if SCENARIOS[name].heavy else seeds
         for backend in backends:
             runs += [(name, backend, seed) for seed in range(seed_base, seed_base + count)]
     return runs

@@ -1,7 +1,8 @@
 """``python -m chaos`` (``make chaos``): the scenario matrix on both backends, one line per run.
 
 Exits 1 if any run wrote a duplicate, lost a tick, recorded gaps other than the truth's, or could
-not finish. Replay a failure with ``--scenarios NAME --backends B --seeds 1 --seed-base SEED``.
+not finish. Replay a failure with ``--scenarios NAME --backends B --seeds 1 --heavy-seeds 1
+--seed-base SEED``.
 """
 
 from __future__ import annotations

@@ -60,8 +60,8 @@ fuzz: setup
 	$(BIN)/python -m benchmarks.fuzz $(ARGS)
 
 # The chaos matrix of issue #12: every scenario on both state backends, SEEDS seeds each and
-# HEAVY_SEEDS for the ingester and broker SIGKILLs. The default takes about half an hour here;
-# `make chaos SEEDS=5 HEAVY_SEEDS=20` is the issue's bar (about 4 hours). ARGS: see --help.
+# HEAVY_SEEDS for the ingester and broker SIGKILLs. The default (26 runs) takes about 40 min here;
+# `make chaos SEEDS=5 HEAVY_SEEDS=20` is the issue's bar (170 runs, about 4.5 hours). ARGS: --help.
 SEEDS ?= 1
 HEAVY_SEEDS ?= 2
 chaos: setup

@@ -60,6 +60,8 @@ class Services:
             "K2_KAFKA__CONTROLLER_PORT": str(self.controller_port),
             "K2_KAFKA__HEAP": self.heap,
             "K2_REDIS__PORT": str(self.redis_port),
+            # the launcher's generated password lives beside the services, not in a run's data dir
+            "K2_REDIS__PASSWORD_FILE": str(self.root / "services" / "redis" / "password"),
         }
 
     def _cli(self, *args: str, timeout_s: float = 180.0) -> subprocess.CompletedProcess[str]:

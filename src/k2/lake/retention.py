@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
@@ -116,11 +117,15 @@ def _retain_once(table: Table, lake: LakeSettings, now_ms: int) -> RetentionResu
     protected = {ref.snapshot_id for ref in table.metadata.refs.values()}
     protected.update(s.snapshot_id for s in snapshots[-lake.keep_snapshots :])
     dense_from = now_ms - int(lake.dense_minutes * 60_000)
-    doomed = []
-    for snap, successor in itertools.pairwise(snapshots):
-        # a snapshot was current until its successor was committed
-        if snap.snapshot_id not in protected and successor.timestamp_ms < dense_from:
-            doomed.append(snap.snapshot_id)
+    # a snapshot was the head until its successor was committed: expire those replaced before the
+    # dense window, except the newest keep_snapshots; one ``older_than`` instead of ``by_ids``,
+    # which copies the whole table metadata once per id
+    last = -1
+    for i, (_snap, successor) in enumerate(itertools.pairwise(snapshots)):
+        if i < len(snapshots) - lake.keep_snapshots and successor.timestamp_ms < dense_from:
+            last = i
+    doomed = [s.snapshot_id for s in snapshots[: last + 1] if s.snapshot_id not in protected]
     if doomed:
-        table.maintenance.expire_snapshots().by_ids(doomed).commit()
+        cutoff = datetime.fromtimestamp((snapshots[last].timestamp_ms + 1) / 1000, UTC)
+        table.maintenance.expire_snapshots().older_than(cutoff).commit()
     return RetentionResult(int(new_tag is not None), len(drop), len(doomed), len(snapshots) - len(doomed))

@@ -41,7 +41,8 @@ class Upkeep:
     2. compact small files by size tier, within ``compact_budget_mb`` (k2.lake.maintenance);
     3. tag a checkpoint when due, thin old ones, expire the rest (k2.lake.retention);
     4. merge manifests when a snapshot has ``_MANIFESTS`` or more;
-    5. delete files no kept snapshot references, once they are ``orphan_grace_minutes`` old.
+    5. delete files no kept snapshot references, once they are ``orphan_grace_minutes`` old
+       (a quarter of that period apart: the walk reads every kept snapshot's manifest list).
     """
 
     def __init__(self, lake: LakeSettings, tables: list[Table]) -> None:
@@ -56,11 +57,20 @@ class Upkeep:
         )
         self._properties = maintained_properties(lake)
         self._manifest_cache: dict[str, dict[str, tuple[str, ...]]] = {}
+        self._orphans_at: dict[str, float] = {}
         self._last = time.monotonic()
         self.passes = 0
 
     def due(self) -> bool:
         return self.every_s is not None and time.monotonic() - self._last >= self.every_s
+
+    def _orphans_due(self, name: str) -> bool:
+        """Orphans are looked for four times per grace period: a file waits at most 1.25 graces."""
+        now = time.monotonic()
+        if now - self._orphans_at.get(name, -1e18) < self.lake.orphan_grace_minutes * 15:
+            return False
+        self._orphans_at[name] = now
+        return True
 
     def run(self) -> None:
         """One pass over every table; a failure is logged and retried at the next pass."""
@@ -74,11 +84,13 @@ class Upkeep:
                 result = mx.compact(table, policy=self.policy)
                 kept = retain(table, self.lake)
                 manifests = mx.rewrite_manifests(table, min_count=_MANIFESTS)
-                orphans = mx.remove_orphan_files(
-                    table,
-                    older_than=timedelta(minutes=self.lake.orphan_grace_minutes),
-                    cache=self._manifest_cache.setdefault(name, {}),
-                )
+                orphans: list[str] = []
+                if self._orphans_due(name):
+                    orphans = mx.remove_orphan_files(
+                        table,
+                        older_than=timedelta(minutes=self.lake.orphan_grace_minutes),
+                        cache=self._manifest_cache.setdefault(name, {}),
+                    )
                 observe_files(table)
             except Exception as exc:
                 log.warning("maintenance failed; retried at the next pass", table=name, error=str(exc))

@@ -1,11 +1,11 @@
 """Soak: weeks of unattended ingest compressed into minutes, with queries running alongside.
 
-    python -m benchmarks.soak_ingest [--commits 5000] [--every 1000] [--rate 1000]   (make soak-ingest)
+    python -m benchmarks.soak_ingest [--commits 5000] [--every 1000] [--rate 500]   (make soak-ingest)
     python -m benchmarks.soak_ingest --commits 300 --every 100                       (make soak-short)
 
 Four processes: this driver, ``k2 feed simulate`` (50 symbols into a throwaway broker),
 the ingester (K2's pipeline with maintenance on, as ``k2 ingest`` runs it) and ``k2 serve``.
-The driver queries the API without pause (a 15-minute window of one symbol, and its 1-minute
+The driver queries the API twice a second (a 15-minute window of one symbol, and its 1-minute
 bars for the day) and prints, for every ``--every`` trades commits: commit latency p50/p99,
 the newest metadata.json size and the count of metadata files, live data files per partition
 (max and mean), bytes on disk, both queries' p99, and the RSS of the ingester and the server.
@@ -150,6 +150,7 @@ class _Queries(threading.Thread):
         self.bars: list[float] = []
         self.errors = 0
         self.running = True
+        self.pause_s = 0.5
 
     def run(self) -> None:
         day = "2024-01-02"
@@ -169,6 +170,7 @@ class _Queries(threading.Thread):
                 else:
                     self.errors += 1
                     time.sleep(0.5)  # the server may still be starting
+            time.sleep(self.pause_s)  # a steady query load, not a saturated server
 
     def take(self) -> tuple[list[float], list[float]]:
         window, self.window = self.window, []
@@ -274,7 +276,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--commits", type=int, default=5000, help="Trades commits to run.")
     parser.add_argument("--every", type=int, default=1000, help="Print a row every this many commits.")
-    parser.add_argument("--rate", type=int, default=1000, help="Simulated ticks per second.")
+    parser.add_argument("--rate", type=int, default=500, help="Simulated ticks per second.")
     parser.add_argument("--ingester", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.ingester:

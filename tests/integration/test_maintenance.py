@@ -39,6 +39,23 @@ def test_metadata_files_stay_bounded_with_the_defaults(settings: Settings) -> No
     assert len(_metadata_jsons(settings, "trades")) <= 21  # 20 previous versions + the current one
 
 
+def test_topics_are_created_with_bounded_retention(settings: Settings) -> None:
+    from confluent_kafka.admin import ConfigResource
+
+    from k2.resilience.spill import ensure_spill_topics
+    from k2.stream.admin import admin_client, ensure_topics
+
+    ensure_topics(settings.kafka)
+    ensure_spill_topics(settings.kafka)
+    admin = admin_client(settings.kafka)
+    names = [settings.kafka.topic(n) for n in ("trades", "quotes", "dlq", "spill.trades")]
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, name) for name in names]
+    for resource, future in admin.describe_configs(resources).items():
+        config = {k: v.value for k, v in future.result(timeout=30).items()}
+        assert config["retention.ms"] == str(settings.kafka.retention_ms), resource
+        assert config["segment.ms"] == str(settings.kafka.segment_ms), resource
+
+
 def test_maintenance_concurrent_with_ingest_keeps_exactly_once(settings: Settings, tmp_path: Path) -> None:
     """Ingest maintains its tables every second while a second process, `k2 lake maintain --every`,
     compacts, checkpoints, expires and deletes orphans beside it: every unique tick lands once."""

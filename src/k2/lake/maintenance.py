@@ -181,7 +181,8 @@ def _live_files(table: Table) -> dict[tuple[object, ...], list[tuple[DataFile, i
         for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
             f = entry.data_file
             added = table.snapshot_by_id(entry.snapshot_id) if entry.snapshot_id else None
-            groups[(f.spec_id, tuple(f.partition))].append((f, added.timestamp_ms if added else 0))
+            key = (f.spec_id, *(f.partition[i] for i in range(len(f.partition))))
+            groups[key].append((f, added.timestamp_ms if added else 0))
     return groups
 
 
@@ -271,9 +272,9 @@ def remove_orphan_files(
                 entries = manifest.fetch_manifest_entry(table.io, discard_deleted=False)
                 memo[path] = tuple(_local(e.data_file.file_path) for e in entries)
             files_of[path] = memo[path]
-    for path, files in files_of.items():
-        referenced.add(_local(path))
-        referenced.update(files)
+    for manifest_path, data_files in files_of.items():
+        referenced.add(_local(manifest_path))
+        referenced.update(data_files)
     if cache is not None:
         for stale in set(cache) - set(files_of):
             del cache[stale]

@@ -110,7 +110,7 @@ def observe_files(table: Table) -> None:
         return
     per_partition: dict[tuple[object, ...], int] = {}
     for task in table.scan().plan_files():
-        key = tuple(task.file.partition)
+        key = tuple(task.file.partition[i] for i in range(len(task.file.partition)))
         per_partition[key] = per_partition.get(key, 0) + 1
     name = str(table.name()[-1])
     DATA_FILES.labels(name).set(sum(per_partition.values()))

@@ -149,6 +149,7 @@ class _Queries(threading.Thread):
         self.window: list[float] = []
         self.bars: list[float] = []
         self.errors = 0
+        self.served = False
         self.running = True
         self.pause_s = 0.5
 
@@ -167,8 +168,9 @@ class _Queries(threading.Thread):
                     ok = False
                 if ok:
                     sink.append(time.perf_counter() - began)
+                    self.served = True
                 else:
-                    self.errors += 1
+                    self.errors += self.served  # before the first answer, the server is starting
                     time.sleep(0.5)  # the server may still be starting
             time.sleep(self.pause_s)  # a steady query load, not a saturated server
 
@@ -205,7 +207,7 @@ def _p(values: list[float], q: float) -> float:
 
 HEADER = (f"{'commits':>8} {'p50 ms':>7} {'p99 ms':>7} {'meta KB':>8} {'json':>5} {'mfiles':>6} {'snaps':>5} "
           f"{'files/part max':>14} {'mean':>5} {'disk MB':>8} {'win p99':>8} {'bars p99':>8} "
-          f"{'RSS ing':>8} {'RSS api':>8}")  # fmt: skip
+          f"{'RSS ing':>8} {'RSS api':>8} {'load':>5}")  # fmt: skip
 
 
 def run(commits: int, every: int, rate: int) -> bool:
@@ -252,13 +254,14 @@ def run(commits: int, every: int, rate: int) -> bool:
                     row = {"commits": (len(rows) + 1) * every, "p50": _p(block, 50), "p99": _p(block, 99),
                            **_lake_shape(settings), "disk_mb": _du(data / "warehouse") / 2**20,
                            "win_p99": _p(window, 99), "bars_p99": _p(bars, 99),
-                           "rss_ing": _rss_mb(ingester.pid), "rss_api": _rss_mb(server.pid)}  # fmt: skip
+                           "rss_ing": _rss_mb(ingester.pid), "rss_api": _rss_mb(server.pid),
+                           "load": float(Path("/proc/loadavg").read_text().split()[0])}  # fmt: skip
                     rows.append(row)
                     print(f"{row['commits']:>8} {row['p50']:>7.0f} {row['p99']:>7.0f} {row['meta_kb']:>8.0f} "
                           f"{row['meta_json']:>5.0f} {row['meta_files']:>6.0f} {row['snapshots']:>5.0f} "
                           f"{row['files_max']:>14.0f} {row['files_mean']:>5.1f} {row['disk_mb']:>8.1f} "
                           f"{row['win_p99']:>8.0f} {row['bars_p99']:>8.0f} {row['rss_ing']:>8.0f} "
-                          f"{row['rss_api']:>8.0f}", flush=True)  # fmt: skip
+                          f"{row['rss_api']:>8.0f} {row['load']:>5.1f}", flush=True)  # fmt: skip
             queries.running = False
         print(
             f"{len(seen)} trades commits in {time.monotonic() - began:.0f} s; query errors {queries.errors}"

@@ -167,8 +167,9 @@ class LakeSettings(_Section):
     coarse_checkpoint_minutes: float = Field(60.0, gt=0)
     maintain_every_s: float | None = Field(
         60.0,
-        gt=0,
-        description="`k2 ingest` compacts, expires and cleans up this often (null in k2.toml: never).",
+        ge=0,
+        description="`k2 ingest` compacts, expires and cleans up this often (0: never; then run "
+        "`k2 lake maintain --every` beside it).",
     )
     target_file_mb: int = Field(128, ge=1, description="Compaction's target data file size.")
     compact_fanout: int = Field(

@@ -170,6 +170,8 @@ def test_maintenance_can_be_switched_off_in_a_file(monkeypatch: pytest.MonkeyPat
     monkeypatch.chdir(tmp_path)
     (tmp_path / "k2.toml").write_text("[lake]\nmaintain_every_s = 0.5\n")
     assert load_settings().lake.maintain_every_s == 0.5
-    monkeypatch.setenv("K2_LAKE__MAINTAIN_EVERY_S", "0")
+    monkeypatch.setenv("K2_LAKE__MAINTAIN_EVERY_S", "0")  # off
+    assert load_settings().lake.maintain_every_s == 0
+    monkeypatch.setenv("K2_LAKE__MAINTAIN_EVERY_S", "-1")
     with pytest.raises(ConfigError, match="K2_LAKE__MAINTAIN_EVERY_S"):
         load_settings()

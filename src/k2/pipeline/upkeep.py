@@ -48,7 +48,7 @@ class Upkeep:
     def __init__(self, lake: LakeSettings, tables: list[Table]) -> None:
         self.lake = lake
         self.tables = tables
-        self.every_s = lake.maintain_every_s
+        self.every_s = lake.maintain_every_s or None  # 0: switched off
         self.policy = mx.CompactionPolicy(
             target_bytes=lake.target_file_mb * 1024 * 1024,
             fanout=lake.compact_fanout,

@@ -43,6 +43,9 @@ def test_a_pass_compacts_expires_and_keeps_rows(catalog: SqlCatalog, table: Tabl
 
 def test_never_due_without_a_schedule(table: Table) -> None:  # noqa: F811
     assert not Upkeep(LakeSettings(maintain_every_s=None), [table]).due()
+    off = Upkeep(LakeSettings(maintain_every_s=0), [table])
+    off._last -= 3600
+    assert not off.due()
 
 
 def test_on_by_default(table: Table) -> None:  # noqa: F811

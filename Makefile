@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup system-deps lint bench soak fuzz chaos lock clean
+.PHONY: demo test setup system-deps lint bench soak fuzz chaos lock soak-ingest soak-short clean
 
 # Every package, build tools included, comes from requirements.lock with its SHA-256 (--require-hashes):
 # pyproject.toml keeps the ranges K2 supports, the lock the exact files `make` installs. `make lock`
@@ -66,6 +66,14 @@ SEEDS ?= 1
 HEAVY_SEEDS ?= 2
 chaos: setup
 	$(BIN)/python -m chaos --seeds $(SEEDS) --heavy-seeds $(HEAVY_SEEDS) $(ARGS)
+
+# Weeks of unattended ingest compressed into under an hour (>= 5,000 commits, queries alongside).
+soak-ingest: setup
+	$(BIN)/python -m benchmarks.soak_ingest --commits 5000 --every 1000 $(ARGS)
+
+# The same in a few minutes: proves the soak and the maintenance defaults work.
+soak-short: setup
+	$(BIN)/python -m benchmarks.soak_ingest --commits 300 --every 100 $(ARGS)
 
 clean:
 	rm -rf $(VENV) .k2 .pytest_cache .ruff_cache

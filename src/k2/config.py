@@ -67,7 +67,18 @@ class KafkaSettings(_Section):
     topic_prefix: str = Field("k2.", pattern=r"^[A-Za-z0-9._-]*$")
     partitions: int = Field(4, ge=1, le=1024)
     replication_factor: int = Field(1, ge=1, le=16)
-    retention_ms: int = Field(7 * 24 * 3600 * 1000, ge=-1)
+    retention_ms: int = Field(
+        7 * 24 * 3600 * 1000, ge=-1, description="Topic retention.ms of every topic K2 creates."
+    )
+    retention_bytes: int = Field(
+        -1, ge=-1, description="Topic retention.bytes per partition (-1: bounded by time only)."
+    )
+    segment_ms: int = Field(
+        3600 * 1000,
+        ge=60_000,
+        description="segment.ms: retention drops whole segments, so a quiet topic rolls one hourly "
+        "instead of keeping data up to one segment (Kafka's default: 7 days) past retention_ms.",
+    )
     schema_registry_url: str | None = Field(
         None, description="Confluent schema registry; when set, payloads use Confluent framing."
     )
@@ -135,10 +146,47 @@ class LakeSettings(_Section):
     namespace: str = Field("k2", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     commit_interval_s: float = Field(1.0, gt=0, le=3600, description="Commit at least this often.")
     commit_rows: int = Field(200_000, ge=1, description="Commit when this many rows are buffered.")
-    keep_snapshots: int = Field(50, ge=1, description="Snapshots kept by routine expiry.")
-    time_travel_hours: float = Field(7 * 24, ge=0, description="Snapshots younger than this are kept.")
+    keep_snapshots: int = Field(50, ge=1, description="Newest snapshots always kept (the dense window).")
+    dense_minutes: float = Field(
+        2.0,
+        ge=0,
+        description="Every snapshot still current this recently is kept, so a query that began on it "
+        "can finish reading its files.",
+    )
+    time_travel_hours: float = Field(
+        7 * 24, ge=0, description="How far back checkpoints (tagged snapshots) reach; 0: no time travel."
+    )
+    checkpoint_minutes: float = Field(
+        15.0, gt=0, description="Beyond the dense window, one snapshot per this many minutes is kept."
+    )
+    coarse_after_hours: float = Field(
+        24.0,
+        ge=0,
+        description="Checkpoints older than this are thinned to one per coarse_checkpoint_minutes.",
+    )
+    coarse_checkpoint_minutes: float = Field(60.0, gt=0)
     maintain_every_s: float | None = Field(
-        None, gt=0, description="Let `k2 ingest` compact, expire and clean up this often (unset: never)."
+        60.0,
+        ge=0,
+        description="`k2 ingest` compacts, expires and cleans up this often (0: never; then run "
+        "`k2 lake maintain --every` beside it).",
+    )
+    target_file_mb: int = Field(128, ge=1, description="Compaction's target data file size.")
+    compact_fanout: int = Field(
+        4, ge=2, description="Files of one size tier merged together: each byte is rewritten about "
+        "log_fanout(target / commit file) times, and a hot partition keeps < fanout files per tier.",
+    )  # fmt: skip
+    compact_budget_mb: int = Field(
+        512, ge=1, description="Most data one maintenance pass rewrites per table (bounds its pause)."
+    )
+    cold_minutes: float = Field(
+        60.0, gt=0, description="A partition with no new file for this long is compacted fully."
+    )
+    metadata_versions_kept: int = Field(
+        20, ge=1, description="Old metadata.json files kept (write.metadata.previous-versions-max)."
+    )
+    orphan_grace_minutes: float = Field(
+        60.0, gt=0, description="Unreferenced files younger than this are left (a writer may be in flight)."
     )
 
 

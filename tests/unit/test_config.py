@@ -154,3 +154,24 @@ def test_a_rejected_secret_is_not_echoed(tmp_path: Path, overrides: dict[str, An
 def test_a_rejected_plain_value_is_still_shown(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"got 'abc'"):
         load_settings(data_dir=tmp_path, kafka={"port": "abc"})
+
+
+def test_maintenance_and_retention_are_on_by_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    lake = load_settings().lake
+    assert lake.maintain_every_s == 60.0
+    assert lake.time_travel_hours == 168 and lake.checkpoint_minutes == 15
+    assert lake.metadata_versions_kept == 20 and lake.target_file_mb == 128
+    kafka = load_settings().kafka
+    assert kafka.retention_ms == 7 * 24 * 3600 * 1000 and kafka.segment_ms == 3600 * 1000
+
+
+def test_maintenance_can_be_switched_off_in_a_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "k2.toml").write_text("[lake]\nmaintain_every_s = 0.5\n")
+    assert load_settings().lake.maintain_every_s == 0.5
+    monkeypatch.setenv("K2_LAKE__MAINTAIN_EVERY_S", "0")  # off
+    assert load_settings().lake.maintain_every_s == 0
+    monkeypatch.setenv("K2_LAKE__MAINTAIN_EVERY_S", "-1")
+    with pytest.raises(ConfigError, match="K2_LAKE__MAINTAIN_EVERY_S"):
+        load_settings()

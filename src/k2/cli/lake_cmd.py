@@ -154,3 +154,33 @@ def rewrite_manifests(ctx: typer.Context, name: str = _TABLE) -> None:
     table = load_table(open_catalog(context.settings), context.settings.lake.namespace, _check(name))
     before, after = mx.rewrite_manifests(table)
     context.console.print(f"{name}: manifests {before} -> {after}")
+
+
+@app.command()
+@handle_errors
+def maintain(
+    ctx: typer.Context,
+    every: float | None = typer.Option(
+        None, "--every", min=0.1, help="Seconds between passes, forever (default: one pass, then exit)."
+    ),
+) -> None:
+    """Compact, thin snapshots to checkpoints, merge manifests and delete orphans on every table.
+
+    `k2 ingest` already does this every lake.maintain_every_s; run this beside an ingester that has
+    it switched off, or on tables written by something else. Safe while ingest and queries run.
+    """
+    import time
+
+    from k2.pipeline.upkeep import Upkeep
+
+    context = obj(ctx)
+    lake = context.settings.lake
+    catalog = open_catalog(context.settings)
+    upkeep = Upkeep(lake, [load_table(catalog, lake.namespace, name) for name in TABLES])
+    while True:
+        began = time.monotonic()
+        upkeep.run()
+        context.console.print(f"maintenance pass {upkeep.passes} took {time.monotonic() - began:.1f} s")
+        if every is None:
+            return
+        time.sleep(max(0.0, every - (time.monotonic() - began)))

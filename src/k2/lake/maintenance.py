@@ -9,14 +9,17 @@ starts again on the new head instead of overwriting it.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.io.pyarrow import _dataframe_to_data_files
+from pyiceberg.manifest import DataFile, ManifestContent
 from pyiceberg.table import Table
 
 from k2.lake.errors import LakeError
@@ -24,8 +27,10 @@ from k2.lake.offsets import OFFSETS_KEY, encode_offsets, table_offsets
 from k2.observability.logging import get_logger
 
 __all__ = [
+    "CompactionPolicy",
     "CompactionResult",
     "compact",
+    "ensure_properties",
     "expire_snapshots",
     "remove_orphan_files",
     "rewrite_manifests",
@@ -33,6 +38,7 @@ __all__ = [
 
 log = get_logger(__name__)
 _ATTEMPTS = 10
+_READERS = 4  # small files are mostly per-file overhead: read a few at once
 
 
 @dataclass(frozen=True)
@@ -49,10 +55,45 @@ def _sort_keys(table: Table) -> list[tuple[str, str]]:
     return [(schema.find_column_name(f.source_id) or "", "ascending") for f in order.fields]
 
 
-def compact(table: Table, *, min_files: int = 2) -> CompactionResult:
-    """Rewrite each partition that has ``min_files`` or more data files into sorted large files.
+@dataclass(frozen=True)
+class CompactionPolicy:
+    """Which small files to merge, so that a pass costs little and files per partition stay bounded.
 
-    Rows are unchanged: the same rows, re-sorted by the table's sort order.
+    Rewriting a hot partition whole at every pass would copy the day's data again each minute.
+    Instead files are merged by size tier (LSM-style): ``fanout`` files of one tier become one
+    file of the next, so each byte is rewritten about log_fanout(target / commit size) times
+    and a partition holds fewer than ``fanout`` files per tier. A partition that received no
+    file for ``cold_ms`` is merged whole into ``target_bytes`` files, once. One pass rewrites
+    at most ``budget_bytes``; the rest waits for the next pass.
+    """
+
+    target_bytes: int = 128 * 1024 * 1024
+    fanout: int = 4
+    budget_bytes: int = 256 * 1024 * 1024
+    cold_ms: int = 3_600_000
+    base_bytes: int = 256 * 1024  # everything under this is tier 0
+
+    def tier(self, size: int) -> int:
+        return 0 if size <= self.base_bytes else int(math.log(size / self.base_bytes, self.fanout))
+
+    def choose(self, files: list[tuple[DataFile, int]], now_ms: int) -> list[list[DataFile]]:
+        """Bins of files to merge in one partition (``files``: each with the ms it was added)."""
+        small = [f for f, _ in files if f.file_size_in_bytes < self.target_bytes * 3 // 4]
+        if len(small) < 2:
+            return []
+        if max(added for _, added in files) < now_ms - self.cold_ms:
+            return [small]
+        tiers: dict[int, list[DataFile]] = defaultdict(list)
+        for f in small:
+            tiers[self.tier(f.file_size_in_bytes)].append(f)
+        return [group for group in tiers.values() if len(group) >= self.fanout]
+
+
+def compact(table: Table, *, min_files: int = 2, policy: CompactionPolicy | None = None) -> CompactionResult:
+    """Merge data files per partition into sorted larger files; rows and offsets are unchanged.
+
+    Without a ``policy`` every partition with ``min_files`` or more files is rewritten whole (the
+    manual ``k2 lake compact``); with one, only the bins the policy chooses, within its budget.
 
     Raises:
         LakeError: the table kept moving under it for too many attempts.
@@ -62,12 +103,17 @@ def compact(table: Table, *, min_files: int = 2) -> CompactionResult:
         snapshot = table.current_snapshot()
         if snapshot is None:
             return CompactionResult(0, 0, 0, 0)
-        groups: dict[tuple[object, ...], list[object]] = defaultdict(list)
-        for task in table.scan().plan_files():
-            groups[(task.file.spec_id, tuple(task.file.partition))].append(task.file)
-        chosen = {k: files for k, files in groups.items() if len(files) >= min_files}
-        if not chosen:
-            return CompactionResult(0, sum(map(len, groups.values())), sum(map(len, groups.values())), 0)
+        groups = _live_files(table)
+        total = sum(map(len, groups.values()))
+        if policy is None:
+            bins = [[f for f, _ in files] for files in groups.values() if len(files) >= min_files]
+        else:
+            now_ms = int(time.time() * 1000)
+            bins = _within_budget(
+                [b for files in groups.values() for b in policy.choose(files, now_ms)], policy.budget_bytes
+            )
+        if not bins:
+            return CompactionResult(0, total, total, 0)
         offsets = table_offsets(table)
         props = {OFFSETS_KEY: encode_offsets(offsets)} if offsets else {}
         keys = _sort_keys(table)
@@ -78,25 +124,66 @@ def compact(table: Table, *, min_files: int = 2) -> CompactionResult:
                 table.transaction() as txn,
                 txn.update_snapshot(snapshot_properties=props).overwrite() as rewrite,
             ):
-                for files in chosen.values():
-                    parts = [_read_data_file(table, f.file_path) for f in files]  # type: ignore[attr-defined]
+                for files in bins:
+                    with ThreadPoolExecutor(_READERS) as pool:  # pyarrow reads without the GIL
+                        parts = list(
+                            pool.map(_read_data_file, [table] * len(files), [f.file_path for f in files])
+                        )
                     data = pa.concat_tables([p.select(schema.names).cast(schema) for p in parts])
+                    del parts
                     if keys:
                         data = data.sort_by(keys)
                     rows += data.num_rows
                     for f in files:
-                        rewrite.delete_data_file(f)  # type: ignore[arg-type]
+                        rewrite.delete_data_file(f)
                     for new in _dataframe_to_data_files(table.metadata, data, table.io):
                         rewrite.append_data_file(new)
                         files_after += 1
         except CommitFailedException:
             log.info("compaction lost a race with a commit; retrying on the new head", table=table.name())
             continue
-        before = sum(len(f) for f in chosen.values())
-        log.info("compacted", table=str(table.name()), partitions=len(chosen), files_before=before,
+        before = sum(map(len, bins))
+        log.info("compacted", table=str(table.name()), bins=len(bins), files_before=before,
                  files_after=files_after, rows=rows)  # fmt: skip
-        return CompactionResult(len(chosen), before, files_after, rows)
+        return CompactionResult(len(bins), before, files_after, rows)
     raise LakeError(f"compaction of {table.name()} gave up after {_ATTEMPTS} concurrent commits")
+
+
+def _within_budget(bins: list[list[DataFile]], budget: int) -> list[list[DataFile]]:
+    """The smallest bins first, each trimmed to its smallest files, until ``budget`` bytes."""
+    out: list[list[DataFile]] = []
+    for group in sorted(bins, key=lambda b: sum(f.file_size_in_bytes for f in b)):
+        taken: list[DataFile] = []
+        for f in sorted(group, key=lambda f: f.file_size_in_bytes):
+            if f.file_size_in_bytes > budget and taken:
+                break
+            taken.append(f)
+            budget -= f.file_size_in_bytes
+        if len(taken) >= 2:
+            out.append(taken)
+        if budget <= 0:
+            break
+    return out
+
+
+def _live_files(table: Table) -> dict[tuple[object, ...], list[tuple[DataFile, int]]]:
+    """The current snapshot's data files per partition, each with the ms its snapshot committed.
+
+    A file whose adding snapshot is expired counts as old (0): it was added before the dense window.
+    """
+    snapshot = table.current_snapshot()
+    groups: dict[tuple[object, ...], list[tuple[DataFile, int]]] = defaultdict(list)
+    if snapshot is None:
+        return groups
+    for manifest in snapshot.manifests(table.io):
+        if manifest.content != ManifestContent.DATA:
+            continue
+        for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
+            f = entry.data_file
+            added = table.snapshot_by_id(entry.snapshot_id) if entry.snapshot_id else None
+            key = (f.spec_id, *(f.partition[i] for i in range(len(f.partition))))
+            groups[key].append((f, added.timestamp_ms if added else 0))
+    return groups
 
 
 def _read_data_file(table: Table, path: str) -> pa.Table:
@@ -128,14 +215,18 @@ def expire_snapshots(table: Table, *, older_than: timedelta, keep_last: int = 1)
     return len(doomed)
 
 
-def rewrite_manifests(table: Table) -> tuple[int, int]:
-    """Merge the current snapshot's manifests into as few as possible; returns (before, after)."""
+def rewrite_manifests(table: Table, *, min_count: int = 2) -> tuple[int, int]:
+    """Merge the current snapshot's manifests into as few as possible; returns (before, after).
+
+    Appends already merge at 20 manifests (``commit.manifest.min-count-to-merge``); this brings a
+    snapshot down to one, at the cost of three commits, so a scheduled pass asks for ``min_count``.
+    """
     table = table.refresh()
     snapshot = table.current_snapshot()
     if snapshot is None:
         return 0, 0
     before = len(snapshot.manifests(table.io))
-    if before < 2:
+    if before < min_count:
         return before, before
     offsets = table_offsets(table)
     props = {OFFSETS_KEY: encode_offsets(offsets)} if offsets else {}
@@ -151,24 +242,42 @@ def rewrite_manifests(table: Table) -> tuple[int, int]:
 
 
 def remove_orphan_files(
-    table: Table, *, older_than: timedelta = timedelta(hours=1), dry_run: bool = False
+    table: Table,
+    *,
+    older_than: timedelta = timedelta(hours=1),
+    dry_run: bool = False,
+    cache: dict[str, tuple[str, ...]] | None = None,
 ) -> list[str]:
     """Delete files under the table's location that no snapshot or metadata file references.
 
     Files younger than ``older_than`` are kept: a writer in flight has written them but not yet
     committed. pyiceberg's snapshot expiry deletes nothing, so this is what reclaims space.
+    Snapshots share most manifests, and a manifest never changes: each is read once per call,
+    and once per process with a ``cache`` (pruned here to the manifests still referenced).
     """
     import os
 
     table = table.refresh()
     referenced: set[str] = {_local(table.metadata_location)}
     referenced.update(_local(entry.metadata_file) for entry in table.metadata.metadata_log)
+    files_of: dict[str, tuple[str, ...]] = {}
+    memo = cache if cache is not None else {}
     for snapshot in table.snapshots():
         referenced.add(_local(snapshot.manifest_list))
         for manifest in snapshot.manifests(table.io):
-            referenced.add(_local(manifest.manifest_path))
-            for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=False):
-                referenced.add(_local(entry.data_file.file_path))
+            path = manifest.manifest_path
+            if path in files_of:
+                continue
+            if path not in memo:
+                entries = manifest.fetch_manifest_entry(table.io, discard_deleted=False)
+                memo[path] = tuple(_local(e.data_file.file_path) for e in entries)
+            files_of[path] = memo[path]
+    for manifest_path, data_files in files_of.items():
+        referenced.add(_local(manifest_path))
+        referenced.update(data_files)
+    if cache is not None:
+        for stale in set(cache) - set(files_of):
+            del cache[stale]
     root = _local(table.location())
     cutoff = time.time() - older_than.total_seconds()
     removed: list[str] = []
@@ -184,3 +293,17 @@ def remove_orphan_files(
 
 def _local(location: str) -> str:
     return location.removeprefix("file://")
+
+
+def ensure_properties(table: Table, wanted: dict[str, str]) -> bool:
+    """Set table properties that differ from ``wanted`` (tables created by an older K2); True if any.
+
+    Raises:
+        CommitFailedException: a concurrent commit won; the next pass tries again.
+    """
+    table = table.refresh()
+    missing = {k: v for k, v in wanted.items() if table.properties.get(k) != v}
+    if missing:
+        with table.transaction() as txn:
+            txn.set_properties(missing)
+    return bool(missing)

@@ -28,9 +28,18 @@ from pyiceberg.types import (
 )
 
 from k2 import schemas
+from k2.config import LakeSettings
 from k2.lake.errors import TableMissingError
 
-__all__ = ["GAPS", "TABLES", "TICK_TABLES", "TableSpec", "ensure_tables", "load_table"]
+__all__ = [
+    "GAPS",
+    "TABLES",
+    "TICK_TABLES",
+    "TableSpec",
+    "ensure_tables",
+    "load_table",
+    "maintained_properties",
+]
 
 LINEAGE = ("kafka_partition", "kafka_offset")
 SYMBOL_BUCKETS = 8
@@ -46,8 +55,21 @@ COMMON_PROPERTIES = {
     "write.parquet.dict-size-bytes": str(64 * 1024),
     "commit.manifest-merge.enabled": "true",
     "commit.manifest.min-count-to-merge": "20",
+    # Every commit writes a new metadata.json; without these they pile up forever (measured: 730
+    # versions, 207 MB, after 15 minutes). pyiceberg deletes the surplus after each commit.
+    "write.metadata.delete-after-commit.enabled": "true",
+    "write.metadata.previous-versions-max": "20",
+    "write.target-file-size-bytes": str(128 * 1024 * 1024),
     "format-version": "2",
 }
+
+
+def maintained_properties(lake: LakeSettings) -> dict[str, str]:
+    """The properties upkeep holds every K2 table to (older tables are brought up to date)."""
+    props = {k: v for k, v in COMMON_PROPERTIES.items() if k != "format-version"}
+    props["write.metadata.previous-versions-max"] = str(lake.metadata_versions_kept)
+    props["write.target-file-size-bytes"] = str(lake.target_file_mb * 1024 * 1024)
+    return props
 
 
 @dataclass(frozen=True)

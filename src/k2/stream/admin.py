@@ -27,7 +27,7 @@ def admin_client(kafka: KafkaSettings) -> AdminClient:
 def ensure_topics(
     kafka: KafkaSettings, names: Iterable[str] = DEFAULT_TOPICS, *, timeout_s: float = 30.0
 ) -> list[str]:
-    """Create the missing topics with ``kafka.partitions``, ``replication_factor`` and ``retention_ms``.
+    """Create the missing topics with the configured partitions, replication and retention.
 
     Existing topics are left as they are (a partition count is never changed behind the pipeline's
     back: it would move symbols between partitions). Returns once the new topics are visible in
@@ -50,7 +50,11 @@ def ensure_topics(
         existing = set(admin.list_topics(timeout=timeout_s).topics)
     except KafkaException as exc:
         raise TopicAdminError(f"cannot list topics on {kafka.bootstrap}: {exc}") from exc
-    config = {"retention.ms": str(kafka.retention_ms)}
+    config = {
+        "retention.ms": str(kafka.retention_ms),
+        "retention.bytes": str(kafka.retention_bytes),
+        "segment.ms": str(kafka.segment_ms),
+    }
     todo = [
         NewTopic(
             t, num_partitions=kafka.partitions, replication_factor=kafka.replication_factor, config=config

@@ -26,7 +26,9 @@ def test_a_pass_compacts_expires_and_keeps_rows(catalog: SqlCatalog, table: Tabl
     before = table.refresh().scan().to_arrow().sort_by("kafka_offset")
     files_before = len(list(table.refresh().scan().plan_files()))
 
-    upkeep = Upkeep(LakeSettings(maintain_every_s=0.001, time_travel_hours=0, keep_snapshots=2), [table])
+    upkeep = Upkeep(
+        LakeSettings(maintain_every_s=0.001, time_travel_hours=0, keep_snapshots=2, dense_minutes=0), [table]
+    )
     time.sleep(0.01)
     assert upkeep.due()
     upkeep.run()
@@ -40,4 +42,23 @@ def test_a_pass_compacts_expires_and_keeps_rows(catalog: SqlCatalog, table: Tabl
 
 
 def test_never_due_without_a_schedule(table: Table) -> None:  # noqa: F811
-    assert not Upkeep(LakeSettings(), [table]).due()
+    assert not Upkeep(LakeSettings(maintain_every_s=None), [table]).due()
+    off = Upkeep(LakeSettings(maintain_every_s=0), [table])
+    off._last -= 3600
+    assert not off.due()
+
+
+def test_on_by_default(table: Table) -> None:  # noqa: F811
+    upkeep = Upkeep(LakeSettings(), [table])
+    assert upkeep.every_s == 60.0
+    upkeep._last -= 61
+    assert upkeep.due()
+
+
+def test_a_pass_brings_old_tables_properties_up_to_date(catalog: SqlCatalog, table: Table) -> None:  # noqa: F811
+    with table.transaction() as txn:
+        txn.remove_properties("write.metadata.delete-after-commit.enabled")
+    Upkeep(LakeSettings(metadata_versions_kept=5), [table]).run()
+    props = table.refresh().properties
+    assert props["write.metadata.delete-after-commit.enabled"] == "true"
+    assert props["write.metadata.previous-versions-max"] == "5"

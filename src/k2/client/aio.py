@@ -7,7 +7,6 @@ async iterators, for notebooks and services that already run an event loop.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from collections.abc import AsyncIterator
 from types import TracebackType
@@ -18,7 +17,7 @@ import pyarrow as pa
 
 from k2.client.calls import Call
 from k2.client.errors import ClientConnectionError, RateLimitError
-from k2.client.frames import Output, convert, read_arrow, rows_to_frame
+from k2.client.frames import LineBatcher, Output, convert, read_arrow
 from k2.client.routes import Routes
 from k2.client.wire import DEFAULT_URL, SseParser, StreamEvent, check, headers, retry_after
 
@@ -97,19 +96,12 @@ class AsyncK2Client(Routes):
     async def _lines(
         self, call: Call, output: Output | None, batch_rows: int, rows: bool
     ) -> AsyncIterator[Any]:
-        batch: list[str] = []
+        batcher = LineBatcher(output or self.output, batch_rows, rows)
         async for line in self._stream_lines(call):
-            if not line:
-                continue
-            if rows:
-                yield json.loads(line)
-                continue
-            batch.append(line)
-            if len(batch) >= batch_rows:
-                yield rows_to_frame(batch, output or self.output)
-                batch = []
-        if batch:
-            yield rows_to_frame(batch, output or self.output)
+            for item in batcher.feed(line):
+                yield item
+        for item in batcher.flush():
+            yield item
 
     async def _events(self, call: Call) -> AsyncIterator[StreamEvent]:
         parser = SseParser()

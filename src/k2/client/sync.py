@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -14,7 +13,7 @@ import pyarrow as pa
 
 from k2.client.calls import Call
 from k2.client.errors import ClientConnectionError, RateLimitError
-from k2.client.frames import Output, convert, read_arrow, rows_to_frame
+from k2.client.frames import LineBatcher, Output, convert, read_arrow
 from k2.client.routes import Routes
 from k2.client.wire import DEFAULT_URL, SseParser, StreamEvent, check, headers, retry_after
 
@@ -111,19 +110,12 @@ class K2Client(Routes):
             raise ClientConnectionError(f"{type(exc).__name__}: {exc}", url=self.url) from exc
 
     def _lines(self, call: Call, output: Output | None, batch_rows: int, rows: bool) -> Iterator[Any]:
-        batch: list[str] = []
+        batcher = LineBatcher(output or self.output, batch_rows, rows)
         for line in self._stream_lines(call):
-            if not line:
-                continue
-            if rows:
-                yield json.loads(line)
-                continue
-            batch.append(line)
-            if len(batch) >= batch_rows:
-                yield rows_to_frame(batch, output or self.output)
-                batch = []
-        if batch:
-            yield rows_to_frame(batch, output or self.output)
+            for item in batcher.feed(line):
+                yield item
+        for item in batcher.flush():
+            yield item
 
     def _events(self, call: Call) -> Iterator[StreamEvent]:
         parser = SseParser()

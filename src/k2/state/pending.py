@@ -13,6 +13,7 @@ from datetime import date, timedelta
 import polars as pl
 
 from k2.state.base import SequenceStore
+from k2.state.model import GAP_EVENT_SCHEMA
 
 __all__ = ["PENDING_SCHEMA", "pending_holes"]
 
@@ -20,16 +21,7 @@ _EPOCH = date(1970, 1, 1)
 
 #: The columns of ``/v1/gaps`` rows, ``status = 'pending'``; ``detected_at`` is when the hole opened.
 PENDING_SCHEMA: dict[str, pl.DataType] = {
-    "kind": pl.String(),
-    "exchange": pl.String(),
-    "symbol": pl.String(),
-    "session": pl.Date(),
-    "first_missing": pl.Int64(),
-    "last_missing": pl.Int64(),
-    "size": pl.Int64(),
-    "detected_at": pl.Datetime("us", "UTC"),
-    "recovered_at": pl.Datetime("us", "UTC"),
-    "recovered_by": pl.String(),
+    **{k: v for k, v in GAP_EVENT_SCHEMA.items() if k not in ("event", "_partition", "_offset")},
     "status": pl.String(),
 }
 

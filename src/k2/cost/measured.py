@@ -43,7 +43,8 @@ class Measured:
 
 def _read_dir(path: Path) -> dict[str, dict[str, Any]]:
     if path.is_file():
-        return json.loads(path.read_text())
+        combined: dict[str, dict[str, Any]] = json.loads(path.read_text())
+        return combined
     return {p.stem: json.loads(p.read_text()) for p in sorted(path.glob("bench_*.json"))}
 
 

@@ -209,4 +209,4 @@ def _keyset(frame: pl.DataFrame) -> set[GapKey]:
 
 def _due(g: dict[str, Any], sessions: dict[str, list[str]], last: dict[Any, int], window: int) -> bool:
     ended = max(sessions[g["symbol"]]) > g["session"]
-    return ended or last[(g["symbol"], g["session"])] - g["last"] > window
+    return bool(ended or last[(g["symbol"], g["session"])] - g["last"] > window)

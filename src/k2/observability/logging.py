@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import Any, TextIO, cast
 
 import structlog
 
@@ -48,7 +48,7 @@ def configure_logging(settings: LogSettings, *, stream: Any = None) -> None:
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, out)),  # duck-typed stderr
         cache_logger_on_first_use=False,
     )
     # librdkafka, pyiceberg and uvicorn log through the standard library: keep them at WARNING

@@ -95,8 +95,9 @@ def read_dead_letters(
                 break
             if msg.error() is not None:
                 continue
-            if msg.offset() >= ends[msg.partition()] - 1:
-                remaining.pop(msg.partition(), None)
+            partition, offset = msg.partition(), msg.offset()
+            if partition is not None and offset is not None and offset >= ends[partition] - 1:
+                remaining.pop(partition, None)
             try:
                 letter = DeadLetter.from_message(msg)
             except DeadLetterFormatError as exc:  # not K2's: say so, and go on with the rest

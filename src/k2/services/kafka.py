@@ -12,7 +12,7 @@ from pathlib import Path
 from confluent_kafka.admin import AdminClient
 
 from k2.config import Settings
-from k2.services.base import Service, ServiceStatus
+from k2.services.base import Service, ServiceState, ServiceStatus
 from k2.services.errors import JavaMissingError, ServiceStartError
 from k2.services.jars import KafkaJars
 from k2.services.process import OwnedProcess, port_in_use, spawn, tail, wait_until
@@ -78,7 +78,7 @@ class KafkaService(Service):
             return self._probe("external")
         pid = self._proc.pid
         if pid is None:
-            state = "stale" if self._proc.stale else "stopped"
+            state: ServiceState = "stale" if self._proc.stale else "stopped"
             detail = f"pid file {self._proc.pid_file} names a dead process" if state == "stale" else ""
             return ServiceStatus(self.name, state, self.address, version=self._kafka.version, detail=detail)
         return self._probe("running", pid)

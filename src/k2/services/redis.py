@@ -15,7 +15,7 @@ from pathlib import Path
 import redis
 
 from k2.config import Settings
-from k2.services.base import Service, ServiceStatus
+from k2.services.base import Service, ServiceState, ServiceStatus
 from k2.services.errors import ServiceError, ServiceStartError
 from k2.services.process import OwnedProcess, port_in_use, spawn, tail, wait_until
 
@@ -55,7 +55,7 @@ class RedisService(Service):
             return self._probe("external")
         pid = self._proc.pid
         if pid is None:
-            state = "stale" if self._proc.stale else "stopped"
+            state: ServiceState = "stale" if self._proc.stale else "stopped"
             detail = f"pid file {self._proc.pid_file} names a dead process" if state == "stale" else ""
             return ServiceStatus(self.name, state, self.address, detail=detail)
         return self._probe("running", pid)

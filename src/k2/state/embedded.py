@@ -293,7 +293,8 @@ class EmbeddedDedupStore(DedupStore):
             return [False] * len(ids)
         keys = id_bytes(ids)
         with self._db.read() as db:
-            return runs.contains(db, self.namespace, keys, sorted(set(generations))).tolist()
+            found: list[bool] = runs.contains(db, self.namespace, keys, sorted(set(generations))).tolist()
+            return found
 
     def add(
         self,

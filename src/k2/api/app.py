@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from k2 import __version__
 from k2.api.deps import Services, guard
+from k2.api.docs import mount_docs
 from k2.api.errors import InsecureBindError
 from k2.api.handlers import handle_error
 from k2.api.middleware import RequestContextMiddleware
@@ -86,11 +87,14 @@ def create_app(settings: Settings, *, engine: QueryEngine | None = None) -> Fast
         version=__version__,
         description=_DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served from the package by mount_docs: no CDN
+        redoc_url=None,
     )
     app.state.k2 = svc
     for router in (recent.router, *V1_ROUTERS):  # /trades/recent before anything under /trades
         app.include_router(router, prefix="/v1", dependencies=[Depends(guard)])
     app.include_router(system.router)
+    mount_docs(app)
     for exc_class in (K2Error, RequestValidationError, StarletteHTTPException, Exception):
         app.add_exception_handler(exc_class, handle_error)
     app.add_middleware(RequestContextMiddleware)

@@ -90,8 +90,10 @@ def kill_ingest_at_steps(run: Run) -> Expected:
     run.rng.shuffle(steps)
     for step in steps:
         nth = run.rng.randint(1, 3)
+        # small commits, so that every step's n-th commit comes before the feed runs out
         code = run.k2("ingest", "--idle-timeout", "4", "--crash-at", f"{step}:{nth}", label=f"crash-{step}",
-                      K2_PIPELINE__INSTANCE_ID="i1")  # fmt: skip
+                      K2_PIPELINE__INSTANCE_ID="i1", K2_PIPELINE__BATCH_MAX_MESSAGES="2000",
+                      K2_LAKE__COMMIT_ROWS="3000")  # fmt: skip
         if code != -9:
             run.note(f"--crash-at {step}:{nth} exited {code} (no such commit before the end)")
     return _sim(run)

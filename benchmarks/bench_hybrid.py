@@ -38,7 +38,8 @@ import polars as pl
 from benchmarks.results import write_result
 from benchmarks.services import kafka_broker
 from k2.config import LogSettings, Settings, load_settings
-from k2.hybrid import HybridEngine, HybridSettings
+from k2.config.hybrid import HybridSettings
+from k2.hybrid import HybridEngine
 from k2.hybrid.live import LiveSubscription
 from k2.lake import ensure_tables, open_catalog
 from k2.lake.offsets import table_offsets

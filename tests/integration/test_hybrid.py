@@ -40,13 +40,14 @@ from k2.api.routes import recent as recent_routes
 from k2.cli import recent_cmd
 from k2.cli.context import Context
 from k2.config import Settings
+from k2.config.hybrid import HybridSettings
 from k2.feeds.delivery import Delivery
 from k2.feeds.faults import FaultConfig
 from k2.feeds.market import MarketConfig, symbol_names
 from k2.feeds.publish import FeedPublisher
 from k2.feeds.runner import run_simulation
 from k2.feeds.simulator import Simulator, SimulatorConfig
-from k2.hybrid import HybridEngine, HybridResult, HybridSettings
+from k2.hybrid import HybridEngine, HybridResult
 from k2.lake import ensure_tables, open_catalog
 from k2.lake.maintenance import compact
 from k2.query.engine import QueryEngine

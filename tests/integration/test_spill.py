@@ -12,11 +12,11 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, Topic
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from k2.config import Settings
+from k2.config.resilience import ResilienceSettings
 from k2.observability.metrics import sample
 from k2.resilience.errors import SpillFormatError
 from k2.resilience.flow import FlowControl
 from k2.resilience.levels import Level, actions_for
-from k2.resilience.settings import ResilienceSettings
 from k2.resilience.signals import consumer_lag
 from k2.resilience.spill import HEADER_SOURCE, Spill, SpilledRecord, spill_topic
 

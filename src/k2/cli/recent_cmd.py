@@ -16,7 +16,8 @@ import typer
 from rich.table import Table as RichTable
 
 from k2.cli.context import Context, handle_errors, obj
-from k2.hybrid import HybridEngine, HybridResult, HybridSettings
+from k2.config.hybrid import HybridSettings
+from k2.hybrid import HybridEngine, HybridResult
 from k2.hybrid.live import LiveEvent, LiveSubscription
 from k2.query.engine import QueryEngine
 from k2.query.errors import InvalidParameterError

@@ -27,9 +27,9 @@ import numpy as np
 import polars as pl
 from confluent_kafka import Message
 
+from k2.config.hybrid import HybridSettings
 from k2.hybrid.decoder import TailDecoder
 from k2.hybrid.segment import TailSegment
-from k2.hybrid.settings import HybridSettings
 from k2.observability.logging import get_logger
 from k2.observability.metrics import REGISTRY, Counter, Gauge
 from k2.types import TopicPartition as TP

@@ -24,8 +24,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
 from k2.config import KafkaSettings
+from k2.config.hybrid import HybridSettings
 from k2.hybrid.errors import TailReadError
-from k2.hybrid.settings import HybridSettings
 from k2.observability.logging import get_logger
 from k2.types import TopicPartition as TP
 

@@ -29,6 +29,7 @@ from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 
 from k2.config import Settings
+from k2.config.hybrid import Consistency, HybridSettings
 from k2.hybrid import bars as bars_mod
 from k2.hybrid.cache import NEVER_COMMITTED, TailCache, TailRead, TailSource
 from k2.hybrid.decoder import TailDecoder, known_symbols, tail_schema
@@ -36,7 +37,6 @@ from k2.hybrid.errors import RoutingError
 from k2.hybrid.merge import Merged, merge, select_tail
 from k2.hybrid.result import Boundary, HybridResult
 from k2.hybrid.routing import PartitionRouter
-from k2.hybrid.settings import Consistency, HybridSettings
 from k2.lake.offsets import snapshot_offsets
 from k2.lake.tables import TICK_TABLES, load_table
 from k2.observability.logging import get_logger
@@ -182,7 +182,7 @@ class HybridEngine:
         """Snapshot S of ``kind`` and the tail from S's offsets, on the symbols' partitions.
 
         ``consistency`` (default ``hybrid.consistency``) says how far the tail is read: see
-        ``k2.hybrid.settings.Consistency``.
+        ``k2.config.hybrid.Consistency``.
 
         S is the query engine's current table state (reloaded every ``refresh_interval_s``): any
         snapshot gives an exact answer, a newer one only a shorter tail.

@@ -18,7 +18,7 @@ import threading
 import zlib
 from collections.abc import Callable, Iterable
 
-from k2.hybrid.settings import Routing
+from k2.config.hybrid import Routing
 from k2.observability.logging import get_logger
 
 __all__ = ["PartitionRouter", "crc32_partition", "murmur2", "murmur2_partition"]

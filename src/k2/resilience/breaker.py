@@ -27,9 +27,9 @@ from typing import Any, ParamSpec, TypeVar
 
 import structlog
 
+from k2.config.resilience import BreakerSettings
 from k2.resilience.errors import CircuitOpenError
 from k2.resilience.metrics import BREAKER_STATE
-from k2.resilience.settings import BreakerSettings
 
 __all__ = ["BreakerBoard", "BreakerState", "BreakerStatus", "CircuitBreaker"]
 

@@ -24,9 +24,9 @@ from typing import Any
 
 import structlog
 
+from k2.config.resilience import ResilienceSettings, SignalThresholds
 from k2.resilience.levels import Actions, Level, actions_for
 from k2.resilience.metrics import LEVEL, SIGNAL, TRANSITIONS
-from k2.resilience.settings import ResilienceSettings, SignalThresholds
 from k2.resilience.signals import Signals
 
 __all__ = ["CALM", "MANUAL", "DegradationManager", "LevelChange"]

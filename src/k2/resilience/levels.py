@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
-from k2.resilience.settings import ResilienceSettings
+from k2.config.resilience import ResilienceSettings
 
 __all__ = ["MAX_CONSUME_BATCH", "TIERS", "Actions", "Level", "actions_for"]
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import polars as pl
 
-from k2.resilience.settings import ResilienceSettings
+from k2.config.resilience import ResilienceSettings
 
 __all__ = ["PriorityTiers"]
 

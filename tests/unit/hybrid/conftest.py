@@ -19,7 +19,8 @@ import polars as pl
 import pytest
 
 from k2.config import Settings, load_settings
-from k2.hybrid import HybridEngine, HybridSettings
+from k2.config.hybrid import HybridSettings
+from k2.hybrid import HybridEngine
 from k2.lake import ensure_tables, open_catalog
 from k2.lake.writer import NO_OFFSET, TableWriter
 from k2.query.engine import QueryEngine

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import polars as pl
 
+from k2.config.hybrid import HybridSettings
 from k2.hybrid.cache import NEVER_COMMITTED, TailCache
 from k2.hybrid.decoder import TailDecoder
-from k2.hybrid.settings import HybridSettings
 from k2.schemas import encode_batch
 from tests.unit.hybrid.conftest import FakeSource, ticks
 

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from k2.cli import recent_cmd
 from k2.cli.context import Context
 from k2.config import Settings
-from k2.hybrid import HybridEngine, HybridSettings
+from k2.config.hybrid import HybridSettings
+from k2.hybrid import HybridEngine
 from k2.query.engine import QueryEngine
 from tests.unit.hybrid.conftest import FakeSource, Stream, ticks
 

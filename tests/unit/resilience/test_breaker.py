@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from structlog.testing import capture_logs
 
+from k2.config.resilience import BreakerSettings
 from k2.errors import K2Error
 from k2.observability.metrics import sample
 from k2.resilience.breaker import BreakerBoard, BreakerState, CircuitBreaker
 from k2.resilience.errors import CircuitOpenError
-from k2.resilience.settings import BreakerSettings
 from tests.unit.resilience.conftest import FakeClock
 
 

@@ -7,10 +7,10 @@ from itertools import pairwise
 import pytest
 from structlog.testing import capture_logs
 
+from k2.config.resilience import Band, BatchRatioThresholds, LagThresholds, ResilienceSettings
 from k2.observability.metrics import sample
 from k2.resilience.degradation import CALM, MANUAL, DegradationManager
 from k2.resilience.levels import Level, actions_for
-from k2.resilience.settings import Band, BatchRatioThresholds, LagThresholds, ResilienceSettings
 from k2.resilience.signals import Signals
 from tests.unit.resilience.conftest import FakeClock
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from k2.config.resilience import ResilienceSettings
 from k2.resilience.flow import FlowControl
 from k2.resilience.levels import Level, actions_for
-from k2.resilience.settings import ResilienceSettings
 
 S = ResilienceSettings()
 SRC = [("k2.trades", 0), ("k2.trades", 1), ("k2.quotes", 0)]

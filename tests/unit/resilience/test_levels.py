@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from k2.config.resilience import ResilienceSettings
 from k2.resilience.levels import MAX_CONSUME_BATCH, Actions, Level, actions_for
-from k2.resilience.settings import ResilienceSettings
 
 S = ResilienceSettings(aggressive_batch_multiplier=5, aggressive_commit_multiplier=3.0)
 

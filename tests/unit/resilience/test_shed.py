@@ -8,8 +8,8 @@ import numpy as np
 import polars as pl
 import pytest
 
+from k2.config.resilience import ResilienceSettings
 from k2.resilience.levels import Level, actions_for
-from k2.resilience.settings import ResilienceSettings
 from k2.resilience.shed import split
 from k2.resilience.tiers import PriorityTiers
 from tests.unit.resilience.conftest import FakeClock

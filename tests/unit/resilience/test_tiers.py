@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from k2.resilience.settings import ExplicitTiers, ResilienceSettings
+from k2.config.resilience import ExplicitTiers, ResilienceSettings
 from k2.resilience.tiers import PriorityTiers
 from tests.unit.resilience.conftest import FakeClock
 

@@ -24,10 +24,10 @@ from fastapi.responses import Response
 from k2.api.deps import FormatParam, SymbolsParam, caller, services
 from k2.api.models import ERRORS, EXAMPLE_QUOTE, EXAMPLE_TRADE, SSE_EVENT, tabular
 from k2.api.streams import BoundedStreamingResponse
-from k2.hybrid import HybridEngine, HybridResult, HybridSettings
+from k2.config.hybrid import Consistency, HybridSettings
+from k2.hybrid import HybridEngine, HybridResult
 from k2.hybrid.engine import Anchor, Kind
 from k2.hybrid.live import LiveEvent, LiveSubscription
-from k2.hybrid.settings import Consistency
 from k2.query.bars import MAX_INTERVAL_US, MIN_INTERVAL_US
 from k2.query.errors import InvalidParameterError
 from k2.query.formats import MEDIA_TYPES, encode, encode_ndjson, negotiate

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from k2.hybrid import HybridSettings
+from k2.config.hybrid import HybridSettings
 
 
 def test_defaults_are_valid_and_frozen() -> None:

@@ -7,8 +7,7 @@ forth. ``up = inf`` means "this signal never drives that level": consumer lag an
 not allowed to stop consumption, because stopping cannot make either of them fall.
 
 The section is nested into ``k2.config.Settings`` as ``resilience`` (environment
-``K2_RESILIENCE__…``, TOML ``[resilience]``). It imports nothing from ``k2.config``, so the config
-module can import it without a cycle.
+``K2_RESILIENCE__…``, TOML ``[resilience]``).
 """
 
 from __future__ import annotations

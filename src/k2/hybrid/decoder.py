@@ -2,7 +2,7 @@
 
 The hybrid view must show exactly what the pipeline will write, so the tail goes through the same
 steps as ``k2.pipeline.runner.Pipeline._process_topic``: ``k2.schemas.decode_batch`` (an
-undecodable payload or a tombstone is a dead letter, not a row), ``k2.pipeline.validate.Validator``
+undecodable payload or a tombstone is a dead letter, not a row), ``k2.schemas.validate.Validator``
 with the pipeline's clock-skew bound and the reference table's symbols (a failing row is a dead
 letter), then the ``kafka_partition``/``kafka_offset`` lineage columns the tables carry.
 Duplicates are decided later, per query (``k2.hybrid.merge``), because whether a tail row is a
@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from k2 import schemas
-from k2.pipeline.validate import Validator, known_symbols
+from k2.schemas.validate import Validator, known_symbols
 
 __all__ = ["LINEAGE", "DecodedTail", "TailDecoder", "known_symbols", "tail_schema"]
 

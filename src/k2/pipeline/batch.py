@@ -22,7 +22,6 @@ from k2.observability.metrics import REGISTRY, Counter, Histogram
 from k2.pipeline.checkpoint import Checkpoint
 from k2.pipeline.checks import BatchChecks, CheckResult, NoChecks
 from k2.pipeline.sinks import TableSink
-from k2.pipeline.validate import Validator
 from k2.resilience.breaker import BreakerBoard
 from k2.resilience.degradation import DegradationManager
 from k2.resilience.levels import Level
@@ -30,6 +29,7 @@ from k2.resilience.metrics import BACKFILLED
 from k2.resilience.shed import split
 from k2.resilience.spill import Spill
 from k2.resilience.tiers import PriorityTiers
+from k2.schemas.validate import Validator
 from k2.stream.dlq import DeadLetter
 from k2.stream.producer import TickProducer
 

@@ -47,7 +47,6 @@ from k2.pipeline.errors import DeadLetterDeliveryError
 from k2.pipeline.gcpolicy import tuned_gc
 from k2.pipeline.sinks import TableSink
 from k2.pipeline.upkeep import Upkeep
-from k2.pipeline.validate import Validator, known_symbols
 from k2.resilience.breaker import BreakerBoard
 from k2.resilience.degradation import DegradationManager, LevelChange
 from k2.resilience.errors import SpillDeliveryError
@@ -57,6 +56,7 @@ from k2.resilience.signals import LoadMeter, RssProbe, Signals, partition_lags
 from k2.resilience.spill import Spill, ensure_spill_topics, spill_topic
 from k2.resilience.status import StatusFile, status_path
 from k2.resilience.tiers import PriorityTiers
+from k2.schemas.validate import Validator, known_symbols
 from k2.state.errors import StaleStateError, StateStoreError
 from k2.stream.admin import ensure_topics
 from k2.stream.producer import TickProducer

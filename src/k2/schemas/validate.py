@@ -1,5 +1,8 @@
 """Vectorised validation of decoded ticks: every row either passes or gets a reason.
 
+It lives beside the schemas because both the pipeline and the hybrid tail apply it, and neither
+may import the other.
+
 The checks are polars expressions over the whole batch, so a batch of 50,000 ticks costs a few
 milliseconds whatever its content; the reasons of failing rows become dead letters.
 """

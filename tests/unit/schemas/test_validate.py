@@ -8,7 +8,7 @@ from decimal import Decimal
 import polars as pl
 
 from k2 import schemas
-from k2.pipeline.validate import Validator
+from k2.schemas.validate import Validator
 
 NOW = datetime(2024, 3, 11, 12, 0, tzinfo=UTC)
 

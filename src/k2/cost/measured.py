@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from k2.cost.errors import MeasuredFigureError
+from k2.types import TICK_KINDS
 
 __all__ = ["DEFAULT_RESULTS", "Measured", "load_measured"]
 
@@ -80,9 +81,9 @@ def load_measured(path: Path | None = None) -> Measured:
     primary = _read_dir(path) if path is not None and path.exists() else {}
     f = _Figures(primary, str(path) if path is not None else _PACKAGED)
     worst = {k: max(f.get("bench_storage", f"parquet_asx_{k}_bytes_per_row"),
-                    f.get("bench_storage", f"parquet_sim_{k}_bytes_per_row")) for k in ("trades", "quotes")}  # fmt: skip
+                    f.get("bench_storage", f"parquet_sim_{k}_bytes_per_row")) for k in TICK_KINDS}  # fmt: skip
     kafka = {k: f.get("bench_storage", f"kafka_{k}_value_bytes") + f.get("bench_storage", f"kafka_{k}_key_bytes")
-             for k in ("trades", "quotes")}  # fmt: skip
+             for k in TICK_KINDS}  # fmt: skip
     names = {"window": "a", "bars": "b", "asof": "c"}
     return Measured(
         ingest_rows_per_cpu_s=f.get("bench_ingest", "ingest_checks_rows_per_cpu_s"),

@@ -51,10 +51,11 @@ from k2.feeds.errors import AsxDataError, FeedConfigError
 from k2.feeds.reference import EXCHANGE, AsxReference, load_reference
 from k2.schemas import frame_schema, message_ids
 from k2.stream.dlq import DeadLetter
+from k2.types import ASX_TIME_ZONE, TICK_KINDS
 
 __all__ = ["TIME_ZONE", "AsxReplay", "ParsedFile", "parse_file", "read_asx"]
 
-TIME_ZONE = "Australia/Sydney"
+TIME_ZONE = ASX_TIME_ZONE
 _FIELDS = {
     "trades": ("date", "time", "price", "size", "qualifiers", "venue", "buyer_id"),
     "quotes": ("date", "time", "bid_price", "ask_price", "bid_size", "ask_size"),
@@ -217,7 +218,7 @@ def read_asx(
             f"not in the sample (it has {known})", option="symbols", value=",".join(unknown)
         )
     files: list[tuple[str, str, Path]] = []
-    for kind in ("trades", "quotes"):
+    for kind in TICK_KINDS:
         folder = root / kind
         if not folder.is_dir():
             raise AsxDataError("missing directory", path=folder)

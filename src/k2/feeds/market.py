@@ -34,10 +34,11 @@ import numpy as np
 import polars as pl
 
 from k2.feeds.errors import FeedConfigError
+from k2.types import TICK_KINDS
 
 __all__ = ["CleanChunk", "MarketConfig", "MarketModel", "ResetEvent", "SymbolSpec", "symbol_names"]
 
-_KINDS = ("trades", "quotes")
+_KINDS = TICK_KINDS
 _BIG = np.int64(1) << np.int64(42)  # > any microsecond offset in a day: separates symbols in a cummax
 
 

@@ -35,6 +35,7 @@ from k2.feeds.frames import MICROS, decimal_from_micros, utc_from_micros
 from k2.feeds.market import CleanChunk, MarketConfig, MarketModel
 from k2.feeds.truth import GroundTruth
 from k2.schemas import frame_schema, message_ids
+from k2.types import TICK_KINDS
 
 __all__ = ["Encoder", "Simulator", "SimulatorConfig"]
 
@@ -121,7 +122,7 @@ class Simulator:
     def _deliver(self, chunk: CleanChunk) -> Delivery:
         frames = {
             kind: self._canonical(kind, chunk.events.filter(pl.col("_kind") == code))
-            for code, kind in enumerate(("trades", "quotes"))
+            for code, kind in enumerate(TICK_KINDS)
         }
         plans = {kind: self._faults.plan(kind, frame) for kind, frame in frames.items()}
         specs = self._faults.malformed({kind: frame.height for kind, frame in frames.items()})
@@ -200,7 +201,7 @@ class Simulator:
         encode = self._encode or _default_encoder()
         rng = self._raw_rng
         templates: dict[int, bytes] = {}
-        for kind in ("trades", "quotes"):
+        for kind in TICK_KINDS:
             picks = [i for i, s in enumerate(specs) if s.kind == kind]
             if picks:
                 rows = frames[kind][[specs[i].row for i in picks]]

@@ -26,10 +26,11 @@ import polars as pl
 
 from k2.config import Settings
 from k2.lake import open_catalog
+from k2.types import TICK_KINDS
 
 __all__ = ["TruthReport", "compare_with_truth", "table_frame"]
 
-KINDS = ("trades", "quotes")
+KINDS = TICK_KINDS
 GapKey = tuple[str, str, int, int]
 
 

@@ -46,13 +46,12 @@ from k2.query.errors import CapExceededError, InvalidParameterError, SnapshotNot
 from k2.query.params import TimeRange, TimeTravel, epoch_us
 from k2.query.sql import from_us
 from k2.resilience.spill import spill_topic
-from k2.types import Offsets
+from k2.types import Offsets, StreamKind
 
-__all__ = ["Anchor", "HybridEngine", "Kind", "View"]
+__all__ = ["Anchor", "HybridEngine", "View"]
 
 log = get_logger(__name__)
 
-Kind = Literal["trades", "quotes"]
 #: Where a "recent" window ends: the newest tick of the symbols (the stream's clock) or now.
 Anchor = Literal["latest", "now"]
 
@@ -70,7 +69,7 @@ _MINUTE_US = 60_000_000
 class View:
     """Snapshot S of one table and the Kafka tail after it, for some partitions."""
 
-    kind: Kind
+    kind: StreamKind
     table: Table
     snapshot: Snapshot | None
     offsets: Offsets
@@ -178,7 +177,9 @@ class HybridEngine:
                 self._source.close()
 
     # -- the boundary -------------------------------------------------------------------------------
-    def view(self, kind: Kind, symbols: tuple[str, ...], *, consistency: Consistency | None = None) -> View:
+    def view(
+        self, kind: StreamKind, symbols: tuple[str, ...], *, consistency: Consistency | None = None
+    ) -> View:
         """Snapshot S of ``kind`` and the tail from S's offsets, on the symbols' partitions.
 
         ``consistency`` (default ``hybrid.consistency``) says how far the tail is read: see
@@ -206,7 +207,7 @@ class HybridEngine:
         return View(kind, table, snap, offsets, tail, parts)
 
     def history(
-        self, kind: Kind, symbols: tuple[str, ...], window: TimeRange, snapshot: Snapshot | None
+        self, kind: StreamKind, symbols: tuple[str, ...], window: TimeRange, snapshot: Snapshot | None
     ) -> pl.DataFrame | None:
         """Rows of ``symbols`` in ``window`` as Iceberg holds them at ``snapshot`` (None: no snapshot).
 
@@ -233,7 +234,7 @@ class HybridEngine:
     # -- queries ----------------------------------------------------------------------------------------
     def ticks(
         self,
-        kind: Kind,
+        kind: StreamKind,
         symbols: tuple[str, ...],
         window: TimeRange,
         *,
@@ -248,7 +249,7 @@ class HybridEngine:
 
     def recent(
         self,
-        kind: Kind,
+        kind: StreamKind,
         symbols: tuple[str, ...],
         minutes: float,
         *,
@@ -316,7 +317,7 @@ class HybridEngine:
         return round(minutes * _MINUTE_US)
 
     def _window_fn(
-        self, kind: Kind, symbols: tuple[str, ...], span_us: int, until: datetime | None, anchor: Anchor
+        self, kind: StreamKind, symbols: tuple[str, ...], span_us: int, until: datetime | None, anchor: Anchor
     ) -> Callable[[View, Callable[[], pl.DataFrame | None]], TimeRange]:
         def window(view: View, tail_rows: Callable[[], pl.DataFrame | None]) -> TimeRange:
             if until is not None:
@@ -329,7 +330,9 @@ class HybridEngine:
 
         return window
 
-    def _latest_us(self, kind: Kind, symbols: tuple[str, ...], view: View, tail: pl.DataFrame | None) -> int:
+    def _latest_us(
+        self, kind: StreamKind, symbols: tuple[str, ...], view: View, tail: pl.DataFrame | None
+    ) -> int:
         """The newest exchange time of the symbols, in the tail or committed; now when there is none."""
         newest: list[int] = []
         if tail is not None:
@@ -339,7 +342,7 @@ class HybridEngine:
             newest.append(committed)
         return max(newest) if newest else epoch_us(datetime.now(UTC))
 
-    def committed_latest_us(self, kind: Kind, symbols: tuple[str, ...], view: View) -> int | None:
+    def committed_latest_us(self, kind: StreamKind, symbols: tuple[str, ...], view: View) -> int | None:
         """An upper bound of the symbols' exchange times in Iceberg at the view's snapshot.
 
         The query engine's newest tick per symbol, read at its current table state (the same as
@@ -387,7 +390,7 @@ class HybridEngine:
 
     def _query(
         self,
-        kind: Kind,
+        kind: StreamKind,
         symbols: tuple[str, ...],
         window_of: Callable[[View, Callable[[], pl.DataFrame | None]], TimeRange],
         label: str,

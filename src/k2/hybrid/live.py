@@ -26,10 +26,11 @@ from typing import Any, Literal
 import polars as pl
 
 from k2.hybrid import bars as bars_mod
-from k2.hybrid.engine import HybridEngine, Kind, View
+from k2.hybrid.engine import HybridEngine, View
 from k2.hybrid.merge import ORDER, anti_duplicates, select_tail
 from k2.query.params import TimeRange
 from k2.query.sql import from_us
+from k2.types import StreamKind
 from k2.types import TopicPartition as TP
 
 __all__ = ["EventKind", "LiveEvent", "LiveSubscription"]
@@ -65,7 +66,7 @@ class LiveSubscription:
     def __init__(
         self,
         engine: HybridEngine,
-        kinds: tuple[Kind, ...],
+        kinds: tuple[StreamKind, ...],
         symbols: tuple[str, ...],
         *,
         bars: bool = True,
@@ -113,7 +114,7 @@ class LiveSubscription:
             time.sleep(interval)
 
     # -- one kind -------------------------------------------------------------------------------
-    def _poll_kind(self, kind: Kind) -> list[LiveEvent]:
+    def _poll_kind(self, kind: StreamKind) -> list[LiveEvent]:
         # What the prefetch thread decoded: no broker round trip per poll and per subscriber. Without
         # a prefetch thread nothing would advance the cache, so each poll reads to the watermark.
         prefetching = self.engine.hybrid.prefetch_interval_s > 0
@@ -137,7 +138,7 @@ class LiveSubscription:
         return events
 
     def _fresh(
-        self, kind: Kind, view: View, new: pl.DataFrame | None, earlier: pl.DataFrame | None
+        self, kind: StreamKind, view: View, new: pl.DataFrame | None, earlier: pl.DataFrame | None
     ) -> pl.DataFrame | None:
         if new is None or new.is_empty():
             return None
@@ -204,7 +205,7 @@ class LiveSubscription:
             "truncated_reason": "; ".join(view.tail.reasons) or None,
         }
 
-    def _status_change(self, kind: Kind, view: View) -> list[LiveEvent]:
+    def _status_change(self, kind: StreamKind, view: View) -> list[LiveEvent]:
         reason = "; ".join(view.tail.reasons) or None
         if self._truncated.get(kind) == reason:
             return []

@@ -30,6 +30,7 @@ from pyiceberg.types import (
 from k2 import schemas
 from k2.config import LakeSettings
 from k2.lake.errors import TableMissingError
+from k2.types import GAPS_TABLE, TABLES, TICK_KINDS
 
 __all__ = [
     "GAPS",
@@ -122,8 +123,8 @@ GAPS_SCHEMA = Schema(
     NestedField(13, LINEAGE[1], LongType(), required=True),
 )
 
-GAPS = "sequence_gaps"
-TICK_TABLES = ("trades", "quotes")
+GAPS = GAPS_TABLE
+TICK_TABLES = TICK_KINDS
 
 
 def _specs() -> dict[str, TableSpec]:
@@ -133,9 +134,6 @@ def _specs() -> dict[str, TableSpec]:
         "reference": TableSpec("reference", schemas.iceberg_schema("instruments")),
         GAPS: TableSpec(GAPS, GAPS_SCHEMA),
     }
-
-
-TABLES = ("trades", "quotes", "reference", GAPS)
 
 
 def ensure_tables(catalog: Catalog, namespace: str) -> dict[str, Table]:

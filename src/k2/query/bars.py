@@ -23,11 +23,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from k2.query.files import Prune
-from k2.query.params import EXCHANGE_TIMEZONES, TimeRange, TimeTravel
+from k2.query.params import TimeRange, TimeTravel
 from k2.query.partials import PartialCache, consolidated
 from k2.query.reader import LakeReader, Result
 from k2.query.runner import normalise
 from k2.query.sql import from_us, placeholders
+from k2.types import EXCHANGE_TIMEZONES
 
 __all__ = ["MAX_INTERVAL_US", "MIN_INTERVAL_US", "bars"]
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Literal
 
 import polars as pl
 import pyarrow as pa
@@ -32,6 +31,7 @@ from k2.query.reader import LakeReader, QueryLimits, Result
 from k2.query.replay import ReplayStream
 from k2.query.runner import DuckRunner
 from k2.query.stats import GapStatus, SessionRange
+from k2.types import TICK_KINDS, StreamKind
 
 __all__ = ["QueryEngine"]
 
@@ -54,7 +54,7 @@ def _pending_reader(settings: Settings) -> Callable[[], pl.DataFrame]:
         if settings.state.backend == "embedded" and not (state_dir(data_dir) / "sequence.sqlite").exists():
             return pl.DataFrame(schema=PENDING_SCHEMA)  # no pipeline ran here: do not create its file
         with open_sequence_store(settings.state, redis, data_dir) as store:
-            return pending_holes(store, ("trades", "quotes"), settings.kafka.partitions)
+            return pending_holes(store, TICK_KINDS, settings.kafka.partitions)
 
     return read
 
@@ -134,7 +134,7 @@ class QueryEngine:
 
     def ticks(
         self,
-        kind: Literal["trades", "quotes"],
+        kind: StreamKind,
         symbols: tuple[str, ...],
         window: TimeRange,
         *,
@@ -177,7 +177,7 @@ class QueryEngine:
 
     def replay(
         self,
-        kinds: tuple[Literal["trades", "quotes"], ...],
+        kinds: tuple[StreamKind, ...],
         symbols: tuple[str, ...],
         window: TimeRange,
         *,
@@ -201,7 +201,7 @@ class QueryEngine:
         symbols: tuple[str, ...],
         sessions: SessionRange,
         *,
-        kind: Literal["trades", "quotes"] | None = None,
+        kind: StreamKind | None = None,
         status: GapStatus = "all",
         travel: TimeTravel = TimeTravel(),
     ) -> Result:

@@ -17,9 +17,9 @@ from functools import cache
 from typing import Literal
 
 from k2.query.errors import CapExceededError, InvalidParameterError
+from k2.types import EXCHANGE_TIMEZONES
 
 __all__ = [
-    "EXCHANGE_TIMEZONES",
     "MAX_SYMBOLS",
     "Order",
     "TimeRange",
@@ -38,8 +38,6 @@ Order = Literal["asc", "desc"]
 #: A ticker: letters and digits, then optionally '.', '-', '_' (BRK.B, RIO-W); at most 16 characters.
 SYMBOL_RE = re.compile(r"^[A-Z0-9][A-Z0-9._-]{0,15}$")
 MAX_SYMBOLS = 100
-#: Exchange-local time zones: bars align to the local day, sessions are local dates.
-EXCHANGE_TIMEZONES: dict[str, str] = {"ASX": "Australia/Sydney", "SIM": "UTC"}
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|sec|secs|m|min|mins|h|hr|hrs|d|day|days)?\s*$")
 _UNIT_US = {
     "us": 1,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +24,7 @@ from k2.query.files import Prune
 from k2.query.params import TimeRange, TimeTravel
 from k2.query.reader import LakeReader
 from k2.query.sql import columns, from_us, placeholders
+from k2.types import StreamKind
 
 __all__ = ["MAX_SPEED", "MIN_SPEED", "Pacer", "ReplayStream", "replay"]
 
@@ -50,7 +51,7 @@ class ReplayStream:
 
 def replay(
     reader: LakeReader,
-    kinds: tuple[Literal["trades", "quotes"], ...],
+    kinds: tuple[StreamKind, ...],
     symbols: tuple[str, ...],
     window: TimeRange,
     *,

@@ -10,6 +10,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+from k2.types import StreamKind
+
 __all__ = [
     "LINEAGE_COLUMNS",
     "QUOTE_COLUMNS",
@@ -32,7 +34,7 @@ LINEAGE_COLUMNS = ("kafka_partition", "kafka_offset")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def columns(kind: Literal["trades", "quotes"], *, lineage: bool = True, prefix: str = "") -> str:
+def columns(kind: StreamKind, *, lineage: bool = True, prefix: str = "") -> str:
     """The canonical column list of a tick kind, optionally qualified (``t.symbol``)."""
     names: tuple[str, ...] = TRADE_COLUMNS if kind == "trades" else QUOTE_COLUMNS
     if lineage:

@@ -20,6 +20,7 @@ from k2.query.params import TimeTravel
 from k2.query.partials import PartialCache, partials_for
 from k2.query.reader import LakeReader, Result, Scan
 from k2.query.sql import placeholders
+from k2.types import StreamKind
 
 __all__ = ["GapStatus", "SessionRange", "gaps", "symbol_days"]
 
@@ -176,7 +177,7 @@ def gaps(
     symbols: tuple[str, ...],
     sessions: SessionRange,
     *,
-    kind: Literal["trades", "quotes"] | None = None,
+    kind: StreamKind | None = None,
     status: GapStatus = "all",
     travel: TimeTravel = TimeTravel(),
     pending: pl.DataFrame | None = None,

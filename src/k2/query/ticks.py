@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -15,16 +15,16 @@ from k2.query.params import Order, TimeRange, TimeTravel, epoch_us
 from k2.query.reader import LakeReader, Result, Scan
 from k2.query.rows import hot_rows
 from k2.query.sql import columns, from_us, order_by, placeholders
+from k2.types import StreamKind
 
 __all__ = ["latest", "ticks"]
 
-Kind = Literal["trades", "quotes"]
 _DAY_US = 86_400_000_000
 
 
 def ticks(
     reader: LakeReader,
-    kind: Kind,
+    kind: StreamKind,
     symbols: tuple[str, ...],
     window: TimeRange,
     *,
@@ -70,7 +70,7 @@ def ticks(
     return Result(out, {kind: scan.snapshot_id}, next_cursor)
 
 
-def _page(rows: pa.Table, kind: Kind, order: Order, after: Cursor | None, limit: int) -> pa.Table:
+def _page(rows: pa.Table, kind: StreamKind, order: Order, after: Cursor | None, limit: int) -> pa.Table:
     """The page from hot rows, already cut to the symbols and window: cursor, sort, limit in Arrow.
 
     Same rows, order and types as the SQL path (a test runs every tick query both ways).
@@ -98,7 +98,7 @@ def _page(rows: pa.Table, kind: Kind, order: Order, after: Cursor | None, limit:
 def _page_sql(
     reader: LakeReader,
     scan: Scan,
-    kind: Kind,
+    kind: StreamKind,
     symbols: tuple[str, ...],
     start_us: int,
     end_us: int,
@@ -126,7 +126,7 @@ def _page_sql(
 
 
 def _latest_of(
-    reader: LakeReader, kind: Kind, symbols: tuple[str, ...], travel: TimeTravel
+    reader: LakeReader, kind: StreamKind, symbols: tuple[str, ...], travel: TimeTravel
 ) -> tuple[pa.Table, int | None]:
     """Newest row per symbol, reading files newest-first until no older file can change the answer.
 
@@ -157,7 +157,7 @@ def _latest_of(
 
 
 def _newest_rows(
-    reader: LakeReader, kind: Kind, scan: Scan, symbols: tuple[str, ...], previous: pa.Table | None
+    reader: LakeReader, kind: StreamKind, scan: Scan, symbols: tuple[str, ...], previous: pa.Table | None
 ) -> pa.Table:
     params: list[Any] = []
     tables: dict[str, pa.Table] = {}

@@ -38,6 +38,7 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, KafkaException,
 
 from k2.resilience.errors import SpillFormatError
 from k2.resilience.metrics import DEFERRED, SPILLED
+from k2.types import TICK_KINDS
 
 if TYPE_CHECKING:  # k2.config imports this package's settings: no runtime import back
     from k2.config import KafkaSettings
@@ -56,7 +57,7 @@ log = structlog.get_logger(__name__)
 
 #: Same header name and value format as dead letters (``k2.stream.dlq``).
 HEADER_SOURCE = "k2.source"
-KINDS = ("trades", "quotes")
+KINDS = TICK_KINDS
 #: Logical names of the spill topics, for ``ensure_topics``.
 SPILL_TOPICS = tuple(f"spill.{kind}" for kind in KINDS)
 _SOURCE = re.compile(r"^topic=(?P<topic>\S+) partition=(?P<partition>-?\d+) offset=(?P<offset>-?\d+)$")

@@ -12,10 +12,10 @@ from hashlib import blake2b
 import polars as pl
 
 from k2.schemas.errors import SchemaError
+from k2.types import TICK_KINDS
 
 __all__ = ["TICK_KINDS", "message_id", "message_ids"]
 
-TICK_KINDS = ("trades", "quotes")
 _KEY_COLUMNS = ("exchange", "symbol", "session", "sequence")
 
 

@@ -1,15 +1,15 @@
-"""K2: a market-data lakehouse. Kafka → Iceberg with sequence checks, queried by DuckDB."""
+"""K2: a market-data lakehouse. Kafka → Iceberg with sequence checks, queried by DuckDB.
+
+The package root stays light (no pydantic, no I/O) so that ``k2 --help`` starts at once; the
+configuration is ``k2.config.Settings``, the entry points are the ``k2`` command (``k2.cli``), the
+API factory (``k2.api.create_app``) and the client (``k2.client.K2Client``).
+"""
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
-from k2.config import Settings, load_settings
 from k2.errors import K2Error
 
-__all__ = ["K2Error", "Settings", "__version__", "load_settings"]
+__all__ = ["K2Error", "__version__"]
 
-try:
-    __version__ = version("k2")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0+unknown"
+#: The one place the version is written: pyproject.toml reads it from here (tool.setuptools.dynamic).
+__version__ = "0.1.0"

@@ -1,4 +1,9 @@
-"""The root ``k2`` command: builds the configuration once and hands it to sub-commands."""
+"""The root ``k2`` command: records its options and hands them to sub-commands.
+
+Only Typer, Rich and the command modules are imported here, and each command module imports its
+heavy parts (pyiceberg, DuckDB, Polars, Kafka, FastAPI) inside the command, so ``k2 --help`` and
+``k2 <cmd> --help`` start in a fraction of a second (tests/unit/cli/test_app.py holds this).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,7 @@ import os
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
-from k2 import __version__
 from k2.cli import (
     config_cmd,
     cost_cmd,
@@ -17,17 +20,14 @@ from k2.cli import (
     feed_cmd,
     ingest_cmd,
     lake_cmd,
-    loadtest_cmd,
     query_cmd,
     recent_cmd,
     serve_cmd,
     services_cmd,
     status_cmd,
 )
-from k2.cli.context import Context
-from k2.config import load_settings
-from k2.errors import K2Error
-from k2.observability.logging import configure_logging
+from k2.cli.context import Context, Root
+from k2.cli.loadtest import command as loadtest_cmd
 
 __all__ = ["app", "main"]
 
@@ -69,15 +69,14 @@ def _root(
         help="TOML configuration file (default: ./k2.toml if present).",
     ),
 ) -> None:
-    """Build the one Settings object; a bad value stops here with a message naming it."""
-    err = Console(stderr=True)
-    try:
-        settings = load_settings(config)
-    except K2Error as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(exc.exit_code) from exc
-    configure_logging(settings.log)
-    ctx.obj = Context(settings=settings, console=Console(), err=err)
+    """Record the root options; the Settings are built when a command first asks (``obj``).
+
+    A command re-run by another (``k2 demo``, through ``dispatch``) arrives with that command's
+    Context already in ``ctx.obj``, and keeps it.
+    """
+    if isinstance(ctx.obj, Context):
+        return
+    ctx.obj = Root(config)
 
 
 @app.command()
@@ -86,6 +85,8 @@ def version() -> None:
     import confluent_kafka
     import duckdb
     import pyiceberg
+
+    from k2 import __version__
 
     typer.echo(f"k2 {__version__}")
     typer.echo(

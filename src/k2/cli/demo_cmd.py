@@ -8,22 +8,21 @@ Iceberg with the simulator's exact ground truth.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
-import polars as pl
 import typer
 from rich.table import Table
 
-from k2.cli.context import Context, handle_errors, obj
+from k2.cli.context import Context, dispatch, handle_errors, obj
+from k2.types import TICK_KINDS
 
 __all__ = ["demo"]
 
 # The feed reorders within 8 ticks and late fills come at least 19 behind; K2's reorder window sits
 # between the two, so reordering is never a gap and a late fill always fills a recorded one.
-REORDER_WINDOW = "16"
+REORDER_WINDOW = 16
 _FAULTS = [
     "--gap-rate", "0.001", "--dup-rate", "0.01", "--reorder-rate", "0.01", "--reorder-window", "8",
     "--late-fill-fraction", "0.5", "--malformed-rate", "0.0005",
@@ -31,12 +30,8 @@ _FAULTS = [
 
 
 def _run(context: Context, args: list[str]) -> None:
-    from typer.main import get_command
-
-    from k2.cli.app import app
-
     context.console.rule(f"[bold]$ k2 {' '.join(args)}")
-    get_command(app).main(args, prog_name="k2", standalone_mode=False)
+    dispatch(context, args)
 
 
 @handle_errors
@@ -51,12 +46,8 @@ def demo(
 
     Services stay up afterwards (stop them with `k2 services down`).
     """
-    context = obj(ctx)
     run = time.strftime("%Y%m%d%H%M%S")
-    # A namespace and topics of this run's own; children read them from the environment.
-    os.environ["K2_KAFKA__TOPIC_PREFIX"] = f"demo{run}."
-    os.environ["K2_LAKE__NAMESPACE"] = f"demo{run}"
-    os.environ.setdefault("K2_STATE__REORDER_WINDOW", REORDER_WINDOW)
+    context = _demo_context(obj(ctx), run)
     workdir = context.settings.data_dir / "demo" / run
     workdir.mkdir(parents=True, exist_ok=True)
     truth_path = workdir / "truth.json"
@@ -77,12 +68,28 @@ def demo(
     )
 
 
+def _demo_context(context: Context, run: str) -> Context:
+    """The caller's configuration (``--config``, environment), with a namespace and topics of this run's own.
+
+    Every command the demo runs gets this Context, so none of them reads the configuration again.
+    """
+    from k2.config import derive
+
+    settings = context.settings
+    state = {} if "reorder_window" in settings.state.model_fields_set else {"reorder_window": REORDER_WINDOW}
+    demo = derive(
+        settings, kafka={"topic_prefix": f"demo{run}."}, lake={"namespace": f"demo{run}"}, state=state
+    )
+    return Context(settings=demo, console=context.console, err=context.err)
+
+
 def _verify(context: Context, truth_path: Path) -> None:
     """Compare Iceberg with the simulator's truth: every unique tick once, every gap found."""
-    from k2.config import load_settings
+    import polars as pl
+
     from k2.lake import open_catalog
 
-    settings = load_settings()  # the demo's namespace, from the environment set above
+    settings = context.settings
     truth: dict[str, Any] = json.loads(truth_path.read_text())
     catalog = open_catalog(settings)
     ns = settings.lake.namespace
@@ -92,7 +99,7 @@ def _verify(context: Context, truth_path: Path) -> None:
     gaps = pl.from_arrow(catalog.load_table(f"{ns}.sequence_gaps").scan().to_arrow())
     assert isinstance(gaps, pl.DataFrame)
     all_ok = True
-    for kind in ("trades", "quotes"):
+    for kind in TICK_KINDS:
         k = truth["kinds"][kind]
         rows = pl.from_arrow(
             catalog.load_table(f"{ns}.{kind}").scan(selected_fields=("message_id", "exchange")).to_arrow()

@@ -8,9 +8,7 @@ import typer
 from rich.table import Table as RichTable
 
 from k2.cli.context import dump_json, handle_errors, obj
-from k2.lake import TABLES, ensure_tables, load_table, open_catalog
-from k2.lake import maintenance as mx
-from k2.lake.offsets import snapshot_offsets
+from k2.types import TABLES
 
 __all__ = ["app"]
 
@@ -29,6 +27,8 @@ def _check(name: str) -> str:
 @handle_errors
 def init(ctx: typer.Context) -> None:
     """Create the catalog namespace and every table (existing tables are left alone)."""
+    from k2.lake import ensure_tables, open_catalog
+
     context = obj(ctx)
     tables = ensure_tables(open_catalog(context.settings), context.settings.lake.namespace)
     for name, table in tables.items():
@@ -39,6 +39,9 @@ def init(ctx: typer.Context) -> None:
 @handle_errors
 def describe(ctx: typer.Context, name: str = _TABLE, as_json: bool = typer.Option(False, "--json")) -> None:
     """Schema, partitioning, sort order, properties and size of a table."""
+    from k2.lake import load_table, open_catalog
+    from k2.lake.offsets import snapshot_offsets
+
     context = obj(ctx)
     table = load_table(open_catalog(context.settings), context.settings.lake.namespace, _check(name))
     snap = table.current_snapshot()
@@ -79,6 +82,9 @@ def snapshots(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Snapshots with commit time, operation, rows added and the Kafka offsets they cover."""
+    from k2.lake import load_table, open_catalog
+    from k2.lake.offsets import snapshot_offsets
+
     context = obj(ctx)
     table = load_table(open_catalog(context.settings), context.settings.lake.namespace, _check(name))
     rows = []
@@ -108,6 +114,9 @@ def snapshots(
 @handle_errors
 def compact(ctx: typer.Context, name: str = _TABLE) -> None:
     """Rewrite small files into large sorted ones per partition (results unchanged)."""
+    from k2.lake import load_table, open_catalog
+    from k2.lake import maintenance as mx
+
     context = obj(ctx)
     table = load_table(open_catalog(context.settings), context.settings.lake.namespace, _check(name))
     result = mx.compact(table)
@@ -133,6 +142,9 @@ def expire(
     orphans: bool = typer.Option(True, help="Also delete files no snapshot references any more."),
 ) -> None:
     """Expire snapshots beyond the time-travel window; the current snapshot is always kept."""
+    from k2.lake import load_table, open_catalog
+    from k2.lake import maintenance as mx
+
     context = obj(ctx)
     lake = context.settings.lake
     table = load_table(open_catalog(context.settings), lake.namespace, _check(name))
@@ -150,6 +162,9 @@ def expire(
 @handle_errors
 def rewrite_manifests(ctx: typer.Context, name: str = _TABLE) -> None:
     """Merge the current snapshot's manifests (speeds up query planning)."""
+    from k2.lake import load_table, open_catalog
+    from k2.lake import maintenance as mx
+
     context = obj(ctx)
     table = load_table(open_catalog(context.settings), context.settings.lake.namespace, _check(name))
     before, after = mx.rewrite_manifests(table)
@@ -171,6 +186,7 @@ def maintain(
     """
     import time
 
+    from k2.lake import load_table, open_catalog
     from k2.pipeline.upkeep import Upkeep
 
     context = obj(ctx)

@@ -7,25 +7,23 @@ reading into a file is not a remote client): up to 10 M rows, a year of range, n
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
 import typer
 from rich.table import Table as RichTable
 
 from k2.cli.context import Context, handle_errors, obj
-from k2.query.engine import QueryEngine
-from k2.query.formats import format_for_path, write_file
-from k2.query.params import TimeTravel, parse_date, parse_duration, parse_order, parse_symbols, parse_timezone
-from k2.query.reader import QueryLimits, Result
-from k2.query.stats import SessionRange
+
+if TYPE_CHECKING:  # the engine's modules (DuckDB, pyiceberg, Arrow) load when a command runs
+    from k2.query.engine import QueryEngine
+    from k2.query.params import TimeTravel
+    from k2.query.reader import QueryLimits, Result
 
 __all__ = ["app"]
 
 app = typer.Typer(help="Query the Iceberg tables (DuckDB): ticks, bars, as-of joins, snapshots, gaps.",
                   no_args_is_help=True)  # fmt: skip
 
-CLI_LIMITS = QueryLimits(max_rows=10_000_000, max_range_days=366, timeout_s=None)
 SHOWN_ROWS = 40
 
 _SYMBOLS = typer.Option(..., "--symbols", "-s", help="Comma-separated symbols, e.g. BHP,RIO.")
@@ -39,11 +37,22 @@ _OUTPUT = typer.Option(
 
 
 def _engine(context: Context) -> QueryEngine:
-    return QueryEngine.from_settings(context.settings, refresh_interval_s=0).with_limits(CLI_LIMITS)
+    from k2.query.engine import QueryEngine
+
+    return QueryEngine.from_settings(context.settings, refresh_interval_s=0).with_limits(cli_limits())
+
+
+def cli_limits() -> QueryLimits:
+    """The terminal's caps: up to 10 M rows, a year of range, no timeout."""
+    from k2.query.reader import QueryLimits
+
+    return QueryLimits(max_rows=10_000_000, max_range_days=366, timeout_s=None)
 
 
 def _show(context: Context, result: Result, output: Path | None, title: str) -> None:
     """Print a Rich table (first rows) or write the whole result to ``output``."""
+    from k2.query.formats import format_for_path, write_file
+
     table = result.table
     if output is not None:
         format_for_path(output)
@@ -76,11 +85,15 @@ def _cell(value: Any) -> str:
 
 
 def _travel(snapshot_id: int | None, as_of: str | None) -> TimeTravel:
+    from k2.query.params import TimeTravel
+
     return TimeTravel.parse(snapshot_id, as_of)
 
 
 def _ticks(ctx: typer.Context, kind: str, symbols: str, start: str, end: str, order: str, limit: int,
            cursor: str | None, snapshot_id: int | None, as_of: str | None, output: Path | None) -> None:  # fmt: skip
+    from k2.query.params import parse_order, parse_symbols
+
     context = obj(ctx)
     engine = _engine(context)
     result = engine.ticks(
@@ -146,6 +159,7 @@ def bars(
 ) -> None:
     """OHLCV bars with VWAP and trade count, aligned to the exchange-local day."""
     from k2.query.bars import MAX_INTERVAL_US, MIN_INTERVAL_US
+    from k2.query.params import parse_duration, parse_symbols, parse_timezone
 
     context = obj(ctx)
     engine = _engine(context)
@@ -172,6 +186,8 @@ def asof(
     output: Path | None = _OUTPUT,
 ) -> None:
     """Each trade with the prevailing quote: bid, ask, mid, spread, quote age."""
+    from k2.query.params import parse_duration, parse_symbols
+
     context = obj(ctx)
     engine = _engine(context)
     result = engine.trades_with_quotes(
@@ -193,6 +209,8 @@ def latest(
     output: Path | None = _OUTPUT,
 ) -> None:
     """The last trade and quote of each symbol."""
+    from k2.query.params import parse_symbols
+
     context = obj(ctx)
     result = _engine(context).latest(
         parse_symbols(symbols, required=False), travel=_travel(snapshot_id, as_of)
@@ -209,6 +227,8 @@ def snapshots(
     output: Path | None = _OUTPUT,
 ) -> None:
     """Snapshots with commit time, rows added and the Kafka offsets they cover."""
+    import pyarrow as pa
+
     context = obj(ctx)
     result = _engine(context).snapshots(table, limit=limit)
     if output is None:
@@ -233,6 +253,9 @@ def gaps(
     output: Path | None = _OUTPUT,
 ) -> None:
     """Sequence gaps and whether late ticks recovered them."""
+    from k2.query.params import parse_date, parse_symbols
+    from k2.query.stats import SessionRange
+
     context = obj(ctx)
     if status not in ("open", "recovered", "pending", "all"):
         raise typer.BadParameter("use open, recovered, pending or all", param_hint="--status")

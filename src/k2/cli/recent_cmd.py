@@ -9,36 +9,33 @@ Ctrl-C. Both are registered by the lead under ``k2 query`` (see docs/hybrid.md).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import polars as pl
 import typer
 from rich.table import Table as RichTable
 
 from k2.cli.context import Context, handle_errors, obj
-from k2.config.hybrid import HybridSettings
-from k2.hybrid import HybridEngine, HybridResult
-from k2.hybrid.live import LiveEvent, LiveSubscription
-from k2.query.engine import QueryEngine
-from k2.query.errors import InvalidParameterError
-from k2.query.formats import write_file
-from k2.query.params import parse_symbols, parse_time
-from k2.query.reader import QueryLimits
+from k2.cli.query_cmd import cli_limits
+from k2.types import TICK_KINDS
+
+if TYPE_CHECKING:  # Kafka, Polars and the query engine load when a command runs
+    from k2.hybrid import HybridEngine, HybridResult
+    from k2.hybrid.live import LiveEvent
 
 __all__ = ["recent", "watch"]
 
-CLI_LIMITS = QueryLimits(max_rows=10_000_000, max_range_days=366, timeout_s=None)
 SHOWN_ROWS = 40
-_KINDS = ("trades", "quotes")
 
 
 def _hybrid(context: Context, *, refresh_interval_s: float) -> HybridEngine:
+    from k2.hybrid import HybridEngine
+    from k2.query.engine import QueryEngine
+
     settings = context.settings
     engine = QueryEngine.from_settings(settings, refresh_interval_s=refresh_interval_s).with_limits(
-        CLI_LIMITS
+        cli_limits()
     )
-    section: HybridSettings = getattr(settings, "hybrid", None) or HybridSettings()
-    return HybridEngine(settings, engine, hybrid=section)
+    return HybridEngine(settings, engine, hybrid=settings.hybrid)
 
 
 def _caption(result: HybridResult) -> str:
@@ -77,7 +74,11 @@ def recent(
     ),
 ) -> None:
     """The last minutes of ticks, committed or not: Iceberg at S plus Kafka from S's offsets."""
-    if kind not in _KINDS:
+    from k2.query.errors import InvalidParameterError
+    from k2.query.formats import write_file
+    from k2.query.params import parse_symbols, parse_time
+
+    if kind not in TICK_KINDS:
         raise InvalidParameterError("kind", f"{kind!r} is not a kind; use trades or quotes")
     if anchor not in ("latest", "now"):
         raise InvalidParameterError("anchor", f"{anchor!r}: use latest or now")
@@ -127,7 +128,7 @@ def _line(event: LiveEvent) -> list[str]:
             ]
         reason = status.get("truncated_reason")
         return [f"[yellow]tail truncated: {reason}[/]" if reason else "[dim]tail complete again[/]"]
-    rows: pl.DataFrame = event.rows
+    rows = event.rows
     out = []
     for r in rows.iter_rows(named=True):
         if event.kind == "trade":
@@ -160,8 +161,12 @@ def watch(
     duration: float | None = typer.Option(None, help="Stop after this many seconds (default: Ctrl-C)."),
 ) -> None:
     """Print ticks of the symbols as they reach Kafka (deduplicated as the pipeline does); Ctrl-C stops."""
+    from k2.hybrid.live import LiveSubscription
+    from k2.query.errors import InvalidParameterError
+    from k2.query.params import parse_symbols
+
     chosen = tuple(k.strip() for k in kinds.split(",") if k.strip())
-    if not chosen or any(k not in _KINDS for k in chosen):
+    if not chosen or any(k not in TICK_KINDS for k in chosen):
         raise InvalidParameterError("kinds", f"{kinds!r}: use trades, quotes or trades,quotes")
     context = obj(ctx)
     hybrid = _hybrid(context, refresh_interval_s=1.0)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
-from k2.cli.context import dump_json, handle_errors, obj
-from k2.services import Launcher, ServiceStatus
+from k2.cli.context import Context, dump_json, handle_errors, obj
+
+if TYPE_CHECKING:  # the launcher imports Kafka's admin client and psutil
+    from k2.services import Launcher, ServiceStatus
 
 __all__ = ["app"]
 
@@ -23,6 +26,12 @@ app = typer.Typer(
 _NAMES = typer.Argument(None, help="kafka and/or redis (default: both).")
 _STYLE = {"running": "green", "external": "green", "stopped": "dim", "stale": "yellow",
           "unhealthy": "red", "unreachable": "red"}  # fmt: skip
+
+
+def _launcher(context: Context) -> Launcher:
+    from k2.services import Launcher
+
+    return Launcher(context.settings)
 
 
 def _table(statuses: list[ServiceStatus]) -> Table:
@@ -46,7 +55,7 @@ def up(
 ) -> None:
     """Start the services (a second call is harmless) and wait until each answers a real request."""
     context = obj(ctx)
-    launcher = Launcher(context.settings)
+    launcher = _launcher(context)
     start = time.perf_counter()
     with context.err.status("starting services (the first start fetches the Kafka jars with Maven)…"):
         statuses = launcher.up(names, timeout_s=timeout)
@@ -59,7 +68,7 @@ def up(
 def down(ctx: typer.Context, names: list[str] | None = _NAMES) -> None:
     """Stop the services that K2 started, by their recorded pid."""
     context = obj(ctx)
-    context.console.print(_table(Launcher(context.settings).down(names)))
+    context.console.print(_table(_launcher(context).down(names)))
 
 
 @app.command()
@@ -71,7 +80,7 @@ def status(
 ) -> None:
     """Show each service's state, address, pid and version; exit 1 if any is not healthy."""
     context = obj(ctx)
-    statuses = Launcher(context.settings).status(names)
+    statuses = _launcher(context).status(names)
     if as_json:
         dump_json([{**s.__dict__, "healthy": s.healthy} for s in statuses])
     else:
@@ -88,4 +97,4 @@ def logs(
     lines: int = typer.Option(50, "--lines", "-n", min=1, help="How many lines from the end."),
 ) -> None:
     """Print the tail of a service's log."""
-    typer.echo(Launcher(obj(ctx).settings).logs(name, lines))
+    typer.echo(_launcher(obj(ctx)).logs(name, lines))

@@ -8,7 +8,7 @@ tables' snapshots, and renders all of it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Group
@@ -16,7 +16,9 @@ from rich.panel import Panel
 from rich.table import Table
 
 from k2.cli.context import dump_json, handle_errors, obj
-from k2.config import Settings
+
+if TYPE_CHECKING:
+    from k2.config import Settings
 
 __all__ = ["status"]
 

@@ -18,7 +18,7 @@ from k2.config.sections import (
     RedisSettings,
     StateSettings,
 )
-from k2.config.settings import DEFAULT_CONFIG_FILE, Settings, load_settings
+from k2.config.settings import DEFAULT_CONFIG_FILE, Settings, derive, load_settings
 
 __all__ = [
     "DEFAULT_CONFIG_FILE",
@@ -32,5 +32,6 @@ __all__ = [
     "ResilienceSettings",
     "Settings",
     "StateSettings",
+    "derive",
     "load_settings",
 ]

@@ -34,7 +34,7 @@ from k2.config.sections import (
 )
 from k2.errors import ConfigError
 
-__all__ = ["DEFAULT_CONFIG_FILE", "Settings", "load_settings"]
+__all__ = ["DEFAULT_CONFIG_FILE", "Settings", "derive", "load_settings"]
 
 DEFAULT_CONFIG_FILE = Path("k2.toml")
 
@@ -192,3 +192,19 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         raise ConfigError(f"invalid configuration: {exc}") from exc
     finally:
         _TOML_FILE.pop("path", None)
+
+
+def derive(settings: Settings, **sections: dict[str, Any]) -> Settings:
+    """A copy of ``settings`` with some fields of some sections replaced, validated like a load.
+
+    ``derive(s, lake={"namespace": "scratch"})`` keeps every other value, wherever it came from
+    (``--config``, environment, defaults): the one way a command narrows the configuration it was
+    given without reading it again.
+
+    Raises:
+        ConfigError: a replaced value is invalid.
+    """
+    data = settings.model_dump()
+    for name, fields in sections.items():
+        data[name] = {**data[name], **fields}
+    return load_settings(**data)

@@ -27,19 +27,16 @@ def load_test(
     time to drain, then compares the tables with the simulator's ground truth. Exit code 1 if any
     tick was lost or duplicated, or a deferral gap was never back-filled.
     """
-    from k2.config import load_settings
-    from k2.resilience.loadtest import LoadSample, run_load_test
+    from k2.cli.loadtest.run import LoadSample, run_load_test
+    from k2.config import derive
 
     context = obj(ctx)
     tag = uuid.uuid4().hex[:8]
-    base = context.settings
-    settings = load_settings(
-        **{
-            **base.model_dump(),
-            "kafka": {**base.kafka.model_dump(), "topic_prefix": f"loadtest-{tag}."},
-            "lake": {**base.lake.model_dump(), "namespace": f"loadtest_{tag}"},
-            "pipeline": {**base.pipeline.model_dump(), "group_id": f"loadtest-{tag}", "instance_id": None},
-        }
+    settings = derive(
+        context.settings,
+        kafka={"topic_prefix": f"loadtest-{tag}."},
+        lake={"namespace": f"loadtest_{tag}"},
+        pipeline={"group_id": f"loadtest-{tag}", "instance_id": None},
     )
     console = context.console
     console.print(f"scratch topics [bold]loadtest-{tag}.*[/], namespace [bold]loadtest_{tag}[/]")

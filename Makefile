@@ -42,6 +42,7 @@ test: setup
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks chaos
 	$(BIN)/ruff format --check src tests benchmarks chaos
+	PYTHONPATH=src $(BIN)/lint-imports --no-cache
 
 # The peers K2 is measured against (pyproject's bench extra: ArcticDB, the Bloom filters, RocksDB);
 # without ArcticDB bench_query stops before writing its result. The lock covers the dev extra only,

@@ -22,6 +22,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_incrementing
 
 from k2.config import KafkaSettings
 from k2.config.hybrid import HybridSettings
@@ -36,6 +37,22 @@ log = get_logger(__name__)
 _METADATA_TTL_S = 10.0
 _TIMEOUT_S = 5.0
 _RETRIES = 8  # retriable broker errors, ~1.4 s of back-off in all
+
+
+def _retriable(exc: BaseException) -> bool:
+    # a leader election (a new topic, a broker restart) answers NOT_LEADER for a moment
+    error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    return isinstance(error, KafkaError) and error.retriable()
+
+
+def _retrying() -> Retrying:
+    """Retriable broker errors: up to _RETRIES attempts, 50 ms more back-off after each; others raise at once."""
+    return Retrying(
+        retry=retry_if_exception(_retriable),
+        stop=stop_after_attempt(_RETRIES),
+        wait=wait_incrementing(start=0.05, increment=0.05),
+        reraise=True,
+    )
 
 
 def _code(exc: KafkaException) -> str | None:
@@ -126,23 +143,19 @@ class KafkaTail:
         if not tps:
             return {}
         request = {TopicPartition(t, p): spec for t, p in tps}
-        for attempt in range(_RETRIES):
-            try:
-                futures = self._admin.list_offsets(request, request_timeout=_TIMEOUT_S)
-                return {(tp.topic, tp.partition): int(f.result().offset) for tp, f in futures.items()}
-            except KafkaException as exc:
-                error = exc.args[0] if exc.args else None
-                # a leader election (a new topic, a broker restart) answers NOT_LEADER for a moment
-                if attempt + 1 < _RETRIES and error is not None and error.retriable():
-                    time.sleep(0.05 * (attempt + 1))
-                    continue
-                topic, partition = tps[0]
-                raise TailReadError(
-                    f"cannot read the offsets of {topic}[{partition}]: {exc}",
-                    topic=topic,
-                    partition=partition,
-                    code=_code(exc),
-                ) from exc
+        try:
+            for attempt in _retrying():
+                with attempt:
+                    futures = self._admin.list_offsets(request, request_timeout=_TIMEOUT_S)
+                    return {(tp.topic, tp.partition): int(f.result().offset) for tp, f in futures.items()}
+        except KafkaException as exc:
+            topic, partition = tps[0]
+            raise TailReadError(
+                f"cannot read the offsets of {topic}[{partition}]: {exc}",
+                topic=topic,
+                partition=partition,
+                code=_code(exc),
+            ) from exc
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     def position(self, tp: TP, offset: int) -> None:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import asdict, dataclass
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from k2.query.errors import InvalidCursorError
 from k2.query.params import SYMBOL_RE
@@ -22,6 +23,23 @@ from k2.query.params import SYMBOL_RE
 __all__ = ["Cursor", "fingerprint"]
 
 _VERSION = 1
+_NOT_OURS = "not a cursor issued by this service; pass next_cursor unchanged"
+
+_Int64 = Annotated[StrictInt, Field(ge=-(2**63), lt=2**63)]
+
+
+class _Body(BaseModel):
+    """The cursor's JSON: one-letter keys keep it short in a URL; every value is checked on the way in."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_by_name=True, validate_by_alias=True)
+
+    v: Literal[1]
+    ts_us: _Int64 = Field(alias="t")
+    symbol: Annotated[StrictStr, Field(pattern=SYMBOL_RE.pattern)] = Field(alias="s")
+    sequence: _Int64 = Field(alias="q")
+    snapshot_id: _Int64 | None = Field(alias="n")
+    order: Literal["asc", "desc"] = Field(alias="o")
+    query: StrictStr = Field(alias="f")
 
 
 def fingerprint(*parts: object) -> str:
@@ -42,16 +60,7 @@ class Cursor:
     query: str
 
     def encode(self) -> str:
-        body = {
-            "v": _VERSION,
-            "t": self.ts_us,
-            "s": self.symbol,
-            "q": self.sequence,
-            "n": self.snapshot_id,
-            "o": self.order,
-            "f": self.query,
-        }
-        raw = json.dumps(body, separators=(",", ":")).encode()
+        raw = _Body(v=_VERSION, **asdict(self)).model_dump_json(by_alias=True).encode()
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
     @classmethod
@@ -65,33 +74,13 @@ class Cursor:
             raise InvalidCursorError("too long to be a cursor issued by this service")
         try:
             raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-            body = json.loads(raw)
-            cursor = cls(
-                ts_us=_int(body["t"]),
-                symbol=str(body["s"]),
-                sequence=_int(body["q"]),
-                snapshot_id=None if body["n"] is None else _int(body["n"]),
-                order="desc" if body["o"] == "desc" else "asc",
-                query=str(body["f"]),
-            )
-            version = body["v"]
-        except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-            raise InvalidCursorError(
-                "not a cursor issued by this service; pass next_cursor unchanged"
-            ) from exc
-        if version != _VERSION or not SYMBOL_RE.match(cursor.symbol):
-            raise InvalidCursorError("not a cursor issued by this service; pass next_cursor unchanged")
+            body = _Body.model_validate_json(raw, by_alias=True, by_name=False)
+        except (binascii.Error, ValueError, ValidationError) as exc:
+            raise InvalidCursorError(_NOT_OURS) from exc
+        cursor = cls(**body.model_dump(exclude={"v"}))
         if cursor.query != query:
             raise InvalidCursorError(
                 "this cursor belongs to a different query: keep symbols, start, end and order unchanged "
                 "while paging"
             )
         return cursor
-
-
-def _int(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError("integer expected")
-    if not -(2**63) <= value < 2**63:
-        raise ValueError("out of range")
-    return value

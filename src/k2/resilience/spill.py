@@ -38,6 +38,7 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, KafkaException,
 
 from k2.resilience.errors import SpillFormatError
 from k2.resilience.metrics import DEFERRED, SPILLED
+from k2.stream.producer import produce_when_room
 from k2.types import TICK_KINDS
 
 if TYPE_CHECKING:  # k2.config imports this package's settings: no runtime import back
@@ -301,22 +302,17 @@ class Spill:
 
     def _produce_one(self, topic: str, key: str, partition: int, value: bytes, source: bytes) -> None:
         """Produce one message; a full local queue waits, a refusal keeps it for the next flush."""
-        while True:
-            try:
-                self._producer.produce(topic, value, key, partition, headers=[(HEADER_SOURCE, source)])
-                return
-            except BufferError:
-                self._producer.poll(0.05)  # local queue full: let deliveries drain, then retry
-            except KafkaException as exc:  # the spill topic (or that partition) does not exist (yet)
-                if not self._refused:
-                    log.warning(
-                        "spill produce refused; kept for the next flush",
-                        topic=topic,
-                        partition=partition,
-                        error=str(exc),
-                    )
-                self._refused.append((topic, key, partition, value, source))
-                return
+        try:
+            produce_when_room(self._producer, topic, value, key, partition, headers=[(HEADER_SOURCE, source)])
+        except KafkaException as exc:  # the spill topic (or that partition) does not exist (yet)
+            if not self._refused:
+                log.warning(
+                    "spill produce refused; kept for the next flush",
+                    topic=topic,
+                    partition=partition,
+                    error=str(exc),
+                )
+            self._refused.append((topic, key, partition, value, source))
 
     def _on_error(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:  # only failures are reported; be safe if a client reports more

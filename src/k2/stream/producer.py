@@ -31,7 +31,14 @@ from k2.schemas.encode import conform, encode_bodies, payload_header
 from k2.stream.dlq import DeadLetter
 from k2.stream.errors import ProduceError, UndeliveredError
 
-__all__ = ["PRODUCER_DEFAULTS", "SEND_CHUNK_ROWS", "ProducerStats", "TickProducer", "topic_for"]
+__all__ = [
+    "PRODUCER_DEFAULTS",
+    "SEND_CHUNK_ROWS",
+    "ProducerStats",
+    "TickProducer",
+    "produce_when_room",
+    "topic_for",
+]
 
 log = get_logger(__name__)
 
@@ -58,6 +65,24 @@ _TOPIC_OF_KIND = {
     "instruments": "reference",
     "corporate_actions": "reference",
 }
+
+
+def produce_when_room(
+    producer: Producer, topic: str, value: bytes, key: Any, partition: int | None = None, headers: Any = None
+) -> None:
+    """Queue one message, waiting while librdkafka's local queue is full (``BufferError``).
+
+    Each wait serves delivery reports for 50 ms, which is what frees room in the queue. The one such
+    loop in K2: the tick producer and the spill both call it. ``KafkaException`` (a refused
+    message) propagates at once.
+    """
+    where = () if partition is None else (partition,)
+    while True:
+        try:
+            producer.produce(topic, value, key, *where, headers=headers)
+            return
+        except BufferError:
+            producer.poll(0.05)
 
 
 def topic_for(kafka: KafkaSettings, kind: str) -> str:
@@ -268,14 +293,7 @@ class TickProducer:
         return done
 
     def _produce_when_room(self, topic: str, value: bytes, key: Any, headers: Any = None) -> None:
-        """The local queue is full: serve delivery reports while librdkafka drains it, then queue."""
-        while True:
-            self._producer.poll(0.05)
-            try:
-                self._producer.produce(topic, value, key, headers=headers)
-                return
-            except BufferError:
-                continue
+        produce_when_room(self._producer, topic, value, key, headers=headers)
 
     def send_raw(
         self, topic: str, key: bytes | None, value: bytes, headers: dict[str, str] | None = None

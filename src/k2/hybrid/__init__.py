@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from k2.hybrid.engine import Anchor, HybridEngine, View
+from k2.hybrid.engine import HybridEngine
 from k2.hybrid.result import Boundary, HybridResult
+from k2.hybrid.view import Anchor, View
 
 __all__ = ["Anchor", "Boundary", "HybridEngine", "HybridResult", "View"]

@@ -20,40 +20,35 @@ import functools
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
 
 import polars as pl
-from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 
 from k2.config import Settings
 from k2.config.hybrid import Consistency, HybridSettings
 from k2.hybrid import bars as bars_mod
-from k2.hybrid.cache import NEVER_COMMITTED, TailCache, TailRead, TailSource
+from k2.hybrid.cache import NEVER_COMMITTED, TailCache, TailSource
 from k2.hybrid.decoder import TailDecoder, known_symbols, tail_schema
 from k2.hybrid.errors import RoutingError
 from k2.hybrid.merge import Merged, merge, select_tail
-from k2.hybrid.result import Boundary, HybridResult
+from k2.hybrid.result import HybridResult
 from k2.hybrid.routing import PartitionRouter
+from k2.hybrid.view import Anchor, View, WindowOf, span_us
 from k2.lake.offsets import snapshot_offsets
-from k2.lake.tables import TICK_TABLES, load_table
+from k2.lake.tables import load_table
 from k2.observability.logging import get_logger
 from k2.observability.metrics import REGISTRY, Histogram
 from k2.query.engine import QueryEngine
-from k2.query.errors import CapExceededError, InvalidParameterError, SnapshotNotFoundError
+from k2.query.errors import CapExceededError, SnapshotNotFoundError
 from k2.query.params import TimeRange, TimeTravel, epoch_us
 from k2.query.sql import from_us
 from k2.resilience.spill import spill_topic
-from k2.types import Offsets, StreamKind
+from k2.types import REFERENCE_TABLE, TICK_KINDS, StreamKind
 
-__all__ = ["Anchor", "HybridEngine", "View"]
+__all__ = ["HybridEngine"]
 
 log = get_logger(__name__)
-
-#: Where a "recent" window ends: the newest tick of the symbols (the stream's clock) or now.
-Anchor = Literal["latest", "now"]
 
 HYBRID_SECONDS = Histogram(
     "k2_hybrid_query_seconds",
@@ -62,29 +57,6 @@ HYBRID_SECONDS = Histogram(
     registry=REGISTRY,
     buckets=(0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
-_MINUTE_US = 60_000_000
-
-
-@dataclass(frozen=True)
-class View:
-    """Snapshot S of one table and the Kafka tail after it, for some partitions."""
-
-    kind: StreamKind
-    table: Table
-    snapshot: Snapshot | None
-    offsets: Offsets
-    tail: TailRead
-    partitions: list[int]
-
-    @property
-    def boundary(self) -> Boundary:
-        snap = self.snapshot
-        committed = datetime.fromtimestamp(snap.timestamp_ms / 1000, UTC) if snap else None
-        mine = {tp: self.offsets[tp] for tp in self.tail.parts if tp in self.offsets}
-        return Boundary(self.kind, snap.snapshot_id if snap else None, committed, mine)
-
-    def frames(self) -> list[pl.DataFrame]:
-        return [f for part in self.tail.parts.values() for f in part.frames]
 
 
 class HybridEngine:
@@ -93,8 +65,7 @@ class HybridEngine:
     Args:
         settings: the K2 settings (Kafka, lake namespace, pipeline's clock skew).
         engine: the query engine that reads Iceberg (shared with the API's other routes).
-        hybrid: this engine's section; default ``settings.hybrid`` when the lead has nested it,
-            else ``HybridSettings()``.
+        hybrid: this engine's section; default ``settings.hybrid``.
         source: the Kafka side (tests pass a fake); default: ``KafkaTail`` built on first use.
     """
 
@@ -107,11 +78,11 @@ class HybridEngine:
         source: TailSource | None = None,
     ) -> None:
         self.settings = settings
-        self.hybrid: HybridSettings = hybrid or getattr(settings, "hybrid", None) or HybridSettings()
+        self.hybrid: HybridSettings = hybrid or settings.hybrid
         self.engine = engine
         # a kind's ticks live in its topic and, while the pipeline sheds load, in its spill topic
-        self.topics = {settings.kafka.topic(k): k for k in TICK_TABLES}
-        self.spills = {k: spill_topic(settings.kafka, k) for k in TICK_TABLES}
+        self.topics = {settings.kafka.topic(k): k for k in TICK_KINDS}
+        self.spills = {k: spill_topic(settings.kafka, k) for k in TICK_KINDS}
         self.topics.update({t: k for k, t in self.spills.items()})
         self.router = PartitionRouter(settings.kafka.client.get("partitioner"), self.hybrid.routing)
         self._source = source
@@ -156,7 +127,7 @@ class HybridEngine:
         now = time.monotonic()
         if now - loaded_at >= self.hybrid.reference_refresh_s:
             try:
-                table = load_table(self.engine.reader.catalog, self.settings.lake.namespace, "reference")
+                table = load_table(self.engine.catalog, self.settings.lake.namespace, REFERENCE_TABLE)
                 symbols = known_symbols(table)
             except Exception as exc:  # the pipeline, too, accepts every symbol without reference data
                 log.debug("reference symbols unavailable", error=str(exc))
@@ -192,7 +163,7 @@ class HybridEngine:
             TailReadError: Kafka did not answer.
             TableMissingError: the table does not exist.
         """
-        table = self.engine.reader.source(kind).table()
+        table = self.engine.current_table(kind)
         snap = table.current_snapshot()
         offsets = snapshot_offsets(table, snap)  # the same snapshot object: S and its offsets, atomic
         topic, spill = self.settings.kafka.topic(kind), self.spills[kind]
@@ -263,7 +234,7 @@ class HybridEngine:
             InvalidParameterError: minutes out of range.
             CapExceededError, TailReadError, TableMissingError: see ``ticks``.
         """
-        span = self._span_us(minutes)
+        span = span_us(minutes, self.hybrid.max_minutes)
         window = self._window_fn(kind, symbols, span, until, anchor)
         return self._query(kind, symbols, window, "recent", consistency)
 
@@ -285,7 +256,7 @@ class HybridEngine:
             InvalidParameterError: minutes out of range.
             CapExceededError, TailReadError, TableMissingError: see ``ticks``.
         """
-        span = self._span_us(minutes)
+        span = span_us(minutes, self.hybrid.max_minutes)
         target = self._window_fn("trades", symbols, span, until, anchor)
         chosen: list[TimeRange] = []
 
@@ -306,19 +277,9 @@ class HybridEngine:
         return result
 
     # -- internals ----------------------------------------------------------------------------------------
-    def _span_us(self, minutes: float) -> int:
-        if not 0 < minutes <= self.hybrid.max_minutes:
-            raise InvalidParameterError(
-                "minutes",
-                f"{minutes:g} is out of range: more than 0, at most {self.hybrid.max_minutes:g} "
-                "(hybrid.max_minutes); use /v1/trades for longer history",
-                minutes,
-            )
-        return round(minutes * _MINUTE_US)
-
     def _window_fn(
         self, kind: StreamKind, symbols: tuple[str, ...], span_us: int, until: datetime | None, anchor: Anchor
-    ) -> Callable[[View, Callable[[], pl.DataFrame | None]], TimeRange]:
+    ) -> WindowOf:
         def window(view: View, tail_rows: Callable[[], pl.DataFrame | None]) -> TimeRange:
             if until is not None:
                 end = epoch_us(until)
@@ -392,7 +353,7 @@ class HybridEngine:
         self,
         kind: StreamKind,
         symbols: tuple[str, ...],
-        window_of: Callable[[View, Callable[[], pl.DataFrame | None]], TimeRange],
+        window_of: WindowOf,
         label: str,
         consistency: Consistency | None,
     ) -> HybridResult:

@@ -26,8 +26,9 @@ from typing import Any, Literal
 import polars as pl
 
 from k2.hybrid import bars as bars_mod
-from k2.hybrid.engine import HybridEngine, View
+from k2.hybrid.engine import HybridEngine
 from k2.hybrid.merge import ORDER, anti_duplicates, select_tail
+from k2.hybrid.view import View
 from k2.query.params import TimeRange
 from k2.query.sql import from_us
 from k2.types import StreamKind

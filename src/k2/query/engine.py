@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 import polars as pl
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
+from pyiceberg.table import Table
 
 from k2.config import Settings
 from k2.lake.offsets import snapshot_offsets
@@ -120,6 +121,22 @@ class QueryEngine:
     @property
     def limits(self) -> QueryLimits:
         return self.reader.limits
+
+    @property
+    def catalog(self) -> Catalog:
+        """The Iceberg catalog this engine reads."""
+        return self.reader.catalog
+
+    def current_table(self, name: str) -> Table:
+        """``name`` as this engine's queries read it now (reloaded at most every ``refresh_interval_s``).
+
+        A caller that pairs a snapshot with what it covers (the hybrid engine's boundary) takes both
+        from this one table object.
+
+        Raises:
+            TableMissingError: the table does not exist.
+        """
+        return self.reader.source(name).table()
 
     def refresh(self) -> None:
         """See every commit made so far (otherwise tables reload every ``refresh_interval_s``)."""

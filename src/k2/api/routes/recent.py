@@ -26,8 +26,8 @@ from k2.api.models import ERRORS, EXAMPLE_QUOTE, EXAMPLE_TRADE, SSE_EVENT, tabul
 from k2.api.streams import BoundedStreamingResponse
 from k2.config.hybrid import Consistency, HybridSettings
 from k2.hybrid import HybridEngine, HybridResult
-from k2.hybrid.engine import Anchor
 from k2.hybrid.live import LiveEvent, LiveSubscription
+from k2.hybrid.view import Anchor
 from k2.query.bars import MAX_INTERVAL_US, MIN_INTERVAL_US
 from k2.query.errors import InvalidParameterError
 from k2.query.formats import MEDIA_TYPES, encode, encode_ndjson, negotiate

@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
+from k2.cli.loadtest.run import run_load_test
 from k2.config import Settings, load_settings
 from k2.lake import open_catalog
 from k2.pipeline import Pipeline
 from k2.pipeline.sequencing import SequenceChecks
-from k2.cli.loadtest.run import run_load_test
 from k2.resilience.status import read_status
 from k2.services import Launcher
 from tests.conftest import _free_port

@@ -13,6 +13,10 @@ its bucket (bars are never cut by the window). Open and close are the first and 
 
 Bars are merged from per-file partials (see ``k2.query.partials``): repeated and overlapping
 bar queries read no Parquet at all once the files they touch have been aggregated.
+
+This module is the one definition of a bar: ``partials_sql`` (bucketing and the aggregates),
+``merge_sql`` (partials of one bucket merged exactly) and ``bounds_sql`` (a bar's session, start
+and end). The hybrid engine's live bars run the same SQL over the Kafka tail (``k2.hybrid.bars``).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from k2.query.runner import normalise
 from k2.query.sql import from_us, placeholders
 from k2.types import EXCHANGE_TIMEZONES
 
-__all__ = ["MAX_INTERVAL_US", "MIN_INTERVAL_US", "bars"]
+__all__ = ["MAX_INTERVAL_US", "MIN_INTERVAL_US", "bars", "bounds_sql", "merge_sql", "partials_sql"]
 
 MIN_INTERVAL_US = 1_000_000
 MAX_INTERVAL_US = 86_400_000_000
@@ -49,33 +53,82 @@ def _tz_expr(tz: str | None, params: list[Any]) -> str:
     return f"CASE exchange {' '.join(cases)} ELSE 'UTC' END"
 
 
-#: Partials of many files re-aggregated into one row per bucket (exact: first/last by key, sums).
-_MERGE = """
-    SELECT exchange, symbol, day_us, bucket_us,
-           min(first_ts) AS first_ts,
-           arg_min(first_seq, (first_ts, first_seq)) AS first_seq,
-           arg_min(open, (first_ts, first_seq)) AS open,
-           max(last_ts) AS last_ts,
-           arg_max(last_seq, (last_ts, last_seq)) AS last_seq,
-           arg_max(close, (last_ts, last_seq)) AS close,
-           max(high) AS high, min(low) AS low,
-           sum(volume) AS volume, sum(notional) AS notional, CAST(sum(trades) AS BIGINT) AS trades
-    FROM _p
-    GROUP BY exchange, symbol, day_us, bucket_us
-"""
+def partials_sql(relation: str, interval_us: int, tz: str | None, params: list[Any], *, by: str = "",
+                 extra: str = "") -> str:  # fmt: skip
+    """One partial bar per (``by``, exchange, symbol, local day, bucket) of the trades in ``relation``.
+
+    ``relation`` has exchange, symbol, exchange_ts, sequence, price and size (and whatever ``extra``
+    aggregates); ``by`` is an extra leading group key ("filename, "). Values are appended to
+    ``params`` in text order, after any placeholder ``relation`` holds (bound already).
+    """
+    zone = _tz_expr(tz, params)
+    params += [interval_us, interval_us]
+    return f"""
+        WITH raw AS (
+            SELECT * FROM {relation}
+        ), src AS (
+            SELECT *, epoch_us(timezone({zone}, exchange_ts)) AS local_us FROM raw
+        ), keyed AS (
+            SELECT *, local_us - (local_us % {_DAY}) AS day_us FROM src
+        )
+        SELECT {by}exchange, symbol, day_us,
+               day_us + ((local_us - day_us) // ?) * ? AS bucket_us,
+               min(exchange_ts) AS first_ts,
+               arg_min(sequence, (exchange_ts, sequence)) AS first_seq,
+               arg_min(price, (exchange_ts, sequence)) AS open,
+               max(exchange_ts) AS last_ts,
+               arg_max(sequence, (exchange_ts, sequence)) AS last_seq,
+               arg_max(price, (exchange_ts, sequence)) AS close,
+               max(price) AS high, min(price) AS low,
+               sum(size) AS volume,
+               sum(CAST(price AS DOUBLE) * CAST(size AS DOUBLE)) AS notional,
+               count(*) AS trades{extra}
+        FROM keyed
+        GROUP BY {by}exchange, symbol, day_us, bucket_us
+    """
+
+
+def merge_sql(relation: str, extra: str = "") -> str:
+    """Partials of ``relation`` re-aggregated into one row per bucket (exact: first/last by key, sums)."""
+    return f"""
+        SELECT exchange, symbol, day_us, bucket_us,
+               min(first_ts) AS first_ts,
+               arg_min(first_seq, (first_ts, first_seq)) AS first_seq,
+               arg_min(open, (first_ts, first_seq)) AS open,
+               max(last_ts) AS last_ts,
+               arg_max(last_seq, (last_ts, last_seq)) AS last_seq,
+               arg_max(close, (last_ts, last_seq)) AS close,
+               max(high) AS high, min(low) AS low,
+               sum(volume) AS volume, sum(notional) AS notional, CAST(sum(trades) AS BIGINT) AS trades{extra}
+        FROM {relation}
+        GROUP BY exchange, symbol, day_us, bucket_us
+    """
+
+
+def bounds_sql(interval_us: int, tz: str | None, params: list[Any]) -> str:
+    """A bar's session (local date), start and end (UTC) from its day_us and bucket_us (local epoch µs).
+
+    A bucket ends at the next one or at local midnight, whichever is first.
+    """
+    zone, zone_again = _tz_expr(tz, params), _tz_expr(tz, params)
+    params.append(interval_us)
+    return (
+        f"CAST(make_timestamp(day_us) AS DATE) AS session, "
+        f"timezone({zone}, make_timestamp(bucket_us)) AS start, "
+        f'timezone({zone_again}, make_timestamp(least(bucket_us + ?, day_us + {_DAY}))) AS "end"'
+    )
+
+
 _BAR_COLUMNS = ("exchange", "symbol", "session", "start", "end", "open", "high", "low", "close", "volume")
 
 
 def _merge_sql(interval_us: int, tz: str | None) -> tuple[str, list[Any]]:
     """A partition's merged partials, with each bar's session, start and end already computed."""
     params: list[Any] = []
-    zone, zone_again = _tz_expr(tz, params), _tz_expr(tz, params)
-    params.append(interval_us)
+    bounds = bounds_sql(interval_us, tz, params)
     sql = f"""
-        SELECT *, CAST(make_timestamp(day_us) AS DATE) AS session,
-               timezone({zone}, make_timestamp(bucket_us)) AS start,
-               timezone({zone_again}, make_timestamp(least(bucket_us + ?, day_us + {_DAY}))) AS "end"
-        FROM ({_MERGE})
+        SELECT *, {bounds}
+        FROM ({merge_sql("_p")})
         ORDER BY symbol, exchange, day_us, bucket_us
     """
     return sql, params
@@ -84,32 +137,11 @@ def _merge_sql(interval_us: int, tz: str | None) -> tuple[str, list[Any]]:
 def _partial_sql(interval_us: int, tz: str | None) -> Any:
     def build(params: list[Any]) -> str:
         # Positional parameters bind in text order: the file list (already in params) comes first.
-        zone = _tz_expr(tz, params)
-        params += [interval_us, interval_us]
-        return f"""
-            WITH raw AS (
-                SELECT filename, exchange, symbol, exchange_ts, sequence, price, size
-                FROM read_parquet(?, filename = true)
-            ), src AS (
-                SELECT *, epoch_us(timezone({zone}, exchange_ts)) AS local_us FROM raw
-            ), keyed AS (
-                SELECT *, local_us - (local_us % {_DAY}) AS day_us FROM src
-            )
-            SELECT filename, exchange, symbol, day_us,
-                   day_us + ((local_us - day_us) // ?) * ? AS bucket_us,
-                   min(exchange_ts) AS first_ts,
-                   arg_min(sequence, (exchange_ts, sequence)) AS first_seq,
-                   arg_min(price, (exchange_ts, sequence)) AS open,
-                   max(exchange_ts) AS last_ts,
-                   arg_max(sequence, (exchange_ts, sequence)) AS last_seq,
-                   arg_max(price, (exchange_ts, sequence)) AS close,
-                   max(price) AS high, min(price) AS low,
-                   sum(size) AS volume,
-                   sum(CAST(price AS DOUBLE) * CAST(size AS DOUBLE)) AS notional,
-                   count(*) AS trades
-            FROM keyed
-            GROUP BY filename, exchange, symbol, day_us, bucket_us
-        """
+        relation = (
+            "(SELECT filename, exchange, symbol, exchange_ts, sequence, price, size "
+            "FROM read_parquet(?, filename = true))"
+        )
+        return partials_sql(relation, interval_us, tz, params, by="filename, ")
 
     return build
 
@@ -148,14 +180,10 @@ def bars(
         if pieces
         else _empty_partials(reader, interval_us, tz)
     }
-    zone = _tz_expr(tz, params)
-    zone_again = _tz_expr(tz, params)
-    params.append(interval_us)
+    bounds = bounds_sql(interval_us, tz, params)
     sql = f"""
         SELECT * FROM (
-            SELECT exchange, symbol, CAST(make_timestamp(day_us) AS DATE) AS session,
-                   timezone({zone}, make_timestamp(bucket_us)) AS start,
-                   timezone({zone_again}, make_timestamp(least(bucket_us + ?, day_us + {_DAY}))) AS "end",
+            SELECT exchange, symbol, {bounds},
                    arg_min(open, (first_ts, first_seq)) AS open,
                    max(high) AS high,
                    min(low) AS low,
@@ -204,7 +232,7 @@ def _empty_partials(reader: LakeReader, interval_us: int, tz: str | None) -> pa.
     params: list[Any] = []
     sql = _partial_sql(interval_us, tz)(params).replace(
         "read_parquet(?, filename = true)", "(SELECT '' AS filename, * FROM _empty)"
-    )
+    )  # the relation's text, as partials_sql received it
     out = reader.runner.table(
         "bars_partials", sql, params, timeout_s=reader.limits.timeout_s, tables={"_empty": empty}
     )

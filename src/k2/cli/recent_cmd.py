@@ -3,7 +3,7 @@
 ``recent`` answers like ``GET /v1/trades/recent``: Iceberg at its latest snapshot plus the Kafka
 tail from that snapshot's offsets, with the boundary printed under the table. ``watch`` follows
 symbols and prints each new tick (and the 1-minute bar it updates) as it reaches Kafka, until
-Ctrl-C. Both are registered by the lead under ``k2 query`` (see docs/hybrid.md).
+Ctrl-C. ``k2.cli.app`` registers both under ``k2 query``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Tail messages to rows, with the pipeline's own verdicts: decode, validate, add lineage.
 
 The hybrid view must show exactly what the pipeline will write, so the tail goes through the same
-steps as ``k2.pipeline.runner.Pipeline._process_topic``: ``k2.schemas.decode_batch`` (an
+steps as a pipeline batch (``k2.pipeline.batch.BatchProcessor``): ``k2.schemas.decode_batch`` (an
 undecodable payload or a tombstone is a dead letter, not a row), ``k2.schemas.validate.Validator``
 with the pipeline's clock-skew bound and the reference table's symbols (a failing row is a dead
 letter), then the ``kafka_partition``/``kafka_offset`` lineage columns the tables carry.

@@ -5,7 +5,7 @@ Each name is spelled here once; every package takes it from here (``k2.types`` i
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 __all__ = [
     "ASX_TIME_ZONE",
@@ -22,8 +22,8 @@ __all__ = [
 
 #: The two tick streams K2 ingests (one topic and one table each). Reference data travels beside them.
 StreamKind = Literal["trades", "quotes"]
-#: Every tick stream, in the order K2 loops over them (topics, tables, reports).
-TICK_KINDS: Final[tuple[StreamKind, ...]] = ("trades", "quotes")
+#: Every tick stream, in the order K2 loops over them (topics, tables, reports): StreamKind's values.
+TICK_KINDS: Final[tuple[str, ...]] = get_args(StreamKind)
 REFERENCE_TABLE: Final = "reference"
 GAPS_TABLE: Final = "sequence_gaps"
 #: Every Iceberg table K2 creates in its namespace.

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -153,7 +154,7 @@ def _mask_url(url: str) -> str:
     return f"{scheme}://{user}:****@{host}"
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: ErrorDetails) -> str:
     """One line naming the setting (as its environment variable) and the accepted form."""
     loc = [str(part) for part in error.get("loc", ()) if not isinstance(part, int)]
     name = "K2_" + "__".join(part.upper() for part in loc) if loc else "K2_*"

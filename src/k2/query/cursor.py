@@ -13,7 +13,7 @@ import base64
 import binascii
 import hashlib
 from dataclasses import asdict, dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
@@ -22,7 +22,7 @@ from k2.query.params import SYMBOL_RE
 
 __all__ = ["Cursor", "fingerprint"]
 
-_VERSION = 1
+_VERSION: Final = 1
 _NOT_OURS = "not a cursor issued by this service; pass next_cursor unchanged"
 
 _Int64 = Annotated[StrictInt, Field(ge=-(2**63), lt=2**63)]

@@ -76,10 +76,12 @@ def produce_when_room(
     loop in K2: the tick producer and the spill both call it. ``KafkaException`` (a refused
     message) propagates at once.
     """
-    where = () if partition is None else (partition,)
     while True:
         try:
-            producer.produce(topic, value, key, *where, headers=headers)
+            if partition is None:
+                producer.produce(topic, value, key, headers=headers)
+            else:
+                producer.produce(topic, value, key, partition, headers=headers)
             return
         except BufferError:
             producer.poll(0.05)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from k2.config import Settings
     from k2.feeds.verify import TruthReport
-    from k2.pipeline.runner import Pipeline
+    from k2.pipeline.runner import Pipeline, PipelineStats
 
 __all__ = ["LoadSample", "LoadTestResult", "run_load_test"]
 
@@ -118,9 +118,12 @@ def run_load_test(
     producer.flush()
     calm = load_settings(**{**settings.model_dump(), "resilience": {"enabled": False}})
     first: list[float] = []
-    Pipeline(calm, checks=SequenceChecks(calm)).run(
-        max_messages=sent, max_seconds=120, on_batch=lambda _s: first or first.append(time.perf_counter())
-    )
+
+    def first_batch(_stats: PipelineStats) -> None:
+        if not first:
+            first.append(time.perf_counter())
+
+    Pipeline(calm, checks=SequenceChecks(calm)).run(max_messages=sent, max_seconds=120, on_batch=first_batch)
     capacity = sent / max(1e-3, time.perf_counter() - first[0]) if first else 1_000.0
     result = LoadTestResult(capacity=capacity, target_rate=capacity * multiple, sent=sent)
 

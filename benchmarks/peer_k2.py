@@ -1,0 +1,151 @@
+"""K2 for ``bench_peers``: the lake built as ``bench_query`` builds it, queried in-engine and through ``k2 serve``.
+
+The trades and quotes are appended to K2's Iceberg tables (SQLite catalog, local warehouse) in
+time-ordered commits of at most K2's default ``lake.commit_rows`` (200,000), then compacted. The
+HTTP figures come from a real ``k2 serve`` (uvicorn) started as its own process on a free
+loopback port, reading that lake, and stopped on exit.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from benchmarks.bench_query import stream_in
+from k2.lake.maintenance import compact
+from k2.lake.tables import ensure_tables
+from k2.query.engine import QueryEngine
+from k2.query.reader import QueryLimits
+from k2.services.process import free_port
+
+__all__ = ["K2Lake", "K2Serve"]
+
+_CATALOG = "bench"
+
+
+class K2Lake:
+    """The lake in ``path`` and an in-process query engine over it."""
+
+    def __init__(self, path: Path) -> None:
+        from pyiceberg.catalog.sql import SqlCatalog
+
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+        # The layout `k2 serve` expects of its data_dir: <dir>/catalog.db and <dir>/warehouse.
+        self.catalog = SqlCatalog(
+            _CATALOG, uri=f"sqlite:///{path}/catalog.db", warehouse=f"file://{path}/warehouse"
+        )
+        self.catalog.create_namespace_if_not_exists("k2")
+        self.tables = ensure_tables(self.catalog, "k2")
+        self.engine: QueryEngine | None = None
+
+    def ingest(self, data: dict[str, pl.DataFrame], commit_rows: int) -> float:
+        """Append trades then quotes in commits of ``commit_rows``; seconds taken (then compacts, untimed)."""
+        seconds = 0.0
+        for kind in ("trades", "quotes"):
+            commits = max(-(-data[kind].height // commit_rows), 1)
+            seconds += stream_in(self.tables[kind], data[kind], commits, kind)
+        for kind in ("trades", "quotes"):
+            started = time.perf_counter()
+            done = compact(self.tables[kind].refresh())
+            print(f"  K2 compacted {kind}: {done.files_before} files -> {done.files_after} "
+                  f"in {time.perf_counter() - started:.1f} s", flush=True)  # fmt: skip
+        self.engine = QueryEngine(self.catalog, "k2", QueryLimits(max_rows=1_000_000, timeout_s=120))
+        return seconds
+
+    def trades_bytes(self) -> int:
+        """Bytes of the Parquet files in the trades table's current snapshot."""
+        files = self.tables["trades"].refresh().inspect.files()
+        return int(pc.sum(files["file_size_in_bytes"]).as_py())
+
+    def queries(self) -> dict[str, Any]:
+        engine = self.engine
+        assert engine is not None, "ingest first"
+        return {
+            "a": lambda s: (engine.ticks("trades", (s.symbol,), s.window, limit=1_000_000), None),
+            "b": lambda s: (engine.bars((s.symbol,), s.window, 60_000_000), None),
+            "c": lambda s: (engine.trades_with_quotes((s.symbol,), s.window, 300_000_000), None),
+        }
+
+    @staticmethod
+    def check(query: str, result: Any) -> tuple[int, float]:
+        table: pa.Table = result.table
+        column = {"a": "size", "b": "volume", "c": "bid_price"}[query]
+        return table.num_rows, float(pc.sum(table[column].cast(pa.float64())).as_py() or 0.0)
+
+
+class K2Serve:
+    """``python -m k2.cli serve`` over the lake in ``data_dir``, as its own process on a free port."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.port = free_port()
+        env = {
+            **os.environ,
+            "K2_DATA_DIR": str(data_dir),
+            "K2_LAKE__CATALOG_NAME": _CATALOG,
+            "K2_API__PORT": str(self.port),
+            "K2_API__RATE_LIMIT_PER_MINUTE": str(10**9),
+            "K2_API__MAX_ROWS": "1000000",
+            "K2_API__QUERY_TIMEOUT_S": "60",
+        }
+        self.log = (data_dir / "serve.log").open("wb")
+        self.process = subprocess.Popen([sys.executable, "-m", "k2.cli", "serve"], env=env,
+                                        stdout=self.log, stderr=subprocess.STDOUT)  # fmt: skip
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=120)
+        deadline = time.monotonic() + 120
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"k2 serve exited with {self.process.returncode}; see {data_dir / 'serve.log'}"
+                )
+            try:
+                if self.client.get("/openapi.json").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("k2 serve did not answer within 120 s")
+            time.sleep(0.2)
+        print(f"  k2 serve up on 127.0.0.1:{self.port} (pid {self.process.pid})", flush=True)
+
+    def get(self, path: str, **params: Any) -> tuple[Any, None]:
+        response = self.client.get(path, params=params)
+        response.raise_for_status()
+        return response.json(), None
+
+    def queries(self) -> dict[str, Any]:
+        def span(s: Any) -> dict[str, str]:
+            return {"symbols": s.symbol, "start": s.window.start.isoformat(), "end": s.window.end.isoformat()}
+
+        return {
+            "a": lambda s: self.get("/v1/trades", **span(s), limit=1_000_000),
+            "b": lambda s: self.get("/v1/bars", **span(s), interval="1m"),
+            "c": lambda s: self.get("/v1/trades-with-quotes", **span(s), tolerance="5m"),
+        }
+
+    @staticmethod
+    def check(query: str, body: Any) -> tuple[int, float]:
+        rows = body["data"] if isinstance(body, dict) else body
+        column = {"a": "size", "b": "volume", "c": "bid_price"}[query]
+        return len(rows), float(sum(float(r[column]) for r in rows if r.get(column) is not None))
+
+    def close(self) -> None:
+        self.client.close()
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+        print(f"  k2 serve stopped (exit {self.process.returncode})", flush=True)

@@ -1,0 +1,312 @@
+"""K2 and its peers side by side (issue #17, goal 3): same data, same run, servers started here.
+
+    python -m benchmarks.bench_peers [--quick] [--sim-trades N] [--symbols N] [--reps N] [--rounds N]
+
+Data: the ASX sample (data/asx-2014-03, 200,545 trades) plus 2,000,000 simulated trades
+(k2.feeds.simulator, exchange SIM, 100 symbols; --quick: 200,000 over 20) and their quotes.
+Every system gets the same rows:
+  - K2: appended to its Iceberg tables in commits of 200,000 rows (``lake.commit_rows``), then
+    compacted; queried in-engine (``QueryEngine``) and over HTTP through ``k2 serve``, a process;
+  - QuestDB: its server jar from Maven Central, a process on loopback; ILP over HTTP into WAL tables
+    with DEDUP UPSERT KEYS(ts, symbol, sequence); queried over HTTP /exec, in-engine from the times
+    the server reports (``timings``);
+  - ClickHouse via chDB (embedded: in-engine only): MergeTree ORDER BY (symbol, ts);
+  - ArcticDB (LMDB), as ``bench_query`` builds it: trades only, so no as-of join.
+
+Queries, on random samples drawn from the data, half ASX and half SIM: (a) one symbol's 15-minute
+window of trades, all columns; (b) 1-minute OHLCV + VWAP bars of one symbol-day; (c) that day's
+trades each with its prevailing quote (as-of join, stale after 5 minutes). First every system's
+answers are checked against K2's (rows and sum of size / volume / bid), then one warm-up pass, then
+``--rounds`` rounds, each timing every system over the same samples in turn (the starting system
+rotates): the table shows the median over rounds of each round's p50 and p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from benchmarks.bench_query import ASX_DIR, Sample, arctic_queries, build_arctic, draw_samples
+from benchmarks.peer_chdb import ChDB
+from benchmarks.peer_k2 import K2Lake, K2Serve
+from benchmarks.peer_questdb import QUESTDB_VERSION, QuestDB, questdb_jar
+from benchmarks.results import write_result
+from k2.config import load_settings
+from k2.feeds import MarketConfig, Simulator, SimulatorConfig, read_asx, symbol_names
+
+__all__ = ["main"]
+
+QUERIES = {"a": "15-min window", "b": "1-min bars", "c": "as-of join"}
+Call = Callable[[Sample], tuple[Any, float | None]]
+
+
+@dataclass
+class Entry:
+    """One system seen one way: ``view`` is what the wall clock around ``calls`` measures; ``reported``
+    names the view of the time the system itself returns with each answer (QuestDB's timings)."""
+
+    system: str
+    view: str
+    calls: dict[str, Call]
+    check: Callable[[str, Any], tuple[int, float]]
+    reported: str | None = None
+
+
+def load_data(sim_trades: int, symbols: int) -> dict[str, pl.DataFrame]:
+    """ASX + the first ``sim_trades`` simulated trades (and quotes up to the last of them), K2's schema."""
+    asx = read_asx(ASX_DIR).delivery
+    sim = Simulator(SimulatorConfig(MarketConfig(symbols=symbol_names(symbols, 11)), seed=11))
+    parts: dict[str, list[pl.DataFrame]] = {"trades": [], "quotes": []}
+    held = 0
+    for delivery in sim.deliveries():
+        parts["trades"].append(delivery.trades)
+        parts["quotes"].append(delivery.quotes)
+        held += delivery.trades.height
+        if held >= sim_trades:
+            break
+    trades = pl.concat(parts["trades"]).sort("exchange_ts", maintain_order=True).head(sim_trades)
+    last = trades["exchange_ts"].max()
+    quotes = pl.concat(parts["quotes"]).filter(pl.col("exchange_ts") <= last)
+    out = {}
+    for kind, frame in (
+        ("trades", pl.concat([asx.trades, trades])),
+        ("quotes", pl.concat([asx.quotes, quotes])),
+    ):
+        frame = frame.sort("exchange_ts", maintain_order=True)
+        out[kind] = frame.with_columns(
+            pl.lit(0, dtype=pl.Int32).alias("kafka_partition"),
+            pl.int_range(frame.height, dtype=pl.Int64).alias("kafka_offset"),
+        )
+    return out
+
+
+def peer_frame(frame: pl.DataFrame, kind: str, *, session_ts: bool) -> pl.DataFrame:
+    """The peers' columns: K2's without the Kafka lineage, decimals as doubles, ``exchange_ts`` as ``ts``.
+
+    QuestDB has no DATE column over ILP, so it takes the session as a timestamp (``session_ts``).
+    """
+    values = ["price", "size"] if kind == "trades" else ["bid_price", "ask_price", "bid_size", "ask_size"]
+    text = ["message_id", "trade_id", "qualifiers", "venue"] if kind == "trades" else ["message_id"]
+    session = pl.col("session").cast(pl.Datetime("us", "UTC")) if session_ts else pl.col("session")
+    return frame.select(
+        pl.col("symbol"), pl.col("exchange"), session, pl.col("sequence"), pl.col("exchange_ts").alias("ts"),
+        pl.col("ingest_ts"), *[pl.col(c).cast(pl.Float64) for c in values],
+        *[pl.col(c).fill_null("") for c in text],
+    )  # fmt: skip
+
+
+def interleave(samples: dict[str, dict[str, list[Sample]]], count: int) -> dict[str, list[Sample]]:
+    """Per query, ``count`` samples alternating ASX and SIM; (c) uses the days of (b)."""
+    out: dict[str, list[Sample]] = {}
+    for query, source in (("a", "a"), ("b", "b"), ("c", "b")):
+        pairs = zip(samples["ASX"][source], samples["SIM"][source], strict=True)
+        out[query] = [s for pair in pairs for s in pair][:count]
+    return out
+
+
+def check_answers(entries: list[Entry], samples: dict[str, list[Sample]], per_query: int) -> dict[str, bool]:
+    """Every entry's (rows, sum) against K2 in-engine's, on the first samples of each query."""
+    base = entries[0]
+    verdict: dict[str, bool] = {}
+    print("\nanswer check against K2 in-engine (rows, and sum of size | volume | fresh bid):", flush=True)
+    for query in QUERIES:
+        chosen = samples[query][:per_query]
+        expected = [base.check(query, base.calls[query](s)[0]) for s in chosen]
+        for entry in entries[1:]:
+            if query not in entry.calls:
+                continue
+            got = [entry.check(query, entry.calls[query](s)[0]) for s in chosen]
+            bad = [(s.symbol, e, g) for s, e, g in zip(chosen, expected, got, strict=True)
+                   if e[0] != g[0] or abs(e[1] - g[1]) > 1e-6 * max(abs(e[1]), 1.0)]  # fmt: skip
+            key = f"{entry.system}_{entry.view}_{query}"
+            verdict[key] = not bad
+            rows = sum(e[0] for e in expected)
+            note = (
+                "equal"
+                if not bad
+                else f"DIFFERENT in {len(bad)}: "
+                + "; ".join(
+                    f"{sym} K2 {e[0]} rows/{e[1]:.2f}, got {g[0]}/{g[1]:.2f}" for sym, e, g in bad[:3]
+                )
+            )
+            print(f"  {QUERIES[query]:<14} {entry.system:<9} {entry.view:<6} {len(chosen)} samples, "
+                  f"{rows:,} K2 rows: {note}", flush=True)  # fmt: skip
+    return verdict
+
+
+Timings = dict[tuple[str, str, str], list[tuple[float, float]]]
+
+
+def measure(entries: list[Entry], samples: dict[str, list[Sample]], rounds: int) -> Timings:
+    """(system, view, query) -> per round (p50, p99) in ms, after one warm-up pass per entry."""
+    out: Timings = {}
+    for query in QUERIES:
+        active = [e for e in entries if query in e.calls]
+        for entry in active:
+            for s in samples[query]:
+                entry.calls[query](s)
+        for r in range(rounds):
+            for entry in active[r % len(active) :] + active[: r % len(active)]:
+                wall: list[float] = []
+                reported: list[float] = []
+                for s in samples[query]:
+                    started = time.perf_counter()
+                    _, own = entry.calls[query](s)
+                    wall.append((time.perf_counter() - started) * 1000)
+                    if own is not None:
+                        reported.append(own)
+                out.setdefault((entry.system, entry.view, query), []).append(_p(wall))
+                if entry.reported and reported:
+                    out.setdefault((entry.system, entry.reported, query), []).append(_p(reported))
+        print(f"  timed {QUERIES[query]}: {rounds} rounds x {len(samples[query])} samples", flush=True)
+    return out
+
+
+def _p(times: list[float]) -> tuple[float, float]:
+    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+
+
+def summarise(timings: Timings) -> dict[tuple[str, str, str], tuple[float, float]]:
+    return {
+        k: (statistics.median(p[0] for p in v), statistics.median(p[1] for p in v))
+        for k, v in timings.items()
+    }
+
+
+def report(
+    figures: dict[tuple[str, str, str], tuple[float, float]],
+    ingest: dict[str, float],
+    size: dict[str, float],
+) -> dict[str, float]:
+    """Print the table (Markdown) and the K2/fastest ratios; returns the flat figures for the JSON."""
+    rows = sorted({(s, v) for s, v, _ in figures}, key=lambda k: (list(ingest).index(k[0]), k[1]))
+    print("\n| system | view | ingest rows/s | " + " | ".join(f"{q} p50 / p99 ms" for q in QUERIES.values())
+          + " | bytes/trade |")  # fmt: skip
+    print("|---|---|---:|" + "---:|" * len(QUERIES) + "---:|")
+    flat: dict[str, float] = {}
+    for system, view in rows:
+        cells = []
+        for query in QUERIES:
+            p = figures.get((system, view, query))
+            cells.append(f"{p[0]:.2f} / {p[1]:.2f}" if p else "n/a")
+            if p:
+                flat[f"{system}_{view}_{query}_p50_ms".lower()] = p[0]
+                flat[f"{system}_{view}_{query}_p99_ms".lower()] = p[1]
+        print(
+            f"| {system} | {view} | {ingest[system]:,.0f} | " + " | ".join(cells) + f" | {size[system]:.1f} |"
+        )
+    for system in ingest:
+        flat[f"{system}_ingest_rows_per_s".lower()] = ingest[system]
+        flat[f"{system}_bytes_per_trade".lower()] = size[system]
+    print("\nK2 / fastest (1.00 = K2 fastest; above 1, K2 is that many times slower):")
+    fastest_ingest = max(ingest.values())
+    flat["k2_ingest_vs_fastest"] = fastest_ingest / ingest["K2"]
+    print(f"  ingest: fastest / K2 = {flat['k2_ingest_vs_fastest']:.2f} (goal <= 2)")
+    for view in ("engine", "http"):
+        for query, label in QUERIES.items():
+            peers = {s: p for (s, v, q), p in figures.items() if v == view and q == query}
+            if "K2" not in peers or len(peers) < 2:
+                continue
+            for i, pct in enumerate(("p50", "p99")):
+                best = min(peers, key=lambda s, i=i: peers[s][i])
+                ratio = peers["K2"][i] / peers[best][i]
+                flat[f"k2_{view}_{query}_{pct}_vs_fastest"] = ratio
+                print(f"  {label:<14} {view:<6} {pct}: {ratio:5.2f}  (fastest: {best})")
+    return flat
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="200,000 simulated trades, fewer samples and rounds"
+    )
+    parser.add_argument("--sim-trades", type=int, default=None)
+    parser.add_argument("--symbols", type=int, default=None)
+    parser.add_argument("--reps", type=int, default=None, help="Samples per query (default 100; --quick 30)")
+    parser.add_argument("--rounds", type=int, default=None, help="Timed rounds (default 5; --quick 3)")
+    args = parser.parse_args(argv)
+    sim_trades = args.sim_trades or (200_000 if args.quick else 2_000_000)
+    symbols = args.symbols or (20 if args.quick else 100)
+    reps = args.reps or (30 if args.quick else 100)
+    rounds = args.rounds or (3 if args.quick else 5)
+    root = Path(tempfile.mkdtemp(prefix="k2-bench-peers-"))
+    jar = questdb_jar(load_settings().cache_dir)
+    closers: list[Callable[[], None]] = []
+    try:
+        print(f"data: ASX sample + {sim_trades:,} simulated trades over {symbols} symbols", flush=True)
+        data = load_data(sim_trades, symbols)
+        trades, quotes = data["trades"], data["quotes"]
+        rows = trades.height + quotes.height
+        print(f"  trades {trades.height:,}  quotes {quotes.height:,}", flush=True)
+        ingest: dict[str, float] = {}
+        size: dict[str, float] = {}
+
+        print("K2: Iceberg appends", flush=True)
+        lake = K2Lake(root / "k2")
+        ingest["K2"] = rows / lake.ingest(data, 200_000)
+        size["K2"] = lake.trades_bytes() / trades.height
+
+        print("QuestDB: ILP over HTTP", flush=True)
+        qdb = QuestDB(jar, root / "questdb")
+        closers.append(qdb.close)
+        ingest["QuestDB"] = rows / qdb.ingest(peer_frame(trades, "trades", session_ts=True),
+                                              peer_frame(quotes, "quotes", session_ts=True))  # fmt: skip
+        qdb.resend(peer_frame(trades.head(20_000), "trades", session_ts=True))
+        size["QuestDB"] = qdb.trades_bytes() / trades.height
+
+        print("ClickHouse (chDB): INSERT … SELECT FROM Python(arrow)", flush=True)
+        ch = ChDB(root / "chdb")
+        closers.append(ch.close)
+        ingest["chDB"] = rows / ch.ingest(peer_frame(trades, "trades", session_ts=False),
+                                          peer_frame(quotes, "quotes", session_ts=False))  # fmt: skip
+        size["chDB"] = ch.trades_bytes() / trades.height
+
+        print("ArcticDB (LMDB): one symbol per ticker, trades only", flush=True)
+        started = time.perf_counter()
+        lib = build_arctic(root / "arctic", trades)
+        ingest["ArcticDB"] = trades.height / (time.perf_counter() - started)
+        size["ArcticDB"] = (
+            sum(p.stat().st_size for p in (root / "arctic").rglob("*") if p.is_file()) / trades.height
+        )
+
+        print("K2: k2 serve", flush=True)
+        serve = K2Serve(root / "k2")
+        closers.append(serve.close)
+        arctic = arctic_queries(lib)
+        entries = [
+            Entry("K2", "engine", lake.queries(), K2Lake.check),
+            Entry("K2", "http", serve.queries(), K2Serve.check),
+            Entry("QuestDB", "http", qdb.queries(), QuestDB.check, reported="engine"),
+            Entry("chDB", "engine", ch.queries(), ChDB.check),
+            Entry("ArcticDB", "engine", {q: (lambda s, f=f: (f(s), None)) for q, f in arctic.items()},
+                  lambda q, df: (len(df), float(df["size" if q == "a" else "volume"].sum()))),
+        ]  # fmt: skip
+        samples = interleave(draw_samples(trades, reps, seed=5), reps)
+        verdict = check_answers(entries, samples, per_query=min(reps, 10))
+        print(f"\ntiming: {reps} samples per query, {rounds} rounds", flush=True)
+        figures = summarise(measure(entries, samples, rounds))
+        flat = report(figures, ingest, size)
+        flat.update({"trades": trades.height, "quotes": quotes.height, "samples": reps, "rounds": rounds})
+        flat["answers_equal"] = all(verdict.values())
+        notes = (f"QuestDB {QUESTDB_VERSION} (Maven Central), chDB (embedded, in-engine only), ArcticDB (LMDB); "
+                 f"{platform.node()}")  # fmt: skip
+        write_result("bench_peers", flat, quick=args.quick, notes=notes)
+    finally:
+        for close in reversed(closers):
+            close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

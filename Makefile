@@ -44,12 +44,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks chaos
 	PYTHONPATH=src $(BIN)/lint-imports --no-cache
 
-# The peers K2 is measured against (pyproject's bench extra: ArcticDB, the Bloom filters, RocksDB);
-# without ArcticDB bench_query stops before writing its result. The lock covers the dev extra only,
-# so these are installed by name, leaving the locked packages as they are.
+# The peers K2 is measured against (pyproject's bench extra: ArcticDB, the Bloom filters, RocksDB,
+# QuestDB's client, chDB); without ArcticDB bench_query stops before writing its result. The lock
+# covers the dev extra only, so these are installed by name, leaving the locked packages as they are.
+# bench_peers also needs Maven and Java 17+ (QuestDB's server jar, fetched once into K2's cache).
 bench: setup
 	$(BIN)/pip install -q 'arcticdb>=6.28,<7' 'rbloom>=1.5,<2' 'pybloom-live>=4,<5' 'bloom-filter2>=2,<3' \
-		'rocksdict>=0.3,<0.4'
+		'rocksdict>=0.3,<0.4' 'questdb>=6,<7' 'chdb>=4.4,<5'
 	$(BIN)/python -m benchmarks $(ARGS)
 
 # The API under N concurrent clients for a few minutes, on loopback (ARGS="--clients 12 --seconds 180").

@@ -177,8 +177,27 @@ class QuestDB:
         return after
 
     def trades_bytes(self) -> int:
-        """Bytes on disk of the trades table's partitions, as QuestDB reports them (WAL not counted)."""
+        """Bytes of the trades table's partitions as the running server reports them (``table_partitions``).
+
+        While the server runs, the partition being written holds its column files pre-extended by
+        whole append pages (16 MiB each here), so this overstates the data; see ``trades_bytes_at_rest``.
+        """
         return int(self.exec("SELECT sum(diskSize) FROM table_partitions('trades')")["dataset"][0][0])
+
+    def trades_bytes_at_rest(self) -> int:
+        """Blocks allocated to the trades table once the server has stopped (WAL and sequencer left out).
+
+        Raises:
+            RuntimeError: the server is still running (its files are still pre-extended).
+        """
+        if self.process.poll() is None:
+            raise RuntimeError("stop QuestDB first: a running writer keeps its files pre-extended")
+        total = 0
+        for table_dir in (self.root / "db").glob("trades~*"):
+            for path in table_dir.rglob("*"):
+                if path.is_file() and not path.relative_to(table_dir).parts[0].startswith(("wal", "txn_seq")):
+                    total += path.stat().st_blocks * 512
+        return total
 
     def queries(self) -> dict[str, Any]:
         """``a`` window, ``b`` 1-minute bars (SAMPLE BY), ``c`` as-of join (ASOF JOIN … TOLERANCE)."""
@@ -220,6 +239,8 @@ class QuestDB:
         return len(body["dataset"]), float(sum(r[i] for r in body["dataset"] if r[i] is not None))
 
     def close(self) -> None:
+        if self.log.closed:
+            return
         self.client.close()
         if self.process.poll() is None:
             self.process.terminate()

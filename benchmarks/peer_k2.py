@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import polars as pl
@@ -21,10 +21,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from benchmarks.bench_query import stream_in
+from k2.client.frames import read_arrow
 from k2.lake.maintenance import compact
 from k2.lake.tables import ensure_tables
 from k2.query.engine import QueryEngine
-from k2.query.reader import QueryLimits
+from k2.query.reader import QueryLimits, Result
 from k2.services.process import free_port
 
 __all__ = ["K2Lake", "K2Serve"]
@@ -97,16 +98,15 @@ class K2Serve:
             "K2_API__MAX_ROWS": "1000000",
             "K2_API__QUERY_TIMEOUT_S": "60",
         }
-        self.log = (data_dir / "serve.log").open("wb")
+        self.log_path = data_dir / f"serve-{self.port}.log"
+        self.log = self.log_path.open("wb")
         self.process = subprocess.Popen([sys.executable, "-m", "k2.cli", "serve"], env=env,
                                         stdout=self.log, stderr=subprocess.STDOUT)  # fmt: skip
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=120)
         deadline = time.monotonic() + 120
         while True:
             if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"k2 serve exited with {self.process.returncode}; see {data_dir / 'serve.log'}"
-                )
+                raise RuntimeError(f"k2 serve exited with {self.process.returncode}; see {self.log_path}")
             try:
                 if self.client.get("/openapi.json").status_code == 200:
                     break
@@ -120,11 +120,16 @@ class K2Serve:
     def get(self, path: str, **params: Any) -> tuple[Any, None]:
         response = self.client.get(path, params=params)
         response.raise_for_status()
+        if params.get("format") == "arrow":
+            return read_arrow(response.content), None
         return response.json(), None
 
-    def queries(self) -> dict[str, Any]:
+    def queries(self, fmt: Literal["json", "arrow"] = "json") -> dict[str, Any]:
+        """The three queries as a client asks them: JSON (the default) or Arrow IPC (``format=arrow``)."""
+
         def span(s: Any) -> dict[str, str]:
-            return {"symbols": s.symbol, "start": s.window.start.isoformat(), "end": s.window.end.isoformat()}
+            return {"symbols": s.symbol, "start": s.window.start.isoformat(), "end": s.window.end.isoformat(),
+                    "format": fmt}  # fmt: skip
 
         return {
             "a": lambda s: self.get("/v1/trades", **span(s), limit=1_000_000),
@@ -134,6 +139,8 @@ class K2Serve:
 
     @staticmethod
     def check(query: str, body: Any) -> tuple[int, float]:
+        if isinstance(body, pa.Table):
+            return K2Lake.check(query, Result(body))
         rows = body["data"] if isinstance(body, dict) else body
         column = {"a": "size", "b": "volume", "c": "bid_price"}[query]
         return len(rows), float(sum(float(r[column]) for r in rows if r.get(column) is not None))

@@ -150,7 +150,7 @@ def check_answers(entries: list[Entry], samples: dict[str, list[Sample]], per_qu
                     f"{sym} K2 {e[0]} rows/{e[1]:.2f}, got {g[0]}/{g[1]:.2f}" for sym, e, g in bad[:3]
                 )
             )
-            print(f"  {QUERIES[query]:<14} {entry.system:<9} {entry.view:<6} {len(chosen)} samples, "
+            print(f"  {QUERIES[query]:<14} {entry.system:<9} {entry.view:<10} {len(chosen)} samples, "
                   f"{rows:,} K2 rows: {note}", flush=True)  # fmt: skip
     return verdict
 

@@ -34,6 +34,7 @@ pre-extended pages; that figure is printed too); chDB its active parts; ArcticDB
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import shutil
 import statistics
@@ -258,6 +259,7 @@ def main(argv: list[str] | None = None) -> None:
     symbols = args.symbols or (20 if args.quick else 100)
     reps = args.reps or (30 if args.quick else 100)
     rounds = args.rounds or (3 if args.quick else 5)
+    load_at_start = os.getloadavg()[0]
     root = Path(tempfile.mkdtemp(prefix="k2-bench-peers-"))
     jar = questdb_jar(load_settings().cache_dir)
     closers: list[Callable[[], None]] = []
@@ -324,6 +326,10 @@ def main(argv: list[str] | None = None) -> None:
         flat = report(figures, ingest, size)
         flat.update({"trades": trades.height, "quotes": quotes.height, "samples": reps, "rounds": rounds})
         flat["answers_equal"] = all(verdict.values())
+        # A shared machine's load moves these figures more than anything measured here: keep it with them.
+        flat["load_1m_start"], flat["load_1m_end"] = load_at_start, os.getloadavg()[0]
+        print(f"load average (1 min): {load_at_start:.1f} at start, {flat['load_1m_end']:.1f} at the end "
+              f"({os.cpu_count()} CPUs)")  # fmt: skip
         flat["questdb_bytes_per_trade_serving"] = live_qdb_bytes / trades.height
         notes = (f"QuestDB {QUESTDB_VERSION} (Maven Central), chDB (embedded, in-engine only), ArcticDB (LMDB); "
                  f"{platform.node()}")  # fmt: skip

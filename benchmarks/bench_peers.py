@@ -35,13 +35,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -331,8 +331,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"load average (1 min): {load_at_start:.1f} at start, {flat['load_1m_end']:.1f} at the end "
               f"({os.cpu_count()} CPUs)")  # fmt: skip
         flat["questdb_bytes_per_trade_serving"] = live_qdb_bytes / trades.height
-        notes = (f"QuestDB {QUESTDB_VERSION} (Maven Central), chDB (embedded, in-engine only), ArcticDB (LMDB); "
-                 f"{platform.node()}")  # fmt: skip
+        notes = (
+            f"QuestDB {QUESTDB_VERSION} server jar (Maven Central) with the questdb client {version('questdb')}; "
+            f"chDB {version('chdb')} (embedded: in-engine only); ArcticDB {version('arcticdb')} (LMDB); "
+            f"load average {load_at_start:.1f} -> {flat['load_1m_end']:.1f} on {os.cpu_count()} CPUs"
+        )
         write_result("bench_peers", flat, quick=args.quick, notes=notes)
     finally:
         for close in reversed(closers):

@@ -18,7 +18,8 @@ Every system gets the same rows:
 Queries, on random samples drawn from the data, half ASX and half SIM: (a) one symbol's 15-minute
 window of trades, all columns; (b) 1-minute OHLCV + VWAP bars of one symbol-day; (c) that day's
 trades each with its prevailing quote (as-of join, stale after 5 minutes). First every system's
-answers are checked against K2's (rows and sum of size / volume / bid), then one warm-up pass, then
+answers are checked against K2's (rows, and the sums of size and price / volume and close / bid
+and ask: ``peer_k2.CHECKED``), then one warm-up pass, then
 ``--rounds`` rounds, each timing every system in turn (the starting system rotates) over the same
 fresh samples, not seen in earlier rounds: the table shows the median over rounds of each round's
 p50 and p99. (Days repeat across rounds all the same: the ASX has ten busy symbol-days.)
@@ -50,7 +51,7 @@ import polars as pl
 
 from benchmarks.bench_query import ASX_DIR, Sample, arctic_queries, build_arctic, draw_samples
 from benchmarks.peer_chdb import ChDB
-from benchmarks.peer_k2 import K2Lake, K2Serve
+from benchmarks.peer_k2 import CHECKED, Check, K2Lake, K2Serve
 from benchmarks.peer_questdb import QUESTDB_VERSION, QuestDB, questdb_jar
 from benchmarks.results import write_result
 from k2.config import load_settings
@@ -70,7 +71,7 @@ class Entry:
     system: str
     view: str
     calls: dict[str, Call]
-    check: Callable[[str, Any], tuple[int, float]]
+    check: Callable[[str, Any], Check]
     reported: str | None = None
 
 
@@ -130,7 +131,8 @@ def check_answers(entries: list[Entry], samples: dict[str, list[Sample]], per_qu
     """Every entry's (rows, sum) against K2 in-engine's, on the first samples of each query."""
     base = entries[0]
     verdict: dict[str, bool] = {}
-    print("\nanswer check against K2 in-engine (rows, and sum of size | volume | fresh bid):", flush=True)
+    print("\nanswer check against K2 in-engine: rows, and the sums of "
+          + "; ".join(f"{QUERIES[q]}: {a} and {b}" for q, (a, b) in CHECKED.items()), flush=True)  # fmt: skip
     for query in QUERIES:
         chosen = samples[query][:per_query]
         expected = [base.check(query, base.calls[query](s)[0]) for s in chosen]
@@ -139,7 +141,7 @@ def check_answers(entries: list[Entry], samples: dict[str, list[Sample]], per_qu
                 continue
             got = [entry.check(query, entry.calls[query](s)[0]) for s in chosen]
             bad = [(s.symbol, e, g) for s, e, g in zip(chosen, expected, got, strict=True)
-                   if e[0] != g[0] or abs(e[1] - g[1]) > 1e-6 * max(abs(e[1]), 1.0)]  # fmt: skip
+                   if e[0] != g[0] or not all(_close(x, y) for x, y in zip(e[1:], g[1:], strict=True))]  # fmt: skip
             key = f"{entry.system}_{entry.view}_{query}"
             verdict[key] = not bad
             rows = sum(e[0] for e in expected)
@@ -148,12 +150,18 @@ def check_answers(entries: list[Entry], samples: dict[str, list[Sample]], per_qu
                 if not bad
                 else f"DIFFERENT in {len(bad)}: "
                 + "; ".join(
-                    f"{sym} K2 {e[0]} rows/{e[1]:.2f}, got {g[0]}/{g[1]:.2f}" for sym, e, g in bad[:3]
+                    f"{sym} K2 {e[0]} rows/{e[1]:.2f}/{e[2]:.4f}, got {g[0]}/{g[1]:.2f}/{g[2]:.4f}"
+                    for sym, e, g in bad[:3]
                 )
             )
             print(f"  {QUERIES[query]:<14} {entry.system:<9} {entry.view:<10} {len(chosen)} samples, "
                   f"{rows:,} K2 rows: {note}", flush=True)  # fmt: skip
     return verdict
+
+
+def _close(a: float, b: float) -> bool:
+    """Equal sums up to float rounding (K2 sums decimals, the peers doubles)."""
+    return abs(a - b) <= 1e-9 * max(abs(a), abs(b), 1.0)
 
 
 Timings = dict[tuple[str, str, str], list[tuple[float, float]]]
@@ -312,7 +320,7 @@ def main(argv: list[str] | None = None) -> None:
             Entry("QuestDB", "http", qdb.queries(), QuestDB.check, reported="engine"),
             Entry("chDB", "engine", ch.queries(), ChDB.check),
             Entry("ArcticDB", "engine", {q: (lambda s, f=f: (f(s), None)) for q, f in arctic.items()},
-                  lambda q, df: (len(df), float(df["size" if q == "a" else "volume"].sum()))),
+                  lambda q, df: (len(df), *(float(df[c].sum()) for c in CHECKED[q]))),
         ]  # fmt: skip
         drawn = reps * (rounds + 1)  # a warm-up set, then a fresh set per round
         samples = interleave(draw_samples(trades, drawn, seed=5), drawn)

@@ -14,7 +14,8 @@ from typing import Any
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
+
+from benchmarks.peer_k2 import Check, arrow_check
 
 __all__ = ["ChDB"]
 
@@ -107,9 +108,8 @@ class ChDB:
         return {"a": window, "b": bars, "c": asof}
 
     @staticmethod
-    def check(query: str, table: pa.Table) -> tuple[int, float]:
-        column = {"a": "size", "b": "volume", "c": "bid_price"}[query]
-        return table.num_rows, float(pc.sum(table[column]).as_py() or 0.0)
+    def check(query: str, table: pa.Table) -> Check:
+        return arrow_check(query, table)
 
     def close(self) -> None:
         self.session.close()

@@ -25,12 +25,18 @@ from k2.client.frames import read_arrow
 from k2.lake.maintenance import compact
 from k2.lake.tables import ensure_tables
 from k2.query.engine import QueryEngine
-from k2.query.reader import QueryLimits, Result
+from k2.query.reader import QueryLimits
 from k2.services.process import free_port
 
-__all__ = ["K2Lake", "K2Serve"]
+__all__ = ["CHECKED", "Check", "K2Lake", "K2Serve", "arrow_check"]
 
 _CATALOG = "bench"
+#: Per query, the two columns whose sums every system's answer must share with K2's, besides its row
+#: count: amounts that any engine gets right, then prices that depend on which row it picks (the
+#: close of a bar: the last trade by (time, sequence); the ask of the prevailing quote).
+CHECKED = {"a": ("size", "price"), "b": ("volume", "close"), "c": ("bid_price", "ask_price")}
+#: (rows, sum of the first checked column, sum of the second), nulls left out of the sums.
+Check = tuple[int, float, float]
 
 
 class K2Lake:
@@ -78,10 +84,8 @@ class K2Lake:
         }
 
     @staticmethod
-    def check(query: str, result: Any) -> tuple[int, float]:
-        table: pa.Table = result.table
-        column = {"a": "size", "b": "volume", "c": "bid_price"}[query]
-        return table.num_rows, float(pc.sum(table[column].cast(pa.float64())).as_py() or 0.0)
+    def check(query: str, result: Any) -> Check:
+        return arrow_check(query, result.table)
 
 
 class K2Serve:
@@ -138,12 +142,12 @@ class K2Serve:
         }
 
     @staticmethod
-    def check(query: str, body: Any) -> tuple[int, float]:
+    def check(query: str, body: Any) -> Check:
         if isinstance(body, pa.Table):
-            return K2Lake.check(query, Result(body))
+            return arrow_check(query, body)
         rows = body["data"] if isinstance(body, dict) else body
-        column = {"a": "size", "b": "volume", "c": "bid_price"}[query]
-        return len(rows), float(sum(float(r[column]) for r in rows if r.get(column) is not None))
+        first, second = (sum(float(r[c]) for r in rows if r.get(c) is not None) for c in CHECKED[query])
+        return len(rows), first, second
 
     def close(self) -> None:
         self.client.close()
@@ -156,3 +160,9 @@ class K2Serve:
                 self.process.wait()
         self.log.close()
         print(f"  k2 serve stopped (exit {self.process.returncode})", flush=True)
+
+
+def arrow_check(query: str, table: pa.Table) -> Check:
+    """The :data:`Check` of an answer held as an Arrow table (decimals summed as doubles)."""
+    first, second = (float(pc.sum(table[c].cast(pa.float64())).as_py() or 0.0) for c in CHECKED[query])
+    return table.num_rows, first, second

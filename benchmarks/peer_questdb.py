@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import polars as pl
 
+from benchmarks.peer_k2 import CHECKED, Check
 from k2.services.process import free_port
 
 __all__ = ["QUESTDB_VERSION", "QuestDB", "questdb_jar"]
@@ -231,12 +232,14 @@ class QuestDB:
         return {"a": window, "b": bars, "c": asof}
 
     @staticmethod
-    def check(query: str, body: dict[str, Any]) -> tuple[int, float]:
-        """(rows, sum of size | volume | fresh bid) of one answer, for the equality check."""
+    def check(query: str, body: dict[str, Any]) -> Check:
+        """The :data:`~benchmarks.peer_k2.Check` of one ``/exec`` answer."""
         names = [c["name"] for c in body["columns"]]
-        column = {"a": "size", "b": "volume", "c": "bid_price"}[query]
-        i = names.index(column)
-        return len(body["dataset"]), float(sum(r[i] for r in body["dataset"] if r[i] is not None))
+        rows = body["dataset"]
+        first, second = (
+            sum(r[i] for r in rows if r[i] is not None) for i in map(names.index, CHECKED[query])
+        )
+        return len(rows), float(first), float(second)
 
     def close(self) -> None:
         if self.log.closed:

@@ -57,12 +57,15 @@ def test_interleave_alternates_the_datasets_and_reuses_days_for_the_join() -> No
 
 def test_checks_read_rows_and_sums_the_same_way() -> None:
     body = {
-        "columns": [{"name": "ts"}, {"name": "bid_price"}],
-        "dataset": [["x", 1.5], ["y", None], ["z", 2.0]],
+        "columns": [{"name": "ts"}, {"name": "bid_price"}, {"name": "ask_price"}],
+        "dataset": [["x", 1.5, 1.6], ["y", None, None], ["z", 2.0, 2.25]],
     }
-    assert QuestDB.check("c", body) == (3, 3.5)
-    assert K2Serve.check("b", {"data": [{"volume": "10.5"}, {"volume": "1"}]}) == (2, 11.5)
-    assert K2Serve.check("a", [{"size": 3}]) == (1, 3.0)
+    assert QuestDB.check("c", body) == (3, 3.5, 3.85)
+    json_bars = {"data": [{"volume": "10.5", "close": "35.5"}, {"volume": "1", "close": "35.25"}]}
+    assert K2Serve.check("b", json_bars) == (2, 11.5, 70.75)
+    assert K2Serve.check("a", [{"size": 3, "price": "1.5"}]) == (1, 3.0, 1.5)
+    arrow = pa.table({"size": pa.array([Decimal("3")], pa.decimal128(18, 6)), "price": [1.5]})
+    assert K2Serve.check("a", arrow) == (1, 3.0, 1.5)  # format=arrow: K2's decimals summed as doubles
 
 
 def test_questdb_jar_is_refused_unless_it_matches_its_pin(tmp_path: Path) -> None:
@@ -76,5 +79,5 @@ def test_questdb_jar_is_refused_unless_it_matches_its_pin(tmp_path: Path) -> Non
 def test_arrow_table_sum_stays_float() -> None:
     from benchmarks.peer_chdb import ChDB
 
-    table = pa.table({"volume": [1.0, 2.5]})
-    assert ChDB.check("b", table) == (2, 3.5)
+    table = pa.table({"volume": [1.0, 2.5], "close": [10.0, None]})
+    assert ChDB.check("b", table) == (2, 3.5, 10.0)

@@ -325,6 +325,12 @@ def main(argv: list[str] | None = None) -> None:
         drawn = reps * (rounds + 1)  # a warm-up set, then a fresh set per round
         samples = interleave(draw_samples(trades, drawn, seed=5), drawn)
         verdict = check_answers(entries, samples, per_query=min(reps, 10))
+        if not all(verdict.values()):
+            differ = ", ".join(k for k, ok in verdict.items() if not ok)
+            print(
+                f"WARNING: answers differ from K2's ({differ}): those timings compare different work",
+                flush=True,
+            )
         print(f"\ntiming: {reps} samples per query, {rounds} rounds", flush=True)
         figures = summarise(measure(entries, samples, reps, rounds))
         qdb.close()  # its sizes settle only once its writers are closed

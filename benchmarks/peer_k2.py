@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from benchmarks.bench_query import stream_in
+from benchmarks.clocks import Clock
 from k2.client.frames import read_arrow
 from k2.lake.maintenance import compact
 from k2.lake.tables import ensure_tables
@@ -55,19 +56,19 @@ class K2Lake:
         self.tables = ensure_tables(self.catalog, "k2")
         self.engine: QueryEngine | None = None
 
-    def ingest(self, data: dict[str, pl.DataFrame], commit_rows: int) -> float:
-        """Append trades then quotes in commits of ``commit_rows``; seconds taken (then compacts, untimed)."""
-        seconds = 0.0
-        for kind in ("trades", "quotes"):
-            commits = max(-(-data[kind].height // commit_rows), 1)
-            seconds += stream_in(self.tables[kind], data[kind], commits, kind)
+    def ingest(self, data: dict[str, pl.DataFrame], commit_rows: int) -> Clock:
+        """Append trades then quotes in commits of ``commit_rows``; the clock of that (then compacts, untimed)."""
+        with Clock() as clock:
+            for kind in ("trades", "quotes"):
+                commits = max(-(-data[kind].height // commit_rows), 1)
+                stream_in(self.tables[kind], data[kind], commits, kind)
         for kind in ("trades", "quotes"):
             started = time.perf_counter()
             done = compact(self.tables[kind].refresh())
             print(f"  K2 compacted {kind}: {done.files_before} files -> {done.files_after} "
                   f"in {time.perf_counter() - started:.1f} s", flush=True)  # fmt: skip
         self.engine = QueryEngine(self.catalog, "k2", QueryLimits(max_rows=1_000_000, timeout_s=120))
-        return seconds
+        return clock
 
     def trades_bytes(self) -> int:
         """Bytes of the Parquet files in the trades table's current snapshot."""

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import polars as pl
 
+from benchmarks.clocks import Clock
 from benchmarks.peer_k2 import CHECKED, Check
 from k2.services.process import free_port
 
@@ -127,8 +128,8 @@ class QuestDB:
             raise RuntimeError(f"QuestDB: {body.get('error', response.status_code)} in {sql!r}")
         return body
 
-    def ingest(self, trades: pl.DataFrame, quotes: pl.DataFrame) -> float:
-        """Create the tables and send both over ILP (HTTP); seconds until every row is visible (WAL applied)."""
+    def ingest(self, trades: pl.DataFrame, quotes: pl.DataFrame) -> Clock:
+        """Create the tables and send both over ILP (HTTP); the clock until every row is visible (WAL applied)."""
         from questdb import Sender
 
         self.exec(_TRADES)
@@ -136,13 +137,13 @@ class QuestDB:
         # The client takes pandas only: convert before the clock starts, as the others get Arrow for free.
         batches = [(name, part.to_pandas()) for name, frame in (("trades", trades), ("quotes", quotes))
                    for part in frame.iter_slices(200_000)]  # fmt: skip
-        started = time.perf_counter()
-        with Sender.from_conf(f"http::addr=127.0.0.1:{self.http_port};auto_flush_rows=50000;") as sender:
-            for name, batch in batches:
-                sender.dataframe(batch, table_name=name, symbols=["symbol", "exchange"], at="ts")
-            sender.flush()
-        self.wait_rows({"trades": trades.height, "quotes": quotes.height})
-        return time.perf_counter() - started
+        with Clock(self.process.pid) as clock:  # the client's CPU and the server's
+            with Sender.from_conf(f"http::addr=127.0.0.1:{self.http_port};auto_flush_rows=50000;") as sender:
+                for name, batch in batches:
+                    sender.dataframe(batch, table_name=name, symbols=["symbol", "exchange"], at="ts")
+                sender.flush()
+            self.wait_rows({"trades": trades.height, "quotes": quotes.height})
+        return clock
 
     def wait_rows(self, expected: dict[str, int], timeout_s: float = 600) -> None:
         """Until each table holds its rows (the WAL applied): QuestDB acknowledges before that."""

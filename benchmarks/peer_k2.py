@@ -90,7 +90,11 @@ class K2Lake:
 
 
 class K2Serve:
-    """``python -m k2.cli serve`` over the lake in ``data_dir``, as its own process on a free port."""
+    """``python -m k2.cli serve`` over the lake in ``data_dir``, as its own process on a free port.
+
+    Raises:
+        RuntimeError: the server exited or did not answer within 120 s (its log is in ``data_dir``).
+    """
 
     def __init__(self, data_dir: Path) -> None:
         self.port = free_port()

@@ -84,7 +84,11 @@ def _ts(t: datetime) -> str:
 
 
 class QuestDB:
-    """One QuestDB server process (temp root, loopback ports); ``close`` stops it."""
+    """One QuestDB server process (temp root, loopback ports); ``close`` stops it.
+
+    Raises:
+        RuntimeError: the server exited or did not answer within 180 s (its log is in ``root``).
+    """
 
     def __init__(self, jar: Path, root: Path, *, java: str = "java", heap: str = "1g") -> None:
         self.root = root
@@ -121,7 +125,11 @@ class QuestDB:
         )
 
     def exec(self, sql: str) -> dict[str, Any]:
-        """One statement over ``/exec`` with the server's timings; raises on an error answer."""
+        """One statement over ``/exec`` with the server's timings.
+
+        Raises:
+            RuntimeError: QuestDB answered with an error.
+        """
         response = self.client.get("/exec", params={"query": sql, "timings": "true"})
         body: dict[str, Any] = response.json()
         if response.status_code != 200 or "error" in body:
@@ -146,7 +154,11 @@ class QuestDB:
         return clock
 
     def wait_rows(self, expected: dict[str, int], timeout_s: float = 600) -> None:
-        """Until each table holds its rows (the WAL applied): QuestDB acknowledges before that."""
+        """Until each table holds its rows (the WAL applied): QuestDB acknowledges before that.
+
+        Raises:
+            RuntimeError: the rows were not all visible within ``timeout_s``.
+        """
         deadline = time.monotonic() + timeout_s
         for table, rows in expected.items():
             while (held := self.count(table)) < rows:

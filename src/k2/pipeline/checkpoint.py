@@ -45,6 +45,13 @@ log = get_logger(__name__)
 
 
 class Checkpoint:
+    """The live checkpoint: buffers filled by the batches since the last freeze, and the commit steps.
+
+    ``FrozenCheckpoint`` runs the steps through the small public interface below (``call``,
+    ``reached``, ``flush_producers``, ``commit_group_offsets``, ``counted``), so that the protocol's
+    side effects (breakers, crash hook, commit count) have one owner.
+    """
+
     def __init__(
         self,
         *,
@@ -138,18 +145,32 @@ class Checkpoint:
             sink.clear()
         self.read_end.clear()
 
-    def _step(self, name: str) -> None:
+    def reached(self, step: str) -> None:
+        """A commit step is done: tests' fault injection may kill the process here (``crash_hook``)."""
         if self.crash_hook is not None:
-            self.crash_hook(name)
+            self.crash_hook(step)
 
-    def _call(self, breaker: str, fn: Callable[..., None], *args: object) -> None:
+    def call(self, breaker: str, fn: Callable[..., object], *args: object) -> None:
         """Run one dependency call through its breaker (directly when there is no board)."""
         if self.breakers is None:
             fn(*args)
         else:
             self.breakers.get(breaker).call(fn, *args)
 
-    def _flush_producers(self) -> None:
+    def counted(self) -> None:
+        """One frozen checkpoint went through steps 1-4."""
+        self.commits += 1
+
+    def commit_group_offsets(self, end: Offsets) -> None:
+        """Step 5: the consumer group's offsets (advisory, for lag monitoring)."""
+        self._commit_group_offsets(end)
+
+    def flush_producers(self) -> None:
+        """Step 1: the dead letters and the spilled ticks must be in Kafka before offsets skip them.
+
+        Raises:
+            DeadLetterDeliveryError, SpillDeliveryError: some were not delivered.
+        """
         undelivered = self._flush_dead_letters()
         if undelivered:
             raise DeadLetterDeliveryError(undelivered)
@@ -199,29 +220,29 @@ class FrozenCheckpoint:
         """
         owner = self.owner
         self.attempts += 1
-        self._run("dlq-flushed", "kafka", owner._flush_producers)
+        self._run("dlq-flushed", "kafka", owner.flush_producers)
         if self.gaps is not None:
             self._run("gaps-committed", "iceberg", owner.gap_sink.commit_batch, self.gaps)
         else:
-            owner._step("gaps-committed")
+            owner.reached("gaps-committed")
         for sink, batch in self.ticks:
             if batch is not None:
                 self._run(f"{sink.name}-committed", "iceberg", sink.commit_batch, batch)
             else:
-                owner._step(f"{sink.name}-committed")
+                owner.reached(f"{sink.name}-committed")
         self._run("state-committed", "state", self.state)
-        owner.commits += 1
+        owner.counted()
 
     def _run(self, step: str, breaker: str, fn: Callable[..., object], *args: object) -> None:
         if step not in self.done:
-            self.owner._call(breaker, fn, *args)  # type: ignore[arg-type]
+            self.owner.call(breaker, fn, *args)
             self.done.add(step)
-        self.owner._step(step)
+        self.owner.reached(step)
 
     def commit_group_offsets(self) -> None:
         """Step 5, on the consumer's own thread: librdkafka must not see a commit from the worker
         thread while a rebalance callback on the consumer thread waits for that worker."""
         try:
-            self.owner._commit_group_offsets(self.end)
+            self.owner.commit_group_offsets(self.end)
         except Exception as exc:  # advisory: lag monitoring only
             log.warning("group offset commit failed", error=str(exc))

@@ -13,40 +13,32 @@ With a ``reorder_timeout`` a hole is also recorded once it is that old on its pa
 clock (the newest exchange_ts seen on the partition in arrival order), so a quiet symbol's gap
 surfaces when the *feed* moves on, not when the symbol trades again. The clock and the keys with
 young holes live in a :class:`~k2.state.model.PartitionClock` per partition, carried from batch to
-batch like the states; keys whose oldest hole ages within a batch are loaded and swept even if they
-did not trade. The clock is a function of the partition's arrival order alone, so the verdicts stay
-independent of batch boundaries and restarts. Batches without a due hole pay one max per partition.
+batch like the states (``clocks.py`` derives a batch's clocks); keys whose oldest hole ages within
+a batch are loaded and swept even if they did not trade. The clock is a function of the partition's
+arrival order alone, so the verdicts stay independent of batch boundaries and restarts. Batches
+without a due hole pay one max per partition.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, timedelta
 
 import numpy as np
 import polars as pl
 
 from k2.observability.logging import get_logger
+from k2.state.clocks import BatchClocks, at_deadline, partitions_of
 from k2.state.errors import InvalidBatchError
-from k2.state.fold import DUPLICATE, SWEEP, Crossing, GapEventRow, KeyFold
+from k2.state.events import detection_seconds, events_frame
+from k2.state.fold import DUPLICATE, GapEventRow, KeyFold
 from k2.state.groups import BatchGroups
 from k2.state.metrics import state_metrics
-from k2.state.model import (
-    GAP_EVENT_SCHEMA,
-    NO_TIME,
-    VERDICT,
-    VERDICTS,
-    ClockKey,
-    KeyState,
-    PartitionClock,
-    StateKey,
-)
+from k2.state.model import GAP_EVENT_SCHEMA, VERDICT, VERDICTS, ClockKey, KeyState, PartitionClock, StateKey
 
 __all__ = ["REQUIRED_COLUMNS", "ClassifyResult", "SequenceTracker", "verdict_series"]
 
 REQUIRED_COLUMNS = ("message_id", "exchange", "symbol", "session", "sequence", "exchange_ts")
-_EPOCH = date(1970, 1, 1)
 log = get_logger(__name__)
 
 
@@ -108,7 +100,7 @@ class SequenceTracker:
         self.sessions_kept = sessions_kept
         self.timeout_us = None if reorder_timeout is None else round(reorder_timeout * 1e6)
         # keys() groups the batch; classify() of the same batch object reuses that work once
-        self._grouped: tuple[pl.DataFrame, BatchGroups, _Clocks | None] | None = None
+        self._grouped: tuple[pl.DataFrame, BatchGroups, BatchClocks | None] | None = None
         self._open_gaps: dict[StateKey, int] = {}  # for the k2_gaps_open gauge
         self._open_total = 0
         # per partition: keys with young holes, age of the oldest (µs), for the gauges
@@ -140,7 +132,7 @@ class SequenceTracker:
         """The partition clocks a batch needs (none without a timeout)."""
         if self.timeout_us is None or batch.is_empty():
             return []
-        return [(self.kind, p) for p in _partitions(batch).unique().to_list()]
+        return [(self.kind, p) for p in partitions_of(batch).unique().to_list()]
 
     def classify(
         self,
@@ -206,7 +198,11 @@ class SequenceTracker:
             self._sweep_quiet(times, states, events, new_states, folded)
         result_clocks = {} if times is None else times.advance(new_states, folded)
         return ClassifyResult(
-            verdict_series(codes), self._events(events, batch), new_states, result_clocks, _detection(events)
+            verdict_series(codes),
+            events_frame(self.kind, events, batch),
+            new_states,
+            result_clocks,
+            detection_seconds(events),
         )
 
     def expire(
@@ -241,7 +237,7 @@ class SequenceTracker:
                 if st is None:
                     continue
                 fold = KeyFold(ex, sym, st, self.reorder_window, events, self.sessions_kept, timeout,
-                               _at_deadline(row))  # fmt: skip
+                               at_deadline(row))  # fmt: skip
                 fold.sweep(2**62)
                 new_states[(self.kind, ex, sym)] = fold.state()
             new_clocks[ck] = clock._replace(holes=())
@@ -253,19 +249,19 @@ class SequenceTracker:
         )
         empty = verdict_series(np.zeros(0, np.uint8))
         return ClassifyResult(
-            empty, self._events(events, lineage), new_states, new_clocks, _detection(events)
+            empty, events_frame(self.kind, events, lineage), new_states, new_clocks, detection_seconds(events)
         )
 
     def _clocks(
         self, batch: pl.DataFrame, clocks: Mapping[ClockKey, PartitionClock] | None
-    ) -> _Clocks | None:
+    ) -> BatchClocks | None:
         if self.timeout_us is None:
             return None
-        return _Clocks(self.kind, self.timeout_us, batch, clocks or {})
+        return BatchClocks(self.kind, self.timeout_us, batch, clocks or {})
 
     def _sweep_quiet(
         self,
-        times: _Clocks,
+        times: BatchClocks,
         states: Mapping[StateKey, KeyState],
         events: list[GapEventRow],
         new_states: dict[StateKey, KeyState],
@@ -293,7 +289,7 @@ class SequenceTracker:
         codes: np.ndarray,
         events: list[GapEventRow],
         new_states: dict[StateKey, KeyState],
-        clocks: _Clocks | None,
+        clocks: BatchClocks | None,
         gpart: list[int] | None,
         folded: dict[StateKey, int],
     ) -> None:
@@ -380,50 +376,6 @@ class SequenceTracker:
                     **fields,
                 )
 
-    def _events(self, events: list[GapEventRow], batch: pl.DataFrame) -> pl.DataFrame:
-        if not events:
-            return pl.DataFrame(schema=GAP_EVENT_SCHEMA)
-        # stable: keeps each tick's own emission order; a row's sweeps first, in key order
-        events.sort(key=lambda e: (e[0], e[10], e[2], e[3], e[4], e[5]) if e[10] == SWEEP else (e[0], e[10]))
-        rows, kinds, exs, syms, sess, firsts, lasts, det, rec, by, _, _ = zip(*events, strict=True)
-        lineage = {
-            c: batch.get_column(c).gather(list(rows))
-            if c in batch.columns
-            else pl.repeat(None, len(rows), dtype=t, eager=True)
-            for c, t in (("_partition", pl.Int32), ("_offset", pl.Int64))
-        }
-        return pl.DataFrame(
-            {
-                "event": kinds,
-                "kind": [self.kind] * len(events),
-                "exchange": exs,
-                "symbol": syms,
-                "session": [_EPOCH + timedelta(days=s) for s in sess],
-                "first_missing": firsts,
-                "last_missing": lasts,
-                "size": [b - a + 1 for a, b in zip(firsts, lasts, strict=True)],
-                "detected_at": pl.Series(det, dtype=pl.Int64).cast(pl.Datetime("us", "UTC")),
-                "recovered_at": pl.Series(rec, dtype=pl.Int64).cast(pl.Datetime("us", "UTC")),
-                "recovered_by": pl.Series(by, dtype=pl.String),
-                **lineage,
-            },
-            schema=GAP_EVENT_SCHEMA,
-        )
-
-
-def _at_deadline(row: int) -> Crossing:
-    """A crossing for the wall-clock fallback: every hole ages at its own deadline, on ``row``."""
-
-    def find(deadline: int) -> tuple[int, int]:
-        return row, deadline
-
-    return find
-
-
-def _detection(events: list[GapEventRow]) -> tuple[float, ...]:
-    """Seconds from each recorded hole's opening to its recording (exchange clock)."""
-    return tuple((e[7] - e[11]) / 1e6 for e in events if e[1] == "opened" and e[11] > 0)
-
 
 def _quiet(state: KeyState, limit: int, aged: int | None) -> bool:
     """No young hole of the state falls behind ``limit``, nor opened at or before ``aged`` (so none
@@ -431,88 +383,6 @@ def _quiet(state: KeyState, limit: int, aged: int | None) -> bool:
     if aged is None:
         return all(r[2] or r[1] >= limit for r in state.ranges)
     return all(r[2] or (r[1] >= limit and r[4] > aged) for r in state.ranges)
-
-
-def _partitions(batch: pl.DataFrame) -> pl.Series:
-    if "_partition" in batch.columns:
-        return batch.get_column("_partition").cast(pl.Int64)
-    return pl.repeat(-1, batch.height, dtype=pl.Int64, eager=True)
-
-
-class _Clocks:
-    """The batch's partition clocks: per row, per partition at its end, and the keys due a sweep.
-
-    ``at_row[i]`` is the partition clock once row i arrived (the running max of exchange_ts over
-    the partition's rows in arrival order, from the stored clock). A key's hole opened at clock C0
-    ages at the first row where that reaches C0 + timeout: ``crossing`` finds it by bisection.
-    """
-
-    __slots__ = ("_rows", "_runs", "at_row", "due", "end", "kind", "old", "part", "timeout")
-
-    def __init__(
-        self, kind: str, timeout: int, batch: pl.DataFrame, clocks: Mapping[ClockKey, PartitionClock]
-    ) -> None:
-        self.kind, self.timeout = kind, timeout
-        part = _partitions(batch).to_numpy()
-        ts = batch.get_column("exchange_ts").dt.epoch("us").to_numpy()
-        self.part = part
-        self.at_row = np.empty(len(ts), dtype=np.int64)
-        self.old: dict[int, PartitionClock] = {}
-        self.end: dict[int, int] = {}
-        self._rows: dict[int, np.ndarray] = {}
-        self._runs: dict[int, np.ndarray] = {}
-        single = len(part) == 0 or part.min() == part.max()
-        for p in ([int(part[0])] if single else np.unique(part).tolist()) if len(part) else []:
-            rows = np.arange(len(part)) if single else np.flatnonzero(part == p)
-            old = self.old[p] = clocks.get((kind, p)) or PartitionClock()
-            run = np.maximum.accumulate(ts[rows])
-            if old.now != NO_TIME:
-                np.maximum(run, old.now, out=run)
-            self.at_row[rows] = run
-            self._rows[p], self._runs[p] = rows, run
-            self.end[p] = int(run[-1])
-        self.due: dict[StateKey, int] = {}
-        for p, old in self.old.items():
-            aged = self.end[p] - timeout
-            for ex, sym, opened in old.holes:
-                if opened <= aged:
-                    self.due[(kind, ex, sym)] = p
-
-    def aged(self, p: int) -> int:
-        """Holes opened at or before this clock age within the batch on partition p."""
-        return self.end[p] - self.timeout
-
-    def group_partitions(self, groups: BatchGroups) -> list[int]:
-        """The partition of each key group (of its first row: a key lives in one partition)."""
-        return self.part[groups.order[np.asarray(groups.starts, dtype=np.int64)]].tolist()  # type: ignore[no-any-return]
-
-    def crossing(self, p: int) -> Callable[[int], tuple[int, int]]:
-        rows, run = self._rows[p], self._runs[p]
-
-        def find(deadline: int) -> tuple[int, int]:
-            k = min(int(np.searchsorted(run, deadline, side="left")), len(run) - 1)
-            return int(rows[k]), int(run[k])
-
-        return find
-
-    def advance(
-        self, states: Mapping[StateKey, KeyState], folded: Mapping[StateKey, int]
-    ) -> dict[ClockKey, PartitionClock]:
-        """The partitions' new clocks: their end, and the young-hole index updated for folded keys."""
-        holes = {p: {(e, s): t for e, s, t in old.holes} for p, old in self.old.items()}
-        for key, p in folded.items():
-            index = holes.setdefault(p, {})
-            young = [r[4] for r in states[key].ranges if not r[2]]
-            if young:
-                index[(key[1], key[2])] = min(young)
-            else:
-                index.pop((key[1], key[2]), None)
-        return {
-            (self.kind, p): PartitionClock(
-                self.end[p], tuple(sorted((e, s, t) for (e, s), t in holes.get(p, {}).items()))
-            )
-            for p in self.end
-        }
 
 
 def _validate(batch: pl.DataFrame) -> None:

@@ -101,9 +101,9 @@ def _k2_ingest(settings: Settings, rows: int, checks: bool) -> tuple[float, floa
 
     batch_checks = None
     if checks:
-        from k2.pipeline.sequencing import SequenceChecks
+        from k2.pipeline.sequencing import sequence_checks
 
-        batch_checks = SequenceChecks(settings)
+        batch_checks = sequence_checks(settings)
     pipeline = Pipeline(settings, checks=batch_checks or NoChecks())
     stats = pipeline.run(max_messages=rows, on_batch=mark, max_seconds=600)
     elapsed = time.perf_counter() - first[0]

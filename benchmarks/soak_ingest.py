@@ -89,7 +89,7 @@ def _ingester(latency_file: str) -> None:
     from k2.lake import writer
     from k2.observability.logging import configure_logging
     from k2.pipeline import Pipeline
-    from k2.pipeline.sequencing import SequenceChecks
+    from k2.pipeline.sequencing import sequence_checks
 
     settings = load_settings(log={"level": "INFO", "format": "json"})  # maintenance passes, in the log
     configure_logging(settings.log)
@@ -103,7 +103,7 @@ def _ingester(latency_file: str) -> None:
         return sid
 
     writer.TableWriter.commit = timed  # type: ignore[method-assign]
-    pipeline = Pipeline(settings, checks=SequenceChecks(settings))
+    pipeline = Pipeline(settings, checks=sequence_checks(settings))
     signal.signal(signal.SIGTERM, lambda *_: pipeline.stop())
     pipeline.run()
 

@@ -10,7 +10,7 @@ import polars as pl
 from k2.config import Settings, load_settings
 from k2.feeds.asx import read_asx
 from k2.pipeline import Pipeline
-from k2.pipeline.sequencing import SequenceChecks
+from k2.pipeline.sequencing import sequence_checks
 from k2.stream.admin import ensure_topics
 from k2.stream.producer import TickProducer
 from tests.integration.truth_check import table
@@ -43,7 +43,7 @@ def test_known_faults_in_real_asx_trades_are_found_exactly(settings: Settings, a
     producer.send("trades", sent)
     producer.close()
 
-    stats = Pipeline(settings, checks=SequenceChecks(settings)).run(idle_timeout_s=3, max_seconds=120)
+    stats = Pipeline(settings, checks=sequence_checks(settings)).run(idle_timeout_s=3, max_seconds=120)
 
     written = table(settings, "trades")
     assert written.height == trades.height - sum(last - first + 1 for first, last in DROPPED)

@@ -10,7 +10,7 @@ import pytest
 from k2.config import Settings, load_settings
 from k2.observability.metrics import REGISTRY, sample
 from k2.pipeline import Pipeline
-from k2.pipeline.sequencing import SequenceChecks
+from k2.pipeline.sequencing import sequence_checks
 from tests.integration.truth_check import K2_WINDOW, assert_matches_truth, deliveries, publish, simulator
 
 
@@ -34,7 +34,7 @@ def test_gaps_duplicates_and_late_fills_equal_the_truth(
     assert sum(len(truth["kinds"][k]["gaps"]) for k in ("trades", "quotes")) > 20  # faults were injected
     assert len(truth["session_resets"]) + len({s["session"] for s in truth["kinds"]["trades"]["streams"]}) > 1
 
-    stats = Pipeline(settings, checks=SequenceChecks(settings)).run(idle_timeout_s=3, max_seconds=120)
+    stats = Pipeline(settings, checks=sequence_checks(settings)).run(idle_timeout_s=3, max_seconds=120)
 
     assert_matches_truth(settings, truth)
     assert sample("k2_lake_files_per_partition_max", {"table": "trades"}) >= 1  # maintenance ran

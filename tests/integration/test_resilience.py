@@ -21,7 +21,7 @@ from k2.cli.loadtest.run import run_load_test
 from k2.config import Settings, load_settings
 from k2.lake import open_catalog
 from k2.pipeline import Pipeline
-from k2.pipeline.sequencing import SequenceChecks
+from k2.pipeline.sequencing import sequence_checks
 from k2.resilience.status import read_status
 from k2.services import Launcher
 from tests.conftest import _free_port
@@ -107,7 +107,7 @@ def test_redis_outage_pauses_and_resumes_with_nothing_lost(
     publish(settings, deliveries(sim))
     truth = _truth(sim, tmp_path)
 
-    pipeline = Pipeline(settings, checks=SequenceChecks(settings))
+    pipeline = Pipeline(settings, checks=sequence_checks(settings))
     down = lambda: launcher.down(["redis"])  # noqa: E731
     up = lambda: launcher.up(["redis"], timeout_s=30)  # noqa: E731
     with Outage(pipeline, down, up, seconds=3.0) as outage:
@@ -135,7 +135,7 @@ def test_unwritable_warehouse_keeps_the_frozen_commit_and_retries_it(
     publish(settings, deliveries(sim))
     truth = _truth(sim, tmp_path)
     table = open_catalog(settings)
-    pipeline = Pipeline(settings, checks=SequenceChecks(settings))
+    pipeline = Pipeline(settings, checks=sequence_checks(settings))
     moved: list[Path] = []
 
     def break_it() -> None:

@@ -30,9 +30,9 @@ def ingest(
     context = obj(ctx)
     batch_checks = None
     if checks:
-        from k2.pipeline.sequencing import SequenceChecks
+        from k2.pipeline.sequencing import sequence_checks
 
-        batch_checks = SequenceChecks(context.settings)
+        batch_checks = sequence_checks(context.settings)
     pipeline = Pipeline(context.settings, checks=batch_checks, crash_at=crash_at)
     live = Live(console=context.err, refresh_per_second=4, transient=True)
 

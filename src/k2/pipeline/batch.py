@@ -20,7 +20,7 @@ from k2 import schemas
 from k2.observability.logging import get_logger
 from k2.observability.metrics import REGISTRY, Counter, Histogram
 from k2.pipeline.checkpoint import Checkpoint
-from k2.pipeline.checks import BatchChecks, CheckResult, NoChecks
+from k2.pipeline.checks import BatchChecks, NoChecks
 from k2.pipeline.sinks import TableSink
 from k2.resilience.breaker import BreakerBoard
 from k2.resilience.degradation import DegradationManager
@@ -30,6 +30,7 @@ from k2.resilience.shed import split
 from k2.resilience.spill import Spill
 from k2.resilience.tiers import PriorityTiers
 from k2.schemas.validate import Validator
+from k2.state import CheckResult
 from k2.stream.dlq import DeadLetter
 from k2.stream.producer import TickProducer
 

@@ -1,4 +1,8 @@
-"""The pipeline hook (``k2.pipeline.checks.BatchChecks``) backed by this package.
+"""The checks the pipeline runs on each batch: sequence tracking and dedup from this package.
+
+:class:`StateChecks` is the one implementation of the pipeline's hook (it satisfies the
+``k2.pipeline.checks.BatchChecks`` protocol by its shape); the pipeline imports it, never the
+other way round, so this package stands without the pipeline.
 
 Sequence checks always; dedup by message id for the topics given a dedup opener. State produced by
 the batches of one checkpoint stays in memory (so batch 2 sees batch 1's state).
@@ -18,7 +22,7 @@ Each stage keeps its own token per partition (next offset its stored state refle
 returns the lowest of them, so after a crash the pipeline re-reads from there; rows below a stage's
 token are skipped by that stage (already applied), rows between a stage's token and the tables'
 watermarks are applied to the state but written by no sink (they are already in the tables): the
-rebuild. Not imported by ``k2.state`` itself, so importing the package never pulls the pipeline in.
+rebuild.
 """
 
 from __future__ import annotations
@@ -32,11 +36,10 @@ from typing import TypeAlias
 import numpy as np
 import polars as pl
 
-from k2.pipeline.checks import BatchChecks, CheckResult
 from k2.state.base import PartitionToken, SequenceStore
 from k2.state.dedup import Deduplicator
 from k2.state.errors import StateStoreError
-from k2.state.model import ClockKey, KeyState, PartitionClock, StateKey
+from k2.state.model import CheckResult, ClockKey, KeyState, PartitionClock, StateKey
 from k2.state.tracker import ClassifyResult, SequenceTracker
 from k2.types import Offsets, TopicPartition
 
@@ -49,7 +52,7 @@ BEGINNING = -1
 DedupOpener: TypeAlias = Callable[[int], Deduplicator]
 
 
-class StateChecks(BatchChecks):
+class StateChecks:
     """Sequence tracking (+ optional dedup) for the consumer pipeline.
 
     Args:

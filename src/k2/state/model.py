@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import struct
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import polars as pl
@@ -34,6 +35,7 @@ __all__ = [
     "NO_TIME",
     "VERDICT",
     "VERDICTS",
+    "CheckResult",
     "ClockKey",
     "ClosedSession",
     "KeyState",
@@ -87,6 +89,14 @@ GAP_EVENT_SCHEMA: dict[str, pl.DataType] = {
     "_partition": pl.Int32(),
     "_offset": pl.Int64(),
 }
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The verdict on one batch that the pipeline acts on: which rows to write, which gap events."""
+
+    keep: pl.Series  # Boolean: rows to write (duplicates are False)
+    gap_events: pl.DataFrame | None = None  # rows for the sequence_gaps table (with kafka lineage)
 
 
 class KeyState(NamedTuple):

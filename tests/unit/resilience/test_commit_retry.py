@@ -10,9 +10,10 @@ import pytest
 from k2.config.resilience import BreakerSettings
 from k2.lake.errors import LakeError
 from k2.pipeline.checkpoint import Checkpoint
-from k2.pipeline.checks import BatchChecks, CheckResult
+from k2.pipeline.checks import BatchChecks
 from k2.resilience.breaker import BreakerBoard
 from k2.resilience.errors import CircuitOpenError, SpillDeliveryError
+from k2.state import CheckResult
 from k2.types import Offsets, TopicPartition
 from tests.unit.resilience.conftest import FakeClock
 

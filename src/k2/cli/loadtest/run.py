@@ -100,7 +100,7 @@ def run_load_test(
     from k2.feeds.simulator import Simulator, SimulatorConfig
     from k2.feeds.verify import compare_with_truth
     from k2.pipeline.runner import Pipeline
-    from k2.pipeline.sequencing import SequenceChecks
+    from k2.pipeline.sequencing import sequence_checks
     from k2.stream.admin import ensure_topics
     from k2.stream.producer import TickProducer
 
@@ -123,12 +123,12 @@ def run_load_test(
         if not first:
             first.append(time.perf_counter())
 
-    Pipeline(calm, checks=SequenceChecks(calm)).run(max_messages=sent, max_seconds=120, on_batch=first_batch)
+    Pipeline(calm, checks=sequence_checks(calm)).run(max_messages=sent, max_seconds=120, on_batch=first_batch)
     capacity = sent / max(1e-3, time.perf_counter() - first[0]) if first else 1_000.0
     result = LoadTestResult(capacity=capacity, target_rate=capacity * multiple, sent=sent)
 
     # 2. overload, then normal rate, fed from a thread; the pipeline runs here (signal handlers)
-    pipeline = Pipeline(settings, checks=SequenceChecks(settings))
+    pipeline = Pipeline(settings, checks=sequence_checks(settings))
     feed_done = threading.Event()
     stop = threading.Event()
 

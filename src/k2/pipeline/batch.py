@@ -3,7 +3,8 @@
 It runs on the pipeline's process thread while the consumer thread reads the next batch: decoding
 (Rust), validation and the checks (Polars) release the GIL, so on two cores the read and the work
 overlap. It never touches the consumer (librdkafka wants that on one thread); everything that
-pauses, seeks or commits stays in ``runner.py``, which waits for this batch before any of those.
+pauses, seeks or commits stays on the consumer thread (``runner.py``, ``committer.py``), which waits
+for this batch before any of those.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class BatchOutcome:
 
 
 class BatchProcessor:
-    """The per-batch transform, wired once by the runner (``runner.Pipeline._build``)."""
+    """The per-batch transform, wired once by the runner (``runner.Pipeline``'s constructor)."""
 
     def __init__(
         self,

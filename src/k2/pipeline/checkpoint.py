@@ -125,20 +125,6 @@ class Checkpoint:
             end=end,
         )
 
-    def commit(self, *, final: bool = False) -> bool:
-        """Freeze and commit now; returns False when there was nothing to commit.
-
-        Raises:
-            DeadLetterDeliveryError: step 1 failed; nothing was committed.
-            StaleWriterError: another consumer owns a range; nothing more was committed.
-        """
-        frozen = self.freeze(final=final)
-        if frozen is None:
-            return False
-        frozen.commit()
-        frozen.commit_group_offsets()
-        return True
-
     def discard(self) -> None:
         """Forget everything uncommitted (after a failure or when partitions are lost)."""
         for sink in self.sinks:

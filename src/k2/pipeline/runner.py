@@ -6,58 +6,43 @@ assign/revoke/lost callbacks, loops, and on a clean stop makes one final commit.
 nothing is committed: the uncommitted range is simply read again by the next run.
 
 Three threads overlap: this one reads batch N+1 from Kafka while the process thread turns batch N
-into rows (``batch.py``) and the commit thread commits the checkpoint before it. The consumer,
-freezing, seeking and pausing stay on this thread, and happen only between awaiting one batch and
-handing over the next. The cyclic garbage collector is tuned for the run (``gcpolicy.py``).
+into rows (``batch.py``) and the commit thread commits the checkpoint before it (``committer.py``).
+The consumer, freezing, seeking and pausing stay on this thread, and happen only between awaiting
+one batch and handing over the next. The cyclic garbage collector is tuned for the run
+(``gcpolicy.py``).
 
-Backpressure (``k2.resilience``, docs/resilience.md): each loop measures lag, busy ratio and memory;
-the degradation level decides which tiers of symbols are deferred to the spill topics (back-filled
-through the same path at NORMAL), the batch size, the commit interval and which partitions run.
-A dependency that fails (Iceberg, the state store, Kafka produce), or whose circuit breaker is
-open, *stalls* the pipeline instead of stopping it: every partition is paused, the frozen
-checkpoint that failed is kept whole and committed again when the breaker lets a call through,
-and consumption resumes once it went through. A state store that fails while a batch is being
-classified makes the pipeline drop what it had not frozen yet and re-read it from the last
-commit (a re-seek), once the store answers again. Any other error stops the pipeline as before.
+Backpressure is the governor's (``governor.py``): the degradation level follows lag, busy ratio
+and memory. A dependency that fails *stalls* the pipeline instead of stopping it, and a state store
+that fails while a batch is classified makes the pipeline re-read what it had not frozen yet (a
+re-seek): the committer's state machine (``committer.py``). Any other error stops the pipeline.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from k2.config import Settings
 from k2.lake.catalog import open_catalog
-from k2.lake.errors import LakeError, StaleWriterError
 from k2.lake.tables import GAPS, TICK_TABLES, ensure_tables
 from k2.lake.writer import NO_OFFSET, TableWriter
 from k2.observability.logging import get_logger
-from k2.observability.metrics import REGISTRY, Gauge
 from k2.pipeline.batch import BatchOutcome, BatchProcessor, PipelineStats
-from k2.pipeline.checkpoint import Checkpoint, FrozenCheckpoint
+from k2.pipeline.checkpoint import Checkpoint
 from k2.pipeline.checks import BatchChecks, NoChecks
+from k2.pipeline.committer import Committer
 from k2.pipeline.consumer import consumer_config
-from k2.pipeline.errors import DeadLetterDeliveryError
 from k2.pipeline.gcpolicy import tuned_gc
+from k2.pipeline.governor import Governor, dependency_breakers
 from k2.pipeline.sinks import TableSink
 from k2.pipeline.upkeep import Upkeep
-from k2.resilience.breaker import BreakerBoard
-from k2.resilience.degradation import DegradationManager, LevelChange
-from k2.resilience.errors import SpillDeliveryError
-from k2.resilience.flow import FlowControl
-from k2.resilience.levels import Level
-from k2.resilience.signals import LoadMeter, RssProbe, Signals, partition_lags
 from k2.resilience.spill import Spill, ensure_spill_topics, spill_topic
-from k2.resilience.status import StatusFile, status_path
-from k2.resilience.tiers import PriorityTiers
 from k2.schemas.validate import Validator, known_symbols
-from k2.state.errors import StaleStateError, StateStoreError
 from k2.stream.admin import ensure_topics
 from k2.stream.producer import TickProducer
 from k2.types import Offsets
@@ -67,13 +52,13 @@ __all__ = ["Pipeline", "PipelineStats"]
 
 log = get_logger(__name__)
 
-LAG = Gauge(
-    "k2_pipeline_consumer_lag", "High watermark minus position", ["topic", "partition"], registry=REGISTRY
-)
-
 
 class Pipeline:
-    """One consumer process of the ingest group."""
+    """One consumer process of the ingest group.
+
+    The constructor opens the catalog, ensures the tables and topics, and wires every collaborator;
+    nothing is subscribed or read before ``run()``.
+    """
 
     def __init__(
         self,
@@ -83,64 +68,35 @@ class Pipeline:
         crash_at: str | None = None,
     ) -> None:
         self.settings = settings
-        self.kafka = settings.kafka
+        self.kafka = kafka = settings.kafka
         self.checks = checks or NoChecks()
         self.stats = PipelineStats()
         self._running = False
         self._failed = False
-        self._crash_at = crash_at
         self._assigned = False
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="k2-commit")
-        self._inflight: tuple[Future[None], FrozenCheckpoint] | None = None
         # one batch is processed while the consumer reads the next (module docstring)
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="k2-process")
         self._processing: Future[BatchOutcome] | None = None
-        self._process_error: BaseException | None = None  # retryable; the loop turns it into a stall
         self._epoch = 0  # bumped by every (re)assignment: batches read before it are read again
         self._submitted = 0
         self._last_message_at = time.monotonic()
-        r = settings.resilience
-        self.source_topics = {self.kafka.topic(kind): kind for kind in TICK_TABLES}
-        self.spill_topics = {spill_topic(self.kafka, kind): kind for kind in TICK_TABLES}
-        self.topics = {**self.source_topics, **self.spill_topics}  # subscribed; routed by kind
-        self.degradation = DegradationManager(r)
-        self.tiers = PriorityTiers(r)
-        self.breakers = BreakerBoard(r.breakers)
-        self.breakers.get("iceberg", failure_types=(LakeError, OSError), ignore=(StaleWriterError,))
-        self.breakers.get("state", failure_types=(StateStoreError, OSError), ignore=(StaleStateError,))
-        self.breakers.get(
-            "kafka", failure_types=(DeadLetterDeliveryError, SpillDeliveryError, KafkaException)
-        )
-        self.flow = FlowControl(self.spill_topics)
-        self.meter = LoadMeter(r.ratio_window_s)
-        self.rss = RssProbe()
-        self.lag = 0
-        self.peak_lag = 0
-        self.status_file = StatusFile(status_path(settings.data_dir))
-        # stall: a commit (or a classification) failed on a dependency; see the module docstring
-        self._stalled_until: float | None = None
         self._on_batch: Callable[[PipelineStats], None] | None = None
-        self._stall_cause = ""
-        self._retry: FrozenCheckpoint | None = None  # the frozen checkpoint to commit again
-        self._reseek = False  # drop the unfrozen work and re-read it once the dependency is back
+        self.source_topics = {kafka.topic(kind): kind for kind in TICK_TABLES}
+        self.spill_topics = {spill_topic(kafka, kind): kind for kind in TICK_TABLES}
+        self.topics = {**self.source_topics, **self.spill_topics}  # subscribed; routed by kind
 
-    # -- wiring -------------------------------------------------------------------------------
-    def _build(self) -> None:
-        catalog = open_catalog(self.settings)
-        ns = self.settings.lake.namespace
+        catalog = open_catalog(settings)
+        ns = settings.lake.namespace
         tables = ensure_tables(catalog, ns)
-        self.upkeep = Upkeep(self.settings.lake, [tables[name] for name in (*TICK_TABLES, GAPS)])
-        ensure_topics(self.kafka)
-        ensure_spill_topics(self.kafka)  # co-partitioned with the sources: same partition counts
-        self.producer = TickProducer(self.kafka)
-        self.spill = Spill(self.kafka)
-        self.validator = Validator(
-            self.settings.pipeline.max_clock_skew_s, known_symbols(tables["reference"])
-        )
+        self.upkeep = Upkeep(settings.lake, [tables[name] for name in (*TICK_TABLES, GAPS)])
+        ensure_topics(kafka)
+        ensure_spill_topics(kafka)  # co-partitioned with the sources: same partition counts
+        self.producer = TickProducer(kafka)
+        self.spill = Spill(kafka)
         tick_sinks = [
             TableSink(
                 TableWriter(catalog, f"{ns}.{kind}", sort_by=("symbol", "exchange_ts", "sequence")),
-                {self.kafka.topic(kind), spill_topic(self.kafka, kind)},  # spill offsets in snapshots
+                {kafka.topic(kind), spill_topic(kafka, kind)},  # spill offsets in snapshots
                 tables[kind].schema().as_arrow(),
             )
             for kind in TICK_TABLES
@@ -148,40 +104,55 @@ class Pipeline:
         gap_sink = TableSink(
             TableWriter(catalog, f"{ns}.{GAPS}"), set(self.topics), tables[GAPS].schema().as_arrow()
         )
-        self.sinks_by_topic = {topic: sink for sink in tick_sinks for topic in sink.topics}
-        self.consumer = Consumer(consumer_config(self.settings))
+        self.consumer = Consumer(consumer_config(settings))
+        self.breakers = breakers = dependency_breakers(settings.resilience)
         self.checkpoint = Checkpoint(
             gap_sink=gap_sink,
             tick_sinks=tick_sinks,
             checks=self.checks,
             flush_dead_letters=lambda: self.producer.flush(30.0),
             commit_group_offsets=self._commit_group_offsets,
-            max_rows=self.settings.lake.commit_rows,
-            max_age_s=self.settings.lake.commit_interval_s,
+            max_rows=settings.lake.commit_rows,
+            max_age_s=settings.lake.commit_interval_s,
             flush_spill=lambda: self.spill.flush(30.0),
-            breakers=self.breakers,
+            breakers=breakers,
         )
-        if self._crash_at:
-            self.checkpoint.crash_hook = _crash_hook(self._crash_at)
+        if crash_at:
+            self.checkpoint.crash_hook = _crash_hook(crash_at)
+        self.governor = Governor(
+            settings,
+            consumer=self.consumer,
+            checkpoint=self.checkpoint,
+            spill=self.spill,
+            stats=self.stats,
+            breakers=breakers,
+            source_topics=set(self.source_topics),
+            spill_topics=set(self.spill_topics),
+        )
+        self.committer = Committer(
+            self.checkpoint, breakers, self.governor, self._reseek, clock=time.monotonic
+        )
         self.process = BatchProcessor(
             topics=self.topics,
             source_topics=self.source_topics,
             spill_topics=self.spill_topics,
-            sinks_by_topic=self.sinks_by_topic,
+            sinks_by_topic={topic: sink for sink in tick_sinks for topic in sink.topics},
             checkpoint=self.checkpoint,
             checks=self.checks,
-            validator=self.validator,
+            validator=Validator(settings.pipeline.max_clock_skew_s, known_symbols(tables["reference"])),
             producer=self.producer,
             spill=self.spill,
-            tiers=self.tiers,
-            degradation=self.degradation,
-            breakers=self.breakers,
+            tiers=self.governor.tiers,
+            degradation=self.governor.degradation,
+            breakers=breakers,
             stats=self.stats,
         )
 
     # -- partition life cycle -------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._await_process()
+        error = self._await_process()
+        if error is not None:  # its work goes with the re-seek this owes, once the store answers
+            self.committer.stall(error, reseek=True)
         self._epoch += 1
         tps: list[TP] = [(p.topic, p.partition) for p in partitions]
         marks: dict[TP, list[int]] = {tp: [] for tp in tps}
@@ -201,23 +172,13 @@ class Pipeline:
             "partitions assigned", partitions={f"{p.topic}[{p.partition}]": p.offset for p in partitions}
         )
         consumer.assign(partitions)
-        self.flow.assigned(consumer, self.degradation.actions, stalled=self._stalled_until is not None)
+        self.governor.assigned()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._failed:
             self._drain_process()
-        else:
-            self._await_process()  # its rows belong to this checkpoint: commit them with it
-            try:
-                self._await_commit()
-                if self._retry is not None:  # one last try; the new owner replays it otherwise
-                    frozen, self._retry = self._retry, None
-                    frozen.commit()
-                    frozen.commit_group_offsets()
-                if not self._reseek:
-                    self.checkpoint.commit(final=True)  # the partitions leave: move every watermark
-            except (StaleWriterError, StaleStateError, *self.breakers.retryable()) as exc:
-                log.warning("commit on revoke failed; the new owner replays the range", error=str(exc))
+        else:  # the batch in process belongs to this checkpoint: commit them together
+            self.committer.flush(live=self._await_process() is None)
         self._forget([(p.topic, p.partition) for p in partitions])
         consumer.unassign()
         log.info("partitions revoked", count=len(partitions))
@@ -232,12 +193,21 @@ class Pipeline:
         """Drop every uncommitted thing of partitions that moved away (their new owner replays them)."""
         self.checkpoint.discard()
         self.checks.revoke(tps)
-        self.flow.revoked(tps)
-        self._retry, self._reseek, self._process_error = None, False, None
+        self.governor.revoked(tps)
+        self.committer.forget()
         self._epoch += 1
-        if self._stalled_until is not None:
-            self._stalled_until = None
-            log.info("stall ended: partitions moved to another consumer")
+
+    def _reseek(self) -> None:
+        """Drop everything not frozen and read again from the lowest committed watermark."""
+        self.checkpoint.discard()
+        assignment = self.consumer.assignment()
+        self.checks.revoke([(p.topic, p.partition) for p in assignment])
+        self._on_assign(self.consumer, assignment)
+
+    def _commit_group_offsets(self, end: Offsets) -> None:
+        offsets = [TopicPartition(t, p, o) for (t, p), o in end.items()]
+        if offsets:
+            self.consumer.commit(offsets=offsets, asynchronous=True)
 
     # -- the process thread ----------------------------------------------------------------------
     def _submit(self, messages: list[Message]) -> None:
@@ -246,26 +216,26 @@ class Pipeline:
         self._submitted += len(messages)
         self._processing = self._worker.submit(self.process, messages)
 
-    def _await_process(self) -> None:
-        """Wait for the batch in process; fold its outcome into the loop's state.
+    def _await_process(self) -> BaseException | None:
+        """Wait for the batch in process and fold its outcome into the loop's state.
 
-        A retryable failure (the state store while classifying) marks a re-seek, and the loop
-        stalls on it; any other failure is raised here, on the consumer thread.
+        Returns the retryable failure (the state store while classifying) that makes its work,
+        and everything not frozen, be read again; any other failure is raised here, on the
+        consumer thread.
         """
         if self._processing is None:
-            return
+            return None
         future, self._processing = self._processing, None
         try:
             outcome = future.result()
         except self.breakers.retryable() as exc:
-            self._reseek = True
-            self._process_error = exc
-            return
+            return exc
         if outcome.had_ticks:
             self._last_message_at = time.monotonic()
-        self.meter.add_busy(outcome.seconds)
+        self.governor.meter.add_busy(outcome.seconds)
         if self._on_batch is not None:
             self._on_batch(self.stats)
+        return None
 
     def _drain_process(self) -> None:
         """Wait for the batch in process and ignore how it ended (its work is being dropped)."""
@@ -273,11 +243,6 @@ class Pipeline:
             self._await_process()
         except Exception as exc:  # the run is failing or the partitions are gone anyway
             log.debug("batch dropped with its partitions", error=str(exc))
-
-    def _commit_group_offsets(self, end: Offsets) -> None:
-        offsets = [TopicPartition(t, p, o) for (t, p), o in end.items()]
-        if offsets:
-            self.consumer.commit(offsets=offsets, asynchronous=True)
 
     # -- the loop -------------------------------------------------------------------------------
     def stop(self, *_: Any) -> None:
@@ -298,7 +263,6 @@ class Pipeline:
         Raises:
             K2Error: a failure that stops the pipeline; nothing after the last commit was kept.
         """
-        self._build()
         self._on_batch = on_batch
         previous = {s: signal.signal(s, self.stop) for s in (signal.SIGINT, signal.SIGTERM)}
         self._running = True
@@ -312,13 +276,13 @@ class Pipeline:
         finally:
             self._drain_process()
             self._worker.shutdown(wait=True)
-            self._executor.shutdown(wait=True)
+            self.committer.shutdown()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self.consumer.close()
             self.producer.close()
             self.spill.close()
-            self._write_status(stopped=True)
+            self.governor.write_status(stopped=True)
         self.stats.commits = self.checkpoint.commits
         return self.stats
 
@@ -334,33 +298,33 @@ class Pipeline:
             list(self.topics), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
         base_batch = self.settings.pipeline.batch_max_messages
+        committer = self.committer
         while self._running:
-            messages = self.consumer.consume(self.degradation.actions.batch_size(base_batch),
+            messages = self.consumer.consume(self.governor.batch_size(base_batch),
                                              self.settings.pipeline.poll_timeout_s)  # fmt: skip
             epoch = self._epoch  # rebalance callbacks ran inside consume(); these messages follow them
             busy_from = time.perf_counter()
             now = time.monotonic()
-            self._await_process()
-            if self._process_error is not None:
-                error, self._process_error = self._process_error, None
-                self._stall(error)  # the classification failed: drop unfrozen work, re-read it later
-            if self._stalled_until is not None:
-                self._recover(now)
+            error = self._await_process()
+            if error is not None:  # the classification failed: drop unfrozen work, re-read it later
+                committer.stall(error, reseek=True)
+            if committer.stalled:
+                committer.recover(now)
                 self._last_message_at = now  # a stall is not idleness: it must not end the run
             elif self.checkpoint.due():
-                self._commit()
+                committer.commit()
                 if self.upkeep.due():  # queued behind that commit on the one worker: never concurrent
-                    self._executor.submit(self.upkeep.run)
-            elif self._inflight is not None and self._inflight[0].done():
-                self._await_commit()  # surface a failure or a fence without waiting for the next
-            if not messages and self._stalled_until is None and not self._reseek:
+                    committer.after_commit(self.upkeep.run)
+            else:
+                committer.poll()  # surface a failure or a fence without waiting for the next commit
+            if not messages and not committer.stalled:
                 self._expire()
-            # A re-seek (pending, or done above) reads these messages again from the watermarks.
-            if messages and not self._reseek and epoch == self._epoch:
+            # A re-seek (owed, or done above) reads these messages again from the watermarks.
+            if messages and not committer.reseek_owed and epoch == self._epoch:
                 self._submit(messages)
-            self.meter.add_busy(time.perf_counter() - busy_from)
-            self._observe()
-            if self.degradation.level != Level.NORMAL or self.flow.paused:
+            self.governor.meter.add_busy(time.perf_counter() - busy_from)
+            self.governor.observe()
+            if self.governor.deferring:
                 self._last_message_at = now  # deferred work (back-fill) is still to come
             idle = now - self._last_message_at
             if idle_timeout_s is not None and self._assigned and idle > idle_timeout_s:
@@ -369,8 +333,9 @@ class Pipeline:
                 break
             if max_messages is not None and self._submitted >= max_messages:
                 break
-        self._await_process()
-        self._final_commit()
+        # The clean stop's last commit; a dependency still down leaves the rest for the next run.
+        if committer.flush(live=self._await_process() is None):
+            self.checks.close()
 
     def _expire(self) -> None:
         """Quiet partitions: let the checks age their holes by wall time, and commit what that made.
@@ -385,188 +350,20 @@ class Pipeline:
         if expired:
             for topic, events in expired.items():
                 self.checkpoint.add_expired(topic, events)
-            self._commit()
-
-    def _final_commit(self) -> None:
-        """The clean stop's last commit; a dependency still down leaves the rest for the next run."""
-        try:
-            self._await_commit()
-            if self._retry is not None:
-                frozen, self._retry = self._retry, None
-                frozen.commit()
-                frozen.commit_group_offsets()
-            if not self._reseek:
-                self._commit(wait=True, final=True)
-        except self.breakers.retryable() as exc:
-            log.warning("final commit failed; the next run reads the uncommitted range again", error=str(exc))
-            return
-        if self._retry is not None:
-            log.warning("final commit failed; the next run reads the uncommitted range again")
-            return
-        self.checks.close()
-
-    def _await_commit(self) -> None:
-        """Wait for the commit in flight; a fence (another writer owns the range) means re-seek."""
-        if self._inflight is None:
-            return
-        (future, frozen), self._inflight = self._inflight, None
-        try:
-            future.result()
-        except (StaleWriterError, StaleStateError) as exc:
-            self._retry = None
-            self._refence(exc)
-        except self.breakers.retryable() as exc:  # a dependency is down: pause, keep, retry
-            self._retry = frozen
-            self._stall(exc)
-        else:
-            if frozen.attempts > 1:
-                log.info("commit retried successfully", attempts=frozen.attempts, rows=frozen.rows)
-            frozen.commit_group_offsets()
-
-    def _commit(self, *, wait: bool = False, final: bool = False) -> None:
-        """Freeze the checkpoint and commit it on the worker thread (one commit at a time)."""
-        self._await_commit()
-        if self._retry is not None or self._reseek:
-            return  # commits stay in order: the failed one goes first, when the stall ends
-        frozen = self.checkpoint.freeze(final=final)
-        if frozen is not None:
-            self._inflight = (self._executor.submit(frozen.commit), frozen)
-        if wait:
-            self._await_commit()
-
-    def _refence(self, exc: StaleWriterError | StaleStateError) -> None:
-        # Another consumer committed this range (we are a zombie after a rebalance): re-seek from
-        # the tables' watermarks instead of writing anything twice.
-        log.warning("fenced by another writer; re-seeking from the table watermarks", error=str(exc))
-        try:
-            self._reseek_now()
-        except self.breakers.retryable() as error:  # the watermarks cannot be read yet
-            self._reseek = True
-            self._stall(error)
-
-    def _reseek_now(self) -> None:
-        """Drop everything not frozen and read again from the lowest committed watermark."""
-        self.checkpoint.discard()
-        assignment = self.consumer.assignment()
-        self.checks.revoke([(p.topic, p.partition) for p in assignment])
-        self._on_assign(self.consumer, assignment)
-        self._reseek = False
-
-    # -- backpressure ---------------------------------------------------------------------------
-    def _stall(self, exc: BaseException) -> None:
-        """Pause every partition and retry after the breakers' wait; the failed work is kept."""
-        wait = max(self.breakers.retry_after(), 0.2)
-        if self._stalled_until is None:
-            self.stats.stalls += 1
-            self._stall_cause = str(exc)
-            log.warning(
-                "dependency failed; consumption paused, work kept for a retry",
-                error=str(exc),
-                retry_in_s=round(wait, 2),
-                commit_kept=self._retry is not None,
-                reseek=self._reseek,
-            )
-        self._stalled_until = time.monotonic() + wait
-        self.flow.apply(self.consumer, self.degradation.actions, stalled=True)
-        self._write_status()
-
-    def _recover(self, now: float) -> None:
-        """One step out of a stall: the kept commit first, then a pending re-seek, then resume."""
-        if self._inflight is not None:
-            if self._inflight[0].done():
-                self._await_commit()  # the retry's verdict (may stall again)
-            return
-        if self._retry is None and not self._reseek:
-            self._resume()
-            return
-        if self._stalled_until is not None and now < self._stalled_until:
-            return
-        if self._retry is not None:
-            frozen, self._retry = self._retry, None
-            self._inflight = (self._executor.submit(frozen.commit), frozen)
-            return
-        try:
-            self.breakers.get("state").call(self._reseek_now)
-        except (StaleWriterError, StaleStateError, *self.breakers.retryable()) as exc:
-            self._reseek = True
-            self._stall(exc)
-            return
-        self._resume()
-
-    def _resume(self) -> None:
-        self._stalled_until = None
-        self._stall_cause = ""
-        self.flow.apply(self.consumer, self.degradation.actions, stalled=False)
-        log.info("dependency back; consumption resumed")
-        self._write_status()
-
-    def _observe(self) -> None:
-        """Measure the signals, let the level follow them, and apply the level's flow control."""
-        owned = self.consumer.assignment()
-        source = [p for p in owned if p.topic in self.source_topics]
-        lags = partition_lags(self.consumer, source)
-        for (topic, partition), lag in lags.items():
-            LAG.labels(topic, str(partition)).set(lag)
-        self.lag = sum(lags.values())
-        self.peak_lag = max(self.peak_lag, self.lag)
-        change = self.degradation.observe(
-            Signals(lag=self.lag, batch_ratio=self.meter.ratio(), rss_bytes=self.rss())
-        )
-        if change is not None:
-            self._level_changed(change)
-        self.flow.apply(self.consumer, self.degradation.actions, stalled=self._stalled_until is not None)
-        if change is not None or self.status_file.due():
-            self._write_status()
-
-    def _level_changed(self, change: LevelChange) -> None:
-        self.checkpoint.max_age_s = change.actions.commit_interval(self.settings.lake.commit_interval_s)
-        self.status_file.record(change.previous.name, change.level.name, change.cause, change.detail)
+            self.committer.commit()
 
     @property
     def idle(self) -> bool:
         """Nothing read is left uncommitted (no buffer, no commit in flight or kept for a retry)."""
-        checkpoint = getattr(self, "checkpoint", None)
-        return (
-            checkpoint is not None
-            and not checkpoint.read_end
-            and self._processing is None
-            and self._inflight is None
-            and self._retry is None
-            and not self._reseek
-        )
+        return not self.checkpoint.read_end and self._processing is None and self.committer.settled
+
+    @property
+    def peak_lag(self) -> int:
+        return self.governor.peak_lag
 
     def status(self) -> dict[str, Any]:
-        """What ``k2 status`` shows: level, breakers, stall, deferral and back-fill counts."""
-        spill = getattr(self, "spill", None)
-        return {
-            "degradation": self.degradation.status(),
-            "signals": {
-                "lag": self.lag,
-                "peak_lag": self.peak_lag,
-                "batch_ratio": round(self.meter.ratio(), 3),
-            },
-            "breakers": [dataclasses.asdict(b) for b in self.breakers.status()],
-            "stalled": self._stalled_until is not None,
-            "stall_cause": self._stall_cause,
-            "tiers": self.tiers.counts(),
-            "deferred": sum(spill.deferred.values()) if spill else 0,
-            "spilled": sum(spill.durable.values()) if spill else 0,
-            "backfilled": self.stats.backfilled,
-            "stats": {
-                "messages": self.stats.messages,
-                "written": self.stats.written,
-                "duplicates": self.stats.duplicates,
-                "dead_letters": self.stats.dead_letters,
-                "commits": self.checkpoint.commits if hasattr(self, "checkpoint") else 0,
-                "stalls": self.stats.stalls,
-            },
-        }
-
-    def _write_status(self, *, stopped: bool = False) -> None:
-        try:
-            self.status_file.write({**self.status(), "running": not stopped})
-        except OSError as exc:  # a status display must never stop the ingest
-            log.warning("status file not written", path=str(self.status_file.path), error=str(exc))
+        """What ``k2 status`` shows (``Governor.status``)."""
+        return self.governor.status()
 
 
 def _crash_hook(spec: str) -> Callable[[str], None]:

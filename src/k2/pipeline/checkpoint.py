@@ -26,6 +26,8 @@ although the client saw an error makes the retry raise ``StaleWriterError``: the
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Callable
 
@@ -39,7 +41,7 @@ from k2.resilience.breaker import BreakerBoard
 from k2.resilience.errors import SpillDeliveryError
 from k2.types import Offsets
 
-__all__ = ["Checkpoint", "FrozenCheckpoint"]
+__all__ = ["Checkpoint", "FrozenCheckpoint", "crash_at_step"]
 
 log = get_logger(__name__)
 
@@ -232,3 +234,18 @@ class FrozenCheckpoint:
             self.owner.commit_group_offsets(self.end)
         except Exception as exc:  # advisory: lag monitoring only
             log.warning("group offset commit failed", error=str(exc))
+
+
+def crash_at_step(spec: str) -> Callable[[str], None]:
+    """Test fault injection (``k2 ingest --crash-at``): SIGKILL this process at a named commit step
+    (``step``, or ``step:n`` for its n-th time), to prove a crash between any two steps is safe."""
+    step, _, nth = spec.partition(":")
+    remaining = [int(nth or 1)]
+
+    def hook(name: str) -> None:
+        if name == step:
+            remaining[0] -= 1
+            if remaining[0] <= 0:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook

@@ -1,9 +1,10 @@
 """The ingest pipeline: Kafka micro-batches → decode → validate (→ DLQ) → shed → checks → Iceberg.
 
-Life cycle (after Quix Streams' ``Application.run``): the constructor wires collaborators and
-touches nothing; ``run()`` installs signal handlers that only request a stop, subscribes with
-assign/revoke/lost callbacks, loops, and on a clean stop makes one final commit. After a failure
-nothing is committed: the uncommitted range is simply read again by the next run.
+Life cycle (after Quix Streams' ``Application.run``): the constructor opens the lake and the Kafka
+clients and wires every collaborator, but subscribes to and reads nothing; ``run()`` installs
+signal handlers that only request a stop, subscribes with assign/revoke/lost callbacks, loops, and
+on a clean stop makes one final commit (the same ``Committer.flush`` a revoke makes). After a
+failure nothing is committed: the uncommitted range is simply read again by the next run.
 
 Three threads overlap: this one reads batch N+1 from Kafka while the process thread turns batch N
 into rows (``batch.py``) and the commit thread commits the checkpoint before it (``committer.py``).
@@ -23,6 +24,7 @@ import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
@@ -33,7 +35,7 @@ from k2.lake.tables import GAPS, TICK_TABLES, ensure_tables
 from k2.lake.writer import NO_OFFSET, TableWriter
 from k2.observability.logging import get_logger
 from k2.pipeline.batch import BatchOutcome, BatchProcessor, PipelineStats
-from k2.pipeline.checkpoint import Checkpoint
+from k2.pipeline.checkpoint import Checkpoint, crash_at_step
 from k2.pipeline.checks import BatchChecks, NoChecks
 from k2.pipeline.committer import Committer
 from k2.pipeline.consumer import consumer_config
@@ -48,9 +50,40 @@ from k2.stream.producer import TickProducer
 from k2.types import Offsets
 from k2.types import TopicPartition as TP
 
-__all__ = ["Pipeline", "PipelineStats"]
+__all__ = ["Lake", "Pipeline", "PipelineStats", "open_lake"]
 
 log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Lake:
+    """The pipeline's side of the lake, opened once: the tables' sinks, their upkeep, the validator."""
+
+    tick_sinks: list[TableSink]
+    gap_sink: TableSink
+    upkeep: Upkeep
+    validator: Validator
+
+
+def open_lake(settings: Settings, topics: set[str]) -> Lake:
+    """Open the catalog, ensure the tables, and give each table its sink (``topics``: all subscribed)."""
+    catalog = open_catalog(settings)
+    ns, kafka = settings.lake.namespace, settings.kafka
+    tables = ensure_tables(catalog, ns)
+    tick_sinks = [
+        TableSink(
+            TableWriter(catalog, f"{ns}.{kind}", sort_by=("symbol", "exchange_ts", "sequence")),
+            {kafka.topic(kind), spill_topic(kafka, kind)},  # spill offsets in snapshots
+            tables[kind].schema().as_arrow(),
+        )
+        for kind in TICK_TABLES
+    ]
+    return Lake(
+        tick_sinks=tick_sinks,
+        gap_sink=TableSink(TableWriter(catalog, f"{ns}.{GAPS}"), topics, tables[GAPS].schema().as_arrow()),
+        upkeep=Upkeep(settings.lake, [tables[name] for name in (*TICK_TABLES, GAPS)]),
+        validator=Validator(settings.pipeline.max_clock_skew_s, known_symbols(tables["reference"])),
+    )
 
 
 class Pipeline:
@@ -85,30 +118,17 @@ class Pipeline:
         self.spill_topics = {spill_topic(kafka, kind): kind for kind in TICK_TABLES}
         self.topics = {**self.source_topics, **self.spill_topics}  # subscribed; routed by kind
 
-        catalog = open_catalog(settings)
-        ns = settings.lake.namespace
-        tables = ensure_tables(catalog, ns)
-        self.upkeep = Upkeep(settings.lake, [tables[name] for name in (*TICK_TABLES, GAPS)])
+        lake = open_lake(settings, set(self.topics))
+        self.upkeep = lake.upkeep
         ensure_topics(kafka)
         ensure_spill_topics(kafka)  # co-partitioned with the sources: same partition counts
         self.producer = TickProducer(kafka)
         self.spill = Spill(kafka)
-        tick_sinks = [
-            TableSink(
-                TableWriter(catalog, f"{ns}.{kind}", sort_by=("symbol", "exchange_ts", "sequence")),
-                {kafka.topic(kind), spill_topic(kafka, kind)},  # spill offsets in snapshots
-                tables[kind].schema().as_arrow(),
-            )
-            for kind in TICK_TABLES
-        ]
-        gap_sink = TableSink(
-            TableWriter(catalog, f"{ns}.{GAPS}"), set(self.topics), tables[GAPS].schema().as_arrow()
-        )
         self.consumer = Consumer(consumer_config(settings))
         self.breakers = breakers = dependency_breakers(settings.resilience)
         self.checkpoint = Checkpoint(
-            gap_sink=gap_sink,
-            tick_sinks=tick_sinks,
+            gap_sink=lake.gap_sink,
+            tick_sinks=lake.tick_sinks,
             checks=self.checks,
             flush_dead_letters=lambda: self.producer.flush(30.0),
             commit_group_offsets=self._commit_group_offsets,
@@ -118,7 +138,7 @@ class Pipeline:
             breakers=breakers,
         )
         if crash_at:
-            self.checkpoint.crash_hook = _crash_hook(crash_at)
+            self.checkpoint.crash_hook = crash_at_step(crash_at)
         self.governor = Governor(
             settings,
             consumer=self.consumer,
@@ -136,10 +156,10 @@ class Pipeline:
             topics=self.topics,
             source_topics=self.source_topics,
             spill_topics=self.spill_topics,
-            sinks_by_topic={topic: sink for sink in tick_sinks for topic in sink.topics},
+            sinks_by_topic={topic: sink for sink in lake.tick_sinks for topic in sink.topics},
             checkpoint=self.checkpoint,
             checks=self.checks,
-            validator=Validator(settings.pipeline.max_clock_skew_s, known_symbols(tables["reference"])),
+            validator=lake.validator,
             producer=self.producer,
             spill=self.spill,
             tiers=self.governor.tiers,
@@ -364,19 +384,3 @@ class Pipeline:
     def status(self) -> dict[str, Any]:
         """What ``k2 status`` shows (``Governor.status``)."""
         return self.governor.status()
-
-
-def _crash_hook(spec: str) -> Callable[[str], None]:
-    """Test fault injection: SIGKILL this process at a named commit step (``step`` or ``step:n``)."""
-    import os
-
-    step, _, nth = spec.partition(":")
-    remaining = [int(nth or 1)]
-
-    def hook(name: str) -> None:
-        if name == step:
-            remaining[0] -= 1
-            if remaining[0] <= 0:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-    return hook

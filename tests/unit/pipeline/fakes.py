@@ -1,0 +1,174 @@
+"""Fakes for the pipeline's pure-logic tests: a table in memory with the writer's fencing contract,
+checks that record what the pipeline asked of them, and the Kafka side (messages, producer, spill).
+
+Nothing here re-implements what is under test: the sinks, the checkpoint, the batch processor and
+the committer are the real ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+
+from k2.lake.errors import StaleWriterError
+from k2.lake.writer import NO_OFFSET
+from k2.pipeline.checks import BatchChecks
+from k2.pipeline.sinks import TableSink
+from k2.schemas import frame_schema, message_ids
+from k2.state import CheckResult
+from k2.state.errors import StateStoreError
+from k2.types import Offsets, TopicPartition
+
+T0 = datetime(2024, 3, 11, 0, 0, tzinfo=UTC)
+
+
+class MemoryWriter:
+    """A table in memory with ``TableWriter``'s contract: an append covers [start, end) per
+    partition, and is refused (``StaleWriterError``) unless the table's head sits at ``start``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.head: Offsets = {}
+        self.appends: list[pa.Table] = []
+        self.fail: BaseException | None = None
+
+    def offsets(self) -> Offsets:
+        return dict(self.head)
+
+    def commit(self, rows: pa.Table, start: Offsets, end: Offsets) -> int:
+        if self.fail is not None:
+            raise self.fail
+        moved = {
+            tp: self.head.get(tp, NO_OFFSET)
+            for tp in end
+            if self.head.get(tp, NO_OFFSET) != start.get(tp, NO_OFFSET)
+        }
+        if moved:
+            raise StaleWriterError(self.name, start, moved)
+        self.head.update(end)
+        self.appends.append(rows)
+        return len(self.appends)
+
+    @property
+    def rows(self) -> pl.DataFrame:
+        frames = [pl.DataFrame(pl.from_arrow(t)) for t in self.appends if t.num_rows]
+        return pl.concat(frames) if frames else pl.DataFrame()
+
+
+def sink(name: str, topics: set[str], schema: pa.Schema) -> tuple[TableSink, MemoryWriter]:
+    writer = MemoryWriter(name)
+    return TableSink(writer, topics, schema), writer  # type: ignore[arg-type]
+
+
+def ticks(symbols: list[str], sequences: list[int]) -> pl.DataFrame:
+    """Valid canonical trades: ``symbols[i]`` with ``sequences[i]``, one second apart."""
+    n = len(symbols)
+    frame = pl.DataFrame(
+        {
+            "message_id": [""] * n,
+            "exchange": ["SIM"] * n,
+            "symbol": symbols,
+            "session": [date(2024, 3, 11)] * n,
+            "sequence": sequences,
+            "exchange_ts": [T0 + timedelta(seconds=i) for i in range(n)],
+            "ingest_ts": [T0 + timedelta(seconds=i) for i in range(n)],
+            "price": [Decimal("10.5")] * n,
+            "size": [Decimal(100)] * n,
+            "trade_id": [None] * n,
+            "qualifiers": [None] * n,
+            "venue": [None] * n,
+        },
+        schema=frame_schema("trades"),
+    )
+    return frame.with_columns(message_id=message_ids("trades", frame))
+
+
+def trades_schema() -> pa.Schema:
+    """The rows a trades sink holds: the canonical columns and their Kafka lineage."""
+    return (
+        ticks(["X"], [1])
+        .with_columns(pl.lit(0, pl.Int32).alias("kafka_partition"), pl.lit(0, pl.Int64).alias("kafka_offset"))
+        .to_arrow()
+        .schema
+    )
+
+
+class RecordingChecks(BatchChecks):
+    """Checks that drop the sequences listed in ``duplicates`` and record the pipeline's calls.
+
+    ``fail`` makes ``process`` (or, with ``fail_commit``, the prepared commit) raise like a state
+    store that is down.
+    """
+
+    def __init__(self) -> None:
+        self.duplicates: set[int] = set()
+        self.tokens: Offsets = {}
+        self.fail = False
+        self.fail_commit = False
+        self.calls: list[tuple[str, Any]] = []
+        self.committed: list[Offsets] = []
+
+    def assign(self, partitions: list[TopicPartition]) -> Offsets:
+        self.calls.append(("assign", sorted(partitions)))
+        return {tp: self.tokens[tp] for tp in partitions if tp in self.tokens}
+
+    def process(self, kind: str, topic: str, frame: pl.DataFrame) -> CheckResult:
+        if self.fail:
+            raise StateStoreError("redis is down", backend="redis")
+        self.calls.append(("process", frame.height))
+        return CheckResult(keep=~frame.get_column("sequence").is_in(list(self.duplicates)))
+
+    def prepare(self, end: Offsets) -> Callable[[], None]:
+        def commit() -> None:
+            if self.fail_commit:
+                raise StateStoreError("redis is down", backend="redis")
+            self.committed.append(dict(end))
+
+        return commit
+
+    def revoke(self, partitions: list[TopicPartition]) -> None:
+        self.calls.append(("revoke", sorted(partitions)))
+
+    def close(self) -> None:
+        self.calls.append(("close", None))
+
+
+class FakeProducer:
+    """The DLQ producer: keeps the dead letters; ``undelivered`` is what its flush reports."""
+
+    def __init__(self) -> None:
+        self.dead_letters: list[Any] = []
+        self.undelivered = 0
+        self.closed = False
+
+    def send_dead_letter(self, letter: Any) -> None:
+        self.dead_letters.append(letter)
+
+    def flush(self, timeout: float = 0.0) -> int:
+        return self.undelivered
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeSpill:
+    def __init__(self, *_: Any) -> None:
+        self.sent: list[pl.DataFrame] = []
+        self.deferred: dict[str, int] = {}
+        self.durable: dict[str, int] = {}
+        self.closed = False
+
+    def send(self, kind: str, topic: str, frame: pl.DataFrame, payloads: list[bytes], *, floor: Any) -> int:
+        self.sent.append(frame)
+        return frame.height
+
+    def flush(self, timeout: float = 0.0) -> int:
+        return 0
+
+    def close(self) -> None:
+        self.closed = True

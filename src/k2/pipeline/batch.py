@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -128,7 +129,7 @@ class BatchProcessor:
             good = messages
         if not good:
             return BatchOutcome(time.perf_counter() - started, had_ticks=False)
-        topics = list(map(Message.topic, good))
+        topics = cast("list[str]", list(map(Message.topic, good)))  # without an error, it has a topic
         if topics.count(topics[0]) == len(topics):
             by_topic = {topics[0]: good}
         else:
@@ -145,9 +146,9 @@ class BatchProcessor:
 
     def _topic(self, topic: str, kind: str, batch: list[Message]) -> None:
         n = len(batch)
-        values = list(map(Message.value, batch))
-        if None in values:  # a tombstone: not a tick, dead-lettered like any undecodable payload
-            values = [v or b"" for v in values]
+        raw = list(map(Message.value, batch))
+        # a tombstone (None) is not a tick: dead-lettered like any undecodable payload
+        values = [v or b"" for v in raw] if None in raw else cast("list[bytes]", raw)
         partitions = np.fromiter(map(Message.partition, batch), dtype=np.int32, count=n)
         offsets = np.fromiter(map(Message.offset, batch), dtype=np.int64, count=n)
         self.stats.messages += n

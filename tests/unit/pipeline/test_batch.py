@@ -126,3 +126,11 @@ def test_a_state_store_down_while_classifying_raises_and_buffers_nothing() -> No
     with pytest.raises(StateStoreError):
         rig.process(messages(SOURCE, 0, 0, encode_batch("trades", ticks(["BHP"], [1]))))
     assert rig.trades.rows == 0 and rig.checkpoint.read_end == {}
+
+
+def test_a_tombstone_is_dead_lettered_not_a_row() -> None:
+    rig = Rig()
+    good = encode_batch("trades", ticks(["BHP"], [1]))
+    rig.process([*messages(SOURCE, 0, 0, good), Message(topic=SOURCE, partition=0, offset=1, value=None)])
+    assert [letter.value for letter in rig.producer.dead_letters] == [b""]
+    assert rig.trades.rows == 1 and rig.checkpoint.read_end == {(SOURCE, 0): 2}

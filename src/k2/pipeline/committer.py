@@ -9,17 +9,18 @@ the unfrozen work is dropped and read again from the committed watermarks once t
 
 States (``CommitState``; ``_set`` is the only place that changes them)::
 
-    IDLE ──commit──▶ IN_FLIGHT ──ok──▶ IDLE
-      │                 │ a dependency failed: the checkpoint is kept
-      │ a batch failed  ▼
-      └───────────▶ STALLED ──deadline, kept──▶ STALLED_IN_FLIGHT ──ok──▶ STALLED
-                      │  ▲                            │ failed again: kept again
-                      │  └────────────────────────────┘
-                      ├─ deadline, re-seek owed: re-seek ──▶ IDLE (or STALLED again if it fails)
-                      └─ nothing owed: resume ──▶ IDLE
-
-A fence (another writer committed the range: ``Stale…Error``) re-seeks at once from any state. When
-partitions move away (``forget``) the stall and what it owed are dropped: the new owner replays it.
+    from               event                                 to
+    IDLE               commit, something to freeze           IN_FLIGHT
+    IN_FLIGHT          the commit went through               IDLE
+    IN_FLIGHT          a dependency failed: checkpoint kept  STALLED
+    IDLE, IN_FLIGHT    a batch failed: re-seek owed          STALLED, STALLED_IN_FLIGHT
+    STALLED            deadline passed, a commit kept        STALLED_IN_FLIGHT (the kept one again)
+    STALLED_IN_FLIGHT  the commit went through               STALLED (what else it owes waits)
+    STALLED_IN_FLIGHT  it failed again: kept again           STALLED (with a new deadline)
+    STALLED            deadline passed, re-seek owed         IDLE, or STALLED if the re-seek failed
+    STALLED            nothing owed                          IDLE (consumption resumes)
+    any                a fence (another writer's range)      re-seek now; STALLED if it cannot
+    any                forget (the partitions moved away)    IN_FLIGHT if a commit runs, else IDLE
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException
 
-from k2.config import Settings
+from k2.config import ResilienceSettings, Settings
 from k2.lake.errors import LakeError, StaleWriterError
 from k2.observability.logging import get_logger
 from k2.observability.metrics import REGISTRY, Gauge
@@ -26,7 +26,6 @@ from k2.resilience.degradation import DegradationManager, LevelChange
 from k2.resilience.errors import SpillDeliveryError
 from k2.resilience.flow import FlowControl
 from k2.resilience.levels import Level
-from k2.resilience.settings import ResilienceSettings
 from k2.resilience.signals import LoadMeter, RssProbe, Signals, partition_lags
 from k2.resilience.spill import Spill
 from k2.resilience.status import StatusFile, status_path

@@ -6,11 +6,11 @@ import polars as pl
 import pytest
 from confluent_kafka import KafkaError, Message
 
+from k2.config import ResilienceSettings
 from k2.pipeline.batch import BatchProcessor, PipelineStats
 from k2.pipeline.checkpoint import Checkpoint
 from k2.pipeline.governor import dependency_breakers
 from k2.resilience.degradation import DegradationManager
-from k2.resilience.settings import ResilienceSettings
 from k2.resilience.tiers import PriorityTiers
 from k2.schemas import encode_batch
 from k2.schemas.validate import Validator

@@ -12,11 +12,11 @@ from concurrent.futures import wait
 
 import pytest
 
+from k2.config import ResilienceSettings
 from k2.lake.errors import LakeError, StaleWriterError
 from k2.pipeline.committer import MIN_STALL_S, CommitState, Committer
 from k2.pipeline.governor import dependency_breakers
 from k2.resilience.breaker import BreakerBoard
-from k2.resilience.settings import ResilienceSettings
 from k2.state.errors import StateStoreError
 
 

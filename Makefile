@@ -37,12 +37,14 @@ demo: setup
 
 test: setup
 	$(BIN)/ruff check src tests benchmarks chaos
+	$(BIN)/mypy
 	$(BIN)/pytest tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks chaos
 	$(BIN)/ruff format --check src tests benchmarks chaos
 	PYTHONPATH=src $(BIN)/lint-imports --no-cache
+	$(BIN)/mypy
 
 # The peers K2 is measured against (pyproject's bench extra: ArcticDB, the Bloom filters, RocksDB,
 # QuestDB's client, chDB); without ArcticDB bench_query stops before writing its result. The lock

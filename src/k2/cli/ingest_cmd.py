@@ -23,7 +23,9 @@ def ingest(
     """Consume ticks from Kafka into Iceberg with exactly-once effect.
 
     Offsets are resumed from the latest Iceberg snapshot, so a crash at any moment neither loses
-    nor duplicates a row. Ctrl-C commits what was read and stops.
+    nor duplicates a row. Ctrl-C commits what was read and stops. Exits 75 (EX_TEMPFAIL) when a
+    dependency was still down at the stop and the last range stayed uncommitted: nothing is lost,
+    the next run reads it again, and a supervisor should restart it.
     """
     from k2.pipeline import Pipeline, PipelineStats
 
@@ -48,3 +50,9 @@ def ingest(
         f"ingest stopped: read {stats.messages:,}, wrote {stats.written:,}, duplicates {stats.duplicates:,}, "
         f"dead letters {stats.dead_letters:,}, commits {stats.commits:,}"
     )
+    if stats.uncommitted:
+        context.err.print(
+            "[yellow]the last commit failed (see the log): its range stays in Kafka, "
+            "and the next `k2 ingest` reads it again[/yellow]"
+        )
+        raise typer.Exit(75)

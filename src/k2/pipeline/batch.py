@@ -64,6 +64,8 @@ class PipelineStats:
     backfilled: int = 0
     stalls: int = 0
     by_topic: dict[str, int] = field(default_factory=dict)
+    #: the run ended with a range its last commit could not store (the next run reads it again)
+    uncommitted: bool = False
 
 
 @dataclass(frozen=True)

@@ -356,6 +356,8 @@ class Pipeline:
         # The clean stop's last commit; a dependency still down leaves the rest for the next run.
         if committer.flush(live=self._await_process() is None):
             self.checks.close()
+        else:
+            self.stats.uncommitted = True
 
     def _expire(self) -> None:
         """Quiet partitions: let the checks age their holes by wall time, and commit what that made.

@@ -193,6 +193,7 @@ def test_a_clean_run_writes_every_row_once_with_its_offsets_then_closes_the_chec
     assert world.checks.calls[-1] == ("close", None) and pipeline.idle
     assert world.broker.commits[-1] == {(world.topic, 0): 5, (world.topic, 1): 3}  # advisory step 5
     assert stats.messages == 8 and stats.commits >= 1 and world.broker.closed
+    assert not stats.uncommitted
 
 
 def test_a_restart_reads_from_the_lowest_stage_watermark_and_writes_nothing_twice(
@@ -263,9 +264,10 @@ def test_a_clean_stop_with_the_lake_down_leaves_the_range_and_the_checks_open(
     world.table.fail = LakeError("disk on fire")
     pipeline = world.pipeline()
     _after(0.5, pipeline.stop)
-    pipeline.run(max_seconds=20)
+    stats = pipeline.run(max_seconds=20)
     assert world.written() == {} and world.table.head == {}
     assert ("close", None) not in world.checks.calls  # the next run reads the range again
+    assert stats.uncommitted  # `k2 ingest` says so and exits 75, for its supervisor
 
 
 def test_max_messages_ends_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,7 +8,11 @@ readers of replays and live streams. Every loop is bounded in time and every req
 timeout; all traffic goes to 127.0.0.1.
 
 It prints requests/s, p50/p99 per route, responses by status, and the server's RSS and thread
-count at the start, over time and at the end. Done when it shows no 5xx and flat RSS/threads.
+count sampled every ``--sample-s`` seconds. The first half of the run is warm-up: DuckDB's buffer
+pool, the row and partial caches and the hybrid tail cache fill towards their caps, and the thread
+pool grows to its size. Over the second half it fits a line to RSS and reports the slope in
+MiB/min; the soak passes when there is no 5xx, the slope is under ``--max-slope`` (1 MiB/min) and
+the thread count ends no higher than its peak during warm-up.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -165,7 +170,7 @@ def _sample(proc: psutil.Process) -> tuple[float, int]:
     return proc.memory_info().rss / 2**20, proc.num_threads()
 
 
-def _serve(settings: Settings, port: int) -> subprocess.Popen[bytes]:
+def _serve(settings: Settings, port: int, **extra_env: str) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("K2_")}
     env.update(
         K2_DATA_DIR=str(settings.data_dir),
@@ -178,6 +183,7 @@ def _serve(settings: Settings, port: int) -> subprocess.Popen[bytes]:
         K2_LOG__LEVEL="WARNING",
         K2_LOG__FORMAT="json",
     )
+    env.update(extra_env)
     log = (settings.data_dir / "serve.log").open("wb")
     return subprocess.Popen([sys.executable, "-m", "k2.cli", "serve"], env=env, stdout=log, stderr=log)
 
@@ -196,7 +202,56 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) 
     raise SystemExit("k2 serve did not answer within 60 s")
 
 
-def _report(stats: Stats, seconds: float, samples: list[tuple[float, float, int]]) -> int:
+Sample = tuple[float, float, int]  # seconds since the start, RSS MiB, threads
+
+
+@dataclass(frozen=True)
+class Steadiness:
+    """RSS and threads after warm-up: the verdict of a soak on leaks."""
+
+    warm_rss: float  # MiB, at the end of warm-up
+    end_rss: float
+    peak_rss: float
+    slope: float  # MiB/min, least squares over the samples after warm-up
+    warm_threads: int  # the most threads seen during warm-up
+    end_threads: int
+    max_slope: float
+
+    @property
+    def passed(self) -> bool:
+        return self.slope < self.max_slope and self.end_threads <= self.warm_threads
+
+
+def steadiness(samples: list[Sample], load_s: float, *, max_slope: float) -> Steadiness:
+    """Split the samples taken under load at half time and fit RSS over the second half.
+
+    A leak grows RSS at a steady rate forever; caches grow it until they reach their caps. Half
+    the run is warm-up, so a cache that is still filling at the end shows as a slope, not a pass.
+    Samples after the load stopped (RSS may fall then) are left out of the fit.
+    """
+    half = load_s / 2
+    loaded = [s for s in samples if s[0] <= load_s + 1] or samples
+    warm = [s for s in loaded if s[0] <= half] or loaded[:1]
+    steady = [s for s in loaded if s[0] >= half]
+    if len(steady) < 2:
+        steady = loaded[-2:]
+    n = len(steady)
+    mt = sum(t for t, _, _ in steady) / n
+    mr = sum(r for _, r, _ in steady) / n
+    var = sum((t - mt) ** 2 for t, _, _ in steady)
+    slope_s = sum((t - mt) * (r - mr) for t, r, _ in steady) / var if var else 0.0
+    return Steadiness(
+        warm_rss=warm[-1][1],
+        end_rss=samples[-1][1],
+        peak_rss=max(r for _, r, _ in samples),
+        slope=slope_s * 60,
+        warm_threads=max(n for _, _, n in warm),
+        end_threads=samples[-1][2],
+        max_slope=max_slope,
+    )
+
+
+def _report(stats: Stats, seconds: float, samples: list[Sample], max_slope: float) -> int:
     total = sum(stats.status.values())
     print(f"\n{total} requests in {seconds:.0f} s: {total / seconds:.0f} requests/s")
     print(f"\n{'route':<26}{'count':>8}{'p50 ms':>10}{'p99 ms':>10}")
@@ -211,11 +266,20 @@ def _report(stats: Stats, seconds: float, samples: list[tuple[float, float, int]
         + "; ".join(f"{t:.0f}: {r:.0f}, {n}" for t, r, n in samples)
     )
     _, rss0, threads0 = samples[0]
-    _, rss1, threads1 = samples[-1]
-    print(f"server RSS {rss0:.0f} -> {rss1:.0f} MiB, threads {threads0} -> {threads1}")
+    verdict = steadiness(samples, seconds, max_slope=max_slope)
+    print(
+        f"server RSS {rss0:.0f} MiB at start, {verdict.warm_rss:.0f} after warm-up (t={seconds / 2:.0f} s), "
+        f"{verdict.end_rss:.0f} at end, peak {verdict.peak_rss:.0f}"
+    )
+    print(
+        f"threads {threads0} at start, at most {verdict.warm_threads} during warm-up, {verdict.end_threads} at end"
+    )
+    print(f"steady-state RSS slope (second half, least squares): {verdict.slope:+.2f} MiB/min")
     errors = sum(v for k, v in stats.status.items() if k.startswith("5") or k.startswith("client:"))
     print(f"5xx and failed requests: {errors}")
-    return errors
+    flat = "PASS" if verdict.passed else "FAIL"
+    print(f"{flat}: slope < {max_slope:g} MiB/min after warm-up and threads at end <= warm-up peak")
+    return errors + (0 if verdict.passed else 1)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -223,6 +287,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clients", type=int, default=12)
     parser.add_argument("--seconds", type=float, default=180.0)
     parser.add_argument("--quick", action="store_true", help="30 s, 6 clients")
+    parser.add_argument("--sample-s", type=float, default=5.0, help="seconds between RSS samples")
+    parser.add_argument(
+        "--max-slope", type=float, default=1.0, help="MiB/min of RSS growth allowed after warm-up"
+    )
     args = parser.parse_args(argv)
     clients, seconds = (6, 30.0) if args.quick else (max(1, min(args.clients, 64)), min(args.seconds, 1800.0))
     with kafka_broker(heap="512m") as settings:
@@ -248,13 +316,13 @@ def main(argv: list[str] | None = None) -> None:
                 thread.start()
             while any(t.is_alive() for t in threads):
                 time.sleep(0.5)
-                if time.monotonic() - started - samples[-1][0] >= 10.0:
+                if time.monotonic() - started - samples[-1][0] >= args.sample_s:
                     samples.append((time.monotonic() - started, *_sample(proc)))
             for thread in threads:
                 thread.join(timeout=60)
             time.sleep(2)  # let hung-up streams be noticed before the last sample
             samples.append((time.monotonic() - started, *_sample(proc)))
-            errors = _report(stats, deadline - started, samples)
+            errors = _report(stats, deadline - started, samples, args.max_slope)
         finally:
             server.terminate()
             try:

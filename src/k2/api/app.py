@@ -22,6 +22,7 @@ from k2.api.docs import mount_docs
 from k2.api.errors import InsecureBindError
 from k2.api.handlers import handle_error
 from k2.api.middleware import RequestContextMiddleware
+from k2.api.openapi import install_openapi
 from k2.api.routes import V1_ROUTERS, recent, system
 from k2.api.security import ApiKeys, RateLimiter, rate_limit_storage
 from k2.api.streams import StreamSlots
@@ -91,6 +92,7 @@ def create_app(settings: Settings, *, engine: QueryEngine | None = None) -> Fast
         redoc_url=None,
     )
     app.state.k2 = svc
+    install_openapi(app, settings)
     for router in (recent.router, *V1_ROUTERS):  # /trades/recent before anything under /trades
         app.include_router(router, prefix="/v1", dependencies=[Depends(guard)])
     app.include_router(system.router)

@@ -1,8 +1,9 @@
 """FastAPI dependencies: the engine, the key and rate-limit guard, shared parameters, rendering.
 
-Parameters are declared once here (with descriptions and examples for the OpenAPI page) and
-taken as plain strings: ``k2.query.params`` validates them, so a bad value gets a message that
-says what was wrong, in K2's error shape, whichever route it reached.
+Parameters are declared once here (with descriptions and examples for the OpenAPI page). Text
+parameters carry the exact pattern of what is accepted (``k2.api.patterns``), which FastAPI
+enforces (422); ``k2.query.params`` then parses them and checks what a schema cannot say (the
+order of start and end, the range cap) with a 400 that says what was wrong.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from fastapi.responses import Response
 
 from k2.api.errors import AuthenticationError
 from k2.api.health import HealthMonitor
+from k2.api.patterns import DATE_TIME, SYMBOLS, duration
 from k2.api.security import ApiKeys, RateLimiter
 from k2.api.streams import StreamSlots
 from k2.config import Settings
+from k2.query.bars import MAX_INTERVAL_US, MIN_INTERVAL_US
 from k2.query.engine import QueryEngine
 from k2.query.formats import MEDIA_TYPES, encode, negotiate
 from k2.query.params import TimeTravel
@@ -28,6 +31,9 @@ __all__ = [
     "AsOfParam",
     "EndParam",
     "FormatParam",
+    "IntervalParam",
+    "KindsParam",
+    "RequiredSymbols",
     "Services",
     "SnapshotParam",
     "StartParam",
@@ -35,6 +41,7 @@ __all__ = [
     "caller",
     "engine",
     "guard",
+    "kinds_of",
     "ops_guard",
     "peer",
     "render",
@@ -153,32 +160,75 @@ def ops_guard(request: Request, x_api_key: str | None) -> bool:
     return svc.keys.identify(x_api_key) is not None
 
 
+_SYMBOLS = "Comma-separated symbols, at most 100 (1-16 characters each: a letter or digit, then letters, digits, . - _)."
 SymbolsParam = Annotated[
     str | None,
-    Query(
-        description="Comma-separated symbols (1-16 characters: letters, digits, then . - _).",
-        examples=["BHP,RIO"],
-    ),
+    Query(description=_SYMBOLS + " Omitted: every symbol.", examples=["BHP,RIO"], pattern=SYMBOLS),
 ]
+RequiredSymbols = Annotated[str, Query(description=_SYMBOLS, examples=["BHP,RIO"], pattern=SYMBOLS)]
 StartParam = Annotated[
-    str | None,
+    str,
     Query(
-        description="Window start, ISO 8601 (no offset means UTC), inclusive.",
+        description="Window start, ISO 8601 (no offset means UTC), inclusive. The window must end after "
+        "it starts and span at most api.max_range_days (400 otherwise).",
         examples=["2014-03-10T23:00:00Z"],
+        pattern=DATE_TIME,
     ),
 ]
 EndParam = Annotated[
-    str | None,
-    Query(description="Window end, ISO 8601, exclusive.", examples=["2014-03-10T23:15:00Z"]),
+    str,
+    Query(
+        description="Window end, ISO 8601, exclusive.", examples=["2014-03-10T23:15:00Z"], pattern=DATE_TIME
+    ),
 ]
 SnapshotParam = Annotated[
     int | None,
-    Query(description="Time travel: read this snapshot id (see /v1/snapshots).", examples=[None]),
+    Query(
+        description="Time travel: read this snapshot id (see /v1/snapshots; 404 if there is none). "
+        "Not together with as_of (400).",
+        examples=[None],
+        ge=0,
+        le=2**63 - 1,
+    ),
 ]
 AsOfParam = Annotated[
     str | None,
-    Query(description="Time travel: read the tables as they were at this time (ISO 8601).", examples=[None]),
+    Query(
+        description="Time travel: read the tables as they were at this time (ISO 8601; 404 before the "
+        "first commit). Not together with snapshot_id (400).",
+        examples=[None],
+        pattern=DATE_TIME,
+    ),
 ]
+#: A bar length: a whole number of s, m, h or d from 1 s to 1 d (also /v1/bars/live).
+IntervalParam = Annotated[
+    str,
+    Query(
+        description="Bar length, 1s to 1d: a whole number and one unit of s, m, h, d (1s, 5s, 1m, 15m, 1h, 1d).",
+        examples=["1m"],
+        pattern=duration(MIN_INTERVAL_US, MAX_INTERVAL_US),
+    ),
+]
+Kind = Literal["trades", "quotes"]
+_KINDS_ORDERED: dict[str, tuple[Kind, ...]] = {
+    "trades": ("trades",),
+    "quotes": ("quotes",),
+    "trades,quotes": ("trades", "quotes"),
+    "quotes,trades": ("quotes", "trades"),
+}
+
+#: Which tick streams: one of them, or both in either order (also /v1/stream).
+KindsParam = Annotated[
+    Literal["trades", "quotes", "trades,quotes", "quotes,trades"],
+    Query(description="trades, quotes or both (trades,quotes).", examples=["trades,quotes"]),
+]
+
+
+def kinds_of(value: str) -> tuple[Kind, ...]:
+    """The streams a ``KindsParam`` names, each once, in the order given."""
+    return _KINDS_ORDERED[value]
+
+
 FormatParam = Annotated[
     Literal["json", "csv", "parquet", "arrow"] | None,
     Query(

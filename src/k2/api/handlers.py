@@ -2,7 +2,8 @@
 
 ``{"error": <code>, "detail": <message>, "correlation_id": <id>}`` with the status the error
 class declares (``status_code``/``error`` on K2's error classes). FastAPI's own validation errors
-(422) and unknown routes (404) take the same shape. Unexpected exceptions answer 500 with a
+(400 for a value off its schema's pattern, enum or range, or missing; 422 for a value of the wrong
+type) and unknown routes (404) take the same shape. Unexpected exceptions answer 500 with a
 generic message (the traceback goes to the log under the same correlation id, never to the
 client).
 """
@@ -16,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from k2.api.patterns import meaning
 from k2.errors import ConfigError, K2Error
 from k2.lake.errors import CatalogError, TableMissingError
 from k2.observability.logging import get_logger
@@ -39,11 +41,19 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
 
 def _describe(exc: Exception) -> tuple[int, str, str]:
     if isinstance(exc, RequestValidationError):
-        parts = []
+        parts, kinds = [], set()
         for err in exc.errors():
+            kind = str(err.get("type", ""))
+            kinds.add(kind)
             where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("query", "header", "path"))
-            parts.append(f"{where or 'request'}: {err.get('msg', 'invalid')}")
-        return 422, "invalid_parameter", "; ".join(parts)
+            pattern = (err.get("ctx") or {}).get("pattern") if kind == "string_pattern_mismatch" else None
+            words = meaning(pattern) if isinstance(pattern, str) else None
+            message = "is required" if kind == "missing" else f"expected {words}" if words else err.get("msg")
+            parts.append(f"{where or 'request'}: {message or 'invalid'}")
+        # 422 only when a value is not of its type at all (a word where a number belongs); a value
+        # of the right type that is out of range, off pattern or missing is a 400, like K2's own checks.
+        status = 422 if kinds and all(k.endswith(("_parsing", "_type")) for k in kinds) else 400
+        return status, "invalid_parameter", "; ".join(parts)
     if isinstance(exc, StarletteHTTPException):
         code = "not_found" if exc.status_code == 404 else "http_error"
         return exc.status_code, code, str(exc.detail)

@@ -53,10 +53,14 @@ def _error(description: str) -> dict[str, Any]:
 
 #: Responses every /v1 route may give besides 200.
 ERRORS: dict[int | str, dict[str, Any]] = {
-    400: _error("A parameter is invalid, or a cap (rows, time range) is exceeded."),
+    400: _error(
+        "A parameter is missing, off its pattern, enum or range, or a rule between parameters is broken "
+        "(snapshot_id with as_of, end not after start, a range over api.max_range_days, a cursor not "
+        "from the previous page), or a cap (rows) is exceeded."
+    ),
     401: _error("An API key is required (X-API-Key) or the key is wrong."),
     404: _error("The snapshot (time travel) does not exist."),
-    422: _error("A parameter has the wrong type."),
+    422: _error("A parameter has the wrong type (e.g. a word where a number belongs)."),
     429: _error("Rate limit exceeded; see Retry-After."),
     503: _error("The Iceberg catalog or a table is unavailable."),
     504: _error("The query ran past api.query_timeout_s."),

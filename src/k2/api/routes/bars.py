@@ -11,9 +11,10 @@ from k2.api.deps import (
     AsOfParam,
     EndParam,
     FormatParam,
+    IntervalParam,
+    RequiredSymbols,
     SnapshotParam,
     StartParam,
-    SymbolsParam,
     engine,
     render,
     travel,
@@ -27,6 +28,7 @@ __all__ = ["router"]
 
 router = APIRouter(tags=["analytics"])
 
+
 _BAR = {
     "exchange": "ASX", "symbol": "BHP", "session": "2014-03-11", "start": "2014-03-10T23:00:00+00:00",
     "end": "2014-03-10T23:01:00+00:00", "open": "35.945000", "high": "35.990000", "low": "35.930000",
@@ -38,16 +40,16 @@ _BAR = {
 def read_bars(
     request: Request,
     eng: Annotated[QueryEngine, Depends(engine)],
-    symbols: SymbolsParam = None,
-    start: StartParam = None,
-    end: EndParam = None,
-    interval: Annotated[
-        str, Query(description="Bar length from 1s to 1d: 1s, 5s, 1m, 15m, 1h, 1d…", examples=["1m"])
-    ] = "1m",
+    symbols: RequiredSymbols,
+    start: StartParam,
+    end: EndParam,
+    interval: IntervalParam = "1m",
     tz: Annotated[
         str | None,
         Query(
-            description="Align buckets to this zone's midnight instead of each exchange's.", examples=[None]
+            description="Align buckets to this IANA zone's midnight instead of each exchange's "
+            "(the zones DuckDB knows; listed in this schema).",
+            examples=[None],
         ),
     ] = None,
     snapshot_id: SnapshotParam = None,

@@ -11,20 +11,23 @@ from k2.api.deps import (
     AsOfParam,
     EndParam,
     FormatParam,
+    RequiredSymbols,
     SnapshotParam,
     StartParam,
-    SymbolsParam,
     engine,
     render,
     travel,
 )
 from k2.api.models import EXAMPLE_TRADE, tabular
+from k2.api.patterns import duration
 from k2.query.engine import QueryEngine
 from k2.query.params import parse_duration, parse_symbols
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["analytics"])
+
+_DAY_US = 86_400_000_000
 
 _ROW = {
     **{k: v for k, v in EXAMPLE_TRADE.items() if not k.startswith("kafka_")},
@@ -41,12 +44,17 @@ _ROW = {
 def read_trades_with_quotes(
     request: Request,
     eng: Annotated[QueryEngine, Depends(engine)],
-    symbols: SymbolsParam = None,
-    start: StartParam = None,
-    end: EndParam = None,
+    symbols: RequiredSymbols,
+    start: StartParam,
+    end: EndParam,
     tolerance: Annotated[
         str,
-        Query(description="Quotes older than this are stale (columns null): 100ms … 1d.", examples=["5m"]),
+        Query(
+            description="Quotes older than this are stale (columns null): a whole number and one unit "
+            "of us, ms, s, m, h, d, from 1us to 1d.",
+            examples=["5m"],
+            pattern=duration(1, _DAY_US),
+        ),
     ] = "5m",
     snapshot_id: SnapshotParam = None,
     as_of: AsOfParam = None,
@@ -58,7 +66,7 @@ def read_trades_with_quotes(
     result = eng.trades_with_quotes(
         parse_symbols(symbols),
         eng.window(start, end),
-        parse_duration(tolerance, "tolerance", minimum_us=1, maximum_us=86_400_000_000),
+        parse_duration(tolerance, "tolerance", minimum_us=1, maximum_us=_DAY_US),
         travel=travel(snapshot_id, as_of),
     )
     return render(request, result, fmt)

@@ -21,15 +21,15 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from k2.api.deps import FormatParam, SymbolsParam, caller, services
+from k2.api.deps import FormatParam, IntervalParam, KindsParam, RequiredSymbols, caller, kinds_of, services
 from k2.api.models import ERRORS, EXAMPLE_QUOTE, EXAMPLE_TRADE, SSE_EVENT, tabular
+from k2.api.patterns import DATE_TIME, SYMBOLS
 from k2.api.streams import BoundedStreamingResponse
 from k2.config.hybrid import Consistency, HybridSettings
 from k2.hybrid import HybridEngine, HybridResult
 from k2.hybrid.live import LiveEvent, LiveSubscription
 from k2.hybrid.view import Anchor
 from k2.query.bars import MAX_INTERVAL_US, MIN_INTERVAL_US
-from k2.query.errors import InvalidParameterError
 from k2.query.formats import MEDIA_TYPES, encode, encode_ndjson, negotiate
 from k2.query.params import parse_duration, parse_symbols, parse_time
 from k2.types import StreamKind as Kind
@@ -82,14 +82,27 @@ def close_hybrid(app: FastAPI) -> None:
 
 HybridDep = Annotated[HybridEngine, Depends(hybrid)]
 SymbolParam = Annotated[
-    str | None, Query(description="Symbol (or comma-separated symbols).", examples=["BHP"])
+    str,
+    Query(
+        description="Symbol (or up to 100 comma-separated symbols; 1-16 characters each).",
+        examples=["BHP"],
+        pattern=SYMBOLS,
+    ),
 ]
 MinutesParam = Annotated[
-    float, Query(description="Window length in minutes (at most hybrid.max_minutes).", examples=[15])
+    float,
+    Query(
+        description="Window length in minutes, above 0 and at most hybrid.max_minutes (the maximum below).",
+        examples=[15],
+        gt=0,
+        allow_inf_nan=False,
+    ),
 ]
 UntilParam = Annotated[
     str | None,
-    Query(description="Window end (exclusive, ISO 8601); overrides anchor.", examples=[None]),
+    Query(
+        description="Window end (exclusive, ISO 8601); overrides anchor.", examples=[None], pattern=DATE_TIME
+    ),
 ]
 ConsistencyParam = Annotated[
     Literal["watermark", "cached"] | None,
@@ -118,7 +131,7 @@ def _render(request: Request, result: HybridResult, fmt: str | None) -> Response
 
 
 def _recent(
-    kind: Kind, request: Request, h: HybridEngine, symbol: str | None, minutes: float, until: str | None,
+    kind: Kind, request: Request, h: HybridEngine, symbol: str, minutes: float, until: str | None,
     anchor: Anchor, consistency: Consistency | None, fmt: str | None,
 ) -> Response:  # fmt: skip
     result = h.recent(
@@ -140,7 +153,7 @@ def _recent(
 def read_recent_trades(
     request: Request,
     h: HybridDep,
-    symbol: SymbolParam = None,
+    symbol: SymbolParam,
     minutes: MinutesParam = 15,
     until: UntilParam = None,
     anchor: AnchorParam = "latest",
@@ -160,7 +173,7 @@ def read_recent_trades(
 def read_recent_quotes(
     request: Request,
     h: HybridDep,
-    symbol: SymbolParam = None,
+    symbol: SymbolParam,
     minutes: MinutesParam = 15,
     until: UntilParam = None,
     anchor: AnchorParam = "latest",
@@ -179,10 +192,8 @@ def read_recent_quotes(
 def read_live_bars(
     request: Request,
     h: HybridDep,
-    symbol: SymbolParam = None,
-    interval: Annotated[
-        str, Query(description="Bar length, 1s to 1d (1m, 5m, 1h…).", examples=["1m"])
-    ] = "1m",
+    symbol: SymbolParam,
+    interval: IntervalParam = "1m",
     minutes: MinutesParam = 60,
     until: UntilParam = None,
     anchor: AnchorParam = "latest",
@@ -200,19 +211,6 @@ def read_live_bars(
         consistency=consistency,
     )
     return _render(request, result, fmt)
-
-
-def _kinds(value: str) -> tuple[Kind, ...]:
-    out: list[Kind] = []
-    for part in (p.strip().lower() for p in value.split(",")):
-        if part in ("trades", "quotes"):
-            if part not in out:
-                out.append(part)  # type: ignore[arg-type]
-        elif part:
-            raise InvalidParameterError("kinds", f"{part[:20]!r} is not a kind; use trades, quotes or both")
-    if not out:
-        raise InvalidParameterError("kinds", "at least one of trades, quotes")
-    return tuple(out)
 
 
 def sse(event: LiveEvent) -> bytes:
@@ -238,14 +236,15 @@ def sse(event: LiveEvent) -> bytes:
 async def stream(
     request: Request,
     h: HybridDep,
-    symbols: SymbolsParam = None,
-    kinds: Annotated[str, Query(description="trades, quotes or both.")] = "trades,quotes",
+    symbols: RequiredSymbols,
+    kinds: KindsParam = "trades,quotes",
     bars: Annotated[bool, Query(description="Also emit 1-minute bars updated by new trades.")] = True,
     duration: Annotated[
         float | None,
         Query(
             description="Close the stream after this many seconds (default and at most: api.stream_max_s).",
             gt=0,
+            allow_inf_nan=False,
         ),
     ] = None,
 ) -> BoundedStreamingResponse:
@@ -256,7 +255,7 @@ async def stream(
     svc = services(request)
     lease = svc.streams.acquire(caller(request))
     try:
-        sub = LiveSubscription(h, _kinds(kinds), parse_symbols(symbols), bars=bars)
+        sub = LiveSubscription(h, kinds_of(kinds), parse_symbols(symbols), bars=bars)
         hello = await run_in_threadpool(sub.start)  # a failure here is still an error response
     except BaseException:
         lease.release()

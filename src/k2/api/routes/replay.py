@@ -19,18 +19,19 @@ from fastapi.concurrency import run_in_threadpool
 from k2.api.deps import (
     AsOfParam,
     EndParam,
+    KindsParam,
     SnapshotParam,
     StartParam,
     SymbolsParam,
     caller,
     engine,
+    kinds_of,
     services,
     travel,
 )
 from k2.api.models import ERRORS, SSE_EVENT
 from k2.api.streams import BoundedStreamingResponse, StreamLease
 from k2.query.engine import QueryEngine
-from k2.query.errors import InvalidParameterError
 from k2.query.formats import encode_ndjson, encode_sse
 from k2.query.params import parse_symbols
 from k2.query.replay import MAX_SPEED, MIN_SPEED, Pacer, ReplayStream
@@ -40,19 +41,6 @@ __all__ = ["router"]
 router = APIRouter(tags=["replay"])
 
 _MEDIA = {"ndjson": "application/x-ndjson", "sse": "text/event-stream"}
-
-
-def _kinds(value: str) -> tuple[Literal["trades", "quotes"], ...]:
-    parts = [p.strip().lower() for p in value.split(",") if p.strip()]
-    out: list[Literal["trades", "quotes"]] = []
-    for part in parts:
-        if part not in ("trades", "quotes"):
-            raise InvalidParameterError("kinds", f"{part[:20]!r} is not a kind; use trades, quotes or both")
-        if part not in out:
-            out.append(part)  # type: ignore[arg-type]
-    if not out:
-        raise InvalidParameterError("kinds", "at least one of trades, quotes")
-    return tuple(out)
 
 
 @router.get(
@@ -71,18 +59,19 @@ def _kinds(value: str) -> tuple[Literal["trades", "quotes"], ...]:
 async def replay(
     request: Request,
     eng: Annotated[QueryEngine, Depends(engine)],
-    start: StartParam = None,
-    end: EndParam = None,
+    start: StartParam,
+    end: EndParam,
     symbols: SymbolsParam = None,
-    kinds: Annotated[
-        str, Query(description="trades, quotes or trades,quotes.", examples=["trades,quotes"])
-    ] = ("trades,quotes"),
+    kinds: KindsParam = "trades,quotes",
     speed: Annotated[
         float | None,
         Query(
             description=f"Pace at N times exchange speed ({MIN_SPEED:g} to {MAX_SPEED:g}, e.g. 10); "
             "omitted: as fast as possible.",
             examples=[None],
+            ge=MIN_SPEED,
+            le=MAX_SPEED,
+            allow_inf_nan=False,
         ),
     ] = None,
     stream: Annotated[
@@ -98,7 +87,7 @@ async def replay(
     try:
         result = await run_in_threadpool(
             eng.replay,
-            _kinds(kinds),
+            kinds_of(kinds),
             parse_symbols(symbols, required=False),
             eng.window(start, end),
             speed=speed,

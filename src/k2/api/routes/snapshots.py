@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
@@ -28,9 +28,15 @@ def read_snapshots(
     request: Request,
     eng: Annotated[QueryEngine, Depends(engine)],
     table: Annotated[
-        str, Query(description="trades, quotes, reference or sequence_gaps.", examples=["trades"])
+        Literal["trades", "quotes", "reference", "sequence_gaps"],
+        Query(description="The table whose snapshots to list.", examples=["trades"]),
     ] = "trades",
-    limit: Annotated[int, Query(description="How many, newest first.", examples=[50])] = 50,
+    limit: Annotated[
+        int,
+        Query(
+            description="How many, newest first: 1 to api.max_rows (the maximum below).", examples=[50], ge=1
+        ),
+    ] = 50,
     fmt: FormatParam = None,
 ) -> Response:
     """Any snapshot_id listed here, or any time after the first commit (as_of), can be passed to

@@ -9,6 +9,7 @@ from fastapi.responses import Response
 
 from k2.api.deps import AsOfParam, FormatParam, SnapshotParam, SymbolsParam, engine, render, travel
 from k2.api.models import tabular
+from k2.api.patterns import DATE
 from k2.query.engine import QueryEngine
 from k2.query.params import parse_date, parse_symbols
 from k2.query.stats import SessionRange
@@ -19,11 +20,22 @@ router = APIRouter(tags=["data quality"])
 
 FirstSession = Annotated[
     str | None,
-    Query(alias="start", description="First session (YYYY-MM-DD), inclusive.", examples=["2014-03-10"]),
+    Query(
+        alias="start",
+        description="First session (YYYY-MM-DD), inclusive. With end: not after end, and at most "
+        "api.max_range_days sessions (400 otherwise).",
+        examples=["2014-03-10"],
+        pattern=DATE,
+    ),
 ]
 LastSession = Annotated[
     str | None,
-    Query(alias="end", description="Last session (YYYY-MM-DD), inclusive.", examples=["2014-03-14"]),
+    Query(
+        alias="end",
+        description="Last session (YYYY-MM-DD), inclusive.",
+        examples=["2014-03-14"],
+        pattern=DATE,
+    ),
 ]
 _SUMMARY = {
     "symbol": "BHP", "exchange": "ASX", "session": "2014-03-11", "trades": 18522,

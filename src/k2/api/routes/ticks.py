@@ -11,9 +11,9 @@ from k2.api.deps import (
     AsOfParam,
     EndParam,
     FormatParam,
+    RequiredSymbols,
     SnapshotParam,
     StartParam,
-    SymbolsParam,
     engine,
     render,
     travel,
@@ -27,11 +27,21 @@ __all__ = ["router"]
 router = APIRouter(tags=["ticks"])
 
 OrderParam = Annotated[
-    str | None, Query(description="asc (oldest first, default) or desc (newest first).", examples=["asc"])
+    Literal["asc", "desc", "oldest", "newest"] | None,
+    Query(
+        description="asc or oldest (oldest first, default), desc or newest (newest first).", examples=["asc"]
+    ),
 ]
-LimitParam = Annotated[int, Query(description="Rows per page (at most api.max_rows).", examples=[1000])]
+LimitParam = Annotated[
+    int, Query(description="Rows per page, 1 to api.max_rows (the maximum below).", examples=[1000], ge=1)
+]
 CursorParam = Annotated[
-    str | None, Query(description="next_cursor of the previous page; keep the other parameters unchanged.")
+    str | None,
+    Query(
+        description="next_cursor of the previous page, with the other parameters unchanged; any other "
+        "value is refused (400).",
+        max_length=4096,
+    ),
 ]
 
 
@@ -39,9 +49,9 @@ def _ticks(
     kind: Literal["trades", "quotes"],
     request: Request,
     eng: QueryEngine,
-    symbols: str | None,
-    start: str | None,
-    end: str | None,
+    symbols: str,
+    start: str,
+    end: str,
     order: str | None,
     limit: int,
     cursor: str | None,
@@ -69,9 +79,9 @@ def _ticks(
 def read_trades(
     request: Request,
     eng: Annotated[QueryEngine, Depends(engine)],
-    symbols: SymbolsParam = None,
-    start: StartParam = None,
-    end: EndParam = None,
+    symbols: RequiredSymbols,
+    start: StartParam,
+    end: EndParam,
     order: OrderParam = None,
     limit: LimitParam = 1000,
     cursor: CursorParam = None,
@@ -92,9 +102,9 @@ def read_trades(
 def read_quotes(
     request: Request,
     eng: Annotated[QueryEngine, Depends(engine)],
-    symbols: SymbolsParam = None,
-    start: StartParam = None,
-    end: EndParam = None,
+    symbols: RequiredSymbols,
+    start: StartParam,
+    end: EndParam,
     order: OrderParam = None,
     limit: LimitParam = 1000,
     cursor: CursorParam = None,

@@ -34,7 +34,7 @@ from k2.query.sql import from_us
 from k2.types import StreamKind
 from k2.types import TopicPartition as TP
 
-__all__ = ["EventKind", "LiveEvent", "LiveSubscription"]
+__all__ = ["EventKind", "LiveEvent", "LiveSubscription", "Wait"]
 
 EventKind = Literal["trade", "quote", "bar", "status"]
 _EVENT: dict[str, EventKind] = {"trades": "trade", "quotes": "quote"}
@@ -51,6 +51,14 @@ class LiveEvent:
     kind: EventKind
     rows: pl.DataFrame | None = None
     status: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Between two polls of ``LiveSubscription.steps``: wait ``seconds``; ``keep_alive`` after long quiet."""
+
+    seconds: float
+    keep_alive: bool = False
 
 
 class LiveSubscription:
@@ -103,16 +111,52 @@ class LiveSubscription:
             events += self._poll_kind(kind)
         return events
 
+    def steps(
+        self,
+        *,
+        interval_s: float | None = None,
+        idle_s: float | None = None,
+        idle_reason: str = "idle",
+        heartbeat_s: float | None = None,
+    ) -> Iterator[LiveEvent | Wait]:
+        """The one streaming loop: ``start``, then ``poll`` with a ``Wait`` between polls, for ever.
+
+        The caller does the waiting (``stream`` sleeps; the API's SSE route awaits, so that no
+        thread is held) and decides when to stop. Ends, after a ``status`` event
+        ``{"closed": idle_reason}``, once ``idle_s`` passed without an event. A ``Wait`` is marked
+        ``keep_alive`` once every ``heartbeat_s`` (default hybrid.heartbeat_s) of quiet.
+        """
+        interval = self.engine.hybrid.stream_interval_s if interval_s is None else interval_s
+        heartbeat = self.engine.hybrid.heartbeat_s if heartbeat_s is None else heartbeat_s
+        yield self.start()
+        quiet_since = last_event = time.monotonic()
+        while True:
+            events = self.poll()
+            yield from events
+            now = time.monotonic()
+            keep_alive = False
+            if events:
+                quiet_since = last_event = now
+            elif idle_s is not None and now - last_event >= idle_s:
+                yield LiveEvent("status", status={"closed": idle_reason})
+                return
+            elif now - quiet_since >= heartbeat:
+                quiet_since = now
+                keep_alive = True
+            yield Wait(interval, keep_alive)
+
     def stream(
         self, *, duration_s: float | None = None, interval_s: float | None = None
     ) -> Iterator[LiveEvent]:
-        """``start``, then ``poll`` forever (or for ``duration_s``), sleeping ``interval_s`` between."""
-        interval = self.engine.hybrid.stream_interval_s if interval_s is None else interval_s
-        yield self.start()
+        """``steps`` with blocking sleeps, for ever (or for ``duration_s``)."""
         ends = None if duration_s is None else time.monotonic() + duration_s
-        while ends is None or time.monotonic() < ends:
-            yield from self.poll()
-            time.sleep(interval)
+        for step in self.steps(interval_s=interval_s):
+            if isinstance(step, LiveEvent):
+                yield step
+                continue
+            time.sleep(step.seconds)
+            if ends is not None and time.monotonic() >= ends:
+                return
 
     # -- one kind -------------------------------------------------------------------------------
     def _poll_kind(self, kind: StreamKind) -> list[LiveEvent]:

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import time
+
 import polars as pl
 
 from k2.hybrid import HybridEngine
-from k2.hybrid.live import LiveSubscription
+from k2.hybrid.live import LiveEvent, LiveSubscription, Wait
 from tests.unit.hybrid.conftest import Stream, ticks
 
 
@@ -53,3 +55,24 @@ def test_stream_runs_for_a_duration(stream: Stream, hybrid: HybridEngine) -> Non
         "quotes",
     }
     assert all(e.kind == "status" for e in events)
+
+
+def test_steps_wait_between_polls_mark_keep_alives_and_close_when_idle(
+    stream: Stream, hybrid: HybridEngine
+) -> None:
+    sub = LiveSubscription(hybrid, ("trades",), ("BHP",), bars=False)
+    steps = sub.steps(interval_s=0.01, idle_s=0.2, idle_reason="api.stream_idle_s", heartbeat_s=0.05)
+    assert isinstance(hello := next(steps), LiveEvent) and hello.kind == "status"
+    stream.produce("trades", bhp(1, 2))
+    hybrid.cache.pump()
+    seen: list[LiveEvent | Wait] = []
+    for step in steps:  # ends by itself once idle: no event for 0.2 s
+        seen.append(step)
+        if isinstance(step, Wait):
+            time.sleep(step.seconds)
+    events = [s for s in seen if isinstance(s, LiveEvent)]
+    assert events[0].kind == "trade" and events[0].rows is not None and events[0].rows.height == 2
+    assert events[-1].status == {"closed": "api.stream_idle_s"}
+    waits = [s for s in seen if isinstance(s, Wait)]
+    assert {w.seconds for w in waits} == {0.01} and any(w.keep_alive for w in waits)
+    assert not waits[0].keep_alive  # right after an event

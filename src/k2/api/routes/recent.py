@@ -11,6 +11,7 @@ its Kafka consumers (call it from the app's lifespan).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -256,44 +257,40 @@ async def stream(
     lease = svc.streams.acquire(caller(request))
     try:
         sub = LiveSubscription(h, kinds_of(kinds), parse_symbols(symbols), bars=bars)
-        hello = await run_in_threadpool(sub.start)  # a failure here is still an error response
+        steps = sub.steps(idle_s=svc.settings.api.stream_idle_s, idle_reason="api.stream_idle_s")
+        hello = await run_in_threadpool(next, steps)  # start: a failure here is still an error response
     except BaseException:
         lease.release()
         raise
-    settings = h.hybrid
-    idle_s = svc.settings.api.stream_idle_s
     if duration is not None:
         lease.deadline = min(lease.deadline, time.monotonic() + duration)
 
     async def body() -> AsyncIterator[bytes]:
         try:
             yield sse(hello)
-            quiet_since = last_event = time.monotonic()
             while True:
-                try:
-                    events = await run_in_threadpool(sub.poll)
+                try:  # one step of the subscription's loop (a poll, or handing over its events)
+                    step = await run_in_threadpool(next, steps, None)
                 except Exception as exc:  # the status line has been sent: report in-band and end
                     yield sse(
                         LiveEvent("status", status={"error": type(exc).__name__, "detail": str(exc)[:200]})
                     )
                     return
-                for event in events:
-                    yield sse(event)
-                now = time.monotonic()
-                if events:
-                    quiet_since = last_event = now
-                elif now - last_event >= idle_s:
-                    yield sse(LiveEvent("status", status={"closed": "api.stream_idle_s"}))
+                if step is None:  # closed for idleness, its status event sent
                     return
-                elif now - quiet_since >= settings.heartbeat_s:
-                    quiet_since = now
+                if isinstance(step, LiveEvent):
+                    yield sse(step)
+                    continue
+                if step.keep_alive:
                     yield b": keep-alive\n\n"
-                if not await lease.sleep(settings.stream_interval_s, request):
+                if not await lease.sleep(step.seconds, request):
                     if lease.remaining() <= 0 and duration is None:
                         yield sse(LiveEvent("status", status={"closed": "api.stream_max_s"}))
                     return
         finally:
             lease.release()
+            with contextlib.suppress(ValueError):  # "generator already executing": it ends on its own
+                steps.close()
 
     headers: dict[str, Any] = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return BoundedStreamingResponse(body(), lease, media_type="text/event-stream", headers=headers)

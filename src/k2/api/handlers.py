@@ -52,8 +52,8 @@ def _describe(exc: Exception) -> tuple[int, str, str]:
             parts.append(f"{where or 'request'}: {message or 'invalid'}")
         # 422 only when a value is not of its type at all (a word where a number belongs); a value
         # of the right type that is out of range, off pattern or missing is a 400, like K2's own checks.
-        status = 422 if kinds and all(k.endswith(("_parsing", "_type")) for k in kinds) else 400
-        return status, "invalid_parameter", "; ".join(parts)
+        wrong_type = bool(kinds) and all(k.endswith(("_parsing", "_type")) for k in kinds)
+        return (422 if wrong_type else 400), "invalid_parameter", "; ".join(parts)
     if isinstance(exc, StarletteHTTPException):
         code = "not_found" if exc.status_code == 404 else "http_error"
         return exc.status_code, code, str(exc.detail)

@@ -19,7 +19,7 @@ are folded into it exactly (``k2.hybrid.bars.combine``).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -118,7 +118,7 @@ class LiveSubscription:
         idle_s: float | None = None,
         idle_reason: str = "idle",
         heartbeat_s: float | None = None,
-    ) -> Iterator[LiveEvent | Wait]:
+    ) -> Generator[LiveEvent | Wait, None, None]:
         """The one streaming loop: ``start``, then ``poll`` with a ``Wait`` between polls, for ever.
 
         The caller does the waiting (``stream`` sleeps; the API's SSE route awaits, so that no

@@ -259,6 +259,7 @@ async def stream(
         sub = LiveSubscription(h, kinds_of(kinds), parse_symbols(symbols), bars=bars)
         steps = sub.steps(idle_s=svc.settings.api.stream_idle_s, idle_reason="api.stream_idle_s")
         hello = await run_in_threadpool(next, steps)  # start: a failure here is still an error response
+        assert isinstance(hello, LiveEvent)  # steps begins with start()'s status event
     except BaseException:
         lease.release()
         raise

@@ -21,6 +21,7 @@ from k2.api.deps import Services, guard
 from k2.api.docs import mount_docs
 from k2.api.errors import InsecureBindError
 from k2.api.handlers import handle_error
+from k2.api.memory import MemoryTrimmer
 from k2.api.middleware import RequestContextMiddleware
 from k2.api.openapi import install_openapi
 from k2.api.routes import V1_ROUTERS, recent, system
@@ -74,9 +75,13 @@ def create_app(settings: Settings, *, engine: QueryEngine | None = None) -> Fast
 
     owns_engine = engine is None
 
+    trimmer = MemoryTrimmer()
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        trimmer.start()  # RSS stays near what is in use, not what a burst once freed
         yield
+        trimmer.stop()
         recent.close_hybrid(_app)  # the live tail's consumers and prefetch thread
         if owns_engine:  # an engine passed in belongs to the caller
             svc.close()

@@ -11,8 +11,8 @@ It prints requests/s, p50/p99 per route, responses by status, and the server's R
 count sampled every ``--sample-s`` (1) seconds. The first half of the run is warm-up: DuckDB's
 buffer pool, the row and partial caches and the hybrid tail cache fill towards their caps, and the
 thread pool grows to its size. Over the second half it fits a line to RSS and reports the slope in
-MiB/min with its standard error (RSS swings by tens of MiB from second to second, as responses
-are built and freed). The soak passes when there is no 5xx, growth above ``--max-slope``
+MiB/min with its standard error (fitted to 30 s means: RSS swings by tens of MiB for seconds at a
+time, as responses are built and freed). The soak passes when there is no 5xx, growth above ``--max-slope``
 (1 MiB/min) is not shown (slope minus two standard errors below it), and the thread count ends no
 higher than its peak during warm-up.
 """
@@ -228,25 +228,35 @@ class Steadiness:
         return self.slope - 2 * self.slope_se < self.max_slope and self.end_threads <= self.warm_threads
 
 
-def steadiness(samples: list[Sample], load_s: float, *, max_slope: float) -> Steadiness:
+def steadiness(
+    samples: list[Sample], load_s: float, *, max_slope: float, block_s: float = 30.0
+) -> Steadiness:
     """Split the samples taken under load at half time and fit RSS over the second half.
 
     A leak grows RSS at a steady rate forever; caches grow it until they reach their caps. Half
     the run is warm-up, so a cache that is still filling at the end shows as a slope, not a pass.
-    Samples after the load stopped (RSS may fall then) are left out of the fit.
+    RSS swings by tens of MiB for seconds at a time (responses built and freed), so neighbouring
+    samples are not independent: the line is fitted to ``block_s`` means, whose scatter gives an
+    honest standard error. Samples after the load stopped (RSS may fall then) are left out.
     """
     half = load_s / 2
     loaded = [s for s in samples if s[0] <= load_s + 1] or samples
     warm = [s for s in loaded if s[0] <= half] or loaded[:1]
-    steady = [s for s in loaded if s[0] >= half]
-    if len(steady) < 2:
-        steady = loaded[-2:]
-    n = len(steady)
-    mt = sum(t for t, _, _ in steady) / n
-    mr = sum(r for _, r, _ in steady) / n
-    var = sum((t - mt) ** 2 for t, _, _ in steady)
-    slope_s = sum((t - mt) * (r - mr) for t, r, _ in steady) / var if var else 0.0
-    residual = sum((r - mr - slope_s * (t - mt)) ** 2 for t, r, _ in steady)
+    blocks: dict[int, list[Sample]] = {}
+    for sample in (s for s in loaded if s[0] >= half):
+        blocks.setdefault(int((sample[0] - half) // block_s), []).append(sample)
+    points = [
+        (sum(t for t, _, _ in b) / len(b), sum(r for _, r, _ in b) / len(b))
+        for _, b in sorted(blocks.items())
+    ]
+    if len(points) < 3:  # too short for blocks: every sample is a point
+        points = [(t, r) for t, r, _ in loaded[-max(3, len(loaded) // 2) :]]
+    n = len(points)
+    mt = sum(t for t, _ in points) / n
+    mr = sum(r for _, r in points) / n
+    var = sum((t - mt) ** 2 for t, _ in points)
+    slope_s = sum((t - mt) * (r - mr) for t, r in points) / var if var else 0.0
+    residual = sum((r - mr - slope_s * (t - mt)) ** 2 for t, r in points)
     se_s = (residual / (n - 2) / var) ** 0.5 if var and n > 2 else 0.0
     return Steadiness(
         warm_rss=warm[-1][1],
@@ -293,7 +303,7 @@ def _report(stats: Stats, seconds: float, samples: list[Sample], max_slope: floa
         f"threads {threads0} at start, at most {verdict.warm_threads} during warm-up, {verdict.end_threads} at end"
     )
     print(
-        f"steady-state RSS slope (second half, least squares over {len(samples)} samples in all): "
+        "steady-state RSS slope (second half, least squares over 30 s means): "
         f"{verdict.slope:+.2f} ± {verdict.slope_se:.2f} MiB/min (1 SE)"
     )
     errors = sum(v for k, v in stats.status.items() if k.startswith("5") or k.startswith("client:"))

@@ -16,7 +16,6 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from k2.config import Settings
-from k2.hybrid import HybridSettings
 from k2.query.errors import InvalidParameterError
 from k2.query.params import parse_timezone
 
@@ -36,10 +35,9 @@ def time_zones() -> tuple[str, ...]:
 
 
 def _bounds(settings: Settings) -> dict[str, dict[str, Any]]:
-    hybrid = getattr(settings, "hybrid", HybridSettings())
     return {
         "limit": {"maximum": settings.api.max_rows},
-        "minutes": {"maximum": hybrid.max_minutes},
+        "minutes": {"maximum": settings.hybrid.max_minutes},
         "tz": {"enum": list(time_zones())},
     }
 

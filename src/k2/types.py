@@ -17,6 +17,7 @@ __all__ = [
     "Offsets",
     "ServiceName",
     "StreamKind",
+    "TableName",
     "TopicPartition",
 ]
 
@@ -26,8 +27,10 @@ StreamKind = Literal["trades", "quotes"]
 TICK_KINDS: Final[tuple[str, ...]] = get_args(StreamKind)
 REFERENCE_TABLE: Final = "reference"
 GAPS_TABLE: Final = "sequence_gaps"
-#: Every Iceberg table K2 creates in its namespace.
+#: Every Iceberg table K2 creates in its namespace (as a type: routes and commands that take one).
+TableName = Literal["trades", "quotes", "reference", "sequence_gaps"]
 TABLES: Final[tuple[str, ...]] = (*TICK_KINDS, REFERENCE_TABLE, GAPS_TABLE)
+assert get_args(TableName) == TABLES, "TableName spells TABLES"
 
 #: The IANA zone of each exchange's trading day: bars align to its midnight, sessions are its dates.
 EXCHANGE_TIMEZONES: Final[dict[str, str]] = {"ASX": "Australia/Sydney", "SIM": "UTC"}

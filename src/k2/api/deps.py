@@ -26,6 +26,7 @@ from k2.query.engine import QueryEngine
 from k2.query.formats import MEDIA_TYPES, encode, negotiate
 from k2.query.params import TimeTravel
 from k2.query.reader import Result
+from k2.types import StreamKind
 
 __all__ = [
     "AsOfParam",
@@ -209,7 +210,7 @@ IntervalParam = Annotated[
         pattern=duration(MIN_INTERVAL_US, MAX_INTERVAL_US),
     ),
 ]
-Kind = Literal["trades", "quotes"]
+Kind = StreamKind
 _KINDS_ORDERED: dict[str, tuple[Kind, ...]] = {
     "trades": ("trades",),
     "quotes": ("quotes",),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
@@ -10,6 +10,7 @@ from fastapi.responses import Response
 from k2.api.deps import FormatParam, engine, render
 from k2.api.models import tabular
 from k2.query.engine import QueryEngine
+from k2.types import TableName
 
 __all__ = ["router"]
 
@@ -28,7 +29,7 @@ def read_snapshots(
     request: Request,
     eng: Annotated[QueryEngine, Depends(engine)],
     table: Annotated[
-        Literal["trades", "quotes", "reference", "sequence_gaps"],
+        TableName,
         Query(description="The table whose snapshots to list.", examples=["trades"]),
     ] = "trades",
     limit: Annotated[

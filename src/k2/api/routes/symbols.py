@@ -13,6 +13,7 @@ from k2.api.patterns import DATE
 from k2.query.engine import QueryEngine
 from k2.query.params import parse_date, parse_symbols
 from k2.query.stats import SessionRange
+from k2.types import StreamKind
 
 __all__ = ["router"]
 
@@ -85,7 +86,7 @@ def read_gaps(
     symbols: SymbolsParam = None,
     start: FirstSession = None,
     end: LastSession = None,
-    kind: Annotated[Literal["trades", "quotes"] | None, Query(description="Only this stream.")] = None,
+    kind: Annotated[StreamKind | None, Query(description="Only this stream.")] = None,
     status: Annotated[
         Literal["open", "recovered", "pending", "all"],
         Query(

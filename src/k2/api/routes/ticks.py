@@ -21,6 +21,7 @@ from k2.api.deps import (
 from k2.api.models import EXAMPLE_QUOTE, EXAMPLE_TRADE, tabular
 from k2.query.engine import QueryEngine
 from k2.query.params import parse_order, parse_symbols
+from k2.types import StreamKind
 
 __all__ = ["router"]
 
@@ -46,7 +47,7 @@ CursorParam = Annotated[
 
 
 def _ticks(
-    kind: Literal["trades", "quotes"],
+    kind: StreamKind,
     request: Request,
     eng: QueryEngine,
     symbols: str,

@@ -68,6 +68,9 @@ def _root(
         envvar="K2_CONFIG",
         help="TOML configuration file (default: ./k2.toml if present).",
     ),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Log each gap event, not a per-symbol summary every 10 s."
+    ),
 ) -> None:
     """Record the root options; the Settings are built when a command first asks (``obj``).
 
@@ -76,7 +79,7 @@ def _root(
     """
     if isinstance(ctx.obj, Context):
         return
-    ctx.obj = Root(config)
+    ctx.obj = Root(config, verbose=verbose)
 
 
 @app.command()

@@ -39,8 +39,9 @@ class Context:
 class Root:
     """The root command's options; builds the Context once, when a command first asks for it."""
 
-    def __init__(self, config: Path | None = None) -> None:
+    def __init__(self, config: Path | None = None, *, verbose: bool = False) -> None:
         self.config = config
+        self.verbose = verbose
         self._context: Context | None = None
 
     def context(self) -> Context:
@@ -59,7 +60,7 @@ class Root:
             except K2Error as exc:
                 err.print(f"[bold red]error:[/] {exc}", highlight=False)
                 raise typer.Exit(exc.exit_code) from exc
-            configure_logging(settings.log)
+            configure_logging(settings.log, verbose=self.verbose)
             self._context = Context(settings=settings, console=Console(), err=err)
         return self._context
 

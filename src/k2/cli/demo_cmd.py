@@ -77,9 +77,20 @@ def _demo_context(context: Context, run: str) -> Context:
 
     settings = context.settings
     state = {} if "reorder_window" in settings.state.model_fields_set else {"reorder_window": REORDER_WINDOW}
+    # a person watches the demo: gap events summarised, even when its output goes to a file
+    # (K2_LOG__GAP_LINES=each keeps every line)
+    log = {} if "gap_lines" in settings.log.model_fields_set else {"gap_lines": "summary"}
     demo = derive(
-        settings, kafka={"topic_prefix": f"demo{run}."}, lake={"namespace": f"demo{run}"}, state=state
+        settings,
+        kafka={"topic_prefix": f"demo{run}."},
+        lake={"namespace": f"demo{run}"},
+        state=state,
+        log=log,
     )
+    if log:
+        from k2.observability.logging import configure_logging
+
+        configure_logging(demo.log)
     return Context(settings=demo, console=context.console, err=context.err)
 
 

@@ -272,6 +272,11 @@ class LogSettings(_Section):
     format: Literal["auto", "console", "json"] = Field(
         "auto", description="auto: readable on a terminal, JSON otherwise."
     )
+    gap_lines: Literal["auto", "each", "summary"] = Field(
+        "auto",
+        description="Gap events in the log: one line each, or a per-symbol summary every 10 s. auto: "
+        "the summary in readable (console) logs, each line in JSON logs; `k2 -v` forces each.",
+    )
 
     @field_validator("level", mode="before")
     @classmethod

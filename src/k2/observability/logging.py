@@ -6,6 +6,7 @@ log line of a unit of work carries it without passing loggers around.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import sys
 from typing import Any, TextIO, cast
@@ -13,8 +14,20 @@ from typing import Any, TextIO, cast
 import structlog
 
 from k2.config import LogSettings
+from k2.observability.summary import GapSummary
 
 __all__ = ["bind_context", "configure_logging", "get_logger", "unbind_context"]
+
+
+_summary: GapSummary | None = None
+
+
+def _flush_summary() -> None:
+    if _summary is not None:
+        _summary.flush()
+
+
+atexit.register(_flush_summary)
 
 
 class _Stderr:
@@ -30,10 +43,20 @@ class _Stderr:
         return sys.stderr.isatty()
 
 
-def configure_logging(settings: LogSettings, *, stream: Any = None) -> None:
-    """Route structlog and the standard library's logging through one renderer."""
+def configure_logging(settings: LogSettings, *, stream: Any = None, verbose: bool = False) -> None:
+    """Route structlog and the standard library's logging through one renderer.
+
+    ``verbose`` (``k2 -v``) logs each gap event even where a summary would replace them.
+    """
+    global _summary
     out = stream or _Stderr()
     use_json = settings.format == "json" or (settings.format == "auto" and not out.isatty())
+    if _summary is not None:
+        _summary.flush()
+    summarise = not verbose and (
+        settings.gap_lines == "summary" or (settings.gap_lines == "auto" and not use_json)
+    )
+    _summary = GapSummary() if summarise else None
     level = getattr(logging, settings.level)
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -46,7 +69,12 @@ def configure_logging(settings: LogSettings, *, stream: Any = None) -> None:
         else structlog.dev.ConsoleRenderer(colors=out.isatty())
     )
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        processors=[
+            *shared,
+            *([_summary] if _summary else []),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, out)),  # duck-typed stderr
         cache_logger_on_first_use=False,

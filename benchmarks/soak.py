@@ -149,9 +149,14 @@ class Stats:
             self.status[str(status)] += 1
 
 
+#: Idle connections are dropped by the client before uvicorn's 5 s keep-alive closes them: reusing
+#: one the server is closing fails with a ReadError that says nothing about K2 (the keep-alive race).
+_LIMITS = httpx.Limits(keepalive_expiry=4.0)
+
+
 def _worker(url: str, deadline: float, stats: Stats, seed: int) -> None:
     rng = random.Random(seed)
-    with httpx.Client(base_url=url, timeout=30) as http:
+    with httpx.Client(base_url=url, timeout=30, limits=_LIMITS) as http:
         while time.monotonic() < deadline:
             roll = rng.random()
             if roll < 0.05:

@@ -68,7 +68,7 @@ class Services:
         """The app's one health monitor (its Kafka and Redis clients live as long as the app)."""
         with self._lock:
             if self._health is None:
-                self._health = HealthMonitor(self.settings, lambda: self.engine().reader.catalog)
+                self._health = HealthMonitor(self.settings, lambda: self.engine().catalog)
             return self._health
 
     def engine(self) -> QueryEngine:

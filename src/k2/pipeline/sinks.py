@@ -8,7 +8,7 @@ beyond its own: a table that committed before the crash is not written twice, on
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 import pyarrow as pa
@@ -21,10 +21,17 @@ __all__ = ["SinkBatch", "TableSink"]
 
 @dataclass(frozen=True)
 class SinkBatch:
-    """Rows and end offsets taken out of a sink for one commit."""
+    """Rows and the Kafka range [start, end) they cover, taken out of a sink for one commit.
+
+    ``start`` is fixed when the batch is frozen (the end of the batch frozen before it, or the
+    table's head when the partitions were assigned), never read again at commit time: a commit
+    frozen before a rebalance and landing after it moves the head, and the batches read again
+    since must then fail their compare-and-set instead of claiming the range the other one wrote.
+    """
 
     frames: list[pl.DataFrame]
     end: Offsets
+    start: Offsets = field(default_factory=dict)
 
     @property
     def rows(self) -> int:
@@ -39,6 +46,7 @@ class TableSink:
         self.committed: Offsets = {}
         self._pending: list[pl.DataFrame] = []
         self._end: Offsets = {}
+        self._frontier: Offsets = {}  # the end of the last batch frozen since the assignment
         self.rows = 0
         self._last_commit = time.monotonic()
 
@@ -51,6 +59,7 @@ class TableSink:
         self.clear()
         head = self.writer.offsets()
         self.committed = {tp: head[tp] for tp in partitions if tp in head and tp[0] in self.topics}
+        self._frontier = {}
         return self.committed
 
     def watermark(self, tp: TopicPartition) -> int:
@@ -99,7 +108,9 @@ class TableSink:
             and time.monotonic() - self._last_commit < advance_only_after_s
         ):
             return None
-        batch = SinkBatch(list(self._pending), dict(self._end))
+        start = {tp: self._frontier.get(tp, self.watermark(tp)) for tp in self._end}
+        batch = SinkBatch(list(self._pending), dict(self._end), start)
+        self._frontier.update(self._end)
         self.clear()
         return batch
 
@@ -109,7 +120,7 @@ class TableSink:
         Raises:
             StaleWriterError: another writer owns this range now; nothing was written.
         """
-        start = {tp: self.watermark(tp) for tp in batch.end}
+        start = {tp: batch.start.get(tp, self.watermark(tp)) for tp in batch.end}
         frame = pl.concat(batch.frames, how="vertical_relaxed") if batch.frames else None
         arrow = (
             frame.to_arrow().select(self.schema.names).cast(self.schema)

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 
 from benchmarks.bench_query import stream_in
 from benchmarks.clocks import Clock
+from benchmarks.services import stop_process
 from k2.client.frames import read_arrow
 from k2.lake.maintenance import compact
 from k2.lake.tables import ensure_tables
@@ -156,15 +157,9 @@ class K2Serve:
 
     def close(self) -> None:
         self.client.close()
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        code = stop_process(self.process)
         self.log.close()
-        print(f"  k2 serve stopped (exit {self.process.returncode})", flush=True)
+        print(f"  k2 serve stopped (exit {code})", flush=True)
 
 
 def arrow_check(query: str, table: pa.Table) -> Check:

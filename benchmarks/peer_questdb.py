@@ -24,6 +24,7 @@ import polars as pl
 
 from benchmarks.clocks import Clock
 from benchmarks.peer_k2 import CHECKED, Check
+from benchmarks.services import stop_process
 from k2.services.process import free_port
 
 __all__ = ["QUESTDB_VERSION", "QuestDB", "questdb_jar"]
@@ -258,12 +259,6 @@ class QuestDB:
         if self.log.closed:
             return
         self.client.close()
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        code = stop_process(self.process)
         self.log.close()
-        print(f"  QuestDB stopped (exit {self.process.returncode})", flush=True)
+        print(f"  QuestDB stopped (exit {code})", flush=True)

@@ -32,6 +32,9 @@ class SinkBatch:
     frames: list[pl.DataFrame]
     end: Offsets
     start: Offsets = field(default_factory=dict)
+    #: the sink's assignment when frozen: a batch of an earlier one that lands late must not move the
+    #: watermark the current assignment read (its rows were read again from there)
+    generation: int = 0
 
     @property
     def rows(self) -> int:
@@ -47,6 +50,7 @@ class TableSink:
         self._pending: list[pl.DataFrame] = []
         self._end: Offsets = {}
         self._frontier: Offsets = {}  # the end of the last batch frozen since the assignment
+        self._generation = 0  # bumped by each reset (assignment)
         self.rows = 0
         self._last_commit = time.monotonic()
 
@@ -60,6 +64,7 @@ class TableSink:
         head = self.writer.offsets()
         self.committed = {tp: head[tp] for tp in partitions if tp in head and tp[0] in self.topics}
         self._frontier = {}
+        self._generation += 1
         return self.committed
 
     def watermark(self, tp: TopicPartition) -> int:
@@ -109,7 +114,7 @@ class TableSink:
         ):
             return None
         start = {tp: self._frontier.get(tp, self.watermark(tp)) for tp in self._end}
-        batch = SinkBatch(list(self._pending), dict(self._end), start)
+        batch = SinkBatch(list(self._pending), dict(self._end), start, self._generation)
         self._frontier.update(self._end)
         self.clear()
         return batch
@@ -128,7 +133,8 @@ class TableSink:
             else self.schema.empty_table()
         )
         snapshot = self.writer.commit(arrow, start, batch.end)
-        self.committed.update(batch.end)
+        if batch.generation == self._generation:
+            self.committed.update(batch.end)
         self._last_commit = time.monotonic()
         return snapshot
 

@@ -92,3 +92,30 @@ def test_a_commit_landing_after_a_reassignment_fences_the_batch_read_again() -> 
     assert batch is not None and batch.start == {TP: 10}
     sink.commit_batch(batch)
     assert table.rows == list(range(12))  # every offset once
+
+
+def test_a_commit_of_the_last_assignment_landing_late_leaves_the_new_watermark_alone() -> None:
+    """The order the Committer really uses: the next batch is frozen only after the late commit has
+    landed. The late commit must not move the watermark the new assignment read, or the batch read
+    again would start at the late commit's end and carry the rows below it a second time."""
+    table = CasTable()
+    sink = _sink(table)
+    sink.reset([TP])
+    _read(sink, 0, 10)
+    late = sink.freeze()
+    sink.reset([TP])  # partitions lost and assigned again before ``late`` landed
+    _read(sink, 0, 10)
+    assert late is not None
+    sink.commit_batch(late)  # lands now
+    _read(sink, 10, 12)
+    again = sink.freeze()
+    assert again is not None and again.start == {TP: NO_OFFSET}
+    with pytest.raises(StaleWriterError):
+        sink.commit_batch(again)
+    assert table.rows == list(range(10))
+    sink.reset([TP])  # the runner's re-seek after the fence
+    _read(sink, 0, 12)
+    batch = sink.freeze()
+    assert batch is not None
+    sink.commit_batch(batch)
+    assert table.rows == list(range(12))  # every offset once

@@ -52,12 +52,14 @@ from k2.lake import ensure_tables, open_catalog
 from k2.lake.maintenance import compact
 from k2.query.engine import QueryEngine
 from k2.query.params import TimeRange
+from k2.query.reader import QueryLimits
 from k2.stream.admin import ensure_topics
 from k2.stream.dlq import DeadLetter
 from k2.stream.producer import TickProducer
 
 RATE = 8_000  # messages per second
-FEED_S = 24.0
+FEED_S = 24.0  # the feed runs at least this long ...
+FEED_CAP_S = 90.0  # ... and on, up to this, until the answers covered every case (mixed ones need a feed)
 ALL_TIME = TimeRange(datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
 FAULTS = FaultConfig(dup_rate=0.01, reorder_rate=0.01, reorder_window=20, gap_rate=0.001,
                      late_fill_fraction=0.5, malformed_rate=0.0005)  # fmt: skip
@@ -189,11 +191,13 @@ def test_answers_equal_the_stream_across_commits_kill_restart_compaction_and_she
     stop = threading.Event()
     feed = threading.Thread(
         target=lambda: run_simulation(sim, FeedPublisher(recorder, settings.kafka), rate=RATE,
-                                      duration_s=FEED_S, stop=stop),
+                                      duration_s=FEED_CAP_S, stop=stop),
         daemon=True,
     )  # fmt: skip
     catalog = open_catalog(settings)
-    engine = QueryEngine(catalog, settings.lake.namespace, refresh_interval_s=0.25)
+    # the whole stream in one answer at the end: a longer feed (FEED_CAP_S) passes the API's row cap
+    limits = QueryLimits(max_rows=5_000_000, timeout_s=60.0)
+    engine = QueryEngine(catalog, settings.lake.namespace, refresh_interval_s=0.25, limits=limits)
     hybrid = HybridEngine(settings, engine, hybrid=HybridSettings(read_timeout_s=10.0))
     rng = random.Random(3)
     began = time.monotonic()
@@ -207,15 +211,18 @@ def test_answers_equal_the_stream_across_commits_kill_restart_compaction_and_she
     try:
         while True:
             now = time.monotonic() - began
-            # run past the feed (capped) until the answers covered every case the asserts below
-            # count: a loaded machine commits later, so its mixed answers come after the feed ends
+            # feed (capped) until the answers covered every case the asserts below count: an answer
+            # with history and a tail needs a running feed, and when the first commits land depends
+            # on the machine (a fast one keeps the tail short, a loaded one commits late)
             enough = (
                 stats["after_compaction"] >= 5
                 and stats["queries"] >= 100
                 and stats["mixed"] >= 20
                 and len(seen_snapshots) >= 8
             )
-            if not feed.is_alive() and now > FEED_S + 2 and (enough or now > 120):
+            if now > FEED_S and (enough or now > FEED_CAP_S):
+                stop.set()
+            if not feed.is_alive() and now > FEED_S + 2:
                 break
             if phases["killed"] is None and now > 7:
                 pipeline.send_signal(signal.SIGKILL)

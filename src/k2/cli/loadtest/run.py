@@ -4,10 +4,13 @@ Three phases, one pipeline process (this one):
 
 1. **Capacity.** A backlog of ``calibrate_ticks`` simulated ticks is ingested with resilience off;
    capacity is that count over the time from the first batch to the end of the run.
-2. **Overload, then normal rate.** A feed thread publishes at ``multiple`` × capacity for
-   ``overload_s`` (as fast as it can, if that is less), then at ``normal_fraction`` × capacity for
-   ``normal_s``, while the pipeline runs with the configured thresholds. The level goes up,
-   low-priority symbols are deferred to the spill, and come back when the level returns to NORMAL.
+2. **Overload, then normal rate.** The overload is ``multiple`` × capacity × ``overload_s`` ticks
+   (at most ``max_ticks``). Half of it is in Kafka before the pipeline starts, the burst a feed
+   sends after an outage; a feed thread publishes the rest over ``overload_s`` (as fast as it can,
+   if that is slower), then ``normal_fraction`` × capacity for ``normal_s``, while the pipeline runs
+   with the configured thresholds. The head start makes the overload real even when the feeder
+   cannot out-run the consumer (a Python publisher on a busy machine often cannot). The level goes
+   up, low-priority symbols are deferred to the spill, and come back when the level is NORMAL again.
 3. **Drain and proof.** Once the feed stopped, the level is NORMAL, no lag is left and every
    spilled tick was read back and committed, the pipeline stops and the tables are compared with
    the simulator's ground truth (``k2.feeds.verify``): every tick once, each deferral gap recovered.
@@ -131,12 +134,17 @@ def run_load_test(
     pipeline = Pipeline(settings, checks=sequence_checks(settings))
     feed_done = threading.Event()
     stop = threading.Event()
+    burst = min(max_ticks, int(capacity * multiple * overload_s))
+    budget = sent + burst  # bounds the overload only: the normal phase always runs
+    while sent < budget - burst // 2:  # the head start
+        sent += publisher.publish(next(ticks))
+        producer.poll(0)
+    producer.flush()
 
     def feed() -> None:
         nonlocal sent
         began = time.monotonic()
         phases = ((overload_s, capacity * multiple), (normal_s, capacity * normal_fraction))
-        budget = sent + max_ticks  # bounds the overload only: the normal phase always runs
         try:
             for seconds, rate in phases:
                 start, count = time.monotonic(), 0

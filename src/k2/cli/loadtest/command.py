@@ -17,7 +17,10 @@ def load_test(
     multiple: float = typer.Option(10.0, help="Overload rate, as a multiple of the measured capacity."),
     overload: float = typer.Option(20.0, help="Seconds of overload."),
     normal: float = typer.Option(10.0, help="Seconds at the normal rate afterwards."),
-    max_ticks: int = typer.Option(400_000, help="At most this many ticks in the overload phase; half are published before ingest starts."),
+    max_ticks: int = typer.Option(
+        400_000,
+        help="At most this many ticks in the overload phase; half are published before ingest starts.",
+    ),
     calibrate: int = typer.Option(30_000, help="Ticks of the capacity measurement."),
 ) -> None:
     """Drive the simulator at MULTIPLE x capacity, then at a normal rate, while ingesting.

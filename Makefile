@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup system-deps lint bench soak fuzz chaos lock soak-ingest soak-short clean
+.PHONY: demo test setup system-deps lint bench soak fuzz chaos chaos-cluster lock soak-ingest soak-short clean
 
 # Every package, build tools included, comes from requirements.lock with its SHA-256 (--require-hashes):
 # pyproject.toml keeps the ranges K2 supports, the lock the exact files `make` installs. `make lock`
@@ -71,6 +71,12 @@ SEEDS ?= 1
 HEAVY_SEEDS ?= 2
 chaos: setup
 	$(BIN)/python -m chaos --seeds $(SEEDS) --heavy-seeds $(HEAVY_SEEDS) $(ARGS)
+
+# The scale-out faults of issue #16 on a 3-node KRaft cluster (replication 3, min.insync.replicas 2):
+# a broker and then the active controller SIGKILLed mid-feed, the single-broker outage, and 2-3
+# ingesters in one group; each run checked against the exact truth (about 3 min a run here).
+chaos-cluster: setup
+	$(BIN)/python -m chaos --brokers 3 --scenarios kill-nodes,kill-broker,group --seeds $(SEEDS) $(ARGS)
 
 # Weeks of unattended ingest compressed into under an hour (>= 5,000 commits, queries alongside).
 soak-ingest: setup

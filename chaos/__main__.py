@@ -29,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--heavy-seeds", type=int, default=None, help="seeds for the heavy scenarios "
                         "(kill-ingest, kill-broker); default 4 x --seeds")  # fmt: skip
     parser.add_argument("--seed-base", type=int, default=1, help="first seed")
+    parser.add_argument("--brokers", type=int, default=1, choices=range(1, 6), metavar="N",
+                        help="Kafka as a KRaft cluster of N nodes (3 adds the cluster scenarios to 'all')")  # fmt: skip
     parser.add_argument("--dir", type=Path, default=None, help="where runs live (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep every run's directory, not only failures")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
@@ -41,8 +43,15 @@ def main(argv: list[str] | None = None) -> int:
         for s in SCENARIOS.values():
             print(f"{s.name:<19} {'heavy' if s.heavy else '     '}  {s.about}")
         return 0
-    names = list(SCENARIOS) if args.scenarios == "all" else [n.strip() for n in args.scenarios.split(",")]
+    if args.scenarios == "all":
+        names = [n for n, s in SCENARIOS.items() if not s.cluster or args.brokers >= 3]
+    else:
+        names = [n.strip() for n in args.scenarios.split(",")]
     unknown = [n for n in names if n not in SCENARIOS]
+    needs_cluster = [n for n in names if n in SCENARIOS and SCENARIOS[n].cluster and args.brokers < 3]
+    if needs_cluster:
+        print(f"{', '.join(needs_cluster)} need a Kafka cluster: add --brokers 3", file=sys.stderr)
+        return 2
     backends = [b.strip() for b in args.backends.split(",")]
     if unknown or any(b not in BACKENDS for b in backends):
         print(f"unknown scenario or backend: {unknown or backends}; see --list", file=sys.stderr)
@@ -52,9 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     # not a TemporaryDirectory: a failing run's directory (logs, tables) must outlive the matrix
     root = args.dir or Path(tempfile.mkdtemp(prefix="k2-chaos-"))
-    services = Services(root / "services")
+    services = Services(root / "services", brokers=args.brokers)
     print(
-        f"starting Kafka :{services.kafka_port} and Redis :{services.redis_port} (k2 services up) …",
+        f"starting Kafka :{services.kafka_port} ({args.brokers} node(s)) and Redis :{services.redis_port} (k2 services up) …",
         flush=True,
     )
     services.up()

@@ -18,7 +18,7 @@ from typing import Literal
 
 import psutil
 
-from k2.services.process import free_port
+from k2.services.process import free_port, free_port_block
 
 __all__ = ["ServiceName", "Services", "k2_command"]
 
@@ -38,13 +38,20 @@ def clean_environ() -> dict[str, str]:
 class Services:
     """The local broker and redis-server in a data directory of their own, on free ports."""
 
-    def __init__(self, root: Path, *, ports: tuple[int, int, int] | None = None, heap: str = "512m") -> None:
+    def __init__(
+        self, root: Path, *, ports: tuple[int, int, int] | None = None, heap: str = "512m", brokers: int = 1
+    ) -> None:
         """Services kept in ``root`` on ``ports`` (Kafka, its controller, Redis; default: free ones).
 
         Given the data directory and ports of services already up (a test session's), the
-        scenarios SIGKILL and restart those very services.
+        scenarios SIGKILL and restart those very services. ``brokers`` > 1 runs Kafka as a KRaft
+        cluster of that many nodes (node i on port + 2i and controller_port + 2i).
         """
         self.root = root
+        self.brokers = brokers
+        if ports is None and brokers > 1:
+            base = free_port_block(2 * brokers)
+            ports = (base, base + 1, free_port())
         self.kafka_port, self.controller_port, self.redis_port = ports or (
             free_port(),
             free_port(),
@@ -59,6 +66,7 @@ class Services:
             "K2_KAFKA__PORT": str(self.kafka_port),
             "K2_KAFKA__CONTROLLER_PORT": str(self.controller_port),
             "K2_KAFKA__HEAP": self.heap,
+            "K2_KAFKA__BROKERS": str(self.brokers),
             "K2_REDIS__PORT": str(self.redis_port),
             # the launcher's generated password lives beside the services, not in a run's data dir
             "K2_REDIS__PASSWORD_FILE": str(self.root / "services" / "redis" / "password"),
@@ -92,11 +100,32 @@ class Services:
             return None
         return status.get("pid") if status.get("state") == "running" else None
 
+    def kafka_nodes(self) -> tuple[dict[int, int | None], int | None]:
+        """A cluster's node pids (None: down) and its active controller, from ``k2 services status``."""
+        done = self._cli("status", "kafka", "--json", timeout_s=60.0)
+        try:
+            (status,) = json.loads(done.stdout)
+            nodes = {int(n): pid for n, pid in status.get("nodes", {}).items()}
+            return nodes, status.get("controller")
+        except (ValueError, TypeError, AttributeError):
+            return {}, None
+
+    def kill_node(self, node: int) -> int | None:
+        """SIGKILL one node of the Kafka cluster; returns its pid (None: it was not running)."""
+        pid = self.kafka_nodes()[0].get(node)
+        if pid is not None:
+            self._kill_pid(pid)
+        return pid
+
     def kill(self, name: ServiceName) -> int | None:
         """SIGKILL the service (no shutdown of any kind) and wait until it is gone; returns its pid."""
         pid = self.pid(name)
         if pid is None:
             return None
+        self._kill_pid(pid)
+        return pid
+
+    def _kill_pid(self, pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -106,4 +135,3 @@ class Services:
             except psutil.NoSuchProcess:
                 break
             time.sleep(0.05)
-        return pid

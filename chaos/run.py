@@ -166,12 +166,20 @@ class Run:
         return self.dir / "truth.json"
 
     def simulate(
-        self, count: int, *, reset_rate: float = 0.0, start: str | None = None, background: bool = False
+        self,
+        count: int,
+        *,
+        reset_rate: float = 0.0,
+        start: str | None = None,
+        background: bool = False,
+        rate: float | None = None,
     ) -> subprocess.Popen[bytes] | int:
-        """``k2 feed simulate`` seeded from the run's seed, writing its exact truth."""
+        """``k2 feed simulate`` seeded from the run's seed, writing its exact truth (paced at ``rate``
+        messages/s when given, so that it is still producing when a fault lands)."""
         args = ["feed", "simulate", "--symbols", "10", "--seed", str(self.seed), "--count", str(count),
                 "--tick-rate", "0.2", *SIM_FAULTS, "--reset-rate", str(reset_rate),
-                "--truth", str(self.truth_file), *(["--start", start] if start else [])]  # fmt: skip
+                "--truth", str(self.truth_file), *(["--start", start] if start else []),
+                *(["--rate", str(rate)] if rate else [])]  # fmt: skip
         if background:
             return self.start(*args, label="simulate")
         return self.k2(*args, label="simulate")

@@ -41,6 +41,7 @@ class Scenario:
     play: Callable[[Run], Expected]
     about: str
     heavy: bool = False
+    cluster: bool = False  # needs a Kafka cluster of 3 nodes (python -m chaos --brokers 3)
 
 
 def _sim(run: Run) -> Expected:
@@ -193,6 +194,39 @@ def kill_broker(run: Run) -> Expected:
     return _service_outage(run, "kafka")
 
 
+def kill_nodes(run: Run) -> Expected:
+    """On a 3-node Kafka cluster, while the feed produces and ingest runs: a broker that is not the
+    active controller SIGKILLed and restarted, then the active controller SIGKILLed and restarted.
+
+    Every partition leader on a killed node moves; the producer (acks=all, idempotent), the
+    consumer and the commits ride through the elections, and the lake still equals the truth.
+    """
+    if run.services.brokers < 3:
+        raise RuntimeError("kill-nodes needs a Kafka cluster: python -m chaos --brokers 3")
+    proc = run.ingest(idle_s=15)
+    run.wait_assigned(proc)
+    # paced (~40 s), and started once ingest runs: both kills land while the producer is producing
+    feed = run.simulate(SIM_COUNT, background=True, rate=2_000)
+    assert isinstance(feed, subprocess.Popen)
+    for role in ("broker", "controller"):
+        time.sleep(run.rng.uniform(0.5, 3.0))
+        nodes, controller = run.services.kafka_nodes()
+        if controller is None:
+            raise RuntimeError(f"no active controller among nodes {nodes}")
+        victim = (
+            run.rng.choice(sorted(n for n in nodes if n != controller)) if role == "broker" else controller
+        )
+        pid = run.services.kill_node(victim)
+        down = run.rng.uniform(1.0, 6.0)
+        run.note(f"{role} node {victim} (pid {pid}) SIGKILLed for {down:.1f}s")
+        time.sleep(down)
+        run.services.up("kafka")  # starts the killed node only; waits until it serves again
+    if feed.wait(300) != 0:
+        raise RuntimeError("k2 feed simulate failed while nodes died")
+    _finish(run, proc)
+    return _sim(run)
+
+
 def kill_redis(run: Run) -> Expected:
     """redis-server (AOF on) SIGKILLed mid-ingest and restarted; on the embedded backend, a control."""
     return _service_outage(run, "redis")
@@ -272,6 +306,9 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("resend-day", resend_day, "ASX ingested, then a whole day re-sent"),
         Scenario("resend-after-reset", resend_after_reset, "a day with session resets re-sent"),
         Scenario("kill-broker", kill_broker, "Kafka broker SIGKILLed and restarted mid-ingest", True),
+        Scenario(
+            "kill-nodes", kill_nodes, "3-node Kafka: a broker, then the controller, SIGKILLed", cluster=True
+        ),
         Scenario("kill-redis", kill_redis, "redis-server SIGKILLed and restarted mid-ingest"),
         Scenario("warehouse-readonly", warehouse_readonly, "warehouse unwritable for a few seconds"),
         Scenario("catalog-locked", catalog_locked, "SQLite catalog exclusively locked for a few seconds"),

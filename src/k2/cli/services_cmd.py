@@ -52,9 +52,27 @@ def up(
     ctx: typer.Context,
     names: list[str] | None = _NAMES,
     timeout: float = typer.Option(120.0, help="Seconds to wait for each service to be ready."),
+    brokers: int | None = typer.Option(
+        None,
+        min=1,
+        max=5,
+        help="Run Kafka as a KRaft cluster of this many nodes (3: replication 3, min.insync.replicas 2). "
+        "Other commands learn it from K2_KAFKA__BROKERS (or kafka.brokers in k2.toml).",
+    ),
 ) -> None:
-    """Start the services (a second call is harmless) and wait until each answers a real request."""
+    """Start the services (a second call is harmless) and wait until each answers a real request.
+
+    A node of a cluster that died is started again; the others keep serving meanwhile.
+    """
     context = obj(ctx)
+    if brokers is not None and brokers != context.settings.kafka.brokers:
+        from k2.config import derive
+
+        context.settings = derive(context.settings, kafka={"brokers": brokers})
+        context.err.print(
+            f"[yellow]kafka.brokers is {brokers} for this command only[/]: set K2_KAFKA__BROKERS={brokers} "
+            "so that the other commands (and `k2 services status`) know the cluster"
+        )
     launcher = _launcher(context)
     start = time.perf_counter()
     with context.err.status("starting services (the first start fetches the Kafka jars with Maven)…"):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 __all__ = [
     "ApiSettings",
@@ -32,13 +32,36 @@ class KafkaSettings(_Section):
     bootstrap_servers: str | None = Field(
         None, description="External cluster 'host:port[,host:port]'. Unset: K2 runs a local broker."
     )
-    port: int = Field(19092, ge=1, le=65535, description="Client port of the local broker.")
-    controller_port: int = Field(19093, ge=1, le=65535, description="KRaft controller port.")
+    port: int = Field(
+        19092, ge=1, le=65535, description="Client port of the local broker (node i of a cluster: port + 2i)."
+    )
+    controller_port: int = Field(
+        19093,
+        ge=1,
+        le=65535,
+        description="KRaft controller port (node i of a cluster: controller_port + 2i).",
+    )
+    brokers: int = Field(
+        1,
+        ge=1,
+        le=5,
+        description="Nodes of the local KRaft cluster (each a broker and a controller voter). With 3, "
+        "topics get 3 replicas and min.insync.replicas 2, so one node may die without losing a write.",
+    )
     version: str = Field("4.1.1", pattern=r"^4\.\d+\.\d+$", description="Apache Kafka 4.x version.")
     heap: str = Field("768m", pattern=r"^\d+[mg]$", description="Broker JVM heap, e.g. 768m or 1g.")
     topic_prefix: str = Field("k2.", pattern=r"^[A-Za-z0-9._-]*$")
     partitions: int = Field(4, ge=1, le=1024)
-    replication_factor: int = Field(1, ge=1, le=16)
+    replication_factor: int | None = Field(
+        None, ge=1, le=16, description="Replicas of every topic K2 creates. Unset: min(3, brokers)."
+    )
+    min_insync_replicas: int | None = Field(
+        None,
+        ge=1,
+        le=16,
+        description="min.insync.replicas of every topic K2 creates (writes use acks=all). "
+        "Unset: replicas - 1 (at least 1, at most 2).",
+    )
     retention_ms: int = Field(
         7 * 24 * 3600 * 1000, ge=-1, description="Topic retention.ms of every topic K2 creates."
     )
@@ -62,9 +85,36 @@ class KafkaSettings(_Section):
     def managed(self) -> bool:
         return self.bootstrap_servers is None
 
+    @model_validator(mode="after")
+    def _ports_apart(self) -> KafkaSettings:
+        clients, controllers = set(self.node_ports), set(self.node_controller_ports)
+        if clients & controllers or max(clients | controllers) > 65535:
+            raise ValueError(
+                f"{self.brokers} node(s) need client ports port+2i and controller ports controller_port+2i "
+                f"that do not overlap and stay below 65536 (port={self.port}, controller_port="
+                f"{self.controller_port})"
+            )
+        return self
+
+    @property
+    def node_ports(self) -> list[int]:
+        return [self.port + 2 * i for i in range(self.brokers)]
+
+    @property
+    def node_controller_ports(self) -> list[int]:
+        return [self.controller_port + 2 * i for i in range(self.brokers)]
+
+    @property
+    def replicas(self) -> int:
+        return self.replication_factor or min(3, self.brokers)
+
+    @property
+    def min_insync(self) -> int:
+        return self.min_insync_replicas or max(1, min(2, self.replicas - 1))
+
     @property
     def bootstrap(self) -> str:
-        return self.bootstrap_servers or f"127.0.0.1:{self.port}"
+        return self.bootstrap_servers or ",".join(f"127.0.0.1:{p}" for p in self.node_ports)
 
     def topic(self, name: str) -> str:
         """Full topic name for a logical stream ('trades' -> 'k2.trades')."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -20,6 +20,8 @@ class ServiceStatus:
     pid: int | None = None
     version: str | None = None
     detail: str = ""
+    nodes: dict[int, int | None] = field(default_factory=dict)  # a cluster's node id -> pid (None: down)
+    controller: int | None = None  # a cluster's active KRaft controller, when known
 
     @property
     def healthy(self) -> bool:

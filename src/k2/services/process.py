@@ -156,3 +156,12 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_port_block(count: int) -> int:
+    """The first of ``count`` consecutive free loopback ports (a cluster's nodes use port + 2i)."""
+    for _ in range(200):
+        base = free_port()
+        if base + count <= 65535 and not any(port_in_use(base + i) for i in range(1, count)):
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports found")

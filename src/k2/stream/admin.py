@@ -54,11 +54,11 @@ def ensure_topics(
         "retention.ms": str(kafka.retention_ms),
         "retention.bytes": str(kafka.retention_bytes),
         "segment.ms": str(kafka.segment_ms),
+        # with acks=all, a write is acknowledged once this many replicas hold it
+        "min.insync.replicas": str(kafka.min_insync),
     }
     todo = [
-        NewTopic(
-            t, num_partitions=kafka.partitions, replication_factor=kafka.replication_factor, config=config
-        )
+        NewTopic(t, num_partitions=kafka.partitions, replication_factor=kafka.replicas, config=config)
         for t in wanted
         if t not in existing
     ]

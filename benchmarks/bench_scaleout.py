@@ -1,0 +1,167 @@
+"""N ``k2 ingest`` processes in one consumer group: rows/s for 1, 2 and 4 processes, and per core.
+
+    python -m benchmarks.bench_scaleout [--quick] [--rows N] [--processes 1,2,4] [--partitions 8]
+
+1. ``rows`` trades are produced once to a topic of ``partitions`` partitions.
+2. For each process count, that many real ``k2 ingest`` subprocesses join one consumer group over
+   a fresh lake namespace (one catalog, one warehouse, one embedded state directory, as on one
+   machine), and share the partitions. The rate is the rows over the time from the first committed
+   row to the last, read from the table itself (each process's start-up is excluded; a rebalance
+   as the others join is not).
+3. Exactness: the table then holds every row once (message ids unique, count equal to ``rows``).
+4. Baseline in the same run: one raw confluent-kafka consumer reading the same topic.
+
+"Per core" divides by min(processes, cores): on this 2-core machine four processes share two cores,
+so the curve flattens at two, and what is left is the cost of more group members.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from benchmarks.bench_codec import make_ticks
+from benchmarks.bench_ingest import _produce, _raw_consume
+from benchmarks.results import write_result
+from benchmarks.services import kafka_broker, stop_process
+from k2.config import LogSettings, Settings, load_settings
+from k2.lake import open_catalog
+from k2.observability.logging import configure_logging
+
+__all__ = ["main"]
+
+
+def _env(settings: Settings, namespace: str, group: str, instance: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("K2_")}
+    env.update(
+        K2_DATA_DIR=str(settings.data_dir),
+        K2_KAFKA__PORT=str(settings.kafka.port),
+        K2_KAFKA__CONTROLLER_PORT=str(settings.kafka.controller_port),
+        K2_KAFKA__TOPIC_PREFIX=settings.kafka.topic_prefix,
+        K2_KAFKA__PARTITIONS=str(settings.kafka.partitions),
+        K2_LAKE__NAMESPACE=namespace,
+        K2_LAKE__COMMIT_INTERVAL_S="1.0",
+        K2_LAKE__COMMIT_ROWS="200000",
+        K2_PIPELINE__GROUP_ID=group,
+        K2_PIPELINE__INSTANCE_ID=instance,
+        K2_RESILIENCE__ENABLED="false",  # the write path itself, as in bench_ingest
+        K2_LOG__LEVEL="WARNING",
+    )
+    return env
+
+
+def _rows(settings: Settings, namespace: str) -> int:
+    catalog = open_catalog(settings)
+    try:
+        table = catalog.load_table(f"{namespace}.trades")
+    except Exception:
+        return 0
+    snapshot = table.current_snapshot()
+    return int(snapshot.summary.get("total-records", 0)) if snapshot and snapshot.summary else 0
+
+
+def _run(settings: Settings, rows: int, processes: int, logs: Path) -> tuple[float, float]:
+    """Rows/s of ``processes`` ingesters (first committed row to the last) and the wall seconds."""
+    tag = uuid.uuid4().hex[:8]
+    namespace, group = f"scale_{processes}_{tag}", f"scale-{tag}"
+    began = time.perf_counter()
+    procs = []
+    for i in range(processes):
+        log = (logs / f"{namespace}-{i}.log").open("wb")
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "k2.cli", "ingest", "--idle-timeout", "8"],
+                env=_env(settings, namespace, group, f"p{i}"),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+    first: float | None = None
+    done = 0
+    try:
+        while done < rows:
+            if time.perf_counter() - began > 900 or all(p.poll() is not None for p in procs):
+                raise RuntimeError(
+                    f"{processes} ingesters stopped at {done:,} of {rows:,} rows (logs in {logs})"
+                )
+            time.sleep(0.2)
+            done = _rows(settings, namespace)
+            if done and first is None:
+                first = time.perf_counter()
+        last = time.perf_counter()
+    finally:
+        for p in procs:
+            stop_process(p)
+    _exact(settings, namespace, rows)
+    elapsed = last - (first or last)
+    return rows / elapsed if elapsed > 0 else float("nan"), last - began
+
+
+def _exact(settings: Settings, namespace: str, rows: int) -> None:
+    table = open_catalog(settings).load_table(f"{namespace}.trades")
+    ids = table.scan(selected_fields=("message_id",)).to_arrow().column("message_id")
+    unique = len(set(ids.to_pylist()))
+    assert len(ids) == rows == unique, f"{namespace}: {len(ids):,} rows, {unique:,} unique, {rows:,} sent"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="400,000 rows")
+    parser.add_argument("--rows", type=int, default=None)
+    parser.add_argument("--processes", default="1,2,4", help="comma-separated process counts")
+    parser.add_argument("--partitions", type=int, default=8)
+    args = parser.parse_args(argv)
+    rows = args.rows or (400_000 if args.quick else 2_000_000)
+    counts = [int(n) for n in args.processes.split(",")]
+    cores = os.cpu_count() or 1
+    configure_logging(LogSettings(level="WARNING"))
+    print(f"generating {rows:,} trades …", flush=True)
+    frame = make_ticks("trades", rows, seed=1)
+    with (
+        kafka_broker(heap="1g", partitions=args.partitions) as base,
+        tempfile.TemporaryDirectory(prefix="k2-bench-scale-") as tmp,
+    ):
+        settings = load_settings(
+            data_dir=Path(tmp) / "k2",
+            kafka={**base.kafka.model_dump(), "topic_prefix": f"s{uuid.uuid4().hex[:8]}."},
+        )
+        _produce(settings, frame)
+        raw = _raw_consume(settings, rows)
+        logs = Path(tmp) / "logs"
+        logs.mkdir()
+        results: dict[int, tuple[float, float]] = {}
+        for n in counts:
+            print(f"{n} ingester(s) …", flush=True)
+            results[n] = _run(settings, rows, n, logs)
+    one = results.get(1, (float("nan"), 0.0))[0]
+    print(
+        f"\n{rows:,} trades, {args.partitions} partitions, {cores} cores; every table exact (each row once)"
+    )
+    print(f"{'processes':>9} {'rows/s':>12} {'per core':>10} {'vs 1 proc':>10} {'vs raw':>8} {'wall s':>8}")
+    for n, (rate, wall) in results.items():
+        per_core = rate / min(n, cores)
+        print(f"{n:>9} {rate:12,.0f} {per_core:10,.0f} {rate / one:10.2f} {rate / raw:8.2f} {wall:8.1f}")
+    print(f"{'raw':>9} {raw:12,.0f}   (one confluent-kafka consumer, same topic, this run)")
+    write_result(
+        "bench_scaleout",
+        {
+            "rows": rows,
+            "partitions": args.partitions,
+            "cores": cores,
+            "raw_consume_rows_per_s": raw,
+            **{f"ingest_{n}_procs_rows_per_s": rate for n, (rate, _) in results.items()},
+        },
+        quick=args.quick,
+    )
+
+
+if __name__ == "__main__":
+    main()

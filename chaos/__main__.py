@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -66,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         f"starting Kafka :{services.kafka_port} ({args.brokers} node(s)) and Redis :{services.redis_port} (k2 services up) …",
         flush=True,
     )
+    # a SIGTERM (kill, a CI time-out) unwinds like Ctrl-C: the services below are stopped, not orphaned
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     services.up()
     try:
 

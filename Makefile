@@ -28,7 +28,8 @@ lock:
 
 setup: system-deps $(STAMP)
 
-# redis-server (Debian package) and Maven, which fetches the Kafka jars; Java 17+ is assumed.
+# redis-server (Debian package), Maven, which fetches the Kafka jars, and chromium + chromedriver for the
+# dashboard's browser test; Java 17+ is assumed.
 system-deps:
 	@bash scripts/system-deps.sh
 

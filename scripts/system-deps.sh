@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Installs the system packages K2's local services need, only where missing.
+# Installs the system packages K2's local services and its tests need, only where missing.
 set -euo pipefail
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
+# the dashboard's browser test (tests/integration/test_dashboard.py) drives Debian's chromium headless
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if ! command -v java >/dev/null 2>&1; then
   missing+=(openjdk-17-jre-headless)
 fi

@@ -10,9 +10,11 @@ for this batch before any of those.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import cast
+from datetime import UTC, datetime
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -66,6 +68,8 @@ class PipelineStats:
     by_topic: dict[str, int] = field(default_factory=dict)
     #: the run ended with a range its last commit could not store (the next run reads it again)
     uncommitted: bool = False
+    #: the newest dead letters (at, reason, source), for the status file's data-quality panel
+    latest_dead_letters: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=5))
 
 
 @dataclass(frozen=True)
@@ -241,14 +245,15 @@ class BatchProcessor:
         partitions: np.ndarray,
         offsets: np.ndarray,
     ) -> None:
+        at = datetime.now(UTC).isoformat(timespec="milliseconds")
         for i, reason in letters:
             p, o = int(partitions[i]), int(offsets[i])
             if o < sink.watermark((topic, p)):
                 continue  # already dead-lettered before the crash that made us replay it
-            self.producer.send_dead_letter(
-                DeadLetter(value=values[i], reason=reason, source=f"topic={topic} partition={p} offset={o}")
-            )
+            source = f"topic={topic} partition={p} offset={o}"
+            self.producer.send_dead_letter(DeadLetter(value=values[i], reason=reason, source=source))
             self.stats.dead_letters += 1
+            self.stats.latest_dead_letters.append({"at": at, "reason": reason[:200], "source": source})
             DEAD_LETTERS.labels(topic).inc()
 
 

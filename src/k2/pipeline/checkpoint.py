@@ -79,6 +79,8 @@ class Checkpoint:
         self.read_end: Offsets = {}
         self.opened_at = time.monotonic()
         self.commits = 0
+        self.last_commit_s: float | None = None  # duration of the last successful attempt (status file)
+        self.last_commit_at: float | None = None  # its wall-clock end, epoch seconds (freshness)
         self.idle_advance_s = 30.0  # the gap table's watermark moves without rows this often
         self.crash_hook: Callable[[str], None] | None = None  # tests: crash at a named step
         self._unread = False  # gap events that no read produced wait for a commit
@@ -145,9 +147,11 @@ class Checkpoint:
         else:
             self.breakers.get(breaker).call(fn, *args)
 
-    def counted(self) -> None:
-        """One frozen checkpoint went through steps 1-4."""
+    def counted(self, seconds: float) -> None:
+        """One frozen checkpoint went through steps 1-4, its last attempt taking ``seconds``."""
         self.commits += 1
+        self.last_commit_s = seconds
+        self.last_commit_at = time.time()
 
     def commit_group_offsets(self, end: Offsets) -> None:
         """Step 5: the consumer group's offsets (advisory, for lag monitoring)."""
@@ -208,6 +212,7 @@ class FrozenCheckpoint:
         """
         owner = self.owner
         self.attempts += 1
+        started = time.monotonic()
         self._run("dlq-flushed", "kafka", owner.flush_producers)
         if self.gaps is not None:
             self._run("gaps-committed", "iceberg", owner.gap_sink.commit_batch, self.gaps)
@@ -219,7 +224,7 @@ class FrozenCheckpoint:
             else:
                 owner.reached(f"{sink.name}-committed")
         self._run("state-committed", "state", self.state)
-        owner.counted()
+        owner.counted(time.monotonic() - started)
 
     def _run(self, step: str, breaker: str, fn: Callable[..., object], *args: object) -> None:
         if step not in self.done:

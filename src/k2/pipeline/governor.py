@@ -21,6 +21,7 @@ from k2.observability.metrics import REGISTRY, Gauge
 from k2.pipeline.batch import PipelineStats
 from k2.pipeline.checkpoint import Checkpoint
 from k2.pipeline.errors import DeadLetterDeliveryError
+from k2.pipeline.vitals import RateMeter, commit_facts, quality_facts
 from k2.resilience.breaker import BreakerBoard
 from k2.resilience.degradation import DegradationManager, LevelChange
 from k2.resilience.errors import SpillDeliveryError
@@ -85,6 +86,9 @@ class Governor:
         self.commit_interval_s = settings.lake.commit_interval_s
         self.lag = 0
         self.peak_lag = 0
+        self.lags: dict[tuple[str, int], int] = {}  # per source partition, for the status file
+        self.read_rate = RateMeter()
+        self.write_rate = RateMeter()
         self.stalled = False
         self.stall_cause = ""
 
@@ -105,6 +109,7 @@ class Governor:
         lags = partition_lags(self.consumer, source)
         for (topic, partition), lag in lags.items():
             LAG.labels(topic, str(partition)).set(lag)
+        self.lags = dict(lags)
         self.lag = sum(lags.values())
         self.peak_lag = max(self.peak_lag, self.lag)
         change = self.degradation.observe(
@@ -167,7 +172,16 @@ class Governor:
                 "lag": self.lag,
                 "peak_lag": self.peak_lag,
                 "batch_ratio": round(self.meter.ratio(), 3),
+                "lags": [{"topic": t, "partition": p, "lag": n} for (t, p), n in sorted(self.lags.items())],
             },
+            "rate": {
+                "messages_per_s": round(self.read_rate.rate(self.stats.messages), 2),
+                "written_per_s": round(self.write_rate.rate(self.stats.written), 2),
+            },
+            "commit": commit_facts(
+                self.checkpoint.commits, self.checkpoint.last_commit_s, self.checkpoint.last_commit_at
+            ),
+            "quality": quality_facts(self.stats.dead_letters, self.stats.latest_dead_letters),
             "breakers": [dataclasses.asdict(b) for b in self.breakers.status()],
             "stalled": self.stalled,
             "stall_cause": self.stall_cause,

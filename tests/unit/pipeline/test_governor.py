@@ -86,7 +86,26 @@ def test_observe_measures_the_lag_of_the_source_partitions_only(tmp_path: Path) 
     governor.observe()
     status = governor.status()
     assert status["signals"]["lag"] == 30 and status["signals"]["peak_lag"] == 30  # 2 x (25 - 10)
+    assert status["signals"]["lags"] == [
+        {"topic": SOURCE, "partition": 0, "lag": 15},
+        {"topic": SOURCE, "partition": 1, "lag": 15},
+    ]
     assert not governor.deferring
+
+
+def test_status_carries_rate_commit_and_quality_for_the_dashboard(tmp_path: Path) -> None:
+    governor, _, stats = _governor(tmp_path)
+    assert governor.status()["commit"] == {"count": 0, "last_s": None, "last_at": None}
+    governor.checkpoint.counted(0.25)
+    stats.messages, stats.dead_letters = 100, 1
+    stats.latest_dead_letters.append({"at": "t", "reason": "price <= 0", "source": "s"})
+    status = json.loads(json.dumps(governor.status()))  # what the file holds
+    assert status["commit"]["count"] == 1 and status["commit"]["last_s"] == 0.25
+    assert status["commit"]["last_at"].endswith("+00:00")
+    assert status["rate"]["messages_per_s"] >= 0
+    assert status["quality"]["dead_letters"] == 1
+    assert status["quality"]["latest_dead_letters"][0]["reason"] == "price <= 0"
+    assert set(status["quality"]["gaps_recorded"]) == {"trades", "quotes"}
 
 
 def test_a_new_assignment_during_a_stall_starts_paused(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
@@ -226,6 +227,12 @@ class QueryEngine:
         pending = self.pending() if self.pending is not None and status in ("pending", "all") else None
         return stats.gaps(
             self.reader, symbols, sessions, kind=kind, status=status, travel=travel, pending=pending
+        )
+
+    def gap_counts(self, *, limit: int = 20) -> list[dict[str, Any]]:
+        """Gaps opened, recovered and pending per symbol, most first (see ``k2.query.stats.gap_counts``)."""
+        return stats.gap_counts(
+            self.reader, self.pending() if self.pending is not None else None, limit=limit
         )
 
     def snapshots(self, table: str, *, limit: int = 50) -> Result:

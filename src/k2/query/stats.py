@@ -22,7 +22,7 @@ from k2.query.reader import LakeReader, Result, Scan
 from k2.query.sql import placeholders
 from k2.types import StreamKind
 
-__all__ = ["GapStatus", "SessionRange", "gaps", "symbol_days"]
+__all__ = ["GapStatus", "SessionRange", "gap_counts", "gaps", "symbol_days"]
 
 GapStatus = Literal["open", "recovered", "pending", "all"]
 _EPOCH_DAY = date(1970, 1, 1)
@@ -252,3 +252,36 @@ def _with_pending(
         ("first_missing", "ascending"),
     ]
     return merged.sort_by(order)
+
+
+def gap_counts(reader: LakeReader, pending: pl.DataFrame | None, *, limit: int = 20) -> list[dict[str, Any]]:
+    """Gaps opened and recovered per symbol over the whole event log, plus the pending holes
+    (``k2.state.pending``) of each: the dashboard's data-quality panel. The ``limit`` symbols with
+    the most gaps, most first.
+
+    Raises:
+        QueryTimeoutError: see ``k2.query.errors``.
+    """
+    scan = reader.scan(GAPS, TimeTravel(), Prune())
+    params: list[Any] = []
+    tables: dict[str, pa.Table] = {}
+    source = scan.source(params, tables, "g")
+    sql = f"""
+        WITH ev AS (
+            SELECT DISTINCT event, kind, exchange, symbol, session, first_missing, last_missing FROM {source}
+        )
+        SELECT symbol, count(*) FILTER (WHERE event = 'opened') AS opened,
+               count(*) FILTER (WHERE event = 'recovered') AS recovered
+        FROM ev GROUP BY symbol
+    """
+    found = reader.runner.table(
+        "gap_counts", sql, params, timeout_s=reader.limits.timeout_s, tables=tables, files=len(scan.files)
+    ).to_pylist()
+    counts = {r["symbol"]: {"symbol": r["symbol"], "opened": r["opened"], "recovered": r["recovered"],
+                            "pending": 0} for r in found}  # fmt: skip
+    if pending is not None and pending.height:
+        for symbol, holes in pending.group_by("symbol").len().iter_rows():
+            counts.setdefault(symbol, {"symbol": symbol, "opened": 0, "recovered": 0, "pending": 0})
+            counts[symbol]["pending"] = int(holes)
+    ranked = sorted(counts.values(), key=lambda c: (-(c["opened"] + c["pending"]), c["symbol"]))
+    return ranked[:limit]

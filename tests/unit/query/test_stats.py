@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import date
 
+import polars as pl
 import pytest
 
 from k2.query.engine import QueryEngine
@@ -49,6 +51,25 @@ def test_gaps_state(engine: QueryEngine) -> None:
     open_only = engine.gaps(("BHP",), ALL, status="open").table.to_pylist()
     assert [g["first_missing"] for g in open_only] == [500]
     assert engine.gaps((), ALL, kind="quotes").table.column("symbol").to_pylist() == ["RIO"]
+
+
+def test_gap_counts_per_symbol_most_first(engine: QueryEngine) -> None:
+    assert engine.gap_counts() == [  # from the same event log as test_gaps_state
+        {"symbol": "BHP", "opened": 2, "recovered": 1, "pending": 0},
+        {"symbol": "RIO", "opened": 1, "recovered": 0, "pending": 0},
+    ]
+    assert engine.gap_counts(limit=1)[0]["symbol"] == "BHP"
+
+
+def test_gap_counts_add_the_pending_holes(engine: QueryEngine) -> None:
+    holes = pl.DataFrame({"symbol": ["CBA", "CBA", "RIO"]})
+    counted = copy.copy(engine)
+    counted.pending = lambda: holes
+    assert counted.gap_counts() == [  # opened + pending, then by name
+        {"symbol": "BHP", "opened": 2, "recovered": 1, "pending": 0},
+        {"symbol": "CBA", "opened": 0, "recovered": 0, "pending": 2},
+        {"symbol": "RIO", "opened": 1, "recovered": 0, "pending": 1},
+    ]
 
 
 def test_session_range_validation() -> None:

@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from k2 import __version__
+from k2.api.dashboard import mount_dashboard
 from k2.api.deps import Services, guard
 from k2.api.docs import mount_docs
 from k2.api.errors import InsecureBindError
@@ -102,6 +103,7 @@ def create_app(settings: Settings, *, engine: QueryEngine | None = None) -> Fast
         app.include_router(router, prefix="/v1", dependencies=[Depends(guard)])
     app.include_router(system.router)
     mount_docs(app)
+    mount_dashboard(app)
     for exc_class in (K2Error, RequestValidationError, StarletteHTTPException, Exception):
         app.add_exception_handler(exc_class, handle_error)
     app.add_middleware(RequestContextMiddleware)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from k2.api.routes import bars, joins, latest, replay, snapshots, symbols, system, ticks
+from k2.api.routes import bars, joins, latest, replay, snapshots, status, symbols, system, ticks
 
-__all__ = ["V1_ROUTERS", "bars", "joins", "latest", "replay", "snapshots", "symbols", "system", "ticks"]
+__all__ = [
+    "V1_ROUTERS", "bars", "joins", "latest", "replay", "snapshots", "status", "symbols", "system", "ticks",
+]  # fmt: skip
 
 V1_ROUTERS = (
     ticks.router,
@@ -14,4 +16,5 @@ V1_ROUTERS = (
     snapshots.router,
     replay.router,
     symbols.router,
+    status.router,
 )

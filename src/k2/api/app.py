@@ -22,6 +22,7 @@ from k2.api.deps import Services, guard
 from k2.api.docs import mount_docs
 from k2.api.errors import InsecureBindError
 from k2.api.handlers import handle_error
+from k2.api.ingest_metrics import ingest_registry
 from k2.api.memory import MemoryTrimmer
 from k2.api.middleware import RequestContextMiddleware
 from k2.api.openapi import install_openapi
@@ -72,6 +73,7 @@ def create_app(settings: Settings, *, engine: QueryEngine | None = None) -> Fast
         RateLimiter(api.ops_rate_limit_per_minute, storage=storage, namespace="ops"),
         StreamSlots(api.max_streams_per_key, api.max_streams, api.stream_max_s),
         engine,
+        ingest_metrics=ingest_registry(settings.data_dir),
     )
 
     owns_engine = engine is None

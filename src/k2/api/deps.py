@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 from fastapi import Header, Query, Request
 from fastapi.responses import Response
+from prometheus_client import CollectorRegistry
 
 from k2.api.errors import AuthenticationError
 from k2.api.health import HealthMonitor
@@ -63,6 +64,8 @@ class Services:
     _engine: QueryEngine | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _health: HealthMonitor | None = None
+    #: the ingest pipeline's status file as k2_ingest_* series (``k2.api.ingest_metrics``)
+    ingest_metrics: CollectorRegistry | None = None
 
     def health(self) -> HealthMonitor:
         """The app's one health monitor (its Kafka and Redis clients live as long as the app)."""

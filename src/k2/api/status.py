@@ -176,11 +176,11 @@ def _per_kind(found: dict[str, Any], key: str) -> PerKind:
     return {kind: int(values.get(kind, 0)) for kind in TICK_KINDS}
 
 
-def _quality(doc: dict[str, Any] | None, gap_counts: Callable[[], list[dict[str, Any]]]) -> Quality:
+def _quality(doc: dict[str, Any] | None, gap_counts: Callable[[], list[dict[str, Any]]] | None) -> Quality:
     found = (doc or {}).get("quality", {})
     lake_error = None
     try:
-        by_symbol = [SymbolGaps(**row) for row in gap_counts()]
+        by_symbol = [SymbolGaps(**row) for row in gap_counts()] if gap_counts is not None else []
     except K2Error as exc:  # the catalog is down: the pipeline's own figures still help
         by_symbol, lake_error = [], f"{type(exc).__name__}: {str(exc)[:200]}"
         log.warning("gap counts unavailable for /v1/status", error=lake_error)
@@ -197,8 +197,11 @@ def _quality(doc: dict[str, Any] | None, gap_counts: Callable[[], list[dict[str,
     )
 
 
-def read_pipeline_status(data_dir: Path, gap_counts: Callable[[], list[dict[str, Any]]]) -> PipelineStatus:
-    """The status document for the pipeline writing under ``data_dir``; ``gap_counts`` asks the lake."""
+def read_pipeline_status(
+    data_dir: Path, gap_counts: Callable[[], list[dict[str, Any]]] | None = None
+) -> PipelineStatus:
+    """The status document for the pipeline writing under ``data_dir``; ``gap_counts`` asks the lake
+    (without it, ``quality.by_symbol`` is empty: the metrics exporter reads the file alone)."""
     now = time.time()
     doc = read_status(data_dir)
     return PipelineStatus(

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from k2.api.deps import ops_guard, services
 from k2.api.health import public
@@ -54,6 +54,9 @@ async def health(
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 def metrics(request: Request) -> Response:
-    """K2's registry in the Prometheus text format: request rate, errors and latency, query times…"""
+    """K2's registry in the Prometheus text format: request rate, errors and latency, query times…,
+    and the ingest pipeline's status file as `k2_ingest_*` (rate, lag, commits, level, gaps)."""
     ops_guard(request, None)
-    return Response(render_metrics(), media_type=CONTENT_TYPE_LATEST)
+    pipeline = services(request).ingest_metrics
+    body = render_metrics() + (generate_latest(pipeline) if pipeline is not None else b"")
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

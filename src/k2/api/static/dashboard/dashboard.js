@@ -15,7 +15,7 @@
   const KEY = "k2.apiKey";
   const SVG = "http://www.w3.org/2000/svg";
   const MAX_BARS = 120;
-  const TAPE_ROWS = 25;
+  const TAPE_ROWS = 30;
   const state = {
     symbol: null,
     bars: new Map(), // start (ms) -> bar row, the live view
@@ -126,7 +126,7 @@
     const pad = (hi - lo) * 0.05 || hi * 0.001 || 1;
     const yMin = lo - pad, yMax = hi + pad;
     const y = (p) => T + ((yMax - p) / (yMax - yMin)) * priceH;
-    const slots = Math.max(bars.length, 30);
+    const slots = Math.max(bars.length, 12);
     const slot = plotW / slots;
     const bodyW = Math.max(1, slot * 0.65);
     const maxVol = Math.max(...bars.map((b) => num(b.volume)), 1e-9);
@@ -135,7 +135,7 @@
       nodes.push(el("svg:line", { x1: L, x2: L + plotW, y1: y(p), y2: y(p), class: "grid" }));
       nodes.push(el("svg:text", { x: L + plotW + 4, y: y(p) + 3, class: "axis" }, p.toFixed(p >= 100 ? 2 : 4)));
     }
-    const every = Math.max(1, Math.ceil(bars.length / 10));
+    const every = Math.max(1, Math.ceil(44 / slot)); // a time label every 44 px at least
     bars.forEach((b, i) => {
       const cx = L + slot * i + slot / 2;
       const o = num(b.open), c = num(b.close), up = c >= o;
@@ -220,7 +220,7 @@
       lastPrice = p;
       const tr = el("tr", { "data-message-id": t.message_id, "data-committed": String(t.committed !== false), class: fresh ? "fresh" : "" });
       tr.append(el("td", {}, hhmmss(t.exchange_ts)), el("td", { class: side }, price(t.price)), el("td", {}, price(t.size)),
-        el("td", {}, String(t.sequence)), el("td", { class: "muted" }, t.committed === false ? "tail" : ""));
+        el("td", {}, String(t.sequence)), el("td", { class: "muted", title: "arrived from the Kafka tail, before its commit" }, t.committed === false ? "live" : ""));
       body.prepend(tr);
       $("last").textContent = price(t.price);
     }
@@ -325,6 +325,7 @@
       fillTable("lags", ing.lags, (p) => [p.topic, p.partition, fmt(p.lag, 0)]);
       fillTable("breakers", ing.breakers, (b) => [b.name, el("td", { "data-breaker": b.state }, b.state), b.failures, b.opened_total]);
       fillTable("transitions", ing.transitions.slice(-10).reverse(), (t) => [hhmmss(t.at), `${t.previous} → ${t.level}`, `${t.cause}: ${t.detail}`]);
+      if (!ing.transitions.length) fillTable("transitions", [null], () => ["–", `${ing.level} since the start`, ""]);
     }
     const q = s.quality;
     const sum = (o) => Object.values(o).reduce((a, b) => a + b, 0);

@@ -131,3 +131,19 @@ def test_the_dashboard_page_loads_only_local_assets(data_dir: Path, api_engine: 
     script = client.get("/static/dashboard/dashboard.js").text
     assert "http://" not in script.replace("http://www.w3.org/2000/svg", "") and "https://" not in script
     assert "/" not in client.get("/openapi.json").json()["paths"]
+
+
+def test_the_bars_time_travel_the_dashboard_uses_is_validated(client: TestClient) -> None:
+    window = {"symbols": "BHP", "start": "2014-03-10T23:00:00Z", "end": "2014-03-10T23:05:00Z"}
+    snapshot = client.get("/v1/snapshots", params={"table": "trades"}).json()["data"][-1]["snapshot_id"]
+    assert client.get("/v1/bars", params={**window, "snapshot_id": snapshot}).status_code == 200
+    for bad, status in (
+        ({"snapshot_id": -1}, 400),
+        ({"snapshot_id": "abc"}, 422),
+        ({"snapshot_id": 2**63 - 1}, 404),
+        ({"snapshot_id": snapshot, "as_of": "2030-01-01T00:00:00Z"}, 400),
+        ({"as_of": "yesterday"}, 400),
+    ):
+        response = client.get("/v1/bars", params={**window, **bad})
+        assert response.status_code == status, (bad, response.text)
+        assert response.json()["detail"], bad

@@ -286,9 +286,8 @@ def test_dashboard_shows_the_lake_the_live_tail_and_time_travel(live: LiveK2) ->
             lambda d: [mid for mid in new_ids if d.find_elements(By.CSS_SELECTOR, f'#tape tr[data-message-id="{mid}"]')],
         )  # fmt: skip
         assert shown
-        _wait(driver, "the chart to move", lambda d: int(_chart(d)["version"]) > version)
-        moved = _drawn(driver)
-        assert moved[-1] != last_before or len(moved) != len(drawn)
+        _wait(driver, "the newest candle to move",
+              lambda d: int(_chart(d)["version"]) > version and (_drawn(d)[-1] != last_before or len(_drawn(d)) != len(drawn)))  # fmt: skip
         _committed(http, live.symbol, 0)  # once the pipeline committed them, the picture is the lake's
         _wait(
             driver,
@@ -321,6 +320,15 @@ def test_dashboard_shows_the_lake_the_live_tail_and_time_travel(live: LiveK2) ->
         )
 
         assert outside_requests(driver, live.url) == []
+
+
+def test_a_missing_browser_fails_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.integration import browser
+
+    monkeypatch.setattr(browser.shutil, "which", lambda name: None)
+    monkeypatch.setattr(browser, "Path", lambda p: Path("/nonexistent") / Path(p).name)
+    with pytest.raises(pytest.fail.Exception, match=r"chromium not found: .*make system-deps"):
+        browser._binary("chromium")
 
 
 def test_with_api_keys_the_page_asks_for_one(live: LiveK2) -> None:

@@ -25,6 +25,7 @@
     streamGen: 0,
     abort: null,
     version: 0,
+    liveLoadedAt: 0,
     spark: { rate: [], lag: [], commit: [] },
   };
   const $ = (id) => document.getElementById(id);
@@ -173,6 +174,7 @@
   }
 
   async function loadLive() {
+    state.liveLoadedAt = Date.now();
     const body = await api("/v1/bars/live", { symbol: state.symbol, interval: "1m", minutes: 60 });
     state.bars = new Map(body.data.map((b) => [ms(b.start), b]));
     const tail = body.tail_rows ?? 0;
@@ -303,6 +305,9 @@
   // -- pipeline, quality ---------------------------------------------------------------------------
   function renderStatus(s) {
     const ing = s.ingest;
+    // bars the stream updated are marked uncommitted; once commits land, re-read them (at most every 10 s)
+    const stale = [...state.bars.values()].some((b) => b.live || b.uncommitted > 0);
+    if (state.mode === "live" && stale && Date.now() - state.liveLoadedAt > 10000) loadLive().catch(report);
     const pill = $("ingest-state");
     if (!ing) {
       pill.textContent = "no pipeline status yet";

@@ -30,6 +30,11 @@ def ingest(
     from k2.pipeline import Pipeline, PipelineStats
 
     context = obj(ctx)
+    pipeline_settings = context.settings.pipeline
+    if pipeline_settings.metrics_port is not None:
+        from k2.observability.metrics import serve_metrics
+
+        serve_metrics(pipeline_settings.metrics_host, pipeline_settings.metrics_port)
     batch_checks = None
     if checks:
         from k2.pipeline.sequencing import sequence_checks

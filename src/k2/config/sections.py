@@ -222,6 +222,14 @@ class PipelineSettings(_Section):
         "partitions back at once instead of waiting for the session timeout.",
     )
     session_timeout_ms: int = Field(10_000, ge=6_000, le=300_000)
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Serve this process's Prometheus metrics (gaps recorded, pending holes, commits, "
+        "levels: what deploy/k2-alerts.yml reads) on http://metrics_host:PORT/metrics. Unset: none.",
+    )
+    metrics_host: str = Field("127.0.0.1", description="Address the ingester's metrics listen on.")
     batch_max_messages: int = Field(50_000, ge=1)
     poll_timeout_s: float = Field(0.2, gt=0)
     gc_gen0_threshold: int = Field(

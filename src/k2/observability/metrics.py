@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-__all__ = ["REGISTRY", "Counter", "Gauge", "Histogram", "render", "sample"]
+__all__ = ["REGISTRY", "Counter", "Gauge", "Histogram", "render", "sample", "serve_metrics"]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -23,3 +23,21 @@ def sample(name: str, labels: dict[str, str] | None = None) -> float:
     """Current value of one sample (0.0 when absent); for status displays and tests."""
     value = REGISTRY.get_sample_value(name, labels or {})
     return 0.0 if value is None else value
+
+
+def serve_metrics(host: str, port: int) -> bool:
+    """Serve this process's registry at ``http://host:port/metrics`` from a daemon thread.
+
+    A busy port is logged, not fatal: the ingester's job is the data, and a second ingester on
+    one machine must still run (give each its own port to scrape both).
+    """
+    from prometheus_client import start_http_server
+
+    from k2.observability.logging import get_logger
+
+    try:
+        start_http_server(port, addr=host, registry=REGISTRY)
+    except OSError as exc:
+        get_logger(__name__).warning("metrics endpoint not started", host=host, port=port, error=str(exc))
+        return False
+    return True

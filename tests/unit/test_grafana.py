@@ -113,7 +113,9 @@ def test_the_ingest_series_carry_the_status_file_values(tmp_path: Path) -> None:
 
 def test_the_prometheus_config_scrapes_the_api_and_loads_the_alerts() -> None:
     doc = yaml.safe_load(PROMETHEUS.read_text())
-    [job] = doc["scrape_configs"]
-    assert job["metrics_path"] == "/metrics" and job["static_configs"][0]["targets"]
+    jobs = {job["job_name"]: job for job in doc["scrape_configs"]}
+    assert set(jobs) == {"k2-api", "k2-ingest"}  # the API, and each ingester's own endpoint (the gap alerts)
+    for job in jobs.values():
+        assert job["metrics_path"] == "/metrics" and job["static_configs"][0]["targets"]
     for rules in doc["rule_files"]:
         assert (PROMETHEUS.parent / rules).resolve().is_file(), rules

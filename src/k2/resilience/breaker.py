@@ -86,6 +86,8 @@ class CircuitBreaker:
         self._probes = 0  # probes started in this half-open period
         self._successes = 0  # probes that succeeded in this half-open period
         self.opened_total = 0
+        #: called with (previous, new) on every change, under the lock: keep listeners tiny (the demo records them)
+        self.listeners: list[Callable[[BreakerState, BreakerState], None]] = []
         BREAKER_STATE.labels(name).set(0)
 
     @property
@@ -164,6 +166,8 @@ class CircuitBreaker:
             self._opened_at = self._clock()
             self.opened_total += 1
         BREAKER_STATE.labels(self.name).set(int(state))
+        for listener in self.listeners:
+            listener(previous, state)
         emit = log.warning if state == BreakerState.OPEN else log.info
         emit(
             "circuit breaker state changed",

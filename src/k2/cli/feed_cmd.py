@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
 from k2.cli.context import dump_json, handle_errors, obj
@@ -68,10 +67,12 @@ def _interruptible(err: Console) -> Iterator[threading.Event]:
 
 
 @contextmanager
-def _progress(err: Console, label: str) -> Iterator[Callable[[FeedCounts, float], None]]:
-    """A one-line live display: ticks sent, rate, malformed payloads, dead letters."""
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err, transient=True) as progress:
-        task = progress.add_task(label)
+def _progress(err: Console, label: str, total: int | None) -> Iterator[Callable[[FeedCounts, float], None]]:
+    """A bar of ticks sent towards ``total`` with the rate, malformed payloads and dead letters
+    (plain lines every few seconds when stderr is not a terminal)."""
+    from k2.cli.progress import progress
+
+    with progress(err, label, total) as advance:
         shown = [-1.0]
 
         def update(counts: FeedCounts, elapsed: float) -> None:
@@ -79,10 +80,8 @@ def _progress(err: Console, label: str) -> Iterator[Callable[[FeedCounts, float]
                 return
             shown[0] = elapsed
             rate = counts.ticks / elapsed if elapsed > 0 else 0.0
-            progress.update(
-                task,
-                description=f"{label}: {counts.ticks:,} ticks  {rate:,.0f}/s  malformed {counts.raw:,}  "
-                f"dlq {counts.dead_letters:,}",
+            advance(
+                counts.ticks, f"ticks  {rate:,.0f}/s  malformed {counts.raw:,}  dlq {counts.dead_letters:,}"
             )
 
         yield update
@@ -203,7 +202,7 @@ def simulate(
     producer = TickProducer(kafka)
     publisher = FeedPublisher(producer, kafka)
     try:
-        with _interruptible(context.err) as stop, _progress(context.err, "simulate") as progress:
+        with _interruptible(context.err) as stop, _progress(context.err, "simulate", count) as progress:
             report = run_simulation(
                 sim, publisher, count=count, rate=rate, duration_s=duration, stop=stop, on_progress=progress
             )
@@ -265,7 +264,10 @@ def asx(
             keep = _symbol_filter(wanted)
             publisher.reference("instruments", replay.reference.instruments.filter(keep))
             publisher.reference("corporate_actions", replay.reference.corporate_actions.filter(keep))
-        with _interruptible(context.err) as stop, _progress(context.err, "asx") as progress:
+        with (
+            _interruptible(context.err) as stop,
+            _progress(context.err, "asx", len(replay.delivery)) as progress,
+        ):
             report = run_replay(
                 replay, publisher, speed=speed, max_idle_s=max_idle, stop=stop, on_progress=progress
             )

@@ -114,12 +114,14 @@ def snapshots(
 @handle_errors
 def compact(ctx: typer.Context, name: str = _TABLE) -> None:
     """Rewrite small files into large sorted ones per partition (results unchanged)."""
+    from k2.cli.progress import progress
     from k2.lake import load_table, open_catalog
     from k2.lake import maintenance as mx
 
     context = obj(ctx)
     table = load_table(open_catalog(context.settings), context.settings.lake.namespace, _check(name))
-    result = mx.compact(table)
+    with progress(context.err, f"compact {name}", None) as advance:
+        result = mx.compact(table, on_bin=lambda done, bins: advance(done, f"of {bins} partitions rewritten"))
     context.console.print(
         f"{name}: {result.partitions} partitions, {result.files_before} files -> {result.files_after}, "
         f"{result.rows:,} rows rewritten"
@@ -142,6 +144,7 @@ def expire(
     orphans: bool = typer.Option(True, help="Also delete files no snapshot references any more."),
 ) -> None:
     """Expire snapshots beyond the time-travel window; the current snapshot is always kept."""
+    from k2.cli.progress import progress
     from k2.lake import load_table, open_catalog
     from k2.lake import maintenance as mx
 
@@ -149,12 +152,17 @@ def expire(
     lake = context.settings.lake
     table = load_table(open_catalog(context.settings), lake.namespace, _check(name))
     hours = lake.time_travel_hours if older_than is None else older_than
-    n = mx.expire_snapshots(
-        table, older_than=timedelta(hours=hours), keep_last=keep_last or lake.keep_snapshots
-    )
+    with progress(context.err, f"expire {name}", 2 if orphans else 1) as advance:
+        advance(0, "expiring snapshots")
+        n = mx.expire_snapshots(
+            table, older_than=timedelta(hours=hours), keep_last=keep_last or lake.keep_snapshots
+        )
+        if orphans:
+            advance(1, "deleting orphan files")
+            removed = mx.remove_orphan_files(table)
+        advance(2 if orphans else 1, "done")
     context.console.print(f"{name}: expired {n} snapshots older than {hours:g} h")
     if orphans:
-        removed = mx.remove_orphan_files(table)
         context.console.print(f"{name}: removed {len(removed)} orphan files")
 
 

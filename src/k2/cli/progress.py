@@ -45,7 +45,7 @@ def progress(
 
             yield advance
         return
-    shown: list[tuple[float, float, str]] = [(time.monotonic(), -1.0, "")]
+    shown: list[tuple[float, float, str]] = [(float("-inf"), -1.0, "")]  # the first update shows
 
     def line(completed: float, detail: str, *, force: bool = False) -> None:
         now = time.monotonic()

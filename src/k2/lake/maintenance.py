@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -89,11 +90,18 @@ class CompactionPolicy:
         return [group for group in tiers.values() if len(group) >= self.fanout]
 
 
-def compact(table: Table, *, min_files: int = 2, policy: CompactionPolicy | None = None) -> CompactionResult:
+def compact(
+    table: Table,
+    *,
+    min_files: int = 2,
+    policy: CompactionPolicy | None = None,
+    on_bin: Callable[[int, int], None] | None = None,
+) -> CompactionResult:
     """Merge data files per partition into sorted larger files; rows and offsets are unchanged.
 
     Without a ``policy`` every partition with ``min_files`` or more files is rewritten whole (the
     manual ``k2 lake compact``); with one, only the bins the policy chooses, within its budget.
+    ``on_bin(done, bins)`` hears of each bin rewritten (the CLI's progress).
 
     Raises:
         LakeError: the table kept moving under it for too many attempts.
@@ -124,7 +132,9 @@ def compact(table: Table, *, min_files: int = 2, policy: CompactionPolicy | None
                 table.transaction() as txn,
                 txn.update_snapshot(snapshot_properties=props).overwrite() as rewrite,
             ):
-                for files in bins:
+                for done, files in enumerate(bins):
+                    if on_bin is not None:
+                        on_bin(done, len(bins))
                     with ThreadPoolExecutor(_READERS) as pool:  # pyarrow reads without the GIL
                         parts = list(
                             pool.map(_read_data_file, [table] * len(files), [f.file_path for f in files])
@@ -142,6 +152,8 @@ def compact(table: Table, *, min_files: int = 2, policy: CompactionPolicy | None
         except CommitFailedException:
             log.info("compaction lost a race with a commit; retrying on the new head", table=table.name())
             continue
+        if on_bin is not None:
+            on_bin(len(bins), len(bins))
         before = sum(map(len, bins))
         log.info("compacted", table=str(table.name()), bins=len(bins), files_before=before,
                  files_after=files_after, rows=rows)  # fmt: skip

@@ -6,13 +6,14 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from k2.cli import demo_cmd
 from k2.cli.app import app
-from k2.cli.context import Context, Root, dispatch
+from k2.cli.context import Root, dispatch
 
 HEAVY = ("pyiceberg", "duckdb", "polars", "confluent_kafka", "pyarrow", "fastapi")
 
@@ -57,29 +58,30 @@ def test_dispatch_runs_a_command_with_the_given_context(
     assert shown["kafka"]["port"] == 29999 and shown["lake"]["namespace"] == "fromtoml"
 
 
-def test_demo_carries_the_config_file_to_every_command(
+def test_demo_carries_the_config_file_and_its_names_to_every_k2_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`k2 -c x.toml demo`: each re-run command sees x.toml's values plus the demo's own namespace."""
-    seen: list[tuple[list[str], Context]] = []
+    """`k2 -c x.toml demo`: a k2 process the demo starts sees x.toml's values plus the demo's own names."""
+    from k2.cli.demo import chapters
+    from k2.cli.demo.runner import Chapter
+    from k2.cli.demo.stage import Stage
 
-    def record(context: Context, args: list[str]) -> None:
-        seen.append((args, context))
-        dispatch(context, ["config", "show", "--json"])  # through the real root command and callback
+    shown: list[dict[str, Any]] = []
 
-    monkeypatch.setattr(demo_cmd, "_run", record)
-    monkeypatch.setattr(demo_cmd, "_verify", lambda context, truth: None)
-    result = CliRunner().invoke(app, ["-c", str(_toml(tmp_path)), "demo", "--ticks", "1000"])
+    def show(stage: Stage) -> None:
+        shown.append(stage.k2("show", ["config", "show", "--json"]).json_output())
+        stage.check("shown", True)
+
+    monkeypatch.setattr(chapters, "CHAPTERS", [Chapter("Show", "the configuration", show)])
+    result = CliRunner().invoke(app, ["-c", str(_toml(tmp_path)), "demo", "--fast"])
     assert result.exit_code == 0, result.output
-    assert [args[0] for args, _ in seen] == ["services", "lake", "feed", "ingest", "lake"]
-    for _, context in seen:
-        settings = context.settings
-        assert settings.kafka.port == 29999  # from x.toml
-        assert settings.data_dir == (tmp_path / "data").resolve()
-        assert settings.lake.namespace.startswith("demo") and settings.kafka.topic_prefix.startswith("demo")
-        assert settings.state.reorder_window == demo_cmd.REORDER_WINDOW
-    assert result.stdout.count('"port": 29999') == len(seen)
-    assert result.stdout.count('"namespace": "demo') == len(seen)
+    [settings] = shown
+    assert settings["kafka"]["port"] == 29999  # from x.toml
+    assert Path(settings["data_dir"]) == (tmp_path / "data").resolve()
+    assert settings["lake"]["namespace"].startswith("demo") and settings["kafka"]["topic_prefix"].startswith(
+        "demo"
+    )
+    assert settings["state"]["reorder_window"] == demo_cmd.REORDER_WINDOW
 
 
 def test_a_bad_config_file_is_one_red_line_when_a_command_needs_the_settings(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ def load_test(
     tick was lost or duplicated, or a deferral gap was never back-filled.
     """
     from k2.cli.loadtest.run import LoadSample, run_load_test
+    from k2.cli.progress import progress
     from k2.config import derive
 
     context = obj(ctx)
@@ -44,18 +45,22 @@ def load_test(
     console = context.console
     console.print(f"scratch topics [bold]loadtest-{tag}.*[/], namespace [bold]loadtest_{tag}[/]")
     last: list[str] = []
+    advance = [lambda _done, _detail: None]
 
     def show(sample: LoadSample) -> None:
+        advance[0](min(sample.t, overload + normal), f"{sample.phase} {sample.level} lag {sample.lag:,}")
         line = f"{sample.level:13} lag {sample.lag:>8,} deferred {sample.deferred:>8,} back-filled {sample.backfilled:>8,}"
         if not last or last[0] != line:
             console.print(f"{sample.t:5.1f}s {sample.phase:5} {line}", highlight=False, soft_wrap=True)
             last[:] = [line]
 
     console.print("measuring capacity, then overloading …")
-    result = run_load_test(
-        settings, multiple=multiple, overload_s=overload, normal_s=normal, max_ticks=max_ticks,
-        calibrate_ticks=calibrate, on_sample=show,
-    )  # fmt: skip
+    with progress(context.err, "load-test", overload + normal, every_s=15, unit=" s") as bar:
+        advance[0] = bar
+        result = run_load_test(
+            settings, multiple=multiple, overload_s=overload, normal_s=normal, max_ticks=max_ticks,
+            calibrate_ticks=calibrate, on_sample=show,
+        )  # fmt: skip
     console.print(
         f"\ncapacity {result.capacity:,.0f} ticks/s, target {result.target_rate:,.0f}/s; "
         f"levels {' -> '.join(result.levels)}; peak lag {result.peak_lag:,}; "

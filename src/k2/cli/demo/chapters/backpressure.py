@@ -50,12 +50,12 @@ def _burst(stage: Stage) -> None:
 
     fast = stage.fast
     result = run_load_test(
-        settings, multiple=10, overload_s=6 if fast else 15, normal_s=5 if fast else 10,
+        settings, multiple=10, overload_s=6 if fast else 15, normal_s=3 if fast else 10,
         calibrate_ticks=10_000 if fast else 30_000, max_ticks=80_000 if fast else 200_000,
         drain_timeout_s=60, truth_file=stage.workdir / "burst-truth.json", on_sample=show,
     )  # fmt: skip
     stage.say(f"capacity {result.capacity:,.0f} ticks/s measured, burst at {result.target_rate:,.0f}/s; "
-              f"levels {' -> '.join(result.levels)}; peak lag {result.peak_lag:,}")  # fmt: skip
+              f"levels seen {', '.join(result.levels)}, the last {result.samples[-1].level}; peak lag {result.peak_lag:,}")  # fmt: skip
     stage.say(f"deferred {result.deferred:,} ticks to the spill topic, back-filled {result.backfilled:,}; "
               f"drained in {result.drain_s}s")  # fmt: skip
     report = result.report
@@ -93,6 +93,7 @@ def _breaker(stage: Stage) -> None:
     settings = load_settings(**{**base.model_dump(), "data_dir": stage.workdir / "breaker"})
     launcher = Launcher(settings)
     launcher.up(["redis"], timeout_s=60)
+    ticks = 20_000 if stage.fast else 60_000
     try:
         sim = Simulator(
             SimulatorConfig(MarketConfig(symbols=symbol_names(6, 41), chunk_ticks=2_000), seed=41)
@@ -100,10 +101,12 @@ def _breaker(stage: Stage) -> None:
         ensure_topics(settings.kafka)
         producer = TickProducer(settings.kafka)
         publisher = FeedPublisher(producer, settings.kafka)
-        for delivery in sim.deliveries(count=30_000):
+        for delivery in sim.deliveries(count=ticks):
             publisher.publish(delivery)
         producer.close()
-        stage.say("a redis-server of this chapter's own holds the sequence state; 30,000 ticks wait in Kafka")
+        stage.say(
+            f"a redis-server of this chapter's own holds the sequence state; {ticks:,} ticks wait in Kafka"
+        )
         pipeline = Pipeline(settings, checks=sequence_checks(settings))
         moves: list[str] = []
         breaker = pipeline.breakers.get("state")

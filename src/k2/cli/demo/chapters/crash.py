@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import signal
+from pathlib import Path
 from typing import Any
 
-from k2.cli.demo.chapters.ingest import FAULTS, iceberg_rows
+from k2.cli.demo.chapters.ingest import fault_config, iceberg_rows
 from k2.cli.demo.stage import Stage, tail
+from k2.config import Settings
 
 __all__ = ["crash"]
 
@@ -24,8 +26,7 @@ def crash(stage: Stage) -> None:
     )
     truth_path = stage.workdir / "crash-truth.json"
     count = 30_000 if stage.fast else 100_000
-    stage.k2("feed-crash", ["feed", "simulate", "--symbols", "6", "--count", str(count), "--seed", "17", *FAULTS,
-                            "--truth", str(truth_path), "--json"], sections)  # fmt: skip
+    _feed(settings, count, truth_path)
     stage.say(f"{count:,} faulty ticks in Kafka; `k2 ingest` starts and will be SIGKILLed at its third commit, "
               "after the trades table committed and before the quotes table did")  # fmt: skip
     first = stage.spawn("ingest-crash", ["ingest", "--idle-timeout", "4", "--crash-at", STEP], sections)
@@ -54,3 +55,21 @@ def _at(stage: Stage, settings: Any) -> Stage:
 
     context = Context(settings=settings, console=stage.context.console, err=stage.context.err)
     return replace(stage, context=context)
+
+
+def _feed(settings: Settings, count: int, truth: Path) -> None:
+    """``count`` simulated ticks with the demo's faults into Kafka, and their ground truth."""
+    from k2.feeds.market import MarketConfig, symbol_names
+    from k2.feeds.publish import FeedPublisher
+    from k2.feeds.simulator import Simulator, SimulatorConfig
+    from k2.stream.admin import ensure_topics
+    from k2.stream.producer import TickProducer
+
+    ensure_topics(settings.kafka)
+    sim = Simulator(SimulatorConfig(MarketConfig(symbols=symbol_names(6, 17)), fault_config(), seed=17))
+    producer = TickProducer(settings.kafka)
+    publisher = FeedPublisher(producer, settings.kafka)
+    for delivery in sim.deliveries(count=count):
+        publisher.publish(delivery)
+    producer.close()
+    sim.write_truth(truth)

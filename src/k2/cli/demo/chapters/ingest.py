@@ -31,12 +31,10 @@ def fault_config() -> FaultConfig:
 def ingest(stage: Stage) -> None:
     settings = stage.settings
     truth = stage.workdir / "truth.json"
-    count = 40_000 if stage.fast else 200_000
-    # smaller batches and commits: several snapshots to travel between, even when ingest is quick
+    count = 30_000 if stage.fast else 200_000
+    # commits of at most 20,000 rows: several snapshots to travel between, even when ingest is quick
     lake = {**stage.derived.get("lake", {}), "commit_rows": 20_000}
-    pipeline = {**stage.derived.get("pipeline", {}), "batch_max_messages": 5_000}
-    ingester = stage.spawn("ingest", ["ingest", "--idle-timeout", "4"],
-                           {**stage.derived, "lake": lake, "pipeline": pipeline})  # fmt: skip
+    ingester = stage.spawn("ingest", ["ingest", "--idle-timeout", "4"], {**stage.derived, "lake": lake})
     sim = ["feed", "simulate", "--symbols", "8", "--count", str(count), "--seed", "7", *FAULTS,
            "--truth", str(truth), "--json"]  # fmt: skip
     if not stage.fast:

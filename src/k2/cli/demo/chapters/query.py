@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 from k2.cli.demo.chapters.store import show_offsets
 from k2.cli.demo.stage import Stage
+from k2.config import Settings
 
 __all__ = ["query"]
 
@@ -78,7 +79,7 @@ def _hybrid(stage: Stage) -> None:
     from k2.stream.admin import ensure_topics
     from k2.stream.producer import TickProducer
 
-    live, sections = stage.scratch("live")
+    live, _ = stage.scratch("live")
     ensure_topics(live.kafka)
     ensure_tables(open_catalog(live), live.lake.namespace)
     symbols = symbol_names(4, 31)
@@ -97,7 +98,7 @@ def _hybrid(stage: Stage) -> None:
         return ids
 
     committed = publish(6)
-    stage.k2("ingest-live", ["ingest", "--idle-timeout", "3"], sections)
+    _ingest(live)
     stage.say(
         f"{len(committed):,} trades of {', '.join(symbols)} ingested and committed; the ingester stopped"
     )
@@ -130,9 +131,17 @@ def _hybrid(stage: Stage) -> None:
         and set(ids) == committed | tail,
         f"{result.history_rows:,} + {result.tail_rows:,} = {ids.len():,}; {ids.len() - ids.n_unique()} twice",
     )
-    stage.k2("ingest-live-2", ["ingest", "--idle-timeout", "3"], sections)
+    _ingest(live)
     from k2.feeds.verify import table_frame
 
     later = table_frame(live, "trades")["message_id"]
     stage.check("once ingested, Iceberg holds exactly the rows the hybrid view showed",
                 later.len() == ids.len() and set(later) == set(ids), f"{later.len():,} rows")  # fmt: skip
+
+
+def _ingest(settings: Settings) -> None:
+    """The pipeline, in this process, until idle for 2 s (what ``k2 ingest --idle-timeout 2`` does)."""
+    from k2.pipeline import Pipeline
+    from k2.pipeline.sequencing import sequence_checks
+
+    Pipeline(settings, checks=sequence_checks(settings)).run(idle_timeout_s=2, max_seconds=120)

@@ -1,5 +1,5 @@
 # K2 — two commands do everything on a fresh machine (Python ≥ 3.11 and Java 17+ present):
-#   make demo   runs K2's main job end to end on the embedded defaults
+#   make demo   K2 told in ten checked chapters, paced for a presenter (`k2 demo --fast`: a few minutes)
 #   make test   sets up, starts the services through K2's launcher, runs the whole suite, stops them
 SHELL := /bin/bash
 PYTHON ?= python3

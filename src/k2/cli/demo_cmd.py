@@ -8,6 +8,7 @@ the story for a presenter, and turns the chapters' checks into the exit code.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -83,7 +84,7 @@ def demo(
         raise typer.Exit(1)
 
 
-def _pauser(stage: Stage, seconds: float) -> Any:
+def _pauser(stage: Stage, seconds: float) -> Callable[[Chapter[Stage]], None]:
     """Wait ``seconds`` before a chapter (on a terminal, Enter cuts the wait short)."""
     import select
     import sys

@@ -36,7 +36,9 @@ def progress(
         columns = [SpinnerColumn(), TextColumn("[bold]{task.description}")]
         if total is not None:
             columns += [BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
-        columns += [TimeElapsedColumn(), TextColumn("{task.fields[detail]}")]
+        else:
+            columns += [TextColumn("{task.completed:,.0f}" + unit.replace("[", r"\["))]
+        columns += [TextColumn("{task.fields[detail]}"), TimeElapsedColumn()]
         with Progress(*columns, console=console, transient=True) as bar:
             task = bar.add_task(label, total=total, detail="")
 

@@ -78,7 +78,11 @@ class Proc:
 
     def json_output(self) -> Any:
         """The JSON document a ``--json`` command printed (its stdout, kept apart from the log)."""
-        return json.loads(self.log.with_suffix(".json").read_text())
+        return json.loads(self.output())
+
+    def output(self) -> str:
+        """What the command printed on stdout (its log, on stderr, is ``log``)."""
+        return self.log.with_suffix(".out").read_text(errors="replace")
 
 
 @dataclass
@@ -131,11 +135,11 @@ class Stage:
         return env
 
     def spawn(self, name: str, args: list[str], sections: dict[str, dict[str, Any]] | None = None) -> Proc:
-        """Start ``k2 ARGS``; stderr (the JSON log) to ``NAME.log``, stdout to ``NAME.json``."""
+        """Start ``k2 ARGS``; stderr (the JSON log) to ``NAME.log``, stdout to ``NAME.out``."""
         logs = self.workdir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log = logs / f"{name}.log"
-        with log.open("wb") as err, log.with_suffix(".json").open("wb") as out:
+        with log.open("wb") as err, log.with_suffix(".out").open("wb") as out:
             popen = subprocess.Popen(
                 [sys.executable, "-m", "k2.cli", *args],
                 env=self.env(sections),

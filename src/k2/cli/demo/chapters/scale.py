@@ -102,5 +102,5 @@ def _show(owned: set[str]) -> str:
 
 def _read(proc: Proc) -> int:
     """Messages read, from the process's last words (``ingest stopped: read N, ...``)."""
-    found = re.search(r"ingest stopped: read ([\d,]+)", proc.log.with_suffix(".json").read_text())
+    found = re.search(r"ingest stopped: read ([\d,]+)", proc.output())
     return int(found.group(1).replace(",", "")) if found else 0

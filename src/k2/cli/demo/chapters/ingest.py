@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from k2.cli.demo.stage import Stage, tail
 from k2.cli.demo.watch import watch_ingest
+from k2.config import Settings
 
 if TYPE_CHECKING:
     from k2.feeds.faults import FaultConfig
@@ -67,7 +68,7 @@ def ingest(stage: Stage) -> None:
         stats.get("messages") == on_topics,
         f"{stats.get('messages', 0):,} read, {on_topics:,} sent",
     )
-    rows = iceberg_rows(stage)
+    rows = iceberg_rows(settings)
     stage.check(
         "Iceberg holds every row the pipeline wrote",
         rows == stats.get("written"),
@@ -75,13 +76,13 @@ def ingest(stage: Stage) -> None:
     )
 
 
-def iceberg_rows(stage: Stage, snapshot_id: int | None = None) -> int:
-    """Rows of trades + quotes, counted from the data files' records (not from a summary)."""
+def iceberg_rows(settings: Settings, kinds: tuple[str, ...] = ("trades", "quotes")) -> int:
+    """Rows of the tables, counted from the data files' records (not from a snapshot summary)."""
     from k2.lake import open_catalog
 
-    catalog = open_catalog(stage.settings)
+    catalog = open_catalog(settings)
     total = 0
-    for kind in ("trades", "quotes"):
-        table = catalog.load_table(f"{stage.settings.lake.namespace}.{kind}")
-        total += sum(task.file.record_count for task in table.scan(snapshot_id=snapshot_id).plan_files())
+    for kind in kinds:
+        table = catalog.load_table(f"{settings.lake.namespace}.{kind}")
+        total += sum(task.file.record_count for task in table.scan().plan_files())
     return total

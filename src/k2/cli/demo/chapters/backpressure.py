@@ -51,7 +51,7 @@ def _burst(stage: Stage) -> None:
     fast = stage.fast
     result = run_load_test(
         settings, multiple=10, overload_s=6 if fast else 15, normal_s=3 if fast else 10,
-        calibrate_ticks=10_000 if fast else 30_000, max_ticks=80_000 if fast else 200_000,
+        calibrate_ticks=10_000 if fast else 30_000, max_ticks=50_000 if fast else 200_000,
         drain_timeout_s=60, truth_file=stage.workdir / "burst-truth.json", on_sample=show,
     )  # fmt: skip
     stage.say(f"capacity {result.capacity:,.0f} ticks/s measured, burst at {result.target_rate:,.0f}/s; "

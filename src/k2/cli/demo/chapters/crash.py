@@ -25,7 +25,7 @@ def crash(stage: Stage) -> None:
         "crash", lake={"commit_rows": 3_000}, pipeline={"batch_max_messages": 2_000}
     )
     truth_path = stage.workdir / "crash-truth.json"
-    count = 30_000 if stage.fast else 100_000
+    count = 20_000 if stage.fast else 100_000
     _feed(settings, count, truth_path)
     stage.say(f"{count:,} faulty ticks in Kafka; `k2 ingest` starts and will be SIGKILLed at its third commit, "
               "after the trades table committed and before the quotes table did")  # fmt: skip

@@ -18,7 +18,8 @@ FAULTS = [
     "--gap-rate", "0.001", "--dup-rate", "0.01", "--reorder-rate", "0.01", "--reorder-window", "8",
     "--late-fill-fraction", "0.5", "--malformed-rate", "0.0005",
 ]  # fmt: skip
-FAST_ASX_DAY = "2014-03-12"
+#: --fast: one day of three symbols (BHP's 38,000 ticks, and two thin ones with malformed lines)
+FAST_ASX = ["--days", "2014-03-12", "--symbols", "BHP,DVN,MWR"]
 
 
 def fault_config() -> FaultConfig:
@@ -33,9 +34,13 @@ def ingest(stage: Stage) -> None:
     settings = stage.settings
     truth = stage.workdir / "truth.json"
     count = 30_000 if stage.fast else 200_000
-    # commits of at most 20,000 rows: several snapshots to travel between, even when ingest is quick
-    lake = {**stage.derived.get("lake", {}), "commit_rows": 20_000}
-    ingester = stage.spawn("ingest", ["ingest", "--idle-timeout", "4"], {**stage.derived, "lake": lake})
+    # batches of 5,000 messages and commits of 10,000 rows: several snapshots to travel between,
+    # even when the whole feed is in Kafka before the ingester reads its first batch
+    lake = {**stage.derived.get("lake", {}), "commit_rows": 10_000}
+    pipeline = {**stage.derived.get("pipeline", {}), "batch_max_messages": 5_000}
+    ingester = stage.spawn(
+        "ingest", ["ingest", "--idle-timeout", "4"], {**stage.derived, "lake": lake, "pipeline": pipeline}
+    )
     sim = ["feed", "simulate", "--symbols", "8", "--count", str(count), "--seed", "7", *FAULTS,
            "--truth", str(truth), "--json"]  # fmt: skip
     if not stage.fast:
@@ -43,9 +48,9 @@ def ingest(stage: Stage) -> None:
     feeds = {"sim": stage.spawn("feed-simulate", sim)}
     stage.say(f"simulator: {count:,} ticks of 8 symbols with injected faults, ground truth in {truth.name}")
     if stage.asx is not None:
-        days = ["--days", FAST_ASX_DAY] if stage.fast else []
+        days = FAST_ASX if stage.fast else []
         feeds["asx"] = stage.spawn("feed-asx", ["feed", "asx", str(stage.asx), "--json", *days])
-        stage.say(f"ASX replay: {stage.asx.name} ({FAST_ASX_DAY if stage.fast else 'every day'}), "
+        stage.say(f"ASX replay: {stage.asx.name} ({'BHP, DVN, MWR on 2014-03-12' if stage.fast else 'every day'}), "
                   "Sydney time to UTC, malformed lines to the DLQ")  # fmt: skip
     stage.say(f"`k2 ingest` (pid {ingester.popen.pid}) consumes them into Iceberg; live rate:")
     seen = watch_ingest(stage, ingester, settings)

@@ -14,7 +14,7 @@ and the request fails instead of returning the nearest kept snapshot.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
@@ -23,6 +23,8 @@ from k2.lake.stamp import stamped_since
 from k2.query.errors import SnapshotNotFoundError
 
 __all__ = ["AsOf", "resolve_as_of"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ def resolve_as_of(table: Table, name: str, as_of: datetime) -> AsOf:
     """Raises:
     SnapshotNotFoundError: commits at or before T were expired and were not stamped.
     """
-    ms = int(as_of.timestamp() * 1000)
+    ms = (as_of - _EPOCH) // timedelta(milliseconds=1)  # exact: timestamp() * 1000 can land 1 ms short
     before: Snapshot | None = None
     after: Snapshot | None = None
     # Expiry drops a snapshot's log entry and the parent id of its child, so a gap shows only in

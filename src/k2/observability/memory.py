@@ -1,4 +1,4 @@
-"""Give the memory a burst of requests freed back to the system (glibc only; elsewhere nothing).
+"""Give freed memory back to the system (glibc only; elsewhere nothing): the API and the ingester.
 
 Under load the server's live Python objects, caches and DuckDB buffers stay flat, yet its RSS
 climbs: glibc keeps what the worker threads free in their own arenas, fragmented, instead of
@@ -20,7 +20,7 @@ from k2.observability.logging import get_logger
 
 __all__ = ["MemoryTrimmer"]
 
-log = get_logger("k2.api.memory")
+log = get_logger("k2.memory")
 
 _M_MMAP_THRESHOLD = -3
 #: Allocations from this size up get their own mapping, returned to the system when freed.

@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 import redis
 
+from k2 import schemas
 from k2.config import Settings, load_settings
 from k2.lake import open_catalog
 from k2.state import PartitionToken, RedisSequenceStore
@@ -115,13 +116,14 @@ def _ingest_and_read(
     settings: Settings, frame: pl.DataFrame, **env: str
 ) -> tuple[int, int, list[dict[str, object]]]:
     _produce(settings, frame)
-    proc = _ingest(settings, "--idle-timeout", "5", K2_LAKE__COMMIT_ROWS="200",
+    proc = _ingest(settings, "--idle-timeout", "20", K2_LAKE__COMMIT_ROWS="200",
                    K2_PIPELINE__BATCH_MAX_MESSAGES="200", **env)  # fmt: skip
     out = proc.communicate(timeout=300)[0].decode()
     assert proc.returncode == 0, out[-3000:]
     catalog = open_catalog(settings)
     ns = settings.lake.namespace
     trades = catalog.load_table(f"{ns}.trades").scan().to_arrow()
+    assert trades.num_rows, out[-3000:]
     gaps = catalog.load_table(f"{ns}.sequence_gaps").scan().to_arrow()
     events = sorted(
         gaps.select(
@@ -136,17 +138,27 @@ LIVE = ["BHP", "RIO", "CBA"]
 GONE = ["WES", "WBC"]  # trade only in the first session: swept and never back
 
 
+def _session(n: int, session: date, *, seed: int) -> pl.DataFrame:
+    """``make_trades`` moved to ``session`` (its exchange times too, or validation refuses them)."""
+    shift = session - date(2024, 3, 11)  # make_trades' own session
+    frame = make_trades(n, session=session, seed=seed).with_columns(
+        pl.col("exchange_ts") + shift, pl.col("ingest_ts") + shift
+    )
+    return frame.with_columns(message_id=schemas.message_ids("trades", frame))
+
+
 def _feed() -> pl.DataFrame:
     """Session one (all symbols), session two 40 days later (three symbols: the others go idle and
     are swept), session three (all but two: swept symbols come back), holes throughout (gap events),
     then part of session three again (duplicates to drop)."""
-    first = make_trades(1_500, session=date(2024, 1, 10), seed=3)
-    second = make_trades(900, session=date(2024, 2, 19), seed=4).filter(pl.col("symbol").is_in(LIVE))
-    third = make_trades(900, session=date(2024, 2, 20), seed=5).filter(~pl.col("symbol").is_in(GONE))
+    first = _session(1_500, date(2024, 1, 10), seed=3)
+    second = _session(900, date(2024, 2, 19), seed=4).filter(pl.col("symbol").is_in(LIVE))
+    third = _session(900, date(2024, 2, 20), seed=5).filter(~pl.col("symbol").is_in(GONE))
     frame = pl.concat([first, second, third]).filter(pl.col("sequence") % 37 != 5)
     return pl.concat([frame, frame.tail(400).head(200)])
 
 
+@pytest.mark.timeout(900)  # two ingests
 def test_ingest_with_sweeps_gives_the_same_rows_and_gaps(settings: Settings) -> None:
     """The same feed ingested on Redis with a sweep after every commit and with none: the same rows,
     exactly once, and the same gap events; the idle symbols' keys are gone only in the first."""

@@ -176,7 +176,10 @@ class LakeSettings(_Section):
         "can finish reading its files.",
     )
     time_travel_hours: float = Field(
-        7 * 24, ge=0, description="How far back checkpoints (tagged snapshots) reach; 0: no time travel."
+        7 * 24,
+        ge=0,
+        description="How far back checkpoints (tagged snapshots, snapshot_id travel) reach; 0: none. "
+        "as_of stays exact beyond them (rows carry their commit's time).",
     )
     checkpoint_minutes: float = Field(
         15.0, gt=0, description="Beyond the dense window, one snapshot per this many minutes is kept."

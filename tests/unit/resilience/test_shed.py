@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import sys
 
 import numpy as np
 import polars as pl
@@ -72,12 +72,26 @@ def test_split_keeps_row_order_for_gathering_payloads(tiers: PriorityTiers) -> N
 
 
 def test_split_is_vectorised(tiers: PriorityTiers) -> None:
-    """A million rows split in well under a second: no Python call per row (~1 s per million)."""
-    frame = batch(1_000_000)
+    """No Python call per row: splitting 1,000,000 rows makes as many Python calls as 1,000 rows
+    (counted with a profiler hook, so the check holds on a loaded machine; speed is benchmarked)."""
     actions = actions_for(Level.GRACEFUL, S)
-    split(frame, tiers, actions)  # warm-up
-    began = time.perf_counter()
-    _, defer = split(frame, tiers, actions)
-    elapsed = time.perf_counter() - began
-    assert defer.sum() > 0
-    assert elapsed < 0.5, f"split of 1M rows took {elapsed:.3f}s"
+
+    def python_calls(rows: int) -> tuple[int, int]:
+        frame = batch(rows)
+        split(frame, tiers, actions)  # warm-up: imports and caches
+        calls = [0]
+
+        def count(_frame: object, event: str, _arg: object) -> None:
+            if event == "call":
+                calls[0] += 1
+
+        sys.setprofile(count)
+        try:
+            _, defer = split(frame, tiers, actions)
+        finally:
+            sys.setprofile(None)
+        return calls[0], int(defer.sum())
+
+    small, big = python_calls(1_000), python_calls(1_000_000)
+    assert big[1] > 0
+    assert big[0] <= small[0] + 10, f"{big[0]} Python calls for 1M rows against {small[0]} for 1,000"

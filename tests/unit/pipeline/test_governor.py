@@ -41,7 +41,9 @@ class Consumer:
 
 
 def _governor(tmp_path: Path) -> tuple[Governor, Consumer, PipelineStats]:
-    settings = load_settings(data_dir=tmp_path)
+    # the RSS signal reads this very process: after a thousand tests pytest holds gigabytes, which
+    # must not raise the level here (memory pressure has its own tests)
+    settings = load_settings(data_dir=tmp_path, resilience={"memory_limit_mb": 1_000_000})
     trades, _ = sink("trades", {SOURCE}, trades_schema())
     checkpoint = Checkpoint(
         gap_sink=trades,

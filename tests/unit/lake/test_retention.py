@@ -42,10 +42,12 @@ def test_expiry_keeps_tagged_checkpoints_and_time_travel_reads_them(
     assert first.tagged == 1 and first.expired == 2  # the two before the first checkpoint
     checkpoint = table.refresh().current_snapshot()
     assert checkpoint is not None
-    time.sleep(0.01)
+    # > checkpoint_minutes (120 ms) between the checkpoint's commit and the new head's: the step is
+    # measured on commit times, so the pause must come before the commits (4 quick commits alone
+    # can take less than a step on a fast machine, and then nothing is due)
+    time.sleep(0.2)
     for _ in range(4):
         feed.commit()
-    time.sleep(0.2)  # > checkpoint_minutes: the next pass tags the new head
     result = retain(table, _lake())
     table = table.refresh()
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 from rich.live import Live
 
 from k2.cli.context import handle_errors, obj
+
+if TYPE_CHECKING:
+    from k2.resilience.levels import Level
 
 __all__ = ["ingest"]
 
@@ -18,6 +23,12 @@ def ingest(
     ),
     duration: float | None = typer.Option(None, help="Stop after this many seconds."),
     checks: bool = typer.Option(True, help="Run sequence checks and dedup (--no-checks writes every tick)."),
+    level: str | None = typer.Option(
+        None,
+        help="Start at this degradation level (soft, graceful, aggressive), e.g. ahead of a known burst: "
+        "graceful defers tier-3 symbols to the spill at once. It steps down as usual once the signals "
+        "stay calm for resilience.cooldown_s.",
+    ),
     crash_at: str | None = typer.Option(None, hidden=True, help="Tests only: SIGKILL at a commit step."),
 ) -> None:
     """Consume ticks from Kafka into Iceberg with exactly-once effect.
@@ -40,7 +51,10 @@ def ingest(
         from k2.pipeline.sequencing import sequence_checks
 
         batch_checks = sequence_checks(context.settings)
+    start_level = _level(level)
     pipeline = Pipeline(context.settings, checks=batch_checks, crash_at=crash_at)
+    if start_level is not None:
+        pipeline.governor.force(start_level, "k2 ingest --level")
     live = Live(console=context.err, refresh_per_second=4, transient=True)
 
     def show(stats: PipelineStats) -> None:
@@ -61,3 +75,14 @@ def ingest(
             "and the next `k2 ingest` reads it again[/yellow]"
         )
         raise typer.Exit(75)
+
+
+def _level(name: str | None) -> Level | None:
+    from k2.resilience.levels import Level
+
+    if name is None:
+        return None
+    choices = [lv.name.lower() for lv in Level if lv not in (Level.NORMAL, Level.CIRCUIT_BREAK)]
+    if name.lower() not in choices:
+        raise typer.BadParameter(f"{name!r} is not one of {', '.join(choices)}", param_hint="--level")
+    return Level[name.upper()]

@@ -114,6 +114,9 @@ class BatchProcessor:
         self.breakers = breakers
         self.stats = stats
         self._tiers_seen_at = 0.0
+        #: per source partition, the offsets below the tick table's watermark that the run which
+        #: committed them deferred (``deferrals.py``); set on assignment, for the rebuild
+        self.deferred_before: dict[tuple[str, int], set[int]] = {}
 
     def __call__(self, messages: list[Message]) -> BatchOutcome:
         """Process one batch into the live checkpoint.
@@ -217,7 +220,9 @@ class BatchProcessor:
         """Defer the rows of the level's deferred tiers to the spill; returns the rows to process now.
 
         Runs before the checks, so deferred ticks leave no trace in the sequence state and come
-        back as in-order ticks or late fills of the gaps their absence opened.
+        back as in-order ticks or late fills of the gaps their absence opened. Rows below the tick
+        table's watermark (read again to rebuild the state) were decided by the run that committed
+        them, not by today's level: the ones it deferred are left out, the others are processed.
         """
         actions = self.degradation.actions
         now = time.monotonic()
@@ -225,16 +230,35 @@ class BatchProcessor:
         if actions.defer_tiers or self.degradation.level != Level.NORMAL or now - self._tiers_seen_at >= 1.0:
             self._tiers_seen_at = now
             self.tiers.observe(frame, refresh=not actions.skip_optional)
-        if not actions.defer_tiers or frame.height == 0:
+        if frame.height == 0:
             return frame
-        keep, defer = split(frame, self.tiers, actions)
-        if not defer.any():
-            return frame
-        deferred = frame.filter(defer)
-        payloads = [values[i] for i in index[defer.to_numpy()]]
-        floor = {p: sink.watermark((topic, p)) for p in deferred.get_column("_partition").unique().to_list()}
-        self.stats.deferred += self.spill.send(kind, topic, deferred, payloads, floor=floor)
-        return frame.filter(keep)
+        replayed = _below(frame, topic, sink)
+        skip = self._deferred_before(topic, frame) if replayed is not None else None
+        if actions.defer_tiers:
+            _keep, defer = split(frame, self.tiers, actions)
+            if replayed is not None:
+                defer = defer & ~replayed
+            if defer.any():
+                deferred = frame.filter(defer)
+                payloads = [values[i] for i in index[defer.to_numpy()]]
+                self.stats.deferred += self.spill.send(kind, topic, deferred, payloads)
+                skip = defer if skip is None else skip | defer
+        return frame if skip is None or not skip.any() else frame.filter(~skip)
+
+    def _deferred_before(self, topic: str, frame: pl.DataFrame) -> pl.Series | None:
+        """Rows the committing run deferred (``deferred_before``), or None if there are none."""
+        sets = {
+            p: offsets
+            for p in frame.get_column("_partition").unique().to_list()
+            if (offsets := self.deferred_before.get((topic, p)))
+        }
+        if not sets:
+            return None
+        mask = pl.repeat(False, frame.height, dtype=pl.Boolean, eager=True)
+        parts, offs = frame.get_column("_partition"), frame.get_column("_offset")
+        for p, offsets in sets.items():
+            mask = mask | ((parts == p) & offs.is_in(list(offsets)))
+        return mask
 
     def _dead_letters(
         self,
@@ -255,6 +279,16 @@ class BatchProcessor:
             self.stats.dead_letters += 1
             self.stats.latest_dead_letters.append({"at": at, "reason": reason[:200], "source": source})
             DEAD_LETTERS.labels(topic).inc()
+
+
+def _below(frame: pl.DataFrame, topic: str, sink: TableSink) -> pl.Series | None:
+    """Rows below the sink's watermark for their partition (a replay), or None if there are none."""
+    marks = {p: sink.watermark((topic, p)) for p in frame.get_column("_partition").unique().to_list()}
+    if max(marks.values()) <= frame.get_column("_offset").min():  # type: ignore[operator]
+        return None
+    floor = pl.col("_partition").replace_strict(marks, return_dtype=pl.Int64)
+    below = frame.select(pl.col("_offset") < floor).to_series()
+    return below if below.any() else None
 
 
 def _ends(partitions: np.ndarray, offsets: np.ndarray) -> dict[int, int]:

@@ -121,6 +121,12 @@ class Governor:
         if change is not None or self.status_file.due():
             self.write_status()
 
+    def force(self, level: Level, reason: str) -> None:
+        """Set the level by hand (``k2 ingest --level``); the usual rules take over from there."""
+        change = self.degradation.force(level, reason)
+        if change is not None:
+            self._level_changed(change)
+
     def _level_changed(self, change: LevelChange) -> None:
         self.checkpoint.max_age_s = change.actions.commit_interval(self.commit_interval_s)
         self.status_file.record(change.previous.name, change.level.name, change.cause, change.detail)

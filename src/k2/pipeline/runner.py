@@ -39,6 +39,7 @@ from k2.pipeline.checkpoint import Checkpoint, crash_at_step
 from k2.pipeline.checks import BatchChecks, NoChecks
 from k2.pipeline.committer import Committer
 from k2.pipeline.consumer import consumer_config
+from k2.pipeline.deferrals import deferred_rows
 from k2.pipeline.gcpolicy import tuned_gc
 from k2.pipeline.governor import Governor, dependency_breakers
 from k2.pipeline.sinks import TableSink
@@ -183,9 +184,11 @@ class Pipeline:
                     marks[tp].append(sink.watermark(tp))
         for tp, offset in self.checks.assign(tps).items():
             marks[tp].append(offset)
+        starts = {tp: min(offsets, default=NO_OFFSET) for tp, offsets in marks.items()}
         for p in partitions:
-            start = min(marks[(p.topic, p.partition)], default=NO_OFFSET)
+            start = starts[(p.topic, p.partition)]
             p.offset = OFFSET_BEGINNING if start == NO_OFFSET else start
+        self._read_back_deferrals(starts)
         self._last_message_at = time.monotonic()  # idleness counts from owning partitions, not joining
         self._assigned = True
         log.info(
@@ -193,6 +196,27 @@ class Pipeline:
         )
         consumer.assign(partitions)
         self.governor.assigned()
+
+    def _read_back_deferrals(self, starts: dict[TP, int]) -> None:
+        """For each source partition read again below its tick table's watermark (a rebuild), the
+        rows the committing run deferred: the rebuild must not apply them (``deferrals.py``)."""
+        decided = self.process.deferred_before
+        for tp, start in starts.items():
+            decided.pop(tp, None)
+            kind = self.source_topics.get(tp[0])
+            if kind is None:
+                continue
+            sink = self.process.sinks_by_topic[tp[0]]
+            end = sink.watermark(tp)
+            if end <= max(start, 0):
+                continue
+            spill = spill_topic(self.kafka, kind)
+            deferred = deferred_rows(
+                self.settings, sink.writer, kind=kind, topic=tp[0], partition=tp[1],
+                start=max(start, 0), end=end, spill=spill, spill_from=starts.get((spill, tp[1]), NO_OFFSET),
+            )  # fmt: skip
+            if deferred:
+                decided[tp] = deferred
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._failed:
@@ -213,6 +237,8 @@ class Pipeline:
         """Drop every uncommitted thing of partitions that moved away (their new owner replays them)."""
         self.checkpoint.discard()
         self.checks.revoke(tps)
+        for tp in tps:
+            self.process.deferred_before.pop(tp, None)
         self.governor.revoked(tps)
         self.committer.forget()
         self._epoch += 1

@@ -89,3 +89,10 @@ def test_a_bad_config_file_is_one_red_line_when_a_command_needs_the_settings(tmp
     bad.write_text("[kafka]\nport = 0\n")
     result = CliRunner().invoke(app, ["-c", str(bad), "config", "show"])
     assert result.exit_code != 0 and "kafka.port" in result.output
+
+
+def test_ingest_refuses_an_unknown_start_level_before_it_touches_anything(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["ingest", "--level", "panic"], env={"K2_DATA_DIR": str(tmp_path)})
+    assert result.exit_code == 2
+    assert "'panic' is not one of soft, graceful, aggressive" in result.output
+    assert not (tmp_path / "lake").exists()

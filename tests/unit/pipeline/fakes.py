@@ -112,6 +112,7 @@ class RecordingChecks(BatchChecks):
         self.fail_commit = False
         self.calls: list[tuple[str, Any]] = []
         self.committed: list[Offsets] = []
+        self.seen: list[tuple[int, int]] = []  # (partition, offset) of every row classified
 
     def assign(self, partitions: list[TopicPartition]) -> Offsets:
         self.calls.append(("assign", sorted(partitions)))
@@ -121,6 +122,7 @@ class RecordingChecks(BatchChecks):
         if self.fail:
             raise StateStoreError("redis is down", backend="redis")
         self.calls.append(("process", frame.height))
+        self.seen += frame.select("_partition", "_offset").iter_rows()
         return CheckResult(keep=~frame.get_column("sequence").is_in(list(self.duplicates)))
 
     def prepare(self, end: Offsets) -> Callable[[], None]:

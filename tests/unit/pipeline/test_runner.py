@@ -149,6 +149,16 @@ class World:
         self.trades, self.table = sink("trades", set(), trades_schema())
         self.gaps, self.gap_table = sink("sequence_gaps", set(), GAPS_SCHEMA)
         self.checks = RecordingChecks()
+        # what the committing run deferred, per source partition, and what the rebuild asked for
+        self.deferred: dict[tuple[str, int], set[int]] = {}
+        self.asked: list[tuple[str, int, int, int, int]] = []
+
+        def deferred_rows(
+            settings: Settings, writer: Any, *, kind: str, topic: str, partition: int, start: int, end: int,
+            spill: str, spill_from: int,
+        ) -> set[int]:  # fmt: skip
+            self.asked.append((topic, partition, start, end, spill_from))
+            return self.deferred.get((topic, partition), set())
 
         def open_lake(settings: Settings, topics: set[str]) -> Lake:
             self.trades.topics = {t for t in topics if t.endswith("trades")}
@@ -161,6 +171,7 @@ class World:
         monkeypatch.setattr(runner, "TickProducer", lambda kafka: FakeProducer())
         monkeypatch.setattr(runner, "Spill", FakeSpill)
         monkeypatch.setattr(runner, "Consumer", lambda config: self.broker)
+        monkeypatch.setattr(runner, "deferred_rows", deferred_rows)
 
     def pipeline(self) -> Pipeline:
         return Pipeline(self.settings, checks=self.checks)
@@ -206,6 +217,23 @@ def test_a_restart_reads_from_the_lowest_stage_watermark_and_writes_nothing_twic
     world.pipeline().run(idle_timeout_s=0.3, max_seconds=20)
     assert world.written() == {("BHP", 0): [3, 4]}
     assert world.checks.calls[1] == ("process", 4)  # offsets 1-4 re-read: the state rebuilds 1 and 2
+
+
+def test_a_rebuild_leaves_out_the_rows_the_committing_run_deferred(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Below the table's watermark the decision is the committing run's (``deferrals.py``), not the
+    level's now: offset 2 went to the spill then, so the rebuilt state must not see it (its spill
+    copy fills its place when back-filled); offsets 1 and 3 were applied then and are applied again."""
+    world = World(tmp_path, monkeypatch, ["assign"])
+    world.table.head = {(world.topic, 0): 4, (world.topic, 1): 3}
+    world.gap_table.head = dict(world.table.head)
+    world.checks.tokens = {(world.topic, 0): 1}
+    world.deferred = {(world.topic, 0): {2}}
+    world.pipeline().run(idle_timeout_s=0.3, max_seconds=20)
+    assert world.asked == [(world.topic, 0, 1, 4, -1)]  # only where a table is ahead of the state
+    assert sorted(o for p, o in world.checks.seen if p == 0) == [1, 3, 4]
+    assert world.written() == {("BHP", 0): [4]}
 
 
 def test_a_revoke_commits_what_was_read_before_the_partitions_leave(

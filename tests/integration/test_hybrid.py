@@ -152,7 +152,16 @@ def _compact_all(tables: list[Any]) -> None:
 def _check(result: HybridResult, recorder: Recorder, kind: str, symbols: tuple[str, ...]) -> set[str]:
     """The answer holds every expected tick once; returns ids beyond the covered prefix (spill copies)."""
     ids = result.rows["message_id"].to_list()
-    assert len(ids) == len(set(ids)), f"duplicate ticks in {result.meta()}"
+    if len(ids) != len(set(ids)):
+        twice = result.rows.filter(pl.col("message_id").is_duplicated())
+        lineage = [
+            c
+            for c in ("message_id", "symbol", "sequence", "kafka_partition", "kafka_offset")
+            if c in twice.columns
+        ]
+        raise AssertionError(
+            f"duplicate ticks {twice.select(lineage).sort(lineage).rows()} in {result.meta()}"
+        )
     assert not result.truncated, result.truncated_reason
     source = {
         tp[1]: end

@@ -68,13 +68,16 @@ def deferred_rows(
     offsets = list(copies)
     decoded = schemas.decode_batch(kind, [copies[o] for o in offsets]).frame
     index = decoded.get_column("_index").to_list() if "_index" in decoded.columns else range(decoded.height)
-    spilled = {
-        (offsets[i], m) for i, m in zip(index, decoded.get_column("message_id").to_list(), strict=True)
-    }
-    held = _held(writer.table, partition, start, end)
-    deferred = {o for o, m in spilled if (o, m) not in held}
+    spilled = pl.DataFrame(
+        {"kafka_offset": [offsets[i] for i in index], "message_id": decoded.get_column("message_id")},
+        schema={"kafka_offset": pl.Int64, "message_id": pl.String},
+    )
+    held = _held(writer.table, partition, start, end, spilled)
+    deferred = set(
+        spilled.join(held, on=["kafka_offset", "message_id"], how="anti")["kafka_offset"].to_list()
+    )
     log.info("replayed range's deferrals read back", topic=topic, partition=partition, start=start,
-             end=end, spilled=len(spilled), deferred=len(deferred),
+             end=end, spilled=spilled.height, deferred=len(deferred),
              seconds=round(time.monotonic() - began, 3))  # fmt: skip
     return deferred
 
@@ -123,16 +126,21 @@ def _copies(
         consumer.close()
 
 
-def _held(table: Table, partition: int, start: int, end: int) -> set[tuple[int, str]]:
-    """(offset, message id) of the table's rows whose lineage falls in the range (spill rows too:
-    they carry spill offsets, and a spill row that shares an offset has another id, or is the tick)."""
+def _held(table: Table, partition: int, start: int, end: int, wanted: pl.DataFrame) -> pl.DataFrame:
+    """The ``wanted`` (kafka_offset, message_id) pairs that the table holds. Lineage in the range
+    includes spill rows (they carry spill offsets): one that shares an offset has another id, or is
+    the tick itself. Streamed, so a long range (a lost state store) is never held whole."""
     table = table.refresh()
+    found = [wanted.clear()]
     if table.current_snapshot() is None:
-        return set()
+        return found[0]
     scan = table.scan(
         row_filter=f"kafka_partition = {partition} and kafka_offset >= {start} and kafka_offset < {end}",
         selected_fields=("kafka_offset", "message_id"),
     )
-    rows = pl.from_arrow(scan.to_arrow())
-    assert isinstance(rows, pl.DataFrame)
-    return set(rows.select("kafka_offset", "message_id").iter_rows())
+    for batch in scan.to_arrow_batch_reader():
+        rows = pl.from_arrow(batch)
+        assert isinstance(rows, pl.DataFrame)
+        rows = rows.select(pl.col("kafka_offset").cast(pl.Int64), pl.col("message_id").cast(pl.String))
+        found.append(rows.join(wanted, on=["kafka_offset", "message_id"], how="semi"))
+    return pl.concat(found)

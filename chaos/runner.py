@@ -89,7 +89,7 @@ def run_one(
     try:
         expected = SCENARIOS[scenario].play(run)
         run.drain()
-        verdict = check(run.settings(), expected)
+        verdict = check(run.settings(), expected, defers=SCENARIOS[scenario].defers)
     except Exception as exc:  # a run that cannot finish is a failed run, with its reason
         error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
         (run.dir / "error.txt").write_text(traceback.format_exc())

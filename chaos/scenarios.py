@@ -42,6 +42,9 @@ class Scenario:
     about: str
     heavy: bool = False
     cluster: bool = False  # needs a Kafka cluster of 3 nodes (python -m chaos --brokers 3)
+    #: it defers ticks, and each deferral shows as a gap its back-fill recovers: only the gaps still
+    #: open after the drain are compared with the truth's
+    defers: bool = False
 
 
 def _sim(run: Run) -> Expected:
@@ -97,6 +100,41 @@ def kill_ingest_at_steps(run: Run) -> Expected:
                       K2_LAKE__COMMIT_ROWS="3000")  # fmt: skip
         if code != -9:
             run.note(f"--crash-at {step}:{nth} exited {code} (no such commit before the end)")
+    return _sim(run)
+
+
+def kill_shedding(run: Run) -> Expected:
+    """Runs that start deferring (``--level graceful`` or ``aggressive``) and runs that do not, each
+    SIGKILLed at a named commit step or at a random moment while the feed runs. The run after a
+    crash reads the committed range again to rebuild the state, at a level of its own: the rebuild
+    must follow the deferrals of the run that committed the range (``k2.pipeline.deferrals``)."""
+    feed = run.simulate(SIM_COUNT, background=True)
+    assert isinstance(feed, subprocess.Popen)
+    plan = []
+    for _ in range(run.rng.randint(5, 8)):  # every draw before any wait: timing changes no draw
+        level = run.rng.choice((None, "graceful", "aggressive"))
+        step = run.rng.choice((*CRASH_STEPS, None))
+        nth, pause = run.rng.randint(1, 3), run.rng.uniform(0.5, 4.0)
+        plan.append((level, step, nth, pause))
+    kills = 0
+    for level, step, nth, pause in plan:
+        args = (["--level", level] if level else []) + (["--crash-at", f"{step}:{nth}"] if step else [])
+        proc = run.ingest(*args, idle_s=4, K2_PIPELINE__BATCH_MAX_MESSAGES="2000", K2_LAKE__COMMIT_ROWS="3000",
+                          K2_RESILIENCE__COOLDOWN_S="3")  # fmt: skip
+        if step is None:
+            run.wait_assigned(proc)
+            time.sleep(pause)
+            kills += run.kill(proc)
+        else:
+            try:
+                kills += proc.wait(180) == -signal.SIGKILL
+            except subprocess.TimeoutExpired:
+                kills += run.kill(proc)
+    if feed.wait(300) != 0:
+        raise RuntimeError("k2 feed simulate failed")
+    run.note(
+        f"{kills} SIGKILLs; runs (level, crash step): {[(lv or 'normal', st or 'random') for lv, st, _, _ in plan]}"
+    )
     return _sim(run)
 
 
@@ -301,6 +339,11 @@ SCENARIOS: dict[str, Scenario] = {
     for s in (
         Scenario("kill-ingest", kill_ingest, "SIGKILL k2 ingest at random moments while the feed runs", True),
         Scenario("kill-ingest-steps", kill_ingest_at_steps, "SIGKILL at each named commit step"),
+        Scenario(
+            "kill-shedding",
+            kill_shedding,
+            "SIGKILLs while runs start deferring or not (rebuild across levels)",
+        ),
         Scenario("kill-ingest-asx", kill_ingest_asx, "SIGKILL at random moments, ASX sample"),
         Scenario("group", group, "2-3 ingesters in one group: join, leave, SIGKILL"),
         Scenario("resend-day", resend_day, "ASX ingested, then a whole day re-sent"),

@@ -25,7 +25,11 @@ __all__ = ["main"]
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m chaos", description=__doc__)
     parser.add_argument("--scenarios", default="all", help=f"comma-separated, or all: {', '.join(SCENARIOS)}")
-    parser.add_argument("--backends", default="embedded,redis", help="embedded, redis, or both")
+    parser.add_argument(
+        "--backends",
+        default="embedded,redis",
+        help="embedded, redis, both (the default), or a comma-separated list",
+    )
     parser.add_argument("--seeds", type=int, default=1, help="seeds per scenario and backend")
     parser.add_argument("--heavy-seeds", type=int, default=None, help="seeds for the heavy scenarios "
                         "(kill-ingest, kill-broker); default 4 x --seeds")  # fmt: skip
@@ -53,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     if needs_cluster:
         print(f"{', '.join(needs_cluster)} need a Kafka cluster: add --brokers 3", file=sys.stderr)
         return 2
-    backends = [b.strip() for b in args.backends.split(",")]
+    backends = list(BACKENDS) if args.backends == "both" else [b.strip() for b in args.backends.split(",")]
     if unknown or any(b not in BACKENDS for b in backends):
         print(f"unknown scenario or backend: {unknown or backends}; see --list", file=sys.stderr)
         return 2

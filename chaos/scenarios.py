@@ -343,6 +343,7 @@ SCENARIOS: dict[str, Scenario] = {
             "kill-shedding",
             kill_shedding,
             "SIGKILLs while runs start deferring or not (rebuild across levels)",
+            defers=True,
         ),
         Scenario("kill-ingest-asx", kill_ingest_asx, "SIGKILL at random moments, ASX sample"),
         Scenario("group", group, "2-3 ingesters in one group: join, leave, SIGKILL"),

@@ -176,7 +176,10 @@ class LakeSettings(_Section):
         "can finish reading its files.",
     )
     time_travel_hours: float = Field(
-        7 * 24, ge=0, description="How far back checkpoints (tagged snapshots) reach; 0: no time travel."
+        7 * 24,
+        ge=0,
+        description="How far back checkpoints (tagged snapshots, snapshot_id travel) reach; 0: none. "
+        "as_of stays exact beyond them (rows carry their commit's time).",
     )
     checkpoint_minutes: float = Field(
         15.0, gt=0, description="Beyond the dense window, one snapshot per this many minutes is kept."
@@ -266,6 +269,15 @@ class StateSettings(_Section):
         "among them is recognised tick by tick as duplicates, however old.",
     )
     dedup: bool = Field(True, description="Second net by message id, for feeds whose sequences lie.")
+    idle_days: int = Field(
+        30,
+        ge=1,
+        description="Redis: a symbol's state is deleted once its newest session is this many days "
+        "older than the newest session of its kind and exchange (state.sweep_every_s).",
+    )
+    sweep_every_s: float = Field(
+        3600.0, ge=0, description="Redis: seconds between sweeps of idle symbols' state; 0: never."
+    )
     redis_commit: Literal["watch", "lua"] = Field(
         "watch", description="WATCH/MULTI/EXEC (fastest on loopback) or one Lua call (fewer round trips)."
     )

@@ -25,6 +25,7 @@ from pyiceberg.table import Table
 
 from k2.lake.errors import LakeError
 from k2.lake.offsets import OFFSETS_KEY, encode_offsets, table_offsets
+from k2.lake.stamp import next_stamp, stamping
 from k2.observability.logging import get_logger
 
 __all__ = [
@@ -129,6 +130,7 @@ def compact(
         rows = files_after = 0
         try:
             with (
+                stamping(next_stamp(table)),  # snapshot times stay strictly ordered (k2.lake.stamp)
                 table.transaction() as txn,
                 txn.update_snapshot(snapshot_properties=props).overwrite() as rewrite,
             ):
@@ -139,7 +141,7 @@ def compact(
                         parts = list(
                             pool.map(_read_data_file, [table] * len(files), [f.file_path for f in files])
                         )
-                    data = pa.concat_tables([p.select(schema.names).cast(schema) for p in parts])
+                    data = pa.concat_tables([_conform(p, schema) for p in parts])
                     del parts
                     if keys:
                         data = data.sort_by(keys)
@@ -198,6 +200,14 @@ def _live_files(table: Table) -> dict[tuple[object, ...], list[tuple[DataFile, i
     return groups
 
 
+def _conform(part: pa.Table, schema: pa.Schema) -> pa.Table:
+    """A file's rows in the table's schema; a column added since (the commit stamp) is null."""
+    for field in schema:
+        if field.name not in part.column_names:
+            part = part.append_column(field.name, pa.nulls(part.num_rows, field.type))
+    return part.select(schema.names).cast(schema)
+
+
 def _read_data_file(table: Table, path: str) -> pa.Table:
     import pyarrow.parquet as pq
 
@@ -242,7 +252,7 @@ def rewrite_manifests(table: Table, *, min_count: int = 2) -> tuple[int, int]:
         return before, before
     offsets = table_offsets(table)
     props = {OFFSETS_KEY: encode_offsets(offsets)} if offsets else {}
-    with table.transaction() as txn:
+    with stamping(next_stamp(table)), table.transaction() as txn:
         txn.set_properties({"commit.manifest.min-count-to-merge": "2"})
         txn.update_snapshot(snapshot_properties=props).merge_append().commit()
     with table.transaction() as txn:

@@ -6,7 +6,8 @@ The protocol, per commit:
 2. For every topic-partition in the batch, the head must cover exactly the batch's start offset.
    If the head is already at or past the batch's end, another writer (or this one, before a crash)
    committed the range: raise ``StaleWriterError`` and write nothing.
-3. Append the rows with the merged offsets in the snapshot summary, in one transaction.
+3. Append the rows with the merged offsets in the snapshot summary, in one transaction. Each row
+   carries the commit's stamp, which is also the snapshot's time (k2.lake.stamp).
 4. If the catalog refuses the commit because the head moved (another consumer of the same group
    committed *other* partitions), go back to 1. pyiceberg's own retry is off for K2's tables:
    it would re-apply a stale append on the new head and duplicate rows.
@@ -24,6 +25,7 @@ from pyiceberg.table import Table
 from k2.lake.append import append_sorted
 from k2.lake.errors import LakeError, StaleWriterError
 from k2.lake.offsets import OFFSETS_KEY, encode_offsets, table_offsets
+from k2.lake.stamp import add_stamp, has_stamp, next_stamp, stamping
 from k2.observability.metrics import REGISTRY, Counter, Histogram
 from k2.types import Offsets
 
@@ -90,9 +92,11 @@ class TableWriter:
             if moved:
                 raise StaleWriterError(self.identifier, {tp: start.get(tp, NO_OFFSET) for tp in moved}, moved)
             merged = {**head, **end}
+            stamp = next_stamp(self.table)
+            data = add_stamp(rows, stamp) if has_stamp(self.table) else rows
             try:
-                with self.table.transaction() as txn:
-                    append_sorted(txn, self.table.io, rows, self._sort, {OFFSETS_KEY: encode_offsets(merged)})
+                with stamping(stamp), self.table.transaction() as txn:
+                    append_sorted(txn, self.table.io, data, self._sort, {OFFSETS_KEY: encode_offsets(merged)})
             except CommitFailedException:
                 COMMIT_RETRIES.labels(self.name).inc()
                 continue

@@ -34,6 +34,7 @@ from k2.lake.catalog import open_catalog
 from k2.lake.tables import GAPS, TICK_TABLES, ensure_tables
 from k2.lake.writer import NO_OFFSET, TableWriter
 from k2.observability.logging import get_logger
+from k2.observability.memory import MemoryTrimmer
 from k2.pipeline.batch import BatchOutcome, BatchProcessor, PipelineStats
 from k2.pipeline.checkpoint import Checkpoint, crash_at_step
 from k2.pipeline.checks import BatchChecks, NoChecks
@@ -46,6 +47,8 @@ from k2.pipeline.sinks import TableSink
 from k2.pipeline.upkeep import Upkeep
 from k2.resilience.spill import Spill, ensure_spill_topics, spill_topic
 from k2.schemas.validate import Validator, known_symbols
+from k2.state.factory import namespace_state
+from k2.state.sweep import Sweeper
 from k2.stream.admin import ensure_topics
 from k2.stream.producer import TickProducer
 from k2.types import Offsets
@@ -121,6 +124,12 @@ class Pipeline:
 
         lake = open_lake(settings, set(self.topics))
         self.upkeep = lake.upkeep
+        state = settings.state
+        self.sweeper = (
+            Sweeper(namespace_state(settings)[0], state.idle_days, state.sweep_every_s)
+            if state.backend == "redis" and state.sweep_every_s > 0 and not isinstance(self.checks, NoChecks)
+            else None
+        )  # idle symbols' Redis state (k2.state.sweep)
         ensure_topics(kafka)
         ensure_spill_topics(kafka)  # co-partitioned with the sources: same partition counts
         self.producer = TickProducer(kafka)
@@ -313,6 +322,10 @@ class Pipeline:
         previous = {s: signal.signal(s, self.stop) for s in (signal.SIGINT, signal.SIGTERM)}
         self._running = True
         began = self._last_message_at = time.monotonic()
+        # Commits free large Arrow/Parquet buffers on two threads: without trimming, glibc keeps
+        # them in fragmented arenas and RSS creeps up (k2.observability.memory, as in the API).
+        trimmer = MemoryTrimmer()
+        trimmer.start()
         try:
             with tuned_gc(self.settings.pipeline.gc_gen0_threshold):
                 self._loop(began, idle_timeout_s, max_seconds, max_messages)
@@ -320,6 +333,7 @@ class Pipeline:
             self._failed = True
             raise
         finally:
+            trimmer.stop()
             self._drain_process()
             self._worker.shutdown(wait=True)
             self.committer.shutdown()
@@ -361,6 +375,8 @@ class Pipeline:
                 committer.commit()
                 if self.upkeep.due():  # queued behind that commit on the one worker: never concurrent
                     committer.after_commit(self.upkeep.run)
+                if self.sweeper is not None and self.sweeper.due():
+                    self.sweeper.start()  # compare-and-delete: safe beside commits
             else:
                 committer.poll()  # surface a failure or a fence without waiting for the next commit
             if not messages and not committer.stalled:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import polars as pl
 import pyarrow as pa
 
+from k2.lake.stamp import without_stamp
 from k2.lake.writer import NO_OFFSET, TableWriter
 from k2.types import Offsets, TopicPartition
 
@@ -45,7 +46,7 @@ class TableSink:
     def __init__(self, writer: TableWriter, topics: set[str], arrow_schema: pa.Schema) -> None:
         self.writer = writer
         self.topics = topics
-        self.schema = arrow_schema
+        self.schema = without_stamp(arrow_schema)  # the writer stamps the rows when it commits
         self.committed: Offsets = {}
         self._pending: list[pl.DataFrame] = []
         self._end: Offsets = {}

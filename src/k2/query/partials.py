@@ -30,6 +30,7 @@ import polars as pl
 import pyarrow as pa
 
 from k2.observability.metrics import REGISTRY, Counter
+from k2.query.sql import cut_relation
 
 if TYPE_CHECKING:
     from k2.query.reader import LakeReader, Scan
@@ -52,6 +53,7 @@ PARTIAL_LOOKUPS = Counter(
 )
 
 _MAX_CONSOLIDATED = 4096
+_RELATION = "read_parquet(?, filename = true)"  # what every ``build_sql`` reads its files with
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,7 @@ def partials_for(
     ``build_sql(params)`` returns SQL over ``read_parquet(?, filename = true)`` grouped by
     ``filename`` (it appends its own parameters after the file list, which is bound first).
     """
+    key = _cut_key(scan, key)
     parts: list[pa.Table] = []
     missing: list[str] = []
     for path in scan.files:
@@ -158,6 +161,9 @@ def partials_for(
     if missing:
         params: list[Any] = [missing]
         sql = build_sql(params)
+        if scan.until_ms is not None:  # the relation's first parameter is the file list
+            sql = sql.replace(_RELATION, cut_relation(_RELATION), 1)
+            params.insert(1, scan.until_ms)
         computed = reader.runner.table(
             f"{kind}_partials", sql, params, timeout_s=reader.limits.timeout_s, files=len(missing)
         )
@@ -189,13 +195,14 @@ def consolidated(
     The scan must come from a ``Prune(by_partition=True)`` so that a partition's file set does not
     depend on one query's window.
     """
+    merged_key = _cut_key(scan, key)
     groups: dict[tuple[int, int, int], list[str]] = defaultdict(list)
     for path, group in zip(scan.files, scan.groups, strict=True):
         groups[group].append(path)
     out: list[pa.Table] = []
     for group, paths in groups.items():
         want = frozenset(paths)
-        have = cache.merged(group, key)
+        have = cache.merged(group, merged_key)
         if have is not None and have.files == want:
             PARTIAL_LOOKUPS.labels(kind, "merged_hit").inc()
             out += have.rows_of(symbols)
@@ -211,9 +218,14 @@ def consolidated(
             tables={"_p": pa.concat_tables(parts, promote_options="permissive")},
         )  # fmt: skip
         item = Consolidated.of(want, _polars_types(merged))
-        cache.put_merged(group, key, item)
+        cache.put_merged(group, merged_key, item)
         out += item.rows_of(symbols)
     return out
+
+
+def _cut_key(scan: Scan, key: Hashable) -> Hashable:
+    """Partials of a scan cut at T (k2.query.asof) hold only part of a file: cached apart."""
+    return key if scan.until_ms is None else (key, "until", scan.until_ms)
 
 
 def _with_files(scan: Scan, files: list[str]) -> Scan:

@@ -156,7 +156,9 @@ class SnapshotPlanner:
                 return chain, None
             chain.append(cursor)
             if cursor.parent_snapshot_id is None:
-                return chain, FileSet.empty()  # the first snapshot: appends all the way down
+                # the first snapshot (appends all the way down), or one whose parent was expired:
+                # expiry clears the child's parent id, so only the sequence number tells them apart
+                return chain, FileSet.empty() if (cursor.sequence_number or 0) <= 1 else None
             parent = table.snapshot_by_id(cursor.parent_snapshot_id)
             if parent is None:  # expired parent: its files are unknown here
                 return chain, None

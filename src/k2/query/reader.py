@@ -19,12 +19,14 @@ from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 
 from k2.config import ApiSettings
+from k2.query.asof import AsOf, resolve_as_of
 from k2.query.errors import CapExceededError, InvalidParameterError, SnapshotNotFoundError
 from k2.query.files import FileSet, Prune
 from k2.query.params import TimeTravel
 from k2.query.planner import SnapshotPlanner, TableSource
 from k2.query.rows import RowCache
 from k2.query.runner import DuckRunner
+from k2.query.sql import cut_relation
 
 __all__ = ["LakeReader", "QueryLimits", "Result", "Scan"]
 
@@ -85,6 +87,8 @@ class Scan:
     groups: list[tuple[int, int, int]] = field(default_factory=list)
     #: Row count per file (from the manifests).
     records: dict[str, int] = field(default_factory=dict)
+    #: "As of T" past the dense window: only rows committed at or before this ms (k2.query.asof).
+    until_ms: int | None = None
 
     def source(self, params: list[Any], tables: dict[str, pa.Table], alias: str) -> str:
         """A FROM item reading these files; an empty scan reads an empty table of the same schema.
@@ -95,7 +99,10 @@ class Scan:
             tables[f"_empty_{alias}"] = self.schema.empty_table()
             return f"_empty_{alias}"
         params.append(self.files)
-        return "read_parquet(?)"
+        if self.until_ms is None:
+            return "read_parquet(?)"
+        params.append(self.until_ms)
+        return cut_relation("read_parquet(?)")
 
 
 @dataclass
@@ -149,12 +156,26 @@ class LakeReader:
             source.refresh()
 
     def snapshot(self, name: str, travel: TimeTravel) -> tuple[Table, Snapshot | None]:
-        """The table and the snapshot a query reads (None: the table had no data then).
+        """The table and the snapshot a query reads whole; see ``state`` for "as of T".
+
+        Raises:
+            TableMissingError, SnapshotNotFoundError: see ``state``.
+        """
+        table, state = self.state(name, travel)
+        if state.until_ms is not None:
+            raise SnapshotNotFoundError(
+                f"{name} as of {travel.as_of} is no longer a kept snapshot", table=name,
+                as_of=travel.as_of.isoformat() if travel.as_of else None,
+            )  # fmt: skip
+        return table, state.snapshot
+
+    def state(self, name: str, travel: TimeTravel) -> tuple[Table, AsOf]:
+        """The table, the snapshot a query reads, and the cut "as of T" needs (k2.query.asof).
 
         Raises:
             TableMissingError: the table was never created.
-            SnapshotNotFoundError: the snapshot id is unknown or expired, or the time predates
-                the oldest snapshot kept while older ones were expired.
+            SnapshotNotFoundError: the snapshot id is unknown or expired, or no exact state as of
+                the time is kept.
         """
         source = self.source(name)
         table = source.table()
@@ -170,22 +191,10 @@ class LakeReader:
                     table=name,
                     snapshot_id=travel.snapshot_id,
                 )
-            return table, snap
+            return table, AsOf(snap)
         if travel.as_of is not None:
-            as_of_ms = int(travel.as_of.timestamp() * 1000)
-            snap = table.snapshot_as_of_timestamp(as_of_ms)
-            if snap is None:
-                log = table.metadata.snapshot_log
-                first = table.snapshot_by_id(log[0].snapshot_id) if log else None
-                if log and (first is None or first.parent_snapshot_id is not None):
-                    raise SnapshotNotFoundError(
-                        f"{name} keeps no snapshot as old as {travel.as_of.isoformat()}: older ones "
-                        "were expired (lake.time_travel_hours)",
-                        table=name,
-                        as_of=travel.as_of.isoformat(),
-                    )
-            return table, snap
-        return table, table.current_snapshot()
+            return table, resolve_as_of(table, name, travel.as_of)
+        return table, AsOf(table.current_snapshot())
 
     def fileset(self, name: str, table: Table, snapshot: Snapshot | None) -> FileSet:
         self.source(name)
@@ -193,9 +202,11 @@ class LakeReader:
 
     def scan(self, name: str, travel: TimeTravel, prune: Prune) -> Scan:
         """Resolve the snapshot and prune its cached file list for one query."""
-        table, snap = self.snapshot(name, travel)
-        files = self.fileset(name, table, snap).select(prune)
-        scan = self.make_scan(name, table, snap, files.paths.tolist(), files.groups())
+        table, state = self.state(name, travel)
+        files = self.fileset(name, table, state.snapshot).select(prune)
+        scan = self.make_scan(
+            name, table, state.snapshot, files.paths.tolist(), files.groups(), state.until_ms
+        )
         scan.records.update(zip(scan.files, files.records.tolist(), strict=True))
         return scan
 
@@ -206,14 +217,17 @@ class LakeReader:
         snap: Snapshot | None,
         files: list[str],
         groups: list[tuple[int, int, int]] | None = None,
+        until_ms: int | None = None,
     ) -> Scan:
+        """A cut scan (``until_ms``) reports T as its commit time: it holds the state of T."""
         return Scan(
             name,
             snap.snapshot_id if snap else None,
-            _ms(snap.timestamp_ms) if snap else None,
+            _ms(until_ms if until_ms is not None else snap.timestamp_ms) if snap else None,
             files,
             self._arrow_schema(name, table),
             groups or [],
+            until_ms=until_ms,
         )
 
     def _arrow_schema(self, name: str, table: Table) -> pa.Schema:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from k2.lake.stamp import STAMP_COLUMN
 from k2.observability.metrics import REGISTRY, Counter
 from k2.query.partials import split_by_file, symbol_index
 from k2.query.runner import normalise
@@ -112,7 +113,7 @@ def hot_rows(
     the file schema, strings as plain ``string``; rows are grouped by file, then symbol.
     """
     cache = reader.rows
-    if cache.max_rows <= 0 or not symbols:
+    if cache.max_rows <= 0 or not symbols or scan.until_ms is not None:  # a cut holds part of a file
         return None
     found: list[FileRows] = []
     missing: list[str] = []
@@ -156,10 +157,16 @@ def source_rows(
 
 def _load(reader: LakeReader, cache: RowCache, table: str, paths: list[str]) -> list[FileRows]:
     """Decode files in one DuckDB read, sorted for slicing, and cache them."""
-    sql = "SELECT * FROM read_parquet(?, filename = true) ORDER BY filename, symbol, exchange_ts, sequence"
+    # by name: files written before the commit stamp existed lack that column (not kept here)
+    sql = (
+        "SELECT * FROM read_parquet(?, filename = true, union_by_name = true) "
+        "ORDER BY filename, symbol, exchange_ts, sequence"
+    )
     data = reader.runner.table(
         f"{table}_rows", sql, [paths], timeout_s=reader.limits.timeout_s, files=len(paths)
     )
+    if STAMP_COLUMN in data.column_names:
+        data = data.drop_columns([STAMP_COLUMN])
     by_file, none = split_by_file(data)
     out = []
     for path in paths:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+from k2.lake.stamp import STAMP_COLUMN
 from k2.types import StreamKind
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "QUOTE_COLUMNS",
     "TRADE_COLUMNS",
     "columns",
+    "cut_relation",
     "from_us",
     "order_by",
     "placeholders",
@@ -58,3 +60,13 @@ def order_by(direction: Literal["asc", "desc"], *keys: str) -> str:
 def from_us(micros: int) -> datetime:
     """An aware UTC datetime from epoch microseconds (exact; DuckDB binds it as TIMESTAMPTZ)."""
     return _EPOCH + timedelta(microseconds=micros)
+
+
+def cut_relation(relation: str) -> str:
+    """Rows of ``read_parquet(?, ...)`` committed at or before a ms bound right after its file list.
+
+    Files written before the stamp column existed lack it: read by name, they hold null there,
+    and unstamped rows precede every stamped commit (k2.lake.stamp).
+    """
+    by_name = relation.replace("read_parquet(?", "read_parquet(?, union_by_name = true", 1)
+    return f"(SELECT * FROM {by_name} WHERE {STAMP_COLUMN} IS NULL OR {STAMP_COLUMN} <= ?)"

@@ -65,7 +65,8 @@ def ticks(
         last = out.slice(limit - 1, 1).select(["exchange_ts", "symbol", "sequence"]).to_pylist()[0]
         next_cursor = Cursor(
             ts_us=epoch_us(last["exchange_ts"]), symbol=last["symbol"], sequence=last["sequence"],
-            snapshot_id=scan.snapshot_id, order=order, query=query_id,
+            # a cut (as of T past the dense window) is not a snapshot: later pages resolve T again
+            snapshot_id=scan.snapshot_id if scan.until_ms is None else None, order=order, query=query_id,
         ).encode()  # fmt: skip
     return Result(out, {kind: scan.snapshot_id}, next_cursor)
 
@@ -134,10 +135,10 @@ def _latest_of(
     and the next file's upper bound is older than the oldest of those rows, the rest are skipped.
     Without symbols: every symbol seen in the last day of data, in one pass.
     """
-    table, snap = reader.snapshot(kind, travel)
-    fileset = reader.fileset(kind, table, snap)
+    table, state = reader.state(kind, travel)
+    fileset = reader.fileset(kind, table, state.snapshot)
     chosen = fileset.select(Prune(symbols)) if symbols else fileset
-    scan = reader.make_scan(kind, table, snap, [])
+    scan = reader.make_scan(kind, table, state.snapshot, [], until_ms=state.until_ms)
     order = np.argsort(-chosen.ts_max, kind="stable")
     if not symbols and len(order):
         order = order[chosen.ts_max[order] >= int(chosen.ts_max[order[0]]) - _DAY_US]

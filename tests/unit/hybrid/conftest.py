@@ -22,6 +22,7 @@ from k2.config import Settings, load_settings
 from k2.config.hybrid import HybridSettings
 from k2.hybrid import HybridEngine
 from k2.lake import ensure_tables, open_catalog
+from k2.lake.stamp import without_stamp
 from k2.lake.writer import NO_OFFSET, TableWriter
 from k2.query.engine import QueryEngine
 from k2.schemas import encode_batch, frame_schema, message_ids
@@ -222,7 +223,7 @@ class Stream:
                 & ~pl.col("message_id").is_in(list(self.written[kind]))
             )
             self.written[kind].update(rows["message_id"].to_list())
-        schema = self.writers[kind].table.schema().as_arrow()
+        schema = without_stamp(self.writers[kind].table.schema().as_arrow())  # the writer stamps
         arrow = (rows.drop("_topic").select(schema.names).to_arrow().cast(schema) if rows is not None and rows.height
                  else schema.empty_table())  # fmt: skip
         snapshot = self.writers[kind].commit(arrow, {tp: start.get(tp, NO_OFFSET) for tp in end}, end)

@@ -9,6 +9,7 @@ import pytest
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.table import Table
 
+from k2.lake.stamp import without_stamp
 from k2.query.engine import QueryEngine
 from k2.query.reader import QueryLimits
 from tests.unit.query.lakedata import append_commits, asx_frames, new_catalog
@@ -32,10 +33,8 @@ def gap_events(table: Table) -> pa.Table:
         ("trades", "ASX", "BHP", date(2014, 3, 11), 100, 102, 3, "recovered", t, t, "ab" * 16, 0, 3),
         ("trades", "ASX", "BHP", date(2014, 3, 12), 500, 500, 1, "opened", t, None, None, 0, 4),
     ]
-    names = table.schema().as_arrow().names
-    return pa.Table.from_pylist(
-        [dict(zip(names, r, strict=True)) for r in rows], schema=table.schema().as_arrow()
-    )
+    schema = without_stamp(table.schema().as_arrow())  # written directly: no commit stamp
+    return pa.Table.from_pylist([dict(zip(schema.names, r, strict=True)) for r in rows], schema=schema)
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.table import Table
 
 from k2.feeds.asx import read_asx
+from k2.lake.stamp import without_stamp
 from k2.lake.tables import ensure_tables
 
 __all__ = ["ASX", "append_commits", "asx_frames", "asx_pandas", "lineage", "new_catalog"]
@@ -47,7 +48,7 @@ def lineage(frame: pl.DataFrame, table: Table, offset: int = 0) -> pa.Table:
         pl.lit(0, dtype=pl.Int32).alias("kafka_partition"),
         pl.int_range(offset, offset + frame.height, dtype=pl.Int64).alias("kafka_offset"),
     )
-    schema = table.schema().as_arrow()
+    schema = without_stamp(table.schema().as_arrow())  # appended directly: no commit stamp
     return out.select(schema.names).to_arrow().cast(schema)
 
 

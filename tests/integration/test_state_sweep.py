@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import date
 
 import polars as pl
@@ -86,10 +87,16 @@ def test_sweeps_racing_commits_never_drop_live_state(settings: Settings) -> None
     last: dict[StateKey, KeyState] = {}
     stop = threading.Event()
     errors: list[BaseException] = []
+    sweeps = [0]
 
     def write() -> None:
         try:
-            for day in range(DAY - 49, DAY + 1):  # the live symbols move a session at a time
+            for i, day in enumerate(range(DAY - 49, DAY + 1)):  # the live symbols move a session at a time
+                # paced by the sweeps (a loaded machine must not let the writer finish before the
+                # second one): a sweep runs during every 10 sessions
+                deadline = time.monotonic() + 60
+                while sweeps[0] < i // 10 and time.monotonic() < deadline:
+                    time.sleep(0.005)
                 batch = {k: KeyState(day, 1 + (day % 7)) for k in live}
                 _commit(store, batch, token)
                 last.update(batch)
@@ -100,14 +107,13 @@ def test_sweeps_racing_commits_never_drop_live_state(settings: Settings) -> None
 
     writer = threading.Thread(target=write)
     writer.start()
-    sweeps = 0
     while not stop.is_set():
         sweep_idle(_client(settings), settings.redis.key_prefix, 30)
-        sweeps += 1
+        sweeps[0] += 1
     writer.join()
     assert not errors, errors
     sweep_idle(_client(settings), settings.redis.key_prefix, 30)
-    assert sweeps >= 2
+    assert sweeps[0] >= 5
     assert store.load(live) == last  # nothing a commit wrote was lost
     assert store.load(idle) == {}  # 50 sessions behind: all swept
 

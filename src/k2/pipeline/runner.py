@@ -375,10 +375,10 @@ class Pipeline:
                 committer.commit()
                 if self.upkeep.due():  # queued behind that commit on the one worker: never concurrent
                     committer.after_commit(self.upkeep.run)
-                if self.sweeper is not None and self.sweeper.due():
-                    self.sweeper.start()  # compare-and-delete: safe beside commits
             else:
                 committer.poll()  # surface a failure or a fence without waiting for the next commit
+            if self.sweeper is not None and self.sweeper.due():
+                self.sweeper.start()  # compare-and-delete: safe beside commits; also while idle
             if not messages and not committer.stalled:
                 self._expire()
             # A re-seek (owed, or done above) reads these messages again from the watermarks.

@@ -30,7 +30,7 @@ ASX_DAYS = ("2014-03-10", "2014-03-11", "2014-03-12", "2014-03-13", "2014-03-14"
 #: session is more than 4 days ahead of its exchange time, and the simulator does not bound how often
 #: a symbol resets in one day; from a Monday, 4 resets reach Friday and stay valid (5: ~0.2 % of runs).
 RESET_RATE = 0.000125
-CRASH_STEPS = ("dlq-flushed", "gaps-committed", "trades-committed", "quotes-committed", "state-committed")
+CRASH_STEPS = ("dlq-flushed", "trades-committed", "quotes-committed", "gaps-committed", "state-committed")
 
 
 @dataclass(frozen=True)

@@ -119,7 +119,7 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(settings: Setting
     _produce(settings, invalid, bad=7)
 
     rng = random.Random(42)
-    crash_steps = ["dlq-flushed", "gaps-committed", "trades-committed", "state-committed"]
+    crash_steps = ["dlq-flushed", "trades-committed", "gaps-committed", "state-committed"]
     kills = 0
     for i in range(12):
         publish(settings, slices[i * len(slices) // 12 : (i + 1) * len(slices) // 12])

@@ -5,11 +5,18 @@ committed and the uncommitted range is read again from Kafka):
 
 1. Flush the dead-letter producer and the spill: a message that went to the DLQ or the spill
    must be there before the offsets that skip it are stored.
-2. Commit the ``sequence_gaps`` table (gap events of both topics, with their offsets). Without
-   events it commits only every 30 s, to move its watermark; the ranges it skips hold no events,
-   and the state's watermark (step 4) never passes an event that is not yet in the table.
-3. Commit each tick table (``trades``, ``quotes``): the rows and the offsets they cover, as a
-   compare-and-set on the table head. This is the step that makes the range "done".
+2. Commit each tick table (``trades``, ``quotes``): the rows and the offsets they cover, as a
+   compare-and-set on the table head. This is the step that makes the range "done", and the record
+   of what was decided about it: a crash after it makes the next run rebuild the state from that
+   range following these decisions (``deferrals.py``).
+3. Commit the ``sequence_gaps`` table (gap events of both topics, with their offsets), after the
+   ticks: its events follow from the decisions step 2 recorded, so a crash between the two leaves
+   the gap table behind, and the rebuild derives the same events again and writes them. Were it
+   first, its events would record decisions that a crash before step 2 lets the next run make
+   differently (a range deferred now that was applied then: its events recorded twice once the
+   back-fill brings it). Without events it commits only every 30 s, to move its watermark; the
+   ranges it skips hold no events, and the state's watermark (step 4) never passes an event that
+   is not yet in the table.
 4. Commit the sequence/dedup state, fenced by the same offsets. It runs last, so the state's
    watermark is never ahead of any table; a crash before it means a replay re-derives it.
 5. Commit the consumer group's offsets to Kafka: advisory only, for lag monitoring.
@@ -214,15 +221,15 @@ class FrozenCheckpoint:
         self.attempts += 1
         started = time.monotonic()
         self._run("dlq-flushed", "kafka", owner.flush_producers)
-        if self.gaps is not None:
-            self._run("gaps-committed", "iceberg", owner.gap_sink.commit_batch, self.gaps)
-        else:
-            owner.reached("gaps-committed")
         for sink, batch in self.ticks:
             if batch is not None:
                 self._run(f"{sink.name}-committed", "iceberg", sink.commit_batch, batch)
             else:
                 owner.reached(f"{sink.name}-committed")
+        if self.gaps is not None:
+            self._run("gaps-committed", "iceberg", owner.gap_sink.commit_batch, self.gaps)
+        else:
+            owner.reached("gaps-committed")
         self._run("state-committed", "state", self.state)
         owner.counted(time.monotonic() - started)
 

@@ -1,6 +1,6 @@
 """Which rows of a range read again the run that committed it had deferred to the spill.
 
-After a crash between a tick table's commit (step 3) and the state's (step 4), or when the state
+After a crash between a tick table's commit (step 2) and the state's (step 4), or when the state
 was lost, the pipeline reads the range again to rebuild the sequence state: rows below the table's
 watermark go through the checks but no sink writes them. The rebuild must apply exactly the rows
 the committing run applied, and that run sent the rows of deferred symbols to the spill instead of

@@ -69,7 +69,7 @@ def test_the_commit_runs_the_written_order_and_step_5_only_when_asked() -> None:
     frozen = rig.cp.freeze()
     assert frozen is not None
     frozen.commit()
-    assert rig.steps == ["dlq-flushed", "gaps-committed", "trades-committed", "state-committed"]
+    assert rig.steps == ["dlq-flushed", "trades-committed", "gaps-committed", "state-committed"]
     assert rig.gap_table.head == rig.trade_table.head == {(TOPIC, 0): 2}
     assert rig.checks.committed == [{(TOPIC, 0): 2}] and rig.cp.commits == 1
     assert rig.group == []  # step 5 is the caller's, on the consumer thread
@@ -96,7 +96,7 @@ def test_the_state_never_runs_ahead_of_the_tables_and_a_retry_skips_what_went_th
     rig.trade_table.fail = LakeError("disk on fire")
     with pytest.raises(LakeError):
         frozen.commit()
-    assert len(rig.gap_table.appends) == 1 and rig.checks.committed == []
+    assert rig.gap_table.appends == [] and rig.checks.committed == []  # the gaps follow the ticks
     rig.trade_table.fail = None
     rig.checks.fail_commit = True
     with pytest.raises(StateStoreError):

@@ -94,11 +94,11 @@ def test_retry_skips_the_steps_that_went_through(clock: FakeClock) -> None:
     cp.record_read({("t", 0): 10})
     frozen = cp.freeze()
     assert frozen is not None
-    trades.fail = True
+    gaps.fail = True  # the gap table follows the ticks: the trades went through
     with pytest.raises(LakeError):
         frozen.commit()
-    assert gaps.appends == 1 and checks.commits == 0  # the state never runs ahead of the tables
-    trades.fail = False
+    assert trades.appends == 1 and checks.commits == 0  # the state never runs ahead of the tables
+    gaps.fail = False
     frozen.commit()
     assert gaps.appends == 1 and trades.appends == 1 and checks.commits == 1 and cp.commits == 1
 

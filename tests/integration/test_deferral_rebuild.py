@@ -35,8 +35,8 @@ def _one_partition(settings: Settings) -> Settings:
     return settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"partitions": 1})})
 
 
-def _run(settings: Settings, *args: str) -> str:
-    proc = _ingest(settings, *args, **SMALL)
+def _run(settings: Settings, *args: str, **env: str) -> str:
+    proc = _ingest(settings, *args, **{**SMALL, **env})
     out = proc.communicate(timeout=300)[0].decode()
     crash = "--crash-at" in args
     assert proc.returncode == (-signal.SIGKILL if crash else 0), out[-3000:]
@@ -92,3 +92,25 @@ def test_rows_written_before_the_crash_are_applied_by_a_rebuild_that_defers(sett
     opened = pl.from_arrow(gaps).filter(pl.col("event") == "opened")  # type: ignore[union-attr]
     # a symbol deferred while others run live opens a gap that its back-fill recovers; none else
     assert set(opened["symbol"].to_list()) <= {DEFERRED}
+
+
+def test_back_filled_rows_are_rebuilt_before_new_ticks_of_their_partition(settings: Settings) -> None:
+    """Run 0 at AGGRESSIVE defers CSL (tier 2) and WES (tier 3) and stops cleanly; run 1 at NORMAL
+    back-fills them and dies after its trades commit, before the state's; everything is sent again;
+    run 2 starts at GRACEFUL, which pauses back-fill but lets CSL's re-sent ticks run live. The spill
+    range run 1 wrote must be read into the state first, or those re-sent ticks are new to it."""
+    settings = _one_partition(settings)
+    tiers = json.dumps(
+        {"SIM": {"tier1": [s for s in SYMBOLS if s not in (DEFERRED, "CSL")], "tier2": ["CSL"]}}
+    )
+    sent = make_trades(6_000)
+    _produce(settings, sent)
+    _run(settings, "--level", "aggressive", "--duration", "15", K2_RESILIENCE__TIERS=tiers,
+         K2_RESILIENCE__COOLDOWN_S="3600")  # fmt: skip
+    assert not {"CSL", DEFERRED} & set(_trades(settings)["symbol"].to_list())  # both wait in the spill
+    _run(settings, "--crash-at", "trades-committed:1", K2_RESILIENCE__TIERS=tiers)
+    assert "CSL" in set(_trades(settings)["symbol"].to_list())  # back-filled, the state not committed
+    _produce(settings, sent)
+    out = _run(settings, "--level", "graceful", "--idle-timeout", "5", K2_RESILIENCE__TIERS=tiers)
+    assert "spill partition read again before its source" in out
+    _assert_each_once(settings, sent)

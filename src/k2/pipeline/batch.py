@@ -116,7 +116,7 @@ class BatchProcessor:
         self._tiers_seen_at = 0.0
         #: per source partition, the offsets below the tick table's watermark that the run which
         #: committed them deferred (``deferrals.py``); set on assignment, for the rebuild
-        self.deferred_before: dict[tuple[str, int], set[int]] = {}
+        self.deferred_before: dict[tuple[str, int], pl.Series] = {}
 
     def __call__(self, messages: list[Message]) -> BatchOutcome:
         """Process one batch into the live checkpoint.
@@ -250,14 +250,14 @@ class BatchProcessor:
         sets = {
             p: offsets
             for p in frame.get_column("_partition").unique().to_list()
-            if (offsets := self.deferred_before.get((topic, p)))
+            if (offsets := self.deferred_before.get((topic, p))) is not None
         }
         if not sets:
             return None
         mask = pl.repeat(False, frame.height, dtype=pl.Boolean, eager=True)
         parts, offs = frame.get_column("_partition"), frame.get_column("_offset")
         for p, offsets in sets.items():
-            mask = mask | ((parts == p) & offs.is_in(list(offsets)))
+            mask = mask | ((parts == p) & offs.is_in(offsets))
         return mask
 
     def _dead_letters(

@@ -32,6 +32,7 @@ from k2.config import Settings
 from k2.lake.writer import TableWriter
 from k2.observability.logging import get_logger
 from k2.pipeline.errors import PipelineError
+from k2.resilience.errors import SpillFormatError
 from k2.resilience.spill import SpilledRecord
 
 __all__ = ["deferred_rows"]
@@ -60,6 +61,7 @@ def deferred_rows(
 
     Raises:
         PipelineError: the spill partition could not be read to its end.
+        KafkaException: the broker did not answer the watermark query.
     """
     began = time.monotonic()
     copies = _copies(settings, spill, partition, spill_from, topic, start, end)
@@ -92,6 +94,7 @@ def _copies(
             "group.id": f"{settings.pipeline.group_id}.rebuild",  # assign() only: never joins the group
             "enable.auto.commit": False,
             "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",  # a range retention took meanwhile: read what is left
             **settings.kafka.client,
         }
     )
@@ -99,6 +102,9 @@ def _copies(
     try:
         low, high = consumer.get_watermark_offsets(TopicPartition(spill, partition), timeout=30.0)
         first = max(low, spill_from)
+        if low > spill_from >= 0:
+            log.warning("spill retention took copies the rebuild would read", spill=spill, partition=partition,
+                        wanted_from=spill_from, kept_from=low)  # fmt: skip
         if first >= high:
             return out
         consumer.assign([TopicPartition(spill, partition, first)])
@@ -117,7 +123,10 @@ def _copies(
                         return out
                     raise PipelineError(f"reading {spill}[{partition}] failed: {err}")
                 position = (msg.offset() or 0) + 1
-                record = SpilledRecord.from_message(msg)
+                try:
+                    record = SpilledRecord.from_message(msg)
+                except SpillFormatError:  # not a copy of ours (the back-fill dead-letters it)
+                    continue
                 mine = record.source_topic == topic and record.source_partition == partition
                 if mine and start <= record.source_offset < end:
                     out[record.source_offset] = record.value

@@ -27,6 +27,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import polars as pl
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from k2.config import Settings
@@ -191,13 +192,15 @@ class Pipeline:
             for tp in tps:
                 if tp[0] in sink.topics:
                     marks[tp].append(sink.watermark(tp))
-        for tp, offset in self.checks.assign(tps).items():
+        tokens = self.checks.assign(tps)
+        for tp, offset in tokens.items():
             marks[tp].append(offset)
         starts = {tp: min(offsets, default=NO_OFFSET) for tp, offsets in marks.items()}
         for p in partitions:
             start = starts[(p.topic, p.partition)]
             p.offset = OFFSET_BEGINNING if start == NO_OFFSET else start
-        self._read_back_deferrals(starts)
+        if not isinstance(self.checks, NoChecks):
+            self._prepare_rebuild(tps, tokens, starts)
         self._last_message_at = time.monotonic()  # idleness counts from owning partitions, not joining
         self._assigned = True
         log.info(
@@ -206,26 +209,47 @@ class Pipeline:
         consumer.assign(partitions)
         self.governor.assigned()
 
-    def _read_back_deferrals(self, starts: dict[TP, int]) -> None:
-        """For each source partition read again below its tick table's watermark (a rebuild), the
-        rows the committing run deferred: the rebuild must not apply them (``deferrals.py``)."""
-        decided = self.process.deferred_before
-        for tp, start in starts.items():
+    def _prepare_rebuild(self, tps: list[TP], tokens: Offsets, starts: dict[TP, int]) -> None:
+        """Where the state is behind a tick table (a crash between their commits, or a lost store),
+        the range between is read again to rebuild it, and must be judged as the committing run
+        judged it: the source rows it deferred stay out of the checks (``deferrals.py``), and the
+        spill rows it back-filled go in before any new row of their partition (``FlowControl``)."""
+        decided, flow = self.process.deferred_before, self.governor.flow
+        for tp in tps:
             decided.pop(tp, None)
-            kind = self.source_topics.get(tp[0])
-            if kind is None:
+            flow.rebuilding.pop(tp, None)
+        owned = set(tps)
+        for tp in tps:
+            sink = self.process.sinks_by_topic.get(tp[0])
+            state, end = max(tokens.get(tp, NO_OFFSET), 0), sink.watermark(tp) if sink else NO_OFFSET
+            if sink is None or end <= state:
                 continue
-            sink = self.process.sinks_by_topic[tp[0]]
-            end = sink.watermark(tp)
-            if end <= max(start, 0):
-                continue
-            spill = spill_topic(self.kafka, kind)
-            deferred = deferred_rows(
-                self.settings, sink.writer, kind=kind, topic=tp[0], partition=tp[1],
-                start=max(start, 0), end=end, spill=spill, spill_from=starts.get((spill, tp[1]), NO_OFFSET),
-            )  # fmt: skip
-            if deferred:
-                decided[tp] = deferred
+            if (kind := self.source_topics.get(tp[0])) is not None:
+                spill = spill_topic(self.kafka, kind)
+                deferred = deferred_rows(
+                    self.settings, sink.writer, kind=kind, topic=tp[0], partition=tp[1], start=state, end=end,
+                    spill=spill, spill_from=starts.get((spill, tp[1]), NO_OFFSET),
+                )  # fmt: skip
+                if deferred:
+                    decided[tp] = pl.Series("offset", sorted(deferred), dtype=pl.Int64)
+            elif (kind := self.spill_topics.get(tp[0])) is not None:
+                source = (self.kafka.topic(kind), tp[1])
+                low, _high = self.consumer.get_watermark_offsets(TopicPartition(*tp), timeout=30.0)
+                if source in owned and low < end:  # retention may have taken the range already
+                    flow.rebuild(tp, end, source)
+                    log.info("spill partition read again before its source", spill=f"{tp[0]}[{tp[1]}]",
+                             until=end, source=f"{source[0]}[{source[1]}]")  # fmt: skip
+
+    def _track_rebuild(self, messages: list[Message]) -> None:
+        """Release a source partition once its spill partition was read to the committed watermark."""
+        flow, last = self.governor.flow, dict[TP, int]()
+        for m in messages:
+            tp = (m.topic() or "", m.partition() or 0)
+            if tp in flow.rebuilding and m.error() is None:
+                last[tp] = max(last.get(tp, -1), m.offset() or 0)
+        for tp, offset in last.items():
+            if flow.read(tp, offset + 1):
+                log.info("spill partition rebuilt; its source runs again", spill=f"{tp[0]}[{tp[1]}]")
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._failed:
@@ -381,6 +405,8 @@ class Pipeline:
                 self.sweeper.start()  # compare-and-delete: safe beside commits; also while idle
             if not messages and not committer.stalled:
                 self._expire()
+            if messages and self.governor.flow.rebuilding and epoch == self._epoch:
+                self._track_rebuild(messages)
             # A re-seek (owed, or done above) reads these messages again from the watermarks.
             if messages and not committer.reseek_owed and epoch == self._epoch:
                 self._submit(messages)

@@ -6,6 +6,12 @@ The pipeline pauses partitions for three reasons that come and go separately:
 2. the level says ``backfill=False`` (anything but NORMAL): the spill topics' partitions;
 3. a commit failed or a breaker is open (``stalled``): every partition, until the commit succeeds.
 
+One exception comes before the level: a spill partition that must be read again to rebuild the
+state (its tick table is ahead of the state after a crash) runs whatever the level, and its source
+partition waits until it has (``rebuild``). Back-filled ticks the committing run wrote must be in
+the state before any new tick of their symbols is judged, or a re-sent copy of one of them would
+fill its old gap and be written twice.
+
 Kafka only knows "paused" or not, and forgets pauses when partitions are re-assigned. So the
 wanted set is recomputed from all three each time and only the difference is sent to the consumer;
 ``assigned`` must be called from the assign callback because freshly assigned partitions start
@@ -46,15 +52,30 @@ class FlowControl:
     def __init__(self, spill_topics: Iterable[str]) -> None:
         self.spill_topics = frozenset(spill_topics)
         self.paused: set[TP] = set()
+        #: spill partition still to be read up to (exclusive) this offset, and the source it holds
+        self.rebuilding: dict[TP, tuple[int, TP]] = {}
+
+    def rebuild(self, spill: TP, end: int, source: TP) -> None:
+        """Run ``spill`` up to ``end`` whatever the level, and hold ``source`` until it has."""
+        self.rebuilding[spill] = (end, source)
+
+    def read(self, spill: TP, next_offset: int) -> bool:
+        """A spill partition was read up to ``next_offset``; True if that ended its rebuild."""
+        pending = self.rebuilding.get(spill)
+        if pending is None or next_offset < pending[0]:
+            return False
+        del self.rebuilding[spill]
+        return True
 
     def wanted(self, assignment: Iterable[TP], actions: Actions, *, stalled: bool) -> set[TP]:
         """Partitions that should be paused now."""
         owned = set(assignment)
         if stalled or not actions.consume:
             return owned
+        held = {source for _, source in self.rebuilding.values()} & owned
         if not actions.backfill:
-            return {tp for tp in owned if tp[0] in self.spill_topics}
-        return set()
+            return held | {tp for tp in owned if tp[0] in self.spill_topics and tp not in self.rebuilding}
+        return held
 
     def apply(
         self, consumer: PausableConsumer, actions: Actions, *, stalled: bool
@@ -78,6 +99,8 @@ class FlowControl:
 
     def revoked(self, partitions: Iterable[TP]) -> None:
         self.paused -= set(partitions)
+        for tp in partitions:
+            self.rebuilding.pop(tp, None)
 
 
 def _kafka(tps: Iterable[TP]) -> list[TopicPartition]:

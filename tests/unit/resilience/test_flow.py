@@ -77,3 +77,22 @@ def test_reassignment_reapplies_pauses() -> None:
     assert consumer.paused == {SPILL[0]} and flow.paused == {SPILL[0]}
     flow.revoked([SPILL[0]])
     assert flow.paused == set()
+
+
+def test_a_spill_partition_to_rebuild_runs_at_any_level_and_holds_its_source_until_read() -> None:
+    """After a crash the back-filled range the state lost must be judged before new source ticks."""
+    flow = FlowControl([t for t, _ in SPILL])
+    consumer = _Consumer(SRC + SPILL)
+    flow.rebuild(("k2.spill.trades", 0), 10, ("k2.trades", 0))
+    graceful = actions_for(Level.GRACEFUL, S)
+    flow.assigned(consumer, graceful, stalled=False)
+    assert consumer.paused == {("k2.trades", 0), ("k2.spill.quotes", 0)}
+    assert not flow.read(("k2.spill.trades", 0), 9)  # offsets up to 8 read: one to go
+    assert flow.read(("k2.spill.trades", 0), 10)
+    flow.apply(consumer, graceful, stalled=False)
+    assert consumer.paused == set(SPILL)  # back to the level's rule: the source runs, the spill waits
+    flow.rebuild(("k2.spill.trades", 0), 20, ("k2.trades", 0))
+    flow.apply(consumer, graceful, stalled=True)
+    assert consumer.paused == set(SRC + SPILL)  # a stall still pauses everything
+    flow.revoked([("k2.spill.trades", 0)])
+    assert not flow.rebuilding

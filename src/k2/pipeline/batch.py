@@ -115,7 +115,8 @@ class BatchProcessor:
         self.stats = stats
         self._tiers_seen_at = 0.0
         #: per source partition, the offsets below the tick table's watermark that the run which
-        #: committed them deferred (``deferrals.py``); set on assignment, for the rebuild
+        #: committed them deferred (``deferrals.py``), as a one-row List series (what ``is_in``
+        #: takes); set on assignment, for the rebuild
         self.deferred_before: dict[tuple[str, int], pl.Series] = {}
 
     def __call__(self, messages: list[Message]) -> BatchOutcome:

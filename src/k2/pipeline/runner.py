@@ -231,7 +231,7 @@ class Pipeline:
                     spill=spill, spill_from=starts.get((spill, tp[1]), NO_OFFSET),
                 )  # fmt: skip
                 if deferred:
-                    decided[tp] = pl.Series("offset", sorted(deferred), dtype=pl.Int64)
+                    decided[tp] = pl.Series("offset", sorted(deferred), dtype=pl.Int64).implode()
             elif (kind := self.spill_topics.get(tp[0])) is not None:
                 source = (self.kafka.topic(kind), tp[1])
                 low, _high = self.consumer.get_watermark_offsets(TopicPartition(*tp), timeout=30.0)

@@ -51,6 +51,8 @@ from k2.schemas.validate import Validator, known_symbols
 from k2.state.factory import namespace_state
 from k2.state.sweep import Sweeper
 from k2.stream.admin import ensure_topics
+from k2.stream.control import CONTROL_KEY, EXPIRE_MARKER
+from k2.stream.errors import ProduceError
 from k2.stream.producer import TickProducer
 from k2.types import Offsets
 from k2.types import TopicPartition as TP
@@ -428,19 +430,30 @@ class Pipeline:
             self.stats.uncommitted = True
 
     def _expire(self) -> None:
-        """Quiet partitions: let the checks age their holes by wall time, and commit what that made.
+        """Quiet partitions with young holes: append an expire marker to each (``k2.stream.control``).
 
-        Runs on the loop thread while no batch is in process (the checks are never shared).
+        The checks sweep the holes when they read the marker back, so the wall-clock fallback
+        goes through the same offsets, fences and rebuilds as every tick. Runs on the loop thread
+        while idle; a marker that cannot be sent is tried again at the next idle moment.
         """
         try:
-            expired = self.checks.expire()
+            quiet = self.checks.quiet()
         except self.breakers.retryable() as exc:
             log.warning("aging quiet partitions' holes failed; retried when idle again", error=str(exc))
             return
-        if expired:
-            for topic, events in expired.items():
-                self.checkpoint.add_expired(topic, events)
-            self.committer.commit()
+        sent = False
+        for topic, partition in quiet:
+            if topic not in self.source_topics:
+                continue
+            try:
+                self.producer.send_raw(topic, CONTROL_KEY, EXPIRE_MARKER, partition=partition)
+                sent = True
+            except ProduceError as exc:
+                self.checks.requiet((topic, partition))
+                log.warning("cannot append an expire marker; retried when idle again",
+                            topic=topic, partition=partition, error=str(exc))  # fmt: skip
+        if sent:
+            self.producer.poll(0)
 
     @property
     def idle(self) -> bool:

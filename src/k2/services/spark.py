@@ -9,7 +9,8 @@ URL), the warehouse is passed through, and the Spark catalog is named after ``la
 because the JDBC catalog only sees rows whose ``catalog_name`` equals its own name.
 
 Spark's catalog is read-mostly here: K2 stays the only writer. ``jdbc.schema-version`` is left
-unset so Iceberg reads pyiceberg's V0 table layout as it is instead of altering it to V1.
+unset, so Iceberg takes the catalog tables as pyiceberg created them (with ``iceberg_type``) and
+alters nothing.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Spark reads K2's tables: its bars equal K2's ``/v1/bars``, its time travel equals K2's (issue #16, 5).
 
     python -m benchmarks.spark_check [--data-dir DIR] [--interval 1m]
+    python -m benchmarks.spark_check --conf [--data-dir DIR]    # only print the Spark configuration
 
 Without ``--data-dir``: K2's launcher starts a throwaway Kafka, the ASX sample's trades are produced
 to it and ingested by K2's own pipeline (several commits, so there is history to travel in). With
@@ -381,7 +382,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--data-dir", type=Path, help="an existing K2 data directory (default: ingest the ASX sample)"
     )
     parser.add_argument("--interval", default="1m", help="bar interval (default 1m)")
+    parser.add_argument(
+        "--conf", action="store_true", help="print the Spark configuration for K2's catalog and exit"
+    )
     args = parser.parse_args(argv)
+    if args.conf:
+        from k2.services.jars import SparkJars
+        from k2.services.spark import spark_conf
+
+        settings = load_settings(data_dir=args.data_dir or Path(".k2"))
+        for key, value in spark_conf(settings, SparkJars(settings.cache_dir)).items():
+            print(f"{key}={'**********' if key.endswith('password') else value}")
+        return 0
     if args.data_dir is not None:
         return 0 if _check(load_settings(data_dir=args.data_dir), args.interval) else 1
     from benchmarks.services import kafka_broker

@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import subprocess
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 from k2.services.errors import JarDownloadError, KafkaDownloadError
@@ -87,7 +88,7 @@ _SPARK_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
 """
 
 
-class PinnedJars:
+class PinnedJars(ABC):
     """One set of jars under K2's cache, fetched by Maven from a generated POM and pinned by SHA-256.
 
     Subclasses name the set, its POM and the error raised; the fetch, the pins and the classpath
@@ -108,13 +109,13 @@ class PinnedJars:
         self.pin_file = pin_file
         self.label = label
 
+    @abstractmethod
     def pom(self) -> str:
         """The POM whose dependencies are the jars (a pom-packaged project that builds nothing)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def main_jar_prefix(self) -> str:
         """A jar name prefix that must be among the fetched jars (catches an empty resolution)."""
-        raise NotImplementedError
 
     def missing_pins_hint(self) -> str:
         return "use a listed version or add the list"

@@ -151,9 +151,9 @@ def main(argv: list[str] | None = None) -> None:
         }  # fmt: skip
     notes = "state only: load + classify + commit, time bound on"
     if "--state-only" not in args:
-        e2e_sizes = [(1_000, 300_000), (50_000, 600_000), (1_000_000, 1_500_000)]
+        e2e_sizes = [(1_000, 1_000_000), (50_000, 1_000_000), (1_000_000, 2_000_000)]
         if quick:
-            e2e_sizes = [(1_000, 100_000), (50_000, 150_000), (1_000_000, 300_000)]
+            e2e_sizes = [(1_000, 300_000), (50_000, 300_000), (1_000_000, 600_000)]
         print("\nend to end: k2 ingest through Kafka and Iceberg, checks on, resilience off")
         with tempfile.TemporaryDirectory(prefix="k2-width-") as tmp:
             e2e = run_width_e2e(e2e_sizes, Path(tmp))

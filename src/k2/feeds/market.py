@@ -42,17 +42,29 @@ _KINDS = TICK_KINDS
 _BIG = np.int64(1) << np.int64(42)  # > any microsecond offset in a day: separates symbols in a cummax
 
 
+#: 3-4 letter tickers: 474,552 exist. Drawn at random up to this many (the draw slows as the space
+#: fills, and could never reach a million); the rest are distinct 5-letter codes.
+_SHORT_NAMES = 200_000
+
+
 def symbol_names(count: int, seed: int) -> tuple[str, ...]:
-    """``count`` distinct 3-4 letter tickers, the same for the same seed."""
+    """``count`` distinct tickers, the same for the same seed: 3-4 letters for the first 200,000,
+    5 letters beyond (an options-like universe of up to 11.8 M)."""
+    if count > 26**5 + _SHORT_NAMES:
+        raise FeedConfigError("too many symbols to name", option="symbols", value=count)
     rng = np.random.default_rng([seed, 0x5E4])
     letters = np.array(list(string.ascii_uppercase))
     names: list[str] = []
     seen: set[str] = set()
-    while len(names) < count:
+    while len(names) < min(count, _SHORT_NAMES):
         word = "".join(letters[rng.integers(0, 26, int(rng.integers(3, 5)))])
         if word not in seen:
             seen.add(word)
             names.append(word)
+    if count > _SHORT_NAMES:
+        codes = rng.choice(26**5, size=count - _SHORT_NAMES, replace=False)
+        digits = (codes[:, None] // 26 ** np.arange(4, -1, -1)) % 26
+        names += np.ascontiguousarray(letters[digits]).view("<U5").ravel().tolist()
     return tuple(names)
 
 

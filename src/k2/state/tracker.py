@@ -187,7 +187,9 @@ class SequenceTracker:
                         or _quiet(st, last - window, None if times is None else times.aged(gpart[g]))  # type: ignore[index]
                     )
                 ):
-                    new_states[key] = st._replace(hwm=last)
+                    # positional, not st._replace(hwm=last): 0.5 µs instead of 1.1 µs a key
+                    new_states[key] = KeyState(st.session, last, st.ranges, st.prev_session, st.prev_hwm,
+                                               st.prev_ranges, st.older)  # fmt: skip
                     continue
             irregular.append(g)
         events: list[GapEventRow] = []

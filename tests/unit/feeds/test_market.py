@@ -146,3 +146,11 @@ def test_a_zipf_market_has_a_few_busy_symbols_and_many_quiet_ones() -> None:
     assert abs(rates.mean() - 2.0) < 1e-9  # the same ticks per second in all, spread unevenly
     assert rates[:100].sum() > 0.3 * rates.sum()  # the busiest 1 % trade about a third of the ticks
     assert np.median(rates) < 0.2 * rates.mean()  # the median symbol is quiet
+
+
+def test_a_million_symbols_get_distinct_names_and_smaller_universes_keep_theirs() -> None:
+    """3-4 letters hold 474,552 tickers: a million-symbol feed used to loop for ever drawing them."""
+    names = symbol_names(1_000_000, 7)
+    assert len(names) == len(set(names)) == 1_000_000
+    assert {len(n) for n in names[200_000:]} == {5} and all(3 <= len(n) <= 4 for n in names[:200_000])
+    assert symbol_names(250_000, 3)[:50_000] == symbol_names(50_000, 3)  # the same seed, the same feed

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from k2.errors import K2Error
 
-__all__ = ["JavaMissingError", "KafkaDownloadError", "ServiceError", "ServiceStartError"]
+__all__ = ["JavaMissingError", "KafkaDownloadError", "S3BuildError", "ServiceError", "ServiceStartError"]
 
 
 class ServiceError(K2Error):
@@ -25,3 +25,7 @@ class JavaMissingError(ServiceError):
 
 class KafkaDownloadError(ServiceError):
     """The Kafka jars could not be fetched with Maven or failed their checksum."""
+
+
+class S3BuildError(ServiceError):
+    """The local S3 server (SeaweedFS) could not be downloaded or built with Go."""

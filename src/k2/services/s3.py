@@ -28,17 +28,16 @@ __all__ = ["S3Service", "s3_filesystem"]
 log = get_logger(__name__)
 
 
-def s3_filesystem(endpoint: str, region: str, access_key: str, secret: str | None) -> Any:
-    """A pyarrow S3 filesystem for one endpoint (path-style addressing, as local servers need)."""
+def s3_filesystem(
+    endpoint: str, region: str, access_key: str, secret: str | None, *, create_buckets: bool = False
+) -> Any:
+    """A pyarrow S3 filesystem for one endpoint, with short timeouts (a probe must not hang)."""
     from pyarrow import fs as pafs
 
-    if secret is None:
-        return pafs.S3FileSystem(
-            endpoint_override=endpoint, region=region, connect_timeout=2, request_timeout=5
-        )
+    keys = {"access_key": access_key, "secret_key": secret} if secret is not None else {}
     return pafs.S3FileSystem(
-        endpoint_override=endpoint, region=region, access_key=access_key, secret_key=secret,
-        connect_timeout=2, request_timeout=5,
+        endpoint_override=endpoint, region=region, connect_timeout=2, request_timeout=5,
+        allow_bucket_creation=create_buckets, **keys,
     )  # fmt: skip
 
 
@@ -70,9 +69,10 @@ class S3Service(Service):
         uri = urlparse(self._warehouse)
         return uri.netloc or None if uri.scheme in ("s3", "s3a", "s3n") else None
 
-    def _filesystem(self) -> Any:
+    def _filesystem(self, *, create_buckets: bool = False) -> Any:
+        s3 = self._s3
         return s3_filesystem(
-            self._s3.effective_endpoint, self._s3.region, self._s3.access_key_id, self._s3.secret()
+            s3.effective_endpoint, s3.region, s3.access_key_id, s3.secret(), create_buckets=create_buckets
         )
 
     def ping(self) -> str:
@@ -102,7 +102,7 @@ class S3Service(Service):
         return ServiceStatus(self.name, state, self.address, pid, version, detail)
 
     def start(self, timeout_s: float = 60.0) -> ServiceStatus:
-        """Build SeaweedFS if needed, start it, wait for a signed request, create the bucket.
+        """Build SeaweedFS if needed, start it, create the warehouse's bucket, wait until it takes data.
 
         Raises:
             S3BuildError: the binary could not be built.
@@ -112,7 +112,7 @@ class S3Service(Service):
             return self.status()
         if self._proc.pid is None:
             self._launch(timeout_s)
-        self._ensure_bucket()
+        self._ensure_bucket(timeout_s)  # also when running: the warehouse may name a new bucket
         return self.status()
 
     def _launch(self, timeout_s: float) -> None:
@@ -167,29 +167,42 @@ class S3Service(Service):
                 service=self.name,
             )
 
-    def _ensure_bucket(self) -> None:
-        """Create the warehouse's bucket; the S3 gateway may still be joining its filer, so retry.
+    def _ensure_bucket(self, timeout_s: float) -> None:
+        """Create the warehouse's bucket and wait until an object written there reads back.
+
+        A signed ListBuckets answers before SeaweedFS is ready for data: its filer joins the
+        master and its lock ring forms a few seconds later, and after a restart the gateway
+        reconnects to the master for 10 s or more, while a read blocks. So readiness is a probe
+        object written, read and deleted, each try bounded by the client's short timeouts.
 
         Raises:
-            ServiceStartError: the bucket could not be created in time.
+            ServiceStartError: the bucket could not be created, or the probe did not read back in time.
         """
         bucket = self.bucket
         if bucket is None:
             return
-        fs = self._filesystem()
+        fs = self._filesystem(create_buckets=True)
+        probe, payload = f"{bucket}/.k2-probe-{secrets.token_hex(4)}", secrets.token_bytes(64)
         errors: list[str] = []
 
-        def created() -> bool:
+        def round_trip() -> bool:
             try:
                 fs.create_dir(bucket)
-                return True
+                with fs.open_output_stream(probe) as out:
+                    out.write(payload)
+                with fs.open_input_stream(probe) as stream:
+                    echoed = stream.read()
+                fs.delete_file(probe)
+                return bool(echoed == payload)
             except OSError as exc:
                 errors.append(str(exc))
                 return False
 
-        if not wait_until(created, 30.0, 0.5):
+        if not wait_until(round_trip, timeout_s, 0.5):
             raise ServiceStartError(
-                f"bucket {bucket} could not be created on {self.address}: {errors[-1] if errors else '?'}",
+                f"bucket {bucket} on {self.address} did not take a write and read it back within "
+                f"{timeout_s:.0f}s: {errors[-1] if errors else 'the object read back differed'}; "
+                f"log tail:\n{tail(self.log_path, 10)}",
                 service=self.name,
             )
 
@@ -205,6 +218,12 @@ class S3Service(Service):
         return secret
 
     def stop(self, timeout_s: float = 15.0) -> ServiceStatus:
+        """SIGTERM, then SIGKILL after at most 5 s.
+
+        SeaweedFS's own shutdown takes about 30 s here (its servers wait on one another). Every
+        write it acknowledged is already in its files (the page cache survives the process), so
+        cutting the wait short loses nothing K2 committed.
+        """
         if self.managed:
-            self._proc.terminate(timeout_s)
+            self._proc.terminate(min(timeout_s, 5.0))
         return self.status()

@@ -3,6 +3,10 @@ travel, compaction, expiry and orphan cleanup, every byte through S3 and none on
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -157,3 +161,26 @@ def test_the_warehouse_on_s3_ingests_queries_travels_and_is_maintained(
         assert _rows(engine.ticks("trades", SYMBOLS, window, limit=ROWS + 1).table).equals(expected)
     finally:
         engine.close()
+
+
+def test_the_server_keeps_its_objects_across_a_restart_and_the_cli_reports_it(s3_server: Settings) -> None:
+    key = f"{BUCKET}/restart-{uuid.uuid4().hex[:8]}/a.parquet"
+    frame = make_trades(50)
+    pq.write_table(frame.to_arrow(), key, filesystem=_bucket(s3_server))
+    launcher = Launcher(s3_server)
+    (stopped,) = launcher.down(["s3"])
+    assert stopped.state == "stopped"
+    (status,) = launcher.up(["s3"], timeout_s=120)  # ready only once the bucket reads back
+    assert status.state == "running" and status.detail == f"bucket {BUCKET}"
+    assert pq.read_table(key, filesystem=_bucket(s3_server)).equals(frame.to_arrow())
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("K2_")}
+    env.update(K2_DATA_DIR=str(s3_server.data_dir), K2_LAKE__WAREHOUSE=s3_server.warehouse,
+               K2_S3__PORT=str(s3_server.s3.port))  # fmt: skip
+    shown = subprocess.run(
+        [sys.executable, "-m", "k2.cli", "services", "status", "s3", "--json"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    (reported,) = json.loads(shown.stdout)
+    assert reported["healthy"] and reported["pid"] == status.pid

@@ -11,6 +11,7 @@ needs the S3 API only, and nothing should leave the machine.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from k2.services.weed import WeedBinary
 __all__ = ["S3Service", "s3_filesystem"]
 
 log = get_logger(__name__)
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
 def s3_filesystem(
@@ -181,6 +183,12 @@ class S3Service(Service):
         bucket = self.bucket
         if bucket is None:
             return
+        if not _BUCKET_NAME.fullmatch(bucket):  # S3 would refuse it on every retry: say so at once
+            raise ServiceStartError(
+                f"{bucket!r} is not a valid S3 bucket name (3-63 lower-case letters, digits, dots and "
+                "hyphens, starting and ending with a letter or digit); change K2_LAKE__WAREHOUSE",
+                service=self.name,
+            )
         fs = self._filesystem(create_buckets=True)
         probe, payload = f"{bucket}/.k2-probe-{secrets.token_hex(4)}", secrets.token_bytes(64)
         errors: list[str] = []

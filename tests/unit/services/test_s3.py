@@ -10,7 +10,7 @@ import pytest
 from k2.config import load_settings
 from k2.services import Launcher
 from k2.services import weed as weed_mod
-from k2.services.errors import S3BuildError
+from k2.services.errors import S3BuildError, ServiceStartError
 from k2.services.s3 import S3Service
 from k2.services.weed import WeedBinary
 
@@ -84,3 +84,9 @@ def test_an_external_s3_is_reported_not_started(tmp_path: Path) -> None:
     status = S3Service(settings).start(timeout_s=1)
     assert status.state == "unreachable" and status.address == "external"
     assert not (tmp_path / "services" / "s3").exists()
+
+
+def test_an_invalid_bucket_name_is_refused_before_any_request(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path, lake={"warehouse": "s3://k2/wh"})
+    with pytest.raises(ServiceStartError, match="'k2' is not a valid S3 bucket name"):
+        S3Service(settings)._ensure_bucket(timeout_s=30)

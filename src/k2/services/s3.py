@@ -232,6 +232,20 @@ class S3Service(Service):
         write it acknowledged is already in its files (the page cache survives the process), so
         cutting the wait short loses nothing K2 committed.
         """
-        if self.managed:
-            self._proc.terminate(min(timeout_s, 5.0))
+        if self.managed and self._proc.terminate(min(timeout_s, 5.0)):
+            self._remove_grpc_sockets()
         return self.status()
+
+    def _remove_grpc_sockets(self) -> None:
+        """``weed server`` puts its gRPC sockets in /tmp, named by port, whatever the flags; a
+        killed server leaves them behind. Removed once the process that owned them is gone."""
+        _, master_grpc, _, volume_grpc, _, filer_grpc, s3_grpc = self._s3.ports[1:]
+        for name, port in (
+            ("master", master_grpc),
+            ("volume", volume_grpc),
+            ("filer", filer_grpc),
+            ("s3", s3_grpc),
+        ):
+            path = Path(f"/tmp/seaweedfs-{name}-grpc-{port}.sock")
+            if path.is_socket():
+                path.unlink(missing_ok=True)

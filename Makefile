@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup system-deps lint bench soak fuzz chaos chaos-cluster lock soak-ingest soak-short clean
+.PHONY: demo test setup system-deps lint bench soak fuzz chaos chaos-cluster scale-test lock soak-ingest soak-short clean
 
 # Every package, build tools included, comes from requirements.lock with its SHA-256 (--require-hashes):
 # pyproject.toml keeps the ranges K2 supports, the lock the exact files `make` installs. `make lock`
@@ -78,6 +78,13 @@ chaos: setup
 # ingesters in one group; each run checked against the exact truth (about 3 min a run here).
 chaos-cluster: setup
 	$(BIN)/python -m chaos --brokers 3 --scenarios kill-nodes,kill-broker,group --seeds $(SEEDS) $(ARGS)
+
+# Issue #16's scale tests (pytest -m scale; `make test` leaves them out): Spark reads K2's tables through
+# Iceberg's JDBC catalog and must equal K2's API. pyspark is the scale extra, installed by name like the
+# bench peers; the Iceberg runtime and JDBC jars come with Maven into K2's cache, checked against pins.
+scale-test: setup
+	$(BIN)/pip install -q 'pyspark>=4.0.1,<4.1'
+	$(BIN)/pytest tests -m scale -s $(ARGS)
 
 # Weeks of unattended ingest compressed into under an hour (>= 5,000 commits, queries alongside).
 soak-ingest: setup

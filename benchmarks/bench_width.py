@@ -1,6 +1,11 @@
 """Width: sequence checks over 1 K, 50 K and 1 M symbols with a Zipf liquidity, both backends.
 
-    python -m benchmarks.bench_width [--quick]
+    python -m benchmarks.bench_width [--quick] [--state-only]
+
+Two parts. The second (``width_e2e``, skipped by ``--state-only``) runs real ``k2 ingest`` processes
+over ``k2 feed simulate --liquidity zipf`` through Kafka and Iceberg: ticks/s with checks on, and the
+state's rebuild after a real SIGKILL between a tick table's commit and the state's. The first,
+described next, isolates the state layer.
 
 A feed of ``ticks`` ticks at 100,000 ticks/s of exchange time over N symbols whose activity is
 Zipf-distributed (weight ∝ 1/rank^1.1: a few busy symbols, most quiet), 0.1 % of ticks dropped, on
@@ -27,6 +32,7 @@ import polars as pl
 
 from benchmarks.bench_state import _redis
 from benchmarks.results import write_result
+from benchmarks.width_e2e import run_width_e2e
 from k2.state.base import SequenceStore, batch_tokens
 from k2.state.embedded import EmbeddedSequenceStore
 from k2.state.redis import RedisSequenceStore
@@ -103,7 +109,8 @@ def run(store: SequenceStore, frame: pl.DataFrame, reopen: Callable[[], Sequence
 
 
 def main(argv: list[str] | None = None) -> None:
-    quick = "--quick" in (argv if argv is not None else sys.argv[1:])
+    args = argv if argv is not None else sys.argv[1:]
+    quick = "--quick" in args
     sizes = [(1_000, 300_000), (50_000, 600_000), (1_000_000, 3_000_000)]
     if quick:
         sizes = [(1_000, 150_000), (50_000, 300_000), (1_000_000, 1_500_000)]
@@ -142,9 +149,27 @@ def main(argv: list[str] | None = None) -> None:
             f"{tag}_state_bytes_per_key": per_key, f"{tag}_cold_first_load_s": r["restart_s"],
             f"{tag}_gaps": r["gaps"], f"{tag}_detection_p50_s": r["p50"], f"{tag}_detection_p99_s": r["p99"],
         }  # fmt: skip
-    write_result(
-        "bench_width", figures, quick=quick, notes="state only: load + classify + commit, time bound on"
-    )
+    notes = "state only: load + classify + commit, time bound on"
+    if "--state-only" not in args:
+        e2e_sizes = [(1_000, 300_000), (50_000, 600_000), (1_000_000, 1_500_000)]
+        if quick:
+            e2e_sizes = [(1_000, 100_000), (50_000, 150_000), (1_000_000, 300_000)]
+        print("\nend to end: k2 ingest through Kafka and Iceberg, checks on, resilience off")
+        with tempfile.TemporaryDirectory(prefix="k2-width-") as tmp:
+            e2e = run_width_e2e(e2e_sizes, Path(tmp))
+        first = {b: e2e[f"{b}_{e2e_sizes[0][0]}"]["ticks_per_s"] for b in ("embedded", "redis")}
+        print(
+            f"\n{'backend':9} {'symbols':>9} {'ticks':>9} {'ticks/s':>10} {'vs 1K':>6} {'rebuild':>8} {'read again':>10}"
+        )
+        for key, r in e2e.items():
+            backend, width = key.split("_")
+            ratio = r["ticks_per_s"] / first[backend]
+            print(f"{backend:9} {int(width):>9,} {int(r['ticks']):>9,} {r['ticks_per_s']:>10,.0f} {ratio:>6.2f} "
+                  f"{r['rebuild_s']:>7.2f}s {int(r['rebuild_messages']):>10,}")  # fmt: skip
+            figures |= {f"e2e_{key}_{name}": value for name, value in r.items()}
+            figures[f"e2e_{key}_vs_1k"] = ratio
+        notes += "; e2e_*: k2 ingest through Kafka and Iceberg, rebuild after a SIGKILL"
+    write_result("bench_width", figures, quick=quick, notes=notes)
 
 
 if __name__ == "__main__":

@@ -71,8 +71,10 @@ def test_rows_deferred_before_the_crash_are_not_applied_by_the_rebuild(settings:
     _produce(settings, sent)
     _run(settings, "--level", "graceful", "--crash-at", "trades-committed:2")
     assert DEFERRED not in set(_trades(settings)["symbol"].to_list())  # all of it waits in the spill
-    _run(settings, "--idle-timeout", "5")
+    out = _run(settings, "--idle-timeout", "5")
     _assert_each_once(settings, sent)
+    rebuilt = [json.loads(line) for line in out.splitlines() if "sequence state rebuilt" in line]
+    assert len(rebuilt) == 1 and rebuilt[0]["messages"] > 0 and rebuilt[0]["seconds"] >= 0, out[-2000:]
 
 
 def test_rows_written_before_the_crash_are_applied_by_a_rebuild_that_defers(settings: Settings) -> None:

@@ -9,16 +9,19 @@ it is recorded, each within that bound of its hole's arrival, and late fills rec
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 
 from k2.config import Settings, load_settings
 from k2.feeds.verify import compare_with_truth
-from tests.integration.test_pipeline import _env, _ingest
+from k2.lake import open_catalog
+from tests.integration.test_pipeline import _env, _ingest, _produce, make_trades
 
 SYMBOLS, COUNT, SEED = 50_000, 1_000_000, 3
 #: Between the feed's reorder bound (8 ticks) and its late fills (>= 19 ticks on): with K2's default
@@ -70,3 +73,43 @@ def test_every_gap_of_fifty_thousand_quiet_symbols_is_recorded_within_the_time_b
     # every gap recorded: on the exchange clock, or by wall time once the feed stopped
     assert report.gaps_opened == listed and report.pending == 0
     assert latency.max() <= bound + 0.1  # each within the time bound of its hole's arrival (+ one tick)
+
+
+def _gap_events(settings: Settings) -> list[tuple[str, str, int, int]]:
+    table = open_catalog(settings).load_table(f"{settings.lake.namespace}.sequence_gaps")
+    rows = pl.from_arrow(table.scan().to_arrow())
+    assert isinstance(rows, pl.DataFrame)
+    return sorted(rows.select("event", "symbol", "first_missing", "last_missing").iter_rows())
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("backend", ["embedded", "redis"])
+def test_a_crash_after_a_wall_clock_sweep_is_committed_records_its_gaps_once(
+    settings: Settings, backend: str
+) -> None:
+    """The feed stops with a young hole; wall time ages it (an expire marker on the partition); the
+    ingester dies after the gap table's commit, before the state's. The restart must not record
+    the gap again: the sweep has an offset, so the rebuild replays it below the table's watermark."""
+    settings = settings.model_copy(
+        update={
+            "kafka": settings.kafka.model_copy(update={"partitions": 1}),
+            "state": settings.state.model_copy(update={"backend": backend}),
+        }
+    )
+    sent = make_trades(40)
+    bhp = sent.with_row_index().filter(pl.col("symbol") == "BHP")
+    assert bhp.height >= 3
+    hole = bhp.row(1, named=True)  # BHP's 2nd tick never arrives: a young hole, 40 ticks in 0.4 s
+    _produce(settings, sent.filter(pl.col("message_id") != hole["message_id"]))
+    env = {"K2_PIPELINE__INSTANCE_ID": "ingest-1", "K2_RESILIENCE__ENABLED": "false"}
+    # checkpoint 1 holds the 39 ticks; checkpoint 2 the marker's sweep: killed after its gap commit
+    first = _ingest(settings, "--crash-at", "gaps-committed:2", **env)
+    out = first.communicate(timeout=120)[0].decode()
+    assert first.returncode == -signal.SIGKILL, out[-3000:]
+    swept = _gap_events(settings)
+    assert swept == [("opened", "BHP", 2, 2)], swept  # the sweep's gap landed, its state did not
+    _produce(settings, make_trades(41).tail(1))  # the feed goes on a little, then is quiet again
+    again = _ingest(settings, "--idle-timeout", "6", **env)
+    out = again.communicate(timeout=120)[0].decode()
+    assert again.returncode == 0, out[-3000:]
+    assert _gap_events(settings) == swept  # once, not twice

@@ -142,6 +142,12 @@ def simulate(
     tick_rate: float = typer.Option(
         2.0, min=0.001, help="Mean simulated ticks per symbol per trading second."
     ),
+    liquidity: str = typer.Option(
+        "lognormal",
+        help="How activity spreads over symbols: 'lognormal' (within ~x5 of the mean) or 'zipf' (a few "
+        "busy symbols, most quiet, as on a real exchange; --tick-rate is then the mean).",
+    ),
+    zipf_exponent: float = typer.Option(1.1, help="With --liquidity zipf: weight = 1 / rank ** this."),
     gap_rate: float = typer.Option(0.0, help="Probability per tick of starting a gap (dropped sequences)."),
     gap_max_len: int = typer.Option(3, min=1, help="Longest gap, in ticks."),
     dup_rate: float = typer.Option(0.0, help="Probability per tick of being sent twice."),
@@ -179,8 +185,17 @@ def simulate(
     try:
         # a paced feed generates in batches of about one second, so a stop never waits long
         chunk = 50_000 if rate is None else int(min(50_000, max(1_000, rate)))
+        if liquidity not in ("lognormal", "zipf"):
+            raise typer.BadParameter(
+                f"choose lognormal or zipf (got {liquidity!r})", param_hint="--liquidity"
+            )
         market = MarketConfig(
-            symbols=names, start=_parse_date(start, "--start"), rate_per_symbol=tick_rate, chunk_ticks=chunk
+            symbols=names,
+            start=_parse_date(start, "--start"),
+            rate_per_symbol=tick_rate,
+            chunk_ticks=chunk,
+            liquidity="zipf" if liquidity == "zipf" else "lognormal",
+            zipf_exponent=zipf_exponent,
         )
         faults = FaultConfig(
             gap_rate=gap_rate,

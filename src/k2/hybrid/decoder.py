@@ -19,6 +19,7 @@ import polars as pl
 
 from k2 import schemas
 from k2.schemas.validate import Validator, known_symbols
+from k2.stream.control import marker_mask
 
 __all__ = ["LINEAGE", "DecodedTail", "TailDecoder", "known_symbols", "tail_schema"]
 
@@ -65,6 +66,10 @@ class TailDecoder:
         self, kind: str, values: list[bytes | None], partitions: np.ndarray, offsets: np.ndarray
     ) -> DecodedTail:
         """Rows (``tail_schema(kind)``) of the messages that decode and validate, in input order."""
+        markers = marker_mask(values)
+        if markers is not None:  # K2's expire markers take an offset but are no tick
+            keep = np.flatnonzero(~markers)
+            values, partitions, offsets = [values[i] for i in keep.tolist()], partitions[keep], offsets[keep]
         if not values:
             return DecodedTail(pl.DataFrame(schema=tail_schema(kind)), 0)
         # a tombstone is not a tick: dead-lettered like any undecodable payload, as the pipeline does

@@ -35,6 +35,7 @@ from k2.resilience.spill import Spill
 from k2.resilience.tiers import PriorityTiers
 from k2.schemas.validate import Validator
 from k2.state import CheckResult
+from k2.stream.control import marker_mask
 from k2.stream.dlq import DeadLetter
 from k2.stream.producer import TickProducer
 
@@ -161,21 +162,32 @@ class BatchProcessor:
         values = [v or b"" for v in raw] if None in raw else cast("list[bytes]", raw)
         partitions = np.fromiter(map(Message.partition, batch), dtype=np.int32, count=n)
         offsets = np.fromiter(map(Message.offset, batch), dtype=np.int64, count=n)
-        self.stats.messages += n
-        self.stats.by_topic[topic] = self.stats.by_topic.get(topic, 0) + n
-        MESSAGES.labels(topic).inc(n)
+        # expire markers (k2.stream.control) take an offset but are no tick: swept by the checks
+        is_marker = marker_mask(values)
+        markers: list[tuple[int, int]] = []
+        ticks = values
+        if is_marker is not None:
+            markers = list(zip(partitions[is_marker].tolist(), offsets[is_marker].tolist(), strict=True))
+            positions = np.flatnonzero(~is_marker)
+            ticks = [values[i] for i in positions.tolist()]
+        self.stats.messages += n - len(markers)
+        self.stats.by_topic[topic] = self.stats.by_topic.get(topic, 0) + n - len(markers)
+        MESSAGES.labels(topic).inc(n - len(markers))
         sink = self.sinks_by_topic[topic]
 
-        decoded = schemas.decode_batch(kind, values)
+        decoded = schemas.decode_batch(kind, ticks)
         frame = decoded.frame
         index = (
             frame.get_column("_index").to_numpy() if "_index" in frame.columns else np.arange(frame.height)
         )
+        letters = list(decoded.errors)
+        if is_marker is not None:  # back to positions in the whole batch
+            index = positions[index]
+            letters = [(int(positions[i]), reason) for i, reason in letters]
         frame = frame.drop("_index", strict=False).with_columns(
             pl.Series("_partition", partitions[index], dtype=pl.Int32),
             pl.Series("_offset", offsets[index], dtype=pl.Int64),
         )
-        letters = list(decoded.errors)
         reasons = self.validator.reasons(kind, frame)
         bad = reasons.is_not_null()
         if bad.any():
@@ -187,7 +199,7 @@ class BatchProcessor:
         if topic in self.source_topics:
             frame = self._shed(kind, topic, sink, frame, index, values)
 
-        result = self._classify(kind, topic, frame)
+        result = self._classify(kind, topic, frame, markers)
         kept = frame.filter(result.keep)
         duplicates = frame.height - kept.height
         if duplicates:
@@ -204,10 +216,12 @@ class BatchProcessor:
             self.stats.backfilled += buffered
             BACKFILLED.labels(kind).inc(buffered)
 
-    def _classify(self, kind: str, topic: str, frame: pl.DataFrame) -> CheckResult:
+    def _classify(
+        self, kind: str, topic: str, frame: pl.DataFrame, markers: list[tuple[int, int]]
+    ) -> CheckResult:
         if isinstance(self.checks, NoChecks):
-            return self.checks.process(kind, topic, frame)
-        return self.breakers.get("state").call(self.checks.process, kind, topic, frame)
+            return self.checks.process(kind, topic, frame, markers)
+        return self.breakers.get("state").call(self.checks.process, kind, topic, frame, markers)
 
     def _shed(
         self,

@@ -38,8 +38,6 @@ import signal
 import time
 from collections.abc import Callable
 
-import polars as pl
-
 from k2.observability.logging import get_logger
 from k2.pipeline.checks import BatchChecks
 from k2.pipeline.errors import DeadLetterDeliveryError
@@ -90,13 +88,6 @@ class Checkpoint:
         self.last_commit_at: float | None = None  # its wall-clock end, epoch seconds (freshness)
         self.idle_advance_s = 30.0  # the gap table's watermark moves without rows this often
         self.crash_hook: Callable[[str], None] | None = None  # tests: crash at a named step
-        self._unread = False  # gap events that no read produced wait for a commit
-
-    def add_expired(self, topic: str, events: pl.DataFrame) -> None:
-        """Gap events that wall time alone produced (``BatchChecks.expire``); commit them soon."""
-        if events.height:
-            self.gap_sink.add_unread(events)
-            self._unread = True
 
     @property
     def sinks(self) -> list[TableSink]:
@@ -123,9 +114,8 @@ class Checkpoint:
         ``final`` (a clean stop) moves the gap table's watermark too, even without events, so that
         the next start does not re-read what this run already judged.
         """
-        if not self.read_end and not self._unread and not (final and self.gap_sink.dirty):
+        if not self.read_end and not (final and self.gap_sink.dirty):
             return None
-        self._unread = False
         end = dict(self.read_end)
         self.read_end.clear()
         return FrozenCheckpoint(

@@ -9,7 +9,7 @@ import the pipeline: the dependency runs one way, pipeline to state.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import polars as pl
@@ -27,8 +27,13 @@ class BatchChecks(Protocol):
         """Load state for newly owned partitions; return the offset each must be replayed from."""
         ...
 
-    def process(self, kind: str, topic: str, frame: pl.DataFrame) -> CheckResult:
-        """Classify a batch (with _partition/_offset columns) against the state; write nothing yet."""
+    def process(
+        self, kind: str, topic: str, frame: pl.DataFrame, markers: Sequence[tuple[int, int]] = ()
+    ) -> CheckResult:
+        """Classify a batch (with _partition/_offset columns) against the state; write nothing yet.
+
+        ``markers``: (partition, offset) of the expire markers read with it (``k2.stream.control``).
+        """
         ...
 
     def prepare(self, end: Offsets) -> Callable[[], None]:
@@ -48,13 +53,14 @@ class BatchChecks(Protocol):
         """Called once after a clean stop's final commit (not after a failure)."""
         return None
 
-    def expire(self) -> dict[str, pl.DataFrame]:
-        """Gap events (per topic) that wall time alone produced on partitions that went quiet.
+    def quiet(self) -> list[TopicPartition]:
+        """Partitions quiet for the wall-clock timeout with young holes: the runner appends an
+        expire marker to each (``k2.stream.control``). By default none."""
+        return []
 
-        Called by the runner between batches when nothing is in process; what it changed is frozen
-        with the next checkpoint like a batch's work. By default nothing expires.
-        """
-        return {}
+    def requiet(self, tp: TopicPartition) -> None:
+        """Name ``tp`` again at the next :meth:`quiet` (its marker could not be sent)."""
+        return None
 
 
 class NoChecks(BatchChecks):
@@ -63,7 +69,9 @@ class NoChecks(BatchChecks):
     def assign(self, partitions: list[TopicPartition]) -> Offsets:
         return {}
 
-    def process(self, kind: str, topic: str, frame: pl.DataFrame) -> CheckResult:
+    def process(
+        self, kind: str, topic: str, frame: pl.DataFrame, markers: Sequence[tuple[int, int]] = ()
+    ) -> CheckResult:
         return CheckResult(keep=pl.Series("keep", [True] * frame.height, dtype=pl.Boolean))
 
     def prepare(self, end: Offsets) -> Callable[[], None]:

@@ -51,6 +51,8 @@ from k2.schemas.validate import Validator, known_symbols
 from k2.state.factory import namespace_state
 from k2.state.sweep import Sweeper
 from k2.stream.admin import ensure_topics
+from k2.stream.control import CONTROL_KEY, EXPIRE_MARKER
+from k2.stream.errors import ProduceError
 from k2.stream.producer import TickProducer
 from k2.types import Offsets
 from k2.types import TopicPartition as TP
@@ -119,6 +121,10 @@ class Pipeline:
         self._submitted = 0
         self._last_message_at = time.monotonic()
         self._on_batch: Callable[[PipelineStats], None] | None = None
+        # the state's rebuild after a crash: per source partition, the tables' watermark to reach
+        self._replaying: dict[TP, int] = {}
+        self._replayed: list[TP] = []  # read to their watermark, in the batch now in process
+        self._replay = (0.0, 0)  # when it began, ticks to read again
         self.source_topics = {kafka.topic(kind): kind for kind in TICK_TABLES}
         self.spill_topics = {spill_topic(kafka, kind): kind for kind in TICK_TABLES}
         self.topics = {**self.source_topics, **self.spill_topics}  # subscribed; routed by kind
@@ -219,12 +225,15 @@ class Pipeline:
             decided.pop(tp, None)
             flow.rebuilding.pop(tp, None)
         owned = set(tps)
+        self._replaying, self._replayed, replay = {}, [], 0
         for tp in tps:
             sink = self.process.sinks_by_topic.get(tp[0])
             state, end = max(tokens.get(tp, NO_OFFSET), 0), sink.watermark(tp) if sink else NO_OFFSET
             if sink is None or end <= state:
                 continue
             if (kind := self.source_topics.get(tp[0])) is not None:
+                self._replaying[tp] = end
+                replay += end - state
                 spill = spill_topic(self.kafka, kind)
                 deferred = deferred_rows(
                     self.settings, sink.writer, kind=kind, topic=tp[0], partition=tp[1], start=state, end=end,
@@ -239,6 +248,30 @@ class Pipeline:
                     flow.rebuild(tp, end, source)
                     log.info("spill partition read again before its source", spill=f"{tp[0]}[{tp[1]}]",
                              until=end, source=f"{source[0]}[{source[1]}]")  # fmt: skip
+        if self._replaying:
+            self._replay = (time.monotonic(), replay)
+            log.info("rebuilding the sequence state from the tables' committed range", messages=replay,
+                     partitions=len(self._replaying))  # fmt: skip
+
+    def _track_replay(self, messages: list[Message]) -> None:
+        """Note the source partitions this batch reads back to their tables' watermark (the state's
+        rebuild); logged once the batch is processed (``_replay_done``)."""
+        last: dict[TP, int] = {}
+        for m in messages:
+            tp = (m.topic() or "", m.partition() or 0)
+            if tp in self._replaying and m.error() is None:
+                last[tp] = max(last.get(tp, -1), m.offset() or 0)
+        for tp, offset in last.items():
+            if offset + 1 >= self._replaying[tp]:
+                del self._replaying[tp]
+                self._replayed.append(tp)
+
+    def _replay_done(self) -> None:
+        """The batch that finished a rebuild was processed: say how long the rebuild took."""
+        self._replayed = []
+        if not self._replaying:
+            began, ticks = self._replay
+            log.info("sequence state rebuilt", seconds=round(time.monotonic() - began, 3), messages=ticks)
 
     def _track_rebuild(self, messages: list[Message]) -> None:
         """Release a source partition once its spill partition was read to the committed watermark."""
@@ -390,6 +423,8 @@ class Pipeline:
             busy_from = time.perf_counter()
             now = time.monotonic()
             error = self._await_process()
+            if self._replayed and error is None:
+                self._replay_done()
             if error is not None:  # the classification failed: drop unfrozen work, re-read it later
                 committer.stall(error, reseek=True)
             if committer.stalled:
@@ -407,6 +442,8 @@ class Pipeline:
                 self._expire()
             if messages and self.governor.flow.rebuilding and epoch == self._epoch:
                 self._track_rebuild(messages)
+            if messages and self._replaying and epoch == self._epoch:
+                self._track_replay(messages)
             # A re-seek (owed, or done above) reads these messages again from the watermarks.
             if messages and not committer.reseek_owed and epoch == self._epoch:
                 self._submit(messages)
@@ -428,19 +465,30 @@ class Pipeline:
             self.stats.uncommitted = True
 
     def _expire(self) -> None:
-        """Quiet partitions: let the checks age their holes by wall time, and commit what that made.
+        """Quiet partitions with young holes: append an expire marker to each (``k2.stream.control``).
 
-        Runs on the loop thread while no batch is in process (the checks are never shared).
+        The checks sweep the holes when they read the marker back, so the wall-clock fallback
+        goes through the same offsets, fences and rebuilds as every tick. Runs on the loop thread
+        while idle; a marker that cannot be sent is tried again at the next idle moment.
         """
         try:
-            expired = self.checks.expire()
+            quiet = self.checks.quiet()
         except self.breakers.retryable() as exc:
             log.warning("aging quiet partitions' holes failed; retried when idle again", error=str(exc))
             return
-        if expired:
-            for topic, events in expired.items():
-                self.checkpoint.add_expired(topic, events)
-            self.committer.commit()
+        sent = False
+        for topic, partition in quiet:
+            if topic not in self.source_topics:
+                continue
+            try:
+                self.producer.send_raw(topic, CONTROL_KEY, EXPIRE_MARKER, partition=partition)
+                sent = True
+            except ProduceError as exc:
+                self.checks.requiet((topic, partition))
+                log.warning("cannot append an expire marker; retried when idle again",
+                            topic=topic, partition=partition, error=str(exc))  # fmt: skip
+        if sent:
+            self.producer.poll(0)
 
     @property
     def idle(self) -> bool:

@@ -89,12 +89,6 @@ class TableSink:
                 self._end[tp] = max(self._end.get(tp, NO_OFFSET), offset)
         return rows.height
 
-    def add_unread(self, rows: pl.DataFrame) -> None:
-        """Buffer rows that no read produced (gaps aged by wall time): no offsets move with them."""
-        if rows.height:
-            self._pending.append(rows)
-            self.rows += rows.height
-
     @property
     def dirty(self) -> bool:
         return bool(self._end)

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from k2.errors import K2Error
 
-__all__ = ["JavaMissingError", "KafkaDownloadError", "S3BuildError", "ServiceError", "ServiceStartError"]
+__all__ = [
+    "JarDownloadError",
+    "JavaMissingError",
+    "KafkaDownloadError",
+    "S3BuildError",
+    "ServiceError",
+    "ServiceStartError",
+    "SparkMissingError",
+]
 
 
 class ServiceError(K2Error):
@@ -23,9 +31,17 @@ class JavaMissingError(ServiceError):
     """No Java 17+ runtime, which the Kafka broker needs."""
 
 
-class KafkaDownloadError(ServiceError):
+class JarDownloadError(ServiceError):
+    """Jars could not be fetched with Maven or failed their pinned checksum."""
+
+
+class KafkaDownloadError(JarDownloadError):
     """The Kafka jars could not be fetched with Maven or failed their checksum."""
 
 
 class S3BuildError(ServiceError):
     """The local S3 server (SeaweedFS) could not be downloaded or built with Go."""
+
+
+class SparkMissingError(ServiceError):
+    """pyspark is not installed: it is K2's optional `scale` extra, too large for the default install."""

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from itertools import compress
 from typing import TypeAlias
 
@@ -90,8 +90,6 @@ class StateChecks:
         self._last_tick: dict[TopicPartition, float] = {}  # wall time of the newest fresh tick
         self._expired: set[TopicPartition] = set()  # swept by wall time since their last tick
         self._clock: Callable[[], float] = time.monotonic
-        self._swept: set[TopicPartition] = set()  # swept and not yet frozen
-        self._last_offset: dict[TopicPartition, int] = {}  # newest offset read: lineage of a wall sweep
         self._kept_ids: dict[str, list[pl.DataFrame]] = {}
         self._kept_set: dict[str, set[str]] = {}  # the same ids, for membership in O(1) per id
         self._results: list[tuple[SequenceTracker, ClassifyResult]] = []
@@ -114,17 +112,51 @@ class StateChecks:
             out[tp] = min(marks)
         return out
 
-    def process(self, kind: str, topic: str, frame: pl.DataFrame) -> CheckResult:
-        """Classify the rows each stage has not applied yet; keep everything but duplicates."""
+    def process(
+        self, kind: str, topic: str, frame: pl.DataFrame, markers: Sequence[tuple[int, int]] = ()
+    ) -> CheckResult:
+        """Classify the rows each stage has not applied yet; keep everything but duplicates.
+
+        ``markers`` are the (partition, offset) of expire markers read with the batch: each
+        partition's rows before a marker are classified, then its holes swept, then the rest, so
+        the verdicts do not depend on where the batches were cut.
+        """
+        if not markers:
+            return self._process(kind, topic, frame)
+        by_part: dict[int, list[int]] = {}
+        for p, o in sorted(markers):
+            by_part.setdefault(p, []).append(o)
+        phase = np.zeros(frame.height, dtype=np.int64)
+        if frame.height:
+            parts = frame.get_column("_partition").to_numpy()
+            offs = frame.get_column("_offset").to_numpy()
+            for p, offsets in by_part.items():
+                rows = parts == p
+                phase[rows] = np.searchsorted(np.asarray(offsets), offs[rows])
+        keep = np.ones(frame.height, dtype=bool)
+        events: list[pl.DataFrame] = []
+        for k in range(max(len(o) for o in by_part.values()) + 1):
+            rows = np.flatnonzero(phase == k)
+            if rows.size or k == 0:
+                part = self._process(kind, topic, frame[rows] if rows.size < frame.height else frame)
+                keep[rows] = part.keep.to_numpy()
+                if part.gap_events is not None and part.gap_events.height:
+                    events.append(part.gap_events)
+            for p, offsets in by_part.items():
+                if k < len(offsets) and (swept := self.sweep(kind, topic, p, offsets[k])) is not None:
+                    events.append(swept)
+        gaps = pl.concat(events, how="vertical_relaxed") if events else None
+        return CheckResult(keep=pl.Series("keep", keep, dtype=pl.Boolean), gap_events=gaps)
+
+    def _process(self, kind: str, topic: str, frame: pl.DataFrame) -> CheckResult:
         self._topics.add(topic)
         self._kinds[topic] = kind
         keep = pl.Series("keep", [True] * frame.height, dtype=pl.Boolean)
         if frame.is_empty():
             return CheckResult(keep=keep)
         now = self._clock()
-        for p, last in frame.group_by("_partition").agg(pl.col("_offset").max()).iter_rows():
+        for p in frame.get_column("_partition").unique().to_list():
             self._last_tick[(topic, p)] = now
-            self._last_offset[(topic, p)] = last
             self._expired.discard((topic, p))
         fresh = _fresh(frame, topic, self._floor_seq)
         tracker = self._tracker(kind)
@@ -177,17 +209,15 @@ class StateChecks:
             )
         return tracker
 
-    def expire(self) -> dict[str, pl.DataFrame]:
-        """The wall-clock fallback: sweep the young holes of owned partitions without a tick for
-        ``reorder_timeout`` seconds (their exchange clock stopped: a feed that ended or paused).
-
-        Deterministic values (detected_at = opening + timeout) but not a deterministic moment: see
-        :meth:`SequenceTracker.expire`. Each partition is swept once per quiet spell.
+    def quiet(self) -> list[TopicPartition]:
+        """Owned partitions without a tick for ``reorder_timeout`` seconds of wall time whose exchange
+        clock holds young holes: the ones whose owner should append an expire marker
+        (``k2.stream.control``). Each is named once per quiet spell.
         """
         if self.reorder_timeout is None:
-            return {}
+            return []
         now = self._clock()
-        out: dict[str, pl.DataFrame] = {}
+        out: list[TopicPartition] = []
         for tp in list(self._floor_seq):
             topic, p = tp
             kind = self._kinds.get(topic)
@@ -195,23 +225,37 @@ class StateChecks:
             if kind is None or tp in self._expired or now - last < self.reorder_timeout:
                 continue
             self._expired.add(tp)
-            tracker = self._tracker(kind)
-            clocks = self._clocks([(kind, p)])
-            if not any(c.holes for c in clocks.values()):
-                continue
-            keys = [(kind, e, s) for c in clocks.values() for e, s, _ in c.holes]
-            result = tracker.expire(clocks, self._states(keys))
-            self._pending.update(result.states)
-            self._pending_clocks.update(result.clocks)
-            self._results.append((tracker, result))
-            self._swept.add(tp)
-            # lineage: the partition's newest tick read, after which the hole aged by wall time
-            events = result.gaps.with_columns(
-                pl.col("event").cast(pl.String),
-                pl.lit(self._last_offset.get(tp, 0), pl.Int64).alias("_offset"),
-            ).rename({"_partition": "kafka_partition", "_offset": "kafka_offset"})
-            out[topic] = pl.concat([out[topic], events]) if topic in out else events
+            if any(c.holes for c in self._clocks([(kind, p)]).values()):
+                out.append(tp)
         return out
+
+    def requiet(self, tp: TopicPartition) -> None:
+        """Name ``tp`` again at the next :meth:`quiet` (its marker could not be sent)."""
+        self._expired.discard(tp)
+
+    def sweep(self, kind: str, topic: str, partition: int, offset: int) -> pl.DataFrame | None:
+        """Record every young hole of the partition's clock now: an expire marker read at ``offset``.
+
+        The wall-clock fallback, made a function of the stream: detected_at = each hole's opening +
+        timeout (exchange time), lineage the marker's offset. Skipped below the stage's floor (the
+        stored state already holds that sweep). See :meth:`SequenceTracker.expire`.
+        """
+        if self.reorder_timeout is None or offset < (self._floor_seq.get((topic, partition)) or 0):
+            return None
+        self._topics.add(topic)
+        self._kinds[topic] = kind
+        tracker = self._tracker(kind)
+        clocks = self._clocks([(kind, partition)])
+        if not any(c.holes for c in clocks.values()):
+            return None
+        keys = [(kind, e, s) for c in clocks.values() for e, s, _ in c.holes]
+        result = tracker.expire(clocks, self._states(keys))
+        self._pending.update(result.states)
+        self._pending_clocks.update(result.clocks)
+        self._results.append((tracker, result))
+        return result.gaps.with_columns(
+            pl.col("event").cast(pl.String), pl.lit(offset, pl.Int64).alias("_offset")
+        ).rename({"_partition": "kafka_partition", "_offset": "kafka_offset"})
 
     def _clocks(self, keys: list[ClockKey]) -> dict[ClockKey, PartitionClock]:
         """Partition clocks, newest layer first like :meth:`_states`."""
@@ -291,13 +335,6 @@ class StateChecks:
         """
         ours = {tp: o for tp, o in end.items() if tp[0] in self._topics}
         seq_tokens = [_advance(tp, o, self._expected_seq) for tp, o in ours.items()]
-        # partitions swept by wall time and not read since: fenced, their token unchanged
-        seq_tokens += [
-            PartitionToken(tp[0], tp[1], self._expected_seq[tp], self._expected_seq[tp] or 0)
-            for tp in self._swept
-            if tp not in ours and self._expected_seq.get(tp) is not None
-        ]
-        self._swept = set()
         # each partition's ids go to its own Deduplicator, the one that judged them
         dedup_tokens = {
             tp: (self.owned[tp], _advance(tp, o, self._expected_dedup))
@@ -333,12 +370,10 @@ class StateChecks:
         and the dedup state of the partitions that leave (saved first, for a quick return)."""
         self._pending, self._kept_ids, self._kept_set, self._results = {}, {}, {}, []
         self._pending_clocks = {}
-        self._swept = set()
         with self._lock:
             self._frozen = []
         for tp in partitions:
             self._last_tick.pop(tp, None)
-            self._last_offset.pop(tp, None)
             self._expired.discard(tp)
             for known in (self._floor_seq, self._floor_dedup, self._expected_seq, self._expected_dedup):
                 known.pop(tp, None)

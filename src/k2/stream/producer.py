@@ -294,19 +294,27 @@ class TickProducer:
         poll(0)
         return done
 
-    def _produce_when_room(self, topic: str, value: bytes, key: Any, headers: Any = None) -> None:
-        produce_when_room(self._producer, topic, value, key, headers=headers)
+    def _produce_when_room(
+        self, topic: str, value: bytes, key: Any, headers: Any = None, partition: int | None = None
+    ) -> None:
+        produce_when_room(self._producer, topic, value, key, partition, headers=headers)
 
     def send_raw(
-        self, topic: str, key: bytes | None, value: bytes, headers: dict[str, str] | None = None
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: dict[str, str] | None = None,
+        *,
+        partition: int | None = None,
     ) -> None:
-        """Queue one message as is (replays, tests, tools).
+        """Queue one message as is (replays, tests, tools, control markers), to ``partition`` if given.
 
         Raises:
             ProduceError: Kafka refused the message.
         """
         self._check_usable(topic)
-        self._produce_one(topic, key, value, list(headers.items()) if headers else None)
+        self._produce_one(topic, key, value, list(headers.items()) if headers else None, partition)
 
     def send_dead_letter(self, letter: DeadLetter) -> None:
         """Queue a dead letter on the DLQ topic (original bytes, reason/source/time headers).
@@ -318,12 +326,17 @@ class TickProducer:
         self._check_usable(topic)
         self._produce_one(topic, letter.key, letter.value, letter.headers())
 
-    def _produce_one(self, topic: str, key: bytes | None, value: bytes, headers: Any) -> None:
+    def _produce_one(
+        self, topic: str, key: bytes | None, value: bytes, headers: Any, partition: int | None = None
+    ) -> None:
         try:
             try:
-                self._producer.produce(topic, value, key, headers=headers)
+                if partition is None:
+                    self._producer.produce(topic, value, key, headers=headers)
+                else:
+                    self._producer.produce(topic, value, key, partition, headers=headers)
             except BufferError:
-                self._produce_when_room(topic, value, key, headers)
+                self._produce_when_room(topic, value, key, headers, partition)
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
             self._metrics.errors.labels(topic).inc()

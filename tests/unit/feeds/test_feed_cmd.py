@@ -40,6 +40,8 @@ def app() -> typer.Typer:
         (["simulate", "--symbols", "AAA,AAA"], 2, "distinct"),
         (["simulate", "--start", "2024-13-01"], 2, "ISO date"),
         (["simulate", "--late-fill-fraction", "1.5"], 2, "--late-fill-fraction"),
+        (["simulate", "--liquidity", "pareto"], 2, "lognormal or zipf"),
+        (["simulate", "--liquidity", "zipf", "--zipf-exponent", "0"], 2, "--zipf-exponent"),
         (["asx", "{data}", "--speed", "2", "--as-fast-as-possible"], 2, "not both"),
         (["asx", "{data}", "--symbols", "XYZ"], 2, "BHP, DVN, MWR, RIO"),
         (["asx", "{data}", "--days", "10/03/2014"], 2, "ISO date"),

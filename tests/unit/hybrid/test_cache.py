@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 from k2.config.hybrid import HybridSettings
 from k2.hybrid.cache import NEVER_COMMITTED, TailCache
 from k2.hybrid.decoder import TailDecoder
 from k2.schemas import encode_batch
+from k2.stream.control import EXPIRE_MARKER
 from tests.unit.hybrid.conftest import FakeSource, ticks
 
 T = "k2.trades"
@@ -150,3 +152,11 @@ def test_a_broker_slower_than_the_read_timeout_gives_a_prefix_and_the_reason() -
     assert part.end == 3 and part.high_watermark == 5
     assert part.truncated is not None and part.truncated.startswith("read_timeout")
     source.high_watermarks = real  # type: ignore[method-assign]
+
+
+def test_the_tail_skips_expire_markers_without_counting_them_as_dead_letters() -> None:
+    good = encode_batch("trades", ticks("trades", ["BHP"] * 3, [1, 2, 3]))
+    values: list[bytes | None] = [good[0], EXPIRE_MARKER, good[1], good[2]]
+    decoded = TailDecoder(300.0).decode("trades", values, np.zeros(4, np.int32), np.arange(4, dtype=np.int64))
+    assert decoded.rows["kafka_offset"].to_list() == [0, 2, 3]
+    assert decoded.dead_letters == 0

@@ -7,7 +7,7 @@ the committer are the real ones.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -113,15 +113,19 @@ class RecordingChecks(BatchChecks):
         self.calls: list[tuple[str, Any]] = []
         self.committed: list[Offsets] = []
         self.seen: list[tuple[int, int]] = []  # (partition, offset) of every row classified
+        self.markers: list[tuple[int, int]] = []  # (partition, offset) of every expire marker read
 
     def assign(self, partitions: list[TopicPartition]) -> Offsets:
         self.calls.append(("assign", sorted(partitions)))
         return {tp: self.tokens[tp] for tp in partitions if tp in self.tokens}
 
-    def process(self, kind: str, topic: str, frame: pl.DataFrame) -> CheckResult:
+    def process(
+        self, kind: str, topic: str, frame: pl.DataFrame, markers: Sequence[tuple[int, int]] = ()
+    ) -> CheckResult:
         if self.fail:
             raise StateStoreError("redis is down", backend="redis")
         self.calls.append(("process", frame.height))
+        self.markers += markers
         self.seen += frame.select("_partition", "_offset").iter_rows()
         return CheckResult(keep=~frame.get_column("sequence").is_in(list(self.duplicates)))
 

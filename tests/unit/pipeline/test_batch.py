@@ -15,6 +15,7 @@ from k2.resilience.tiers import PriorityTiers
 from k2.schemas import encode_batch
 from k2.schemas.validate import Validator
 from k2.state.errors import StateStoreError
+from k2.stream.control import EXPIRE_MARKER
 from tests.unit.pipeline.fakes import FakeProducer, FakeSpill, RecordingChecks, sink, ticks, trades_schema
 
 SOURCE, SPILL = "k2.trades", "k2.spill.trades"
@@ -88,6 +89,17 @@ def test_an_undecodable_payload_is_dead_lettered_and_its_offset_still_read() -> 
     assert [letter.source for letter in rig.producer.dead_letters] == ["topic=k2.trades partition=0 offset=1"]
     assert rig.trades.rows == 2 and rig.checkpoint.read_end == {(SOURCE, 0): 3}
     assert rig.stats.dead_letters == 1
+
+
+def test_an_expire_marker_is_no_tick_and_reaches_the_checks_at_its_offset() -> None:
+    rig = Rig()
+    good = encode_batch("trades", ticks(["BHP"] * 3, [1, 2, 3]))
+    rig.process(messages(SOURCE, 0, 0, [good[0], b"\x00garbage", EXPIRE_MARKER, good[1], good[2]]))
+    assert rig.checks.markers == [(0, 2)]
+    assert sorted(rig.checks.seen) == [(0, 0), (0, 3), (0, 4)]  # the ticks keep their offsets
+    assert [letter.source for letter in rig.producer.dead_letters] == ["topic=k2.trades partition=0 offset=1"]
+    assert rig.trades.rows == 3 and rig.checkpoint.read_end == {(SOURCE, 0): 5}  # its offset is read
+    assert rig.stats.messages == 4  # the marker is not a message of the feed
 
 
 def test_a_replay_below_the_watermark_is_neither_written_nor_dead_lettered_again() -> None:

@@ -141,15 +141,6 @@ def test_the_gap_watermark_moves_without_events_only_now_and_then_or_at_the_fina
     assert final is not None and final.gaps is not None and final.gaps.end == {(TOPIC, 0): 2}
 
 
-def test_expired_gap_events_make_a_checkpoint_without_a_read() -> None:
-    rig = Rig()
-    rig.cp.add_expired(TOPIC, GAP_ROWS)
-    frozen = rig.cp.freeze()
-    assert frozen is not None and frozen.end == {} and frozen.gaps is not None and frozen.gaps.rows == 1
-    frozen.commit()
-    assert rig.gap_table.rows.height == 1 and rig.gap_table.head == {}  # no offsets move with them
-
-
 def test_discard_forgets_everything_uncommitted() -> None:
     rig = Rig()
     rig.read(0, [1, 2], gaps=True)

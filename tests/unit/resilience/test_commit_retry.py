@@ -55,7 +55,7 @@ class FakeChecks(BatchChecks):
     def assign(self, partitions: list[TopicPartition]) -> Offsets:
         return {}
 
-    def process(self, kind: str, topic: str, frame: Any) -> CheckResult:
+    def process(self, kind: str, topic: str, frame: Any, markers: Any = ()) -> CheckResult:
         raise NotImplementedError
 
     def prepare(self, end: Offsets) -> Callable[[], None]:

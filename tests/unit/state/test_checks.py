@@ -200,7 +200,7 @@ def test_dedup_state_is_held_only_for_owned_partitions(tmp_path: Path) -> None:
         checks.process("trades", TOPIC, rows)  # partition 0: no state loaded, no verdict
 
 
-def test_a_partition_quiet_for_the_timeout_has_its_holes_aged_by_wall_time(tmp_path: Path) -> None:
+def test_a_partition_quiet_for_the_timeout_is_named_once_and_its_marker_sweeps_it(tmp_path: Path) -> None:
     checks = StateChecks(EmbeddedSequenceStore(tmp_path), reorder_window=64, reorder_timeout=2.0)
     wall = [100.0]
     checks._clock = lambda: wall[0]
@@ -209,27 +209,57 @@ def test_a_partition_quiet_for_the_timeout_has_its_holes_aged_by_wall_time(tmp_p
     assert checks.process("trades", TOPIC, batch).gap_events.is_empty()  # type: ignore[union-attr]
     checks.prepare(_end(batch))()
     wall[0] = 101.0
-    assert checks.expire() == {}  # not quiet long enough
+    assert checks.quiet() == []  # not quiet long enough
     wall[0] = 102.5
-    events = checks.expire()[TOPIC]
-    assert events.select(
+    assert checks.quiet() == [(TOPIC, 0)]
+    assert checks.quiet() == []  # once per quiet spell
+    checks.requiet((TOPIC, 0))  # the marker could not be sent
+    assert checks.quiet() == [(TOPIC, 0)]
+    # the marker comes back at offset 2: the sweep has an offset, like a tick
+    result = checks.process("trades", TOPIC, batch.clear(), markers=[(0, 2)])
+    assert result.gap_events is not None
+    assert result.gap_events.select(
         "event", "first_missing", "last_missing", "kafka_partition", "kafka_offset"
-    ).rows() == [("opened", 2, 2, 0, 1)]
-    assert checks.expire() == {}  # once per quiet spell
-    checks.prepare({})()  # committed, fenced by the unchanged token
+    ).rows() == [("opened", 2, 2, 0, 2)]
+    checks.prepare({(TOPIC, 0): 3})()  # the marker's offset moves the token
     again = StateChecks(EmbeddedSequenceStore(tmp_path), reorder_window=64, reorder_timeout=2.0)
-    again.assign([(TOPIC, 0)])
-    late = make_batch("trades", [("ASX", "BHP", D0, 2)], partitions=1, first_offsets={0: 2})
+    assert again.assign([(TOPIC, 0)]) == {(TOPIC, 0): 3}
+    replay = again.process("trades", TOPIC, batch.clear(), markers=[(0, 2)])  # below the token
+    assert replay.gap_events is None  # already applied: swept once
+    late = make_batch("trades", [("ASX", "BHP", D0, 2)], partitions=1, first_offsets={0: 3})
     result = again.process("trades", TOPIC, late)
     assert result.gap_events["event"].to_list() == ["recovered"]  # type: ignore[index]
 
 
-def test_expire_after_only_empty_batches_does_not_fail(tmp_path: Path) -> None:
+def test_a_marker_splits_its_partition_rows_so_verdicts_do_not_depend_on_batching(tmp_path: Path) -> None:
+    """Ticks before a marker are classified before its sweep, the ones after it after."""
+    rows = [("ASX", "BHP", D0, 1), ("ASX", "BHP", D0, 3), ("ASX", "BHP", D0, 2)]
+    batch = make_batch("trades", rows, partitions=1)
+    # offsets 0, 1, then the marker at 2, then the late sequence 2 at offset 3: swept, then filled
+    marked = batch.with_columns(pl.Series("_offset", [0, 1, 3], dtype=pl.Int64))
+    whole = StateChecks(EmbeddedSequenceStore(tmp_path / "a"), reorder_window=64, reorder_timeout=2.0)
+    whole.assign([(TOPIC, 0)])
+    one = whole.process("trades", TOPIC, marked, markers=[(0, 2)])
+    assert one.gap_events is not None
+    assert one.gap_events.select("event", "kafka_offset").rows() == [("opened", 2), ("recovered", 3)]
+    assert one.keep.to_list() == [True, True, True]
+    cut = StateChecks(EmbeddedSequenceStore(tmp_path / "b"), reorder_window=64, reorder_timeout=2.0)
+    cut.assign([(TOPIC, 0)])
+    first = cut.process("trades", TOPIC, marked.head(2))
+    second = cut.process("trades", TOPIC, marked.tail(1), markers=[(0, 2)])
+    events = [e for e in (first.gap_events, second.gap_events) if e is not None and e.height]
+    assert pl.concat(events).select("event", "kafka_offset").rows() == [("opened", 2), ("recovered", 3)]
+
+
+def test_quiet_after_only_empty_batches_does_not_fail(tmp_path: Path) -> None:
     checks = StateChecks(EmbeddedSequenceStore(tmp_path), reorder_window=64, reorder_timeout=2.0)
     wall = [100.0]
     checks._clock = lambda: wall[0]
     checks.assign([(TOPIC, 0)])
-    checks.process("trades", TOPIC, make_batch("trades", [("ASX", "BHP", D0, 1)], partitions=1).clear())
-    assert checks.expire() == {}  # the quiet spell starts
+    empty = make_batch("trades", [("ASX", "BHP", D0, 1)], partitions=1).clear()
+    checks.process("trades", TOPIC, empty)
+    assert checks.quiet() == []  # the quiet spell starts
     wall[0] = 110.0
-    assert checks.expire() == {}  # no tracker was needed yet: made now, and nothing is pending
+    assert checks.quiet() == []  # no young hole: nothing to sweep
+    swept = checks.process("trades", TOPIC, empty, markers=[(0, 5)])
+    assert swept.keep.len() == 0 and swept.gap_events is None

@@ -7,6 +7,9 @@ command -v mvn >/dev/null 2>&1 || missing+=(maven)
 # the dashboard's browser test (tests/integration/test_dashboard.py) drives Debian's chromium headless
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+# Go builds the local S3 server (SeaweedFS) from its Go module on its first start (`k2 services up s3`,
+# the S3 warehouse test); an older Go fetches the toolchain SeaweedFS asks for through the module proxy.
+command -v go >/dev/null 2>&1 || [ -x /usr/local/go/bin/go ] || missing+=(golang-go)
 if ! command -v java >/dev/null 2>&1; then
   missing+=(openjdk-17-jre-headless)
 fi

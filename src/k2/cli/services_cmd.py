@@ -17,13 +17,16 @@ __all__ = ["app"]
 
 app = typer.Typer(
     help=(
-        "Run the local services: Apache Kafka (KRaft, jars fetched once with Maven) and redis-server. "
+        "Run the local services: Apache Kafka (KRaft, jars fetched once with Maven), redis-server and, for a "
+        "warehouse on s3://, an S3 server (SeaweedFS, built once with Go). "
         "Nothing is started for a service configured as external."
     ),
     no_args_is_help=True,
 )
 
-_NAMES = typer.Argument(None, help="kafka and/or redis (default: both).")
+_NAMES = typer.Argument(
+    None, help="kafka, redis and/or s3 (default: kafka and redis, and s3 when the warehouse is on s3://)."
+)
 _STYLE = {"running": "green", "external": "green", "stopped": "dim", "stale": "yellow",
           "unhealthy": "red", "unreachable": "red"}  # fmt: skip
 
@@ -75,7 +78,9 @@ def up(
         )
     launcher = _launcher(context)
     start = time.perf_counter()
-    with context.err.status("starting services (the first start fetches the Kafka jars with Maven)…"):
+    with context.err.status(
+        "starting services (the first start fetches the Kafka jars with Maven, and builds the S3 server with Go)…"
+    ):
         statuses = launcher.up(names, timeout_s=timeout)
     context.console.print(_table(statuses))
     context.console.print(f"ready in {time.perf_counter() - start:.1f}s")
@@ -111,7 +116,7 @@ def status(
 @handle_errors
 def logs(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="kafka or redis."),
+    name: str = typer.Argument(..., help="kafka, redis or s3."),
     lines: int = typer.Option(50, "--lines", "-n", min=1, help="How many lines from the end."),
 ) -> None:
     """Print the tail of a service's log."""

@@ -16,6 +16,7 @@ from k2.config.sections import (
     LogSettings,
     PipelineSettings,
     RedisSettings,
+    S3Settings,
     StateSettings,
 )
 from k2.config.settings import DEFAULT_CONFIG_FILE, Settings, derive, load_settings
@@ -30,6 +31,7 @@ __all__ = [
     "PipelineSettings",
     "RedisSettings",
     "ResilienceSettings",
+    "S3Settings",
     "Settings",
     "StateSettings",
     "derive",

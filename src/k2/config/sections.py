@@ -18,6 +18,7 @@ __all__ = [
     "LogSettings",
     "PipelineSettings",
     "RedisSettings",
+    "S3Settings",
     "StateSettings",
 ]
 
@@ -153,6 +154,65 @@ class RedisSettings(_Section):
             return None
         try:
             return self.password_file.read_text().strip() or None
+        except OSError:
+            return None
+
+
+class S3Settings(_Section):
+    """Object storage for a warehouse at ``s3://bucket/...``: a local SeaweedFS K2 runs, or any S3.
+
+    Only read when ``lake.warehouse`` starts with ``s3://``. The local server is SeaweedFS, built
+    once from its Go module (``k2.services.weed``), listening on loopback.
+    """
+
+    endpoint: str | None = Field(
+        None,
+        description="External S3 endpoint, e.g. https://s3.ap-southeast-2.amazonaws.com or a MinIO's "
+        "URL. Unset: K2 runs a local SeaweedFS on 127.0.0.1:port.",
+    )
+    port: int = Field(
+        18333,
+        ge=1,
+        le=65528,
+        description="S3 port of the local SeaweedFS; its master, volume and filer use port+1..port+7.",
+    )
+    region: str = Field("us-east-1", min_length=1, description="Region the requests are signed for.")
+    access_key_id: str = Field("k2", min_length=1, description="S3 access key id.")
+    secret_access_key: SecretStr | None = Field(
+        None,
+        description="S3 secret key. Unset with the local server: generated on its first start "
+        "(mode 0600, secret_file); required with an external endpoint.",
+    )
+    secret_file: Path | None = Field(
+        None, description="The local server's secret key. Unset: <data_dir>/services/s3/secret."
+    )
+    version: str = Field(
+        "v0.0.0-20261109003541-7506e5f91cd6",
+        pattern=r"^v\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$",
+        description="Go module version of github.com/seaweedfs/seaweedfs built for the local server.",
+    )
+
+    @property
+    def managed(self) -> bool:
+        return self.endpoint is None
+
+    @property
+    def effective_endpoint(self) -> str:
+        return self.endpoint or f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ports(self) -> list[int]:
+        """The local server's ports: S3 first, then master, volume and filer (HTTP, gRPC), S3 gRPC."""
+        return [self.port + i for i in range(8)]
+
+    def secret(self) -> str | None:
+        """The secret key: configured, or the local server's once K2 has generated it (None before)."""
+        if self.secret_access_key is not None:
+            return self.secret_access_key.get_secret_value()
+        if self.secret_file is None or not self.managed:
+            return None
+        try:
+            return self.secret_file.read_text().strip() or None
         except OSError:
             return None
 

@@ -31,6 +31,7 @@ from k2.config.sections import (
     LogSettings,
     PipelineSettings,
     RedisSettings,
+    S3Settings,
     StateSettings,
 )
 from k2.errors import ConfigError
@@ -58,6 +59,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()
     lake: LakeSettings = LakeSettings()
+    s3: S3Settings = S3Settings()
     pipeline: PipelineSettings = PipelineSettings()
     state: StateSettings = StateSettings()
     api: ApiSettings = ApiSettings()
@@ -73,7 +75,7 @@ class Settings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _redis_password_file(cls, data: Any) -> Any:
-        """Name the local Redis password file under data_dir (no I/O: the launcher writes it)."""
+        """Name the local Redis password and S3 secret files under data_dir (no I/O: the launcher writes them)."""
         if not isinstance(data, dict):
             return data
         redis = data.get("redis")
@@ -84,6 +86,14 @@ class Settings(BaseSettings):
             data_dir = Path(str(data.get("data_dir") or ".k2")).expanduser().resolve()
             redis["password_file"] = data_dir / "services" / "redis" / "password"
             data = {**data, "redis": redis}
+        s3 = data.get("s3")
+        if isinstance(s3, S3Settings):
+            s3 = s3.model_dump()
+        s3 = dict(s3) if isinstance(s3, dict) else {}
+        if s3.get("secret_file") is None:
+            data_dir = Path(str(data.get("data_dir") or ".k2")).expanduser().resolve()
+            s3["secret_file"] = data_dir / "services" / "s3" / "secret"
+            data = {**data, "s3": s3}
         return data
 
     @classmethod
@@ -127,6 +137,7 @@ class Settings(BaseSettings):
             "redis_url": _mask_url(self.redis.effective_url),
             "catalog_uri": _mask_url(self.catalog_uri),
             "warehouse": self.warehouse,
+            "s3_endpoint": self.s3.effective_endpoint if self.warehouse.startswith("s3://") else None,
         }
         return data
 

@@ -7,6 +7,7 @@ from pyiceberg.catalog.sql import SqlCatalog
 
 from k2.config import Settings
 from k2.lake.errors import CatalogError
+from k2.lake.storage import file_io_properties
 
 __all__ = ["open_catalog"]
 
@@ -14,8 +15,12 @@ __all__ = ["open_catalog"]
 def open_catalog(settings: Settings) -> Catalog:
     """The SQL catalog named by the settings, with its namespace created.
 
+    A warehouse at ``s3://`` gets the S3 section's endpoint, region and keys as FileIO
+    properties: every table the catalog loads reads and writes through them.
+
     Raises:
         CatalogError: the URI's driver is not installed or the catalog cannot be reached.
+        StorageError: the warehouse is on K2's local S3 server, not started yet.
     """
     uri = settings.catalog_uri
     if uri.startswith("sqlite:///"):
@@ -24,8 +29,11 @@ def open_catalog(settings: Settings) -> Catalog:
         from pathlib import Path
 
         Path(settings.warehouse.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+    io_properties = file_io_properties(settings)
     try:
-        catalog = SqlCatalog(settings.lake.catalog_name, uri=uri, warehouse=settings.warehouse)
+        catalog = SqlCatalog(
+            settings.lake.catalog_name, uri=uri, warehouse=settings.warehouse, **io_properties
+        )
     except ModuleNotFoundError as exc:
         raise CatalogError(
             f"the catalog URI needs a driver that is not installed ({exc.name}); "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from k2.errors import K2Error
 
-__all__ = ["CatalogError", "LakeError", "StaleWriterError", "TableMissingError"]
+__all__ = ["CatalogError", "LakeError", "StaleWriterError", "StorageError", "TableMissingError"]
 
 
 class LakeError(K2Error):
@@ -13,6 +13,10 @@ class LakeError(K2Error):
 
 class CatalogError(LakeError):
     """The catalog could not be opened (bad URI, missing driver extra)."""
+
+
+class StorageError(LakeError):
+    """The warehouse's storage (local disk or S3) could not be reached, listed or configured."""
 
 
 class TableMissingError(LakeError):

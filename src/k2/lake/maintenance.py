@@ -9,6 +9,7 @@ starts again on the new head instead of overwriting it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections import defaultdict
@@ -26,6 +27,7 @@ from pyiceberg.table import Table
 from k2.lake.errors import LakeError
 from k2.lake.offsets import OFFSETS_KEY, encode_offsets, table_offsets
 from k2.lake.stamp import next_stamp, stamping
+from k2.lake.storage import canonical, list_files
 from k2.observability.logging import get_logger
 
 __all__ = [
@@ -276,45 +278,42 @@ def remove_orphan_files(
     committed. pyiceberg's snapshot expiry deletes nothing, so this is what reclaims space.
     Snapshots share most manifests, and a manifest never changes: each is read once per call,
     and once per process with a ``cache`` (pruned here to the manifests still referenced).
-    """
-    import os
+    Listing and deleting go through the table's FileIO, so this works on local disk and on S3
+    alike; the locations returned are canonical (``k2.lake.storage.canonical``).
 
+    Raises:
+        StorageError: the table's location could not be listed.
+    """
     table = table.refresh()
-    referenced: set[str] = {_local(table.metadata_location)}
-    referenced.update(_local(entry.metadata_file) for entry in table.metadata.metadata_log)
+    referenced: set[str] = {canonical(table.metadata_location)}
+    referenced.update(canonical(entry.metadata_file) for entry in table.metadata.metadata_log)
     files_of: dict[str, tuple[str, ...]] = {}
     memo = cache if cache is not None else {}
     for snapshot in table.snapshots():
-        referenced.add(_local(snapshot.manifest_list))
+        referenced.add(canonical(snapshot.manifest_list))
         for manifest in snapshot.manifests(table.io):
             path = manifest.manifest_path
             if path in files_of:
                 continue
             if path not in memo:
                 entries = manifest.fetch_manifest_entry(table.io, discard_deleted=False)
-                memo[path] = tuple(_local(e.data_file.file_path) for e in entries)
+                memo[path] = tuple(canonical(e.data_file.file_path) for e in entries)
             files_of[path] = memo[path]
     for manifest_path, data_files in files_of.items():
-        referenced.add(_local(manifest_path))
+        referenced.add(canonical(manifest_path))
         referenced.update(data_files)
     if cache is not None:
         for stale in set(cache) - set(files_of):
             del cache[stale]
-    root = _local(table.location())
     cutoff = time.time() - older_than.total_seconds()
     removed: list[str] = []
-    for folder, _dirs, files in os.walk(root):
-        for name in files:
-            path = os.path.join(folder, name)
-            if path not in referenced and os.path.getmtime(path) < cutoff:
-                removed.append(path)
-                if not dry_run:
-                    os.remove(path)
+    for stored in list_files(table.io, table.location()):
+        if stored.location not in referenced and stored.mtime_s < cutoff:
+            removed.append(stored.location)
+            if not dry_run:
+                with contextlib.suppress(FileNotFoundError):  # another cleaner got there first
+                    table.io.delete(stored.location)
     return removed
-
-
-def _local(location: str) -> str:
-    return location.removeprefix("file://")
 
 
 def ensure_properties(table: Table, wanted: dict[str, str]) -> bool:

@@ -27,6 +27,7 @@ from k2.query.planner import SnapshotPlanner, TableSource
 from k2.query.rows import RowCache
 from k2.query.runner import DuckRunner
 from k2.query.sql import cut_relation
+from k2.query.storage import duckdb_filesystem
 
 __all__ = ["LakeReader", "QueryLimits", "Result", "Scan"]
 
@@ -131,6 +132,9 @@ class LakeReader:
         self.catalog, self.namespace, self.limits = catalog, namespace, limits
         self.refresh_interval_s = refresh_interval_s
         self.runner = runner or DuckRunner(threads=threads)
+        filesystem = duckdb_filesystem(catalog.properties)
+        if filesystem is not None:  # a warehouse on S3: DuckDB reads it through the FileIO's filesystem
+            self.runner.register_filesystem(filesystem)
         self.rows = RowCache(row_cache_rows)
         self._sources: dict[str, TableSource] = {}
         self._schemas: dict[tuple[str, int], pa.Schema] = {}

@@ -91,6 +91,13 @@ class DuckRunner:
         self.max_concurrent = max_concurrent
         self._slots = threading.BoundedSemaphore(max_concurrent)
 
+    def register_filesystem(self, filesystem: Any) -> None:
+        """Let DuckDB read a scheme through an fsspec filesystem (S3, k2.query.storage); once each."""
+        names = set(self._db.list_filesystems())
+        protocols = filesystem.protocol if isinstance(filesystem.protocol, tuple) else (filesystem.protocol,)
+        if not names.intersection({type(filesystem).__name__, *protocols}):
+            self._db.register_filesystem(filesystem)
+
     def setting(self, name: str) -> Any:
         """A DuckDB setting's current value (memory_limit, temp_directory…)."""
         row = self._db.cursor().execute("SELECT current_setting(?)", [name]).fetchone()

@@ -8,6 +8,7 @@ __all__ = [
     "JarDownloadError",
     "JavaMissingError",
     "KafkaDownloadError",
+    "S3BuildError",
     "ServiceError",
     "ServiceStartError",
     "SparkMissingError",
@@ -36,6 +37,10 @@ class JarDownloadError(ServiceError):
 
 class KafkaDownloadError(JarDownloadError):
     """The Kafka jars could not be fetched with Maven or failed their checksum."""
+
+
+class S3BuildError(ServiceError):
+    """The local S3 server (SeaweedFS) could not be downloaded or built with Go."""
 
 
 class SparkMissingError(ServiceError):

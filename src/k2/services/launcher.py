@@ -11,10 +11,11 @@ from k2.services.errors import ServiceError
 from k2.services.kafka import KafkaService
 from k2.services.process import tail
 from k2.services.redis import RedisService
+from k2.services.s3 import S3Service
 
 __all__ = ["SERVICE_NAMES", "Launcher"]
 
-SERVICE_NAMES = ("kafka", "redis")
+SERVICE_NAMES = ("kafka", "redis", "s3")
 log = get_logger(__name__)
 
 
@@ -25,10 +26,14 @@ class Launcher:
         self.services: dict[str, Service] = {
             "kafka": KafkaService(settings),
             "redis": RedisService(settings),
+            "s3": S3Service(settings),
         }
+        # Without names: Kafka and Redis, and S3 only for a warehouse on s3:// (its first start builds it).
+        on_s3 = settings.warehouse.startswith(("s3://", "s3a://", "s3n://"))
+        self.default_names = ("kafka", "redis", "s3") if on_s3 else ("kafka", "redis")
 
     def _pick(self, names: Iterable[str] | None) -> list[Service]:
-        chosen = list(names) if names else list(SERVICE_NAMES)
+        chosen = list(names) if names else list(self.default_names)
         unknown = [n for n in chosen if n not in self.services]
         if unknown:
             raise ServiceError(

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psutil
 
-__all__ = ["OwnedProcess", "free_port", "port_in_use", "spawn", "tail", "wait_until"]
+__all__ = ["OwnedProcess", "free_port", "port_in_use", "spawn", "tail", "wait_until", "write_private"]
 
 
 @dataclass(frozen=True)
@@ -165,3 +165,13 @@ def free_port_block(count: int) -> int:
         if base + count <= 65535 and not any(port_in_use(base + i) for i in range(1, count)):
             return base
     raise RuntimeError(f"no {count} consecutive free ports found")
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read, created that way (no window with wider modes)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    tmp.replace(path)

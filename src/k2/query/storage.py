@@ -1,0 +1,46 @@
+"""DuckDB reading table files on S3 through the lake's own FileIO filesystem.
+
+DuckDB reads ``s3://`` itself only with its httpfs extension, which it downloads from its own
+extension host at run time (nothing K2 installs can supply it: the PyPI builds of the extension
+lag DuckDB's releases, and an extension must match DuckDB's exact version). Instead the pyarrow
+S3 filesystem that pyiceberg's FileIO builds from the catalog's properties (endpoint, region,
+keys) is registered with DuckDB as an fsspec filesystem for the ``s3``/``s3a``/``s3n`` schemes. Every
+query keeps its ``read_parquet(...)`` SQL, its footer cache and its ``filename`` column, and reads
+exactly what Iceberg wrote, with the same credentials.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fsspec.implementations.arrow import ArrowFSWrapper
+from pyiceberg.io.pyarrow import PyArrowFileIO
+
+from k2.lake.storage import S3_SCHEMES, arrow_filesystem, is_object_store
+
+__all__ = ["S3ArrowFileSystem", "duckdb_filesystem"]
+
+
+class S3ArrowFileSystem(ArrowFSWrapper):  # type: ignore[misc]  # fsspec is untyped
+    """fsspec's wrapper of a pyarrow filesystem, answering for ``s3://`` paths (``bucket/key``)."""
+
+    protocol = S3_SCHEMES
+    root_marker = ""
+
+    @classmethod
+    def _strip_protocol(cls, path: Any) -> Any:
+        if isinstance(path, str):
+            for scheme in S3_SCHEMES:
+                if path.startswith(f"{scheme}://"):
+                    return path[len(scheme) + 3 :].rstrip("/")
+        return path
+
+
+def duckdb_filesystem(properties: Mapping[str, str]) -> S3ArrowFileSystem | None:
+    """The filesystem DuckDB needs for a catalog with these properties; None off S3."""
+    warehouse = properties.get("warehouse", "")
+    if not is_object_store(warehouse):
+        return None
+    filesystem, _ = arrow_filesystem(PyArrowFileIO(dict(properties)), warehouse)
+    return S3ArrowFileSystem(filesystem)

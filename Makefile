@@ -80,7 +80,8 @@ chaos-cluster: setup
 	$(BIN)/python -m chaos --brokers 3 --scenarios kill-nodes,kill-broker,group --seeds $(SEEDS) $(ARGS)
 
 # Issue #16's scale tests (pytest -m scale; `make test` leaves them out): Spark reads K2's tables through
-# Iceberg's JDBC catalog and must equal K2's API. pyspark is the scale extra, installed by name like the
+# Iceberg's JDBC catalog and must equal K2's API; the warehouse on a real S3 server (SeaweedFS, built
+# once from its Go module: about 13 minutes the first time on a fresh machine). pyspark is the scale extra, installed by name like the
 # bench peers; the Iceberg runtime and JDBC jars come with Maven into K2's cache, checked against pins.
 scale-test: setup
 	$(BIN)/pip install -q 'pyspark>=4.0.1,<4.1'

@@ -1,5 +1,9 @@
 """The warehouse on a real S3 server (SeaweedFS, started by K2's launcher): ingest, query, time
-travel, compaction, expiry and orphan cleanup, every byte through S3 and none on local disk."""
+travel, compaction, expiry and orphan cleanup, every byte through S3 and none on local disk.
+
+Part of ``make scale-test``, not ``make test``: on a fresh machine the first ``k2 services up s3``
+builds SeaweedFS from its Go module (about 13 minutes on 2 cores; cached afterwards).
+"""
 
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ from k2.services.process import free_port_block
 from k2.services.s3 import s3_filesystem
 from tests.integration.test_pipeline import SYMBOLS, _ingest, _produce, make_trades
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.scale]
 
 BUCKET = "k2-test"
 ROWS = 3_000

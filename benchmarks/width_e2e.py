@@ -58,12 +58,18 @@ def _env(settings: Settings, run: str, backend: str, **extra: str) -> dict[str, 
 
 
 def _ingest(settings: Settings, run: str, backend: str, *args: str, **extra: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "k2.cli", "ingest", *args],
-        env=_env(settings, run, backend, **extra),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    """A ``k2 ingest`` logging to ``<data_dir>/<run>.log`` (a pipe nobody drains would block it)."""
+    with (settings.data_dir / f"{run}.log").open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "k2.cli", "ingest", *args],
+            env=_env(settings, run, backend, **extra),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _log(settings: Settings, run: str) -> str:
+    return (settings.data_dir / f"{run}.log").read_text(errors="replace")
 
 
 def _tables(settings: Settings, run: str) -> Any:
@@ -117,8 +123,9 @@ def _throughput(settings: Settings, run: str, backend: str, sent: int) -> float:
     try:
         while done < sent:
             if proc.poll() is not None or time.perf_counter() - began > 3600:
-                out = proc.stdout.read().decode() if proc.stdout else ""
-                raise RuntimeError(f"{run}: ingest stopped at {done:,} of {sent:,}: {out[-2000:]}")
+                raise RuntimeError(
+                    f"{run}: ingest stopped at {done:,} of {sent:,}: {_log(settings, run)[-2000:]}"
+                )
             time.sleep(0.1)
             done = _committed(settings, run)
             if done and not base:
@@ -137,13 +144,15 @@ def _rebuild(settings: Settings, run: str, backend: str, sent: int) -> tuple[flo
     }
     crash = ("--crash-at", "trades-committed:4", "--idle-timeout", "8")
     first = _ingest(settings, run, backend, *crash, **small)
-    out = first.communicate(timeout=3600)[0].decode()
-    if first.returncode != -9:
-        raise RuntimeError(f"{run}: expected a SIGKILL at the 4th trades commit: {out[-2000:]}")
+    if first.wait(timeout=3600) != -9:
+        raise RuntimeError(
+            f"{run}: expected a SIGKILL at the 4th trades commit: {_log(settings, run)[-2000:]}"
+        )
+    killed = len(_log(settings, run))
     again = _ingest(settings, run, backend, "--idle-timeout", "8", **small)
-    out = again.communicate(timeout=3600)[0].decode()
-    if again.returncode:
-        raise RuntimeError(f"{run}: the restart failed: {out[-2000:]}")
+    if again.wait(timeout=3600):
+        raise RuntimeError(f"{run}: the restart failed: {_log(settings, run)[-2000:]}")
+    out = _log(settings, run)[killed:]
     _exact(settings, run, sent)
     lines = [json.loads(line) for line in out.splitlines() if "sequence state rebuilt" in line]
     if not lines:

@@ -6,9 +6,11 @@ then per backend, with its own lake, group and state:
 1. **Throughput with checks on.** One ``k2 ingest`` reads everything; ticks/s is measured from the
    first committed row to the last (as ``bench_scaleout`` does).
 2. **Rebuild after a SIGKILL.** A second ingester on a fresh lake and state is killed
-   (``--crash-at trades-committed:K``, a real SIGKILL) after a tick table's commit and before the
-   state's, so the restart must rebuild the state from the committed range; the restarted ingester's
-   own log line ("sequence state rebuilt") gives the seconds and the messages read again.
+   (``--crash-at gaps-committed:4``, a real SIGKILL) after the 4th checkpoint's tick and gap
+   commits and before its state's, so the restart must rebuild the state from the committed range
+   (not ``trades-committed``: that step can fall on a checkpoint without trades, the feed's trades
+   being read first); the restarted ingester's own log line ("sequence state rebuilt") gives the
+   seconds and the messages read again.
 
 Each run ends with an exactness check: every tick sent is in the tables exactly once.
 """
@@ -142,11 +144,11 @@ def _rebuild(settings: Settings, run: str, backend: str, sent: int) -> tuple[flo
         "K2_LAKE__COMMIT_ROWS": str(max(1_000, sent // 10)),
         "K2_PIPELINE__BATCH_MAX_MESSAGES": str(max(500, sent // 40)),
     }
-    crash = ("--crash-at", "trades-committed:4", "--idle-timeout", "8")
+    crash = ("--crash-at", "gaps-committed:4", "--idle-timeout", "8")
     first = _ingest(settings, run, backend, *crash, **small)
     if first.wait(timeout=3600) != -9:
         raise RuntimeError(
-            f"{run}: expected a SIGKILL at the 4th trades commit: {_log(settings, run)[-2000:]}"
+            f"{run}: expected a SIGKILL at the 4th checkpoint's gap commit: {_log(settings, run)[-2000:]}"
         )
     killed = len(_log(settings, run))
     again = _ingest(settings, run, backend, "--idle-timeout", "8", **small)

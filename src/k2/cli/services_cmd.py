@@ -1,4 +1,4 @@
-"""``k2 services``: the local Kafka broker and Redis server that K2 runs for you."""
+"""``k2 services``: the local Kafka broker, Redis server and PostgreSQL catalog that K2 runs for you."""
 
 from __future__ import annotations
 
@@ -17,13 +17,18 @@ __all__ = ["app"]
 
 app = typer.Typer(
     help=(
-        "Run the local services: Apache Kafka (KRaft, jars fetched once with Maven) and redis-server. "
-        "Nothing is started for a service configured as external."
+        "Run the local services: Apache Kafka (KRaft, jars fetched once with Maven), redis-server and "
+        "PostgreSQL for the Iceberg catalog (Debian's postgresql). Nothing is started for a service "
+        "configured as external."
     ),
     no_args_is_help=True,
 )
 
-_NAMES = typer.Argument(None, help="kafka and/or redis (default: both).")
+_NAMES = typer.Argument(
+    None,
+    help="kafka, redis and/or postgres (default: kafka and redis, plus postgres when the catalog is on "
+    "it, K2_LAKE__CATALOG=postgres; `down` stops all three).",
+)
 _STYLE = {"running": "green", "external": "green", "stopped": "dim", "stale": "yellow",
           "unhealthy": "red", "unreachable": "red"}  # fmt: skip
 
@@ -111,7 +116,7 @@ def status(
 @handle_errors
 def logs(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="kafka or redis."),
+    name: str = typer.Argument(..., help="kafka, redis or postgres."),
     lines: int = typer.Option(50, "--lines", "-n", min=1, help="How many lines from the end."),
 ) -> None:
     """Print the tail of a service's log."""

@@ -15,6 +15,7 @@ from k2.config.sections import (
     LakeSettings,
     LogSettings,
     PipelineSettings,
+    PostgresSettings,
     RedisSettings,
     StateSettings,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "LakeSettings",
     "LogSettings",
     "PipelineSettings",
+    "PostgresSettings",
     "RedisSettings",
     "ResilienceSettings",
     "Settings",

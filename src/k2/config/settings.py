@@ -30,6 +30,7 @@ from k2.config.sections import (
     LakeSettings,
     LogSettings,
     PipelineSettings,
+    PostgresSettings,
     RedisSettings,
     StateSettings,
 )
@@ -57,6 +58,7 @@ class Settings(BaseSettings):
     )
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()
+    postgres: PostgresSettings = PostgresSettings()
     lake: LakeSettings = LakeSettings()
     pipeline: PipelineSettings = PipelineSettings()
     state: StateSettings = StateSettings()
@@ -72,18 +74,20 @@ class Settings(BaseSettings):
 
     @model_validator(mode="before")
     @classmethod
-    def _redis_password_file(cls, data: Any) -> Any:
-        """Name the local Redis password file under data_dir (no I/O: the launcher writes it)."""
+    def _password_files(cls, data: Any) -> Any:
+        """Name the local Redis and PostgreSQL password files under data_dir (no I/O: the launcher
+        writes them)."""
         if not isinstance(data, dict):
             return data
-        redis = data.get("redis")
-        if isinstance(redis, RedisSettings):
-            redis = redis.model_dump()
-        redis = dict(redis) if isinstance(redis, dict) else {}
-        if redis.get("password_file") is None:
-            data_dir = Path(str(data.get("data_dir") or ".k2")).expanduser().resolve()
-            redis["password_file"] = data_dir / "services" / "redis" / "password"
-            data = {**data, "redis": redis}
+        for name, model in (("redis", RedisSettings), ("postgres", PostgresSettings)):
+            section = data.get(name)
+            if isinstance(section, model):
+                section = section.model_dump()
+            section = dict(section) if isinstance(section, dict) else {}
+            if section.get("password_file") is None:
+                data_dir = Path(str(data.get("data_dir") or ".k2")).expanduser().resolve()
+                section["password_file"] = data_dir / "services" / name / "password"
+                data = {**data, name: section}
         return data
 
     @classmethod
@@ -107,8 +111,11 @@ class Settings(BaseSettings):
 
     @property
     def catalog_uri(self) -> str:
+        """The SQLAlchemy URI of the Iceberg catalog: lake.catalog_uri, else per lake.catalog."""
         if self.lake.catalog_uri is not None:
             return self.lake.catalog_uri.get_secret_value()
+        if self.lake.catalog == "postgres":
+            return self.postgres.effective_url
         return f"sqlite:///{self.data_dir / 'catalog.db'}"
 
     def masked(self) -> dict[str, Any]:

@@ -9,12 +9,13 @@ from k2.observability.logging import get_logger
 from k2.services.base import Service, ServiceStatus
 from k2.services.errors import ServiceError
 from k2.services.kafka import KafkaService
+from k2.services.postgres import PostgresService
 from k2.services.process import tail
 from k2.services.redis import RedisService
 
 __all__ = ["SERVICE_NAMES", "Launcher"]
 
-SERVICE_NAMES = ("kafka", "redis")
+SERVICE_NAMES = ("kafka", "redis", "postgres")
 log = get_logger(__name__)
 
 
@@ -25,10 +26,14 @@ class Launcher:
         self.services: dict[str, Service] = {
             "kafka": KafkaService(settings),
             "redis": RedisService(settings),
+            "postgres": PostgresService(settings),
         }
+        # PostgreSQL only when the catalog is on it: the SQLite default needs no server.
+        on_postgres = settings.catalog_uri.startswith("postgres")
+        self.default_names: tuple[str, ...] = SERVICE_NAMES if on_postgres else ("kafka", "redis")
 
-    def _pick(self, names: Iterable[str] | None) -> list[Service]:
-        chosen = list(names) if names else list(SERVICE_NAMES)
+    def _pick(self, names: Iterable[str] | None, *, everything: bool = False) -> list[Service]:
+        chosen = list(names) if names else list(SERVICE_NAMES if everything else self.default_names)
         unknown = [n for n in chosen if n not in self.services]
         if unknown:
             raise ServiceError(
@@ -53,10 +58,16 @@ class Launcher:
         return out
 
     def down(self, names: Iterable[str] | None = None) -> list[ServiceStatus]:
-        return [service.stop(30.0) for service in reversed(self._pick(names))]
+        """Stop the named services, by default every one this data directory may run (a
+        PostgreSQL started by name is stopped too, whatever the catalog setting is now)."""
+        return [service.stop(30.0) for service in reversed(self._pick(names, everything=True))]
 
     def status(self, names: Iterable[str] | None = None) -> list[ServiceStatus]:
-        return [service.status() for service in self._pick(names)]
+        """The named services, by default the configured ones and any other still running."""
+        if names:
+            return [service.status() for service in self._pick(names)]
+        statuses = [service.status() for service in self._pick(None, everything=True)]
+        return [s for s in statuses if s.name in self.default_names or s.state != "stopped"]
 
     def logs(self, name: str, lines: int = 50) -> str:
         (service,) = self._pick([name])

@@ -7,7 +7,6 @@ local users cannot read or rewrite K2's sequence state.
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
 from pathlib import Path
@@ -17,7 +16,7 @@ import redis
 from k2.config import Settings
 from k2.services.base import Service, ServiceState, ServiceStatus
 from k2.services.errors import ServiceError, ServiceStartError
-from k2.services.process import OwnedProcess, port_in_use, spawn, tail, wait_until
+from k2.services.process import OwnedProcess, port_in_use, spawn, tail, wait_until, write_private
 
 __all__ = ["RedisService"]
 
@@ -91,7 +90,7 @@ class RedisService(Service):
         self.home.mkdir(parents=True, exist_ok=True)
         password = self._password()
         conf = self.home / "redis.conf"
-        _write_private(
+        write_private(
             conf,
             f"port {self._redis.port}\nbind 127.0.0.1\nprotected-mode yes\ndir {self.home}\n"
             "appendonly yes\nappendfsync everysec\nsave 60 1000\ndaemonize no\n"
@@ -127,20 +126,10 @@ class RedisService(Service):
             return existing
         password = secrets.token_urlsafe(32)
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_private(path, password + "\n")
+        write_private(path, password + "\n")
         return password
 
     def stop(self, timeout_s: float = 15.0) -> ServiceStatus:
         if self.managed:
             self._proc.terminate(timeout_s)
         return self.status()
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read, created that way (no window with wider modes)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    tmp.replace(path)

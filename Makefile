@@ -28,7 +28,7 @@ lock:
 
 setup: system-deps $(STAMP)
 
-# redis-server (Debian package), Maven, which fetches the Kafka jars, and chromium + chromedriver for the
+# redis-server and postgresql (Debian packages), Maven, which fetches the Kafka jars, and chromium + chromedriver for the
 # dashboard's browser test; Java 17+ is assumed.
 system-deps:
 	@bash scripts/system-deps.sh

@@ -14,26 +14,42 @@ __all__ = ["open_catalog"]
 def open_catalog(settings: Settings) -> Catalog:
     """The SQL catalog named by the settings, with its namespace created.
 
+    A server catalog (PostgreSQL) checks each pooled connection before use: a long-running ingester
+    or API then rides through a restart of the server instead of failing its next commit on a
+    connection the server has closed.
+
     Raises:
         CatalogError: the URI's driver is not installed or the catalog cannot be reached.
     """
     uri = settings.catalog_uri
+    server = not uri.startswith("sqlite")
     if uri.startswith("sqlite:///"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.warehouse.startswith("file://"):
         from pathlib import Path
 
         Path(settings.warehouse.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+    options = {"pool_pre_ping": "true"} if server else {}
     try:
-        catalog = SqlCatalog(settings.lake.catalog_name, uri=uri, warehouse=settings.warehouse)
+        catalog = SqlCatalog(settings.lake.catalog_name, uri=uri, warehouse=settings.warehouse, **options)
     except ModuleNotFoundError as exc:
         raise CatalogError(
             f"the catalog URI needs a driver that is not installed ({exc.name}); "
             "for PostgreSQL install the extra: pip install 'k2[postgres]'"
         ) from exc
     except Exception as exc:
+        hint = ""
+        if uri.startswith("postgres") and settings.lake.catalog_uri is None:
+            hint = " (is the local server up? `k2 services up postgres`)"
         raise CatalogError(
-            f"cannot open the Iceberg catalog at {settings.masked()['effective']['catalog_uri']}: {exc}"
+            f"cannot open the Iceberg catalog at {settings.masked()['effective']['catalog_uri']}{hint}: "
+            f"{_first_line(exc)}"
         ) from exc
     catalog.create_namespace_if_not_exists(settings.lake.namespace)
     return catalog
+
+
+def _first_line(exc: Exception) -> str:
+    """SQLAlchemy appends the statement and a help link on further lines: the cause is the first."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

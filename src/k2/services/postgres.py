@@ -272,11 +272,13 @@ def _query(url: str, sql: str, *, autocommit: bool = False) -> object:
         ServiceError: the driver is not installed.
         Exception: whatever SQLAlchemy raised when the server does not answer.
     """
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import create_engine, make_url, text
     from sqlalchemy.pool import NullPool
 
+    # connect_timeout is libpq's (psycopg2, psycopg); another driver waits its own default
+    libpq = make_url(url).get_driver_name() in ("psycopg2", "psycopg")
     try:
-        engine = create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 2})
+        engine = create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 2} if libpq else {})
     except ModuleNotFoundError as exc:
         raise ServiceError(
             f"the PostgreSQL driver is not installed ({exc.name}); pip install 'k2[postgres]'",

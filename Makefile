@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup system-deps lint bench soak fuzz chaos chaos-cluster lock soak-ingest soak-short clean
+.PHONY: demo test setup system-deps lint bench soak fuzz chaos chaos-cluster scale-test lock soak-ingest soak-short clean
 
 # Every package, build tools included, comes from requirements.lock with its SHA-256 (--require-hashes):
 # pyproject.toml keeps the ranges K2 supports, the lock the exact files `make` installs. `make lock`
@@ -78,6 +78,11 @@ chaos: setup
 # ingesters in one group; each run checked against the exact truth (about 3 min a run here).
 chaos-cluster: setup
 	$(BIN)/python -m chaos --brokers 3 --scenarios kill-nodes,kill-broker,group --seeds $(SEEDS) $(ARGS)
+
+# Issue #16's scale tests (pytest -m scale; `make test` leaves them out): e.g. 4 writer processes
+# committing 150 times each to one table through the PostgreSQL catalog. ARGS: more pytest options.
+scale-test: setup
+	$(BIN)/pytest tests -m scale -s $(ARGS)
 
 # Weeks of unattended ingest compressed into under an hour (>= 5,000 commits, queries alongside).
 soak-ingest: setup

@@ -63,11 +63,11 @@ class Launcher:
         return [service.stop(30.0) for service in reversed(self._pick(names, everything=True))]
 
     def status(self, names: Iterable[str] | None = None) -> list[ServiceStatus]:
-        """The named services, by default the configured ones and any other still running."""
+        """The named services, by default the configured ones and any other whose process runs."""
         if names:
             return [service.status() for service in self._pick(names)]
         statuses = [service.status() for service in self._pick(None, everything=True)]
-        return [s for s in statuses if s.name in self.default_names or s.state != "stopped"]
+        return [s for s in statuses if s.name in self.default_names or s.pid is not None]
 
     def logs(self, name: str, lines: int = 50) -> str:
         (service,) = self._pick([name])

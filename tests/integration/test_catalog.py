@@ -214,8 +214,8 @@ def _k2_writer(
     results.put((partition, done, int(conflicts or 0), gave_up, seconds))
 
 
-def _run_writers(settings: Settings, processes: int, commits: int, rows: int) -> tuple[Table, str]:
-    """Run the writer processes at once; returns the table and a line of figures."""
+def _run_writers(settings: Settings, processes: int, commits: int, rows: int) -> tuple[Table, int, str]:
+    """Run the writer processes at once; returns the table, the conflicts retried and a line of figures."""
     namespace = f"cc{uuid.uuid4().hex[:8]}"
     table = _batch_table(open_catalog(settings), namespace)
     ctx = multiprocessing.get_context("spawn")
@@ -250,7 +250,7 @@ def _run_writers(settings: Settings, processes: int, commits: int, rows: int) ->
         f"{processes} writers x {commits} commits in {seconds:.1f}s ({processes * commits / seconds:.1f} "
         f"commits/s): {conflicts} conflicts retried, {gave_up} give-ups after 20 in a row"
     )
-    return table.refresh(), figures
+    return table.refresh(), conflicts, figures
 
 
 def _assert_exact(table: Table, processes: int, commits: int, rows: int) -> None:
@@ -270,7 +270,7 @@ def test_concurrent_writer_processes_keep_every_row_once_on_postgres(postgres: S
     """Two processes commit 25 times each to one table through the PostgreSQL catalog as fast as
     they can: conflicts are retried on the new head, and the table holds exactly the sum of rows."""
     processes, commits, rows = 2, 25, 20
-    table, figures = _run_writers(postgres, processes, commits, rows)
+    table, _, figures = _run_writers(postgres, processes, commits, rows)
     _assert_exact(table, processes, commits, rows)
     print(figures)
 
@@ -278,9 +278,10 @@ def test_concurrent_writer_processes_keep_every_row_once_on_postgres(postgres: S
 @pytest.mark.scale
 @pytest.mark.timeout(1800)
 def test_many_concurrent_writer_processes_on_postgres(postgres: Settings) -> None:
-    """The same with 4 processes and 150 commits each (make scale-test)."""
+    """The same with 4 processes and 150 commits each (make scale-test; about 9 min on a busy 2-core
+    machine: every commit rewrites a metadata.json that grows with the 600 snapshots kept)."""
     processes, commits, rows = 4, 150, 50
-    table, figures = _run_writers(postgres, processes, commits, rows)
+    table, conflicts, figures = _run_writers(postgres, processes, commits, rows)
     _assert_exact(table, processes, commits, rows)
-    assert " 0 conflicts" not in figures  # at this rate the writers do collide: the retries ran
+    assert conflicts > 0  # at this rate the writers do collide: the retries ran
     print(figures)

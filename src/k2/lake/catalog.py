@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.sql import SqlCatalog
+from sqlalchemy.exc import IntegrityError, ProgrammingError
 
 from k2.config import Settings
 from k2.lake.errors import CatalogError
 
 __all__ = ["open_catalog"]
+
+#: Opens of a new catalog that may lose a creation race to another process before K2 gives up.
+_CREATE_ATTEMPTS = 3
 
 
 def open_catalog(settings: Settings) -> Catalog:
@@ -16,7 +20,8 @@ def open_catalog(settings: Settings) -> Catalog:
 
     A server catalog (PostgreSQL) checks each pooled connection before use: a long-running ingester
     or API then rides through a restart of the server instead of failing its next commit on a
-    connection the server has closed.
+    connection the server has closed. Processes that open a new catalog at the same moment may race
+    to create it: the losers open it again.
 
     Raises:
         CatalogError: the URI's driver is not installed or the catalog cannot be reached.
@@ -30,8 +35,32 @@ def open_catalog(settings: Settings) -> Catalog:
 
         Path(settings.warehouse.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
     options = {"pool_pre_ping": "true"} if server else {}
+    attempt = 1
+    while True:
+        try:
+            return _open(settings, uri, options)
+        except (IntegrityError, ProgrammingError) as exc:
+            # Several processes opening a new catalog at once (N ingesters starting together) race
+            # to create its tables and namespace; a loser's CREATE fails (a duplicate relation, or a
+            # unique index of PostgreSQL's own catalog) or its INSERT does. What it was creating
+            # exists now: open the catalog again. A genuine error repeats, and is raised.
+            if attempt == _CREATE_ATTEMPTS:
+                raise CatalogError(f"cannot create the Iceberg catalog: {_first_line(exc)}") from exc
+            attempt += 1
+
+
+def _open(settings: Settings, uri: str, options: dict[str, str]) -> Catalog:
+    """One attempt: the catalog, its tables and the namespace, created where missing.
+
+    Raises:
+        IntegrityError, ProgrammingError: another process created the same table (a duplicate type
+            or relation) or namespace at the same moment.
+        CatalogError: the driver is missing or the catalog cannot be reached.
+    """
     try:
         catalog = SqlCatalog(settings.lake.catalog_name, uri=uri, warehouse=settings.warehouse, **options)
+    except (IntegrityError, ProgrammingError):
+        raise
     except ModuleNotFoundError as exc:
         raise CatalogError(
             f"the catalog URI needs a driver that is not installed ({exc.name}); "

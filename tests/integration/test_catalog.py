@@ -285,3 +285,41 @@ def test_many_concurrent_writer_processes_on_postgres(postgres: Settings) -> Non
     _assert_exact(table, processes, commits, rows)
     assert conflicts > 0  # at this rate the writers do collide: the retries ran
     print(figures)
+
+
+def _open_at_once(settings: Settings, start_line: threading.Barrier, outcomes: list[str]) -> None:
+    start_line.wait()
+    try:
+        catalog = open_catalog(settings)
+        outcomes.append("ok" if catalog.namespace_exists(settings.lake.namespace) else "no namespace")
+    except Exception as exc:
+        outcomes.append(repr(exc))
+
+
+def test_writers_opening_a_new_postgres_catalog_at_once_all_get_it(postgres: Settings) -> None:
+    """N ingesters starting together on an empty database race to create the catalog's tables and
+    namespace; every one must open it (4 at once, on 5 new databases)."""
+    from sqlalchemy import create_engine, text
+
+    from k2.config import derive
+
+    server = postgres.catalog_uri.rsplit("/", 1)[0]
+    admin = create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
+    try:
+        for _ in range(5):
+            database = f"fresh{uuid.uuid4().hex[:8]}"
+            with admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{database}"'))
+            settings = derive(postgres, lake={"catalog_uri": f"{server}/{database}"})
+            start_line, outcomes = threading.Barrier(4, timeout=60), []
+            threads = [
+                threading.Thread(target=_open_at_once, args=(settings, start_line, outcomes))
+                for _ in range(4)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            assert outcomes == ["ok"] * 4, outcomes
+    finally:
+        admin.dispose()

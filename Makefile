@@ -28,7 +28,7 @@ lock:
 
 setup: system-deps $(STAMP)
 
-# redis-server (Debian package), Maven, which fetches the Kafka jars, and chromium + chromedriver for the
+# redis-server and postgresql (Debian packages), Maven, which fetches the Kafka jars, and chromium + chromedriver for the
 # dashboard's browser test; Java 17+ is assumed.
 system-deps:
 	@bash scripts/system-deps.sh
@@ -81,8 +81,10 @@ chaos-cluster: setup
 
 # Issue #16's scale tests (pytest -m scale; `make test` leaves them out): Spark reads K2's tables through
 # Iceberg's JDBC catalog and must equal K2's API; the warehouse on a real S3 server (SeaweedFS, built
-# once from its Go module: about 13 minutes the first time on a fresh machine). pyspark is the scale extra, installed by name like the
-# bench peers; the Iceberg runtime and JDBC jars come with Maven into K2's cache, checked against pins.
+# once from its Go module: about 13 minutes the first time on a fresh machine); 4 writer processes
+# committing 150 times each to one table through the PostgreSQL catalog. pyspark is the scale extra,
+# installed by name like the bench peers; the Iceberg runtime and JDBC jars come with Maven into K2's
+# cache, checked against pins. ARGS: more pytest options.
 scale-test: setup
 	$(BIN)/pip install -q 'pyspark>=4.0.1,<4.1'
 	$(BIN)/pytest tests -m scale -s $(ARGS)

@@ -4,6 +4,11 @@ set -euo pipefail
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
+# the Iceberg catalog on PostgreSQL (`k2 services up postgres`): Debian keeps the server's programs
+# (initdb, postgres) off PATH, in /usr/lib/postgresql/<version>/bin
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v initdb >/dev/null 2>&1; then
+  missing+=(postgresql)
+fi
 # the dashboard's browser test (tests/integration/test_dashboard.py) drives Debian's chromium headless
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
@@ -20,4 +25,5 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# Debian starts a system redis on 6379 after install; K2 runs its own on another port and leaves it alone.
+# Debian starts a system redis on 6379 and a system PostgreSQL cluster on 5432 after install; K2 runs
+# its own on other ports, in its data directory, and leaves them alone.

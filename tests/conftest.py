@@ -1,12 +1,15 @@
 """Shared fixtures: real Kafka and Redis, started once per session through K2's own launcher.
 
 Each test isolates itself by unique names (topics, groups, key prefixes, catalog namespaces), so
-the services are shared and the suite stays fast.
+the services are shared and the suite stays fast. PostgreSQL for the catalog is started the same
+way, on first use only: a test runs on it when it is parametrised with ``CATALOGS``.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -54,15 +57,55 @@ def services(service_settings: Settings) -> Iterator[Settings]:
         launcher.down()
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Settings]:
+    """PostgreSQL through K2's launcher, up from the first test that asks for it to the session's end.
+
+    Its data directory is a fresh one under /tmp that other users may traverse (0711): under root
+    the server runs as the ``postgres`` user, which cannot enter pytest's private tmp tree.
+    """
+    home = Path(tempfile.mkdtemp(prefix="k2-pg-"))
+    home.chmod(0o711)
+    settings = load_settings(data_dir=home, postgres={"port": _free_port()}, lake={"catalog": "postgres"})
+    launcher = Launcher(settings)
+    launcher.up(["postgres"], timeout_s=120)
+    try:
+        yield settings
+    finally:
+        launcher.down(["postgres"])
+        shutil.rmtree(home, ignore_errors=True)
+
+
+#: Run a test on both catalogs: ``@CATALOGS`` (its ``settings`` then name the catalog).
+CATALOGS = pytest.mark.parametrize("catalog_backend", ["sqlite", "postgres"], indirect=True)
+
+
 @pytest.fixture
-def settings(services: Settings, tmp_path: Path) -> Settings:
-    """Per-test settings: the session's services, a fresh data directory and unique names."""
+def catalog_backend(request: pytest.FixtureRequest) -> str:
+    """sqlite unless the test is parametrised with ``CATALOGS``."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+def settings(
+    services: Settings, tmp_path: Path, catalog_backend: str, request: pytest.FixtureRequest
+) -> Settings:
+    """Per-test settings: the session's services, a fresh data directory and unique names.
+
+    On the PostgreSQL catalog every test shares the session's server, so it gets a namespace of its
+    own; the warehouse stays in the test's data directory.
+    """
     tag = uuid.uuid4().hex[:8]
+    lake: dict[str, object] = {}
+    if catalog_backend == "postgres":
+        pg: Settings = request.getfixturevalue("postgres")
+        lake = {"catalog_uri": pg.catalog_uri, "namespace": f"t{tag}"}
     return load_settings(
         data_dir=tmp_path / "k2",
         kafka={**services.kafka.model_dump(), "topic_prefix": f"t{tag}."},
         redis={**services.redis.model_dump(), "key_prefix": f"t{tag}:"},
         pipeline={"group_id": f"g{tag}"},
+        lake=lake,
     )
 
 

@@ -26,6 +26,7 @@ from k2.feeds.asx import read_asx
 from k2.feeds.delivery import QUOTE, TRADE, Delivery
 from k2.lake import open_catalog
 from k2.services import Launcher
+from tests.conftest import CATALOGS
 from tests.integration.test_pipeline import _ingest, _produce, make_trades
 from tests.integration.truth_check import publish
 
@@ -87,10 +88,12 @@ def _kill_and_restart(services: Settings, name: str, down_s: float) -> None:
     launcher.up([name], timeout_s=120)
 
 
+@CATALOGS
 def test_sigkill_between_the_lake_and_the_state_commit_then_a_full_resend(
     settings: Settings, replay: Delivery
 ) -> None:
-    """Embedded state: the ingester dies after an Iceberg commit, before its state commit."""
+    """Embedded state: the ingester dies after an Iceberg commit, before its state commit (on the
+    SQLite and the PostgreSQL catalog)."""
     publish(settings, [replay])
     first = _ingest(settings, "--idle-timeout", "5", "--crash-at", "trades-committed:3", **COMMITS)
     out = first.communicate(timeout=300)[0].decode()

@@ -71,8 +71,11 @@ def _env(settings: Settings, **extra: str) -> dict[str, str]:
         K2_STATE__BACKEND=settings.state.backend,
         K2_STATE__REORDER_WINDOW=str(settings.state.reorder_window),
         K2_LOG__FORMAT="json",
+        K2_LAKE__NAMESPACE=settings.lake.namespace,
         **extra,
     )
+    if settings.lake.catalog_uri is not None:  # the PostgreSQL catalog (tests' CATALOGS)
+        env.setdefault("K2_LAKE__CATALOG_URI", settings.lake.catalog_uri.get_secret_value())
     return env
 
 

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from k2.cli import app
 from k2.config import Settings, load_settings
+from k2.lake import open_catalog
 from k2.services import Launcher
 from tests.conftest import _free_port
 
@@ -143,3 +144,84 @@ def test_the_local_redis_requires_its_generated_password(tmp_path: Path) -> None
         assert secret.read_text() == password
     finally:
         launcher.down(["redis"])
+
+
+def test_cli_postgres_up_status_down_with_the_catalog_on_it(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """`k2 services up/status/down postgres` on a server of its own; the catalog lives through a restart
+    and a crash; the password is generated, private, required and never printed."""
+    import json
+    import shutil
+    import tempfile
+
+    import pytest
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import OperationalError
+
+    home = Path(tempfile.mkdtemp(prefix="k2-pgcli-"))
+    home.chmod(0o711)  # under root the server runs as 'postgres', which must reach its directory
+    port = _free_port()
+    monkeypatch.setenv("K2_DATA_DIR", str(home))
+    monkeypatch.setenv("K2_POSTGRES__PORT", str(port))
+    monkeypatch.setenv("K2_LAKE__CATALOG", "postgres")
+    settings = load_settings()
+    runner = CliRunner()
+
+    def status() -> tuple[int, dict[str, object]]:
+        result = runner.invoke(app, ["services", "status", "postgres", "--json"])
+        (entry,) = json.loads(result.output)
+        return result.exit_code, entry
+
+    def catalog_tables() -> int:
+        engine = create_engine(settings.catalog_uri)
+        try:
+            with engine.connect() as conn:
+                return int(conn.execute(text("SELECT count(*) FROM iceberg_tables")).scalar_one())
+        finally:
+            engine.dispose()
+
+    try:
+        result = runner.invoke(app, ["services", "up", "postgres"])
+        assert result.exit_code == 0 and "running" in result.output, result.output
+        code, entry = status()
+        assert code == 0 and entry["state"] == "running" and str(entry["version"]).startswith("15")
+        server = psutil.Process(int(str(entry["pid"])))
+        assert server.username() == ("postgres" if os.geteuid() == 0 else psutil.Process().username())
+        secret = settings.postgres.password_file
+        assert secret is not None and secret.stat().st_mode & 0o777 == 0o600
+        password = secret.read_text().strip()
+        wrong = create_engine(settings.catalog_uri.replace(password, "wrong"))
+        with pytest.raises(OperationalError, match="password authentication failed"):
+            wrong.connect()
+        wrong.dispose()
+
+        result = runner.invoke(app, ["lake", "init"])
+        assert result.exit_code == 0, result.output
+        assert catalog_tables() == 4
+        shown = runner.invoke(app, ["config", "show", "--json"]).output
+        assert password not in shown and f"postgresql+psycopg2://k2:****@127.0.0.1:{port}/k2" in shown
+
+        catalog = open_catalog(
+            settings
+        )  # a long-lived client, like `k2 ingest`: its pool outlives the server
+        assert catalog.load_table("k2.trades").current_snapshot() is None
+        result = runner.invoke(app, ["services", "down", "postgres"])
+        assert result.exit_code == 0 and "stopped" in result.output
+        assert not psutil.pid_exists(server.pid)
+        code, entry = status()
+        assert code == 1 and entry["state"] == "stopped"
+
+        assert runner.invoke(app, ["services", "up", "postgres"]).exit_code == 0
+        code, entry = status()
+        assert code == 0 and entry["pid"] != server.pid
+        assert catalog_tables() == 4  # the catalog survived the restart
+        assert catalog.load_table("k2.trades").name() == ("k2", "trades")  # and so did the client
+        os.kill(int(str(entry["pid"])), signal.SIGKILL)
+        psutil.Process(int(str(entry["pid"]))).wait(10)
+        code, entry = status()
+        assert code == 1 and entry["state"] == "stale"
+        assert runner.invoke(app, ["services", "up", "postgres"]).exit_code == 0  # crash recovery
+        assert catalog_tables() == 4
+        assert "database system is ready" in runner.invoke(app, ["services", "logs", "postgres"]).output
+    finally:
+        runner.invoke(app, ["services", "down"])
+        shutil.rmtree(home, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""``k2 services``: the local Kafka broker and Redis server that K2 runs for you."""
+"""``k2 services``: the local Kafka broker, Redis server and PostgreSQL catalog that K2 runs for you."""
 
 from __future__ import annotations
 
@@ -17,15 +17,17 @@ __all__ = ["app"]
 
 app = typer.Typer(
     help=(
-        "Run the local services: Apache Kafka (KRaft, jars fetched once with Maven), redis-server and, for a "
-        "warehouse on s3://, an S3 server (SeaweedFS, built once with Go). "
-        "Nothing is started for a service configured as external."
+        "Run the local services: Apache Kafka (KRaft, jars fetched once with Maven), redis-server, "
+        "PostgreSQL for the Iceberg catalog (Debian's postgresql) and, for a warehouse on s3://, an S3 "
+        "server (SeaweedFS, built once with Go). Nothing is started for a service configured as external."
     ),
     no_args_is_help=True,
 )
 
 _NAMES = typer.Argument(
-    None, help="kafka, redis and/or s3 (default: kafka and redis, and s3 when the warehouse is on s3://)."
+    None,
+    help="kafka, redis, postgres and/or s3 (default: kafka and redis, plus postgres when the catalog is on "
+    "it, K2_LAKE__CATALOG=postgres, and s3 when the warehouse is on s3://; `down` stops all four).",
 )
 _STYLE = {"running": "green", "external": "green", "stopped": "dim", "stale": "yellow",
           "unhealthy": "red", "unreachable": "red"}  # fmt: skip
@@ -116,7 +118,7 @@ def status(
 @handle_errors
 def logs(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="kafka, redis or s3."),
+    name: str = typer.Argument(..., help="kafka, redis, postgres or s3."),
     lines: int = typer.Option(50, "--lines", "-n", min=1, help="How many lines from the end."),
 ) -> None:
     """Print the tail of a service's log."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -17,6 +18,7 @@ __all__ = [
     "LakeSettings",
     "LogSettings",
     "PipelineSettings",
+    "PostgresSettings",
     "RedisSettings",
     "S3Settings",
     "StateSettings",
@@ -158,6 +160,52 @@ class RedisSettings(_Section):
             return None
 
 
+class PostgresSettings(_Section):
+    """A local PostgreSQL server for the Iceberg catalog, launched by `k2 services up postgres`.
+
+    It listens on loopback only and requires the password K2 generates on its first start and keeps
+    in ``password_file`` (mode 0600), like the local Redis. An external server is named by
+    ``lake.catalog_uri`` instead, and then K2 starts nothing.
+    """
+
+    port: int = Field(15432, ge=1, le=65535, description="Port of the local PostgreSQL server.")
+    user: str = Field("k2", pattern=r"^[a-z_][a-z0-9_]*$", description="Its superuser, owner of the catalog.")
+    database: str = Field(
+        "k2", pattern=r"^[a-z_][a-z0-9_]*$", description="The database holding the catalog."
+    )
+    bin_dir: Path | None = Field(
+        None,
+        description="Directory of initdb and postgres. Unset: the newest /usr/lib/postgresql/*/bin "
+        "(Debian's postgresql package), else PATH.",
+    )
+    os_user: str = Field(
+        "postgres",
+        description="When K2 runs as root, the unprivileged system user that owns and runs the server "
+        "(PostgreSQL refuses to run as root). Ignored otherwise: the server runs as K2's own user.",
+    )
+    password_file: Path | None = Field(
+        None,
+        description="The local server's password, generated on its first start (mode 0600). "
+        "Unset: <data_dir>/services/postgres/password.",
+    )
+
+    def local_password(self) -> str | None:
+        """The local server's password, once K2 has started it (None before)."""
+        if self.password_file is None:
+            return None
+        try:
+            return self.password_file.read_text().strip() or None
+        except OSError:
+            return None
+
+    @property
+    def effective_url(self) -> str:
+        """The SQLAlchemy URI of the local server's catalog database."""
+        password = self.local_password()
+        auth = f"{self.user}:{quote(password, safe='')}" if password else self.user
+        return f"postgresql+psycopg2://{auth}@127.0.0.1:{self.port}/{self.database}"
+
+
 class S3Settings(_Section):
     """Object storage for a warehouse at ``s3://bucket/...``: a local SeaweedFS K2 runs, or any S3.
 
@@ -220,8 +268,15 @@ class S3Settings(_Section):
 class LakeSettings(_Section):
     """Iceberg catalog and warehouse."""
 
+    catalog: Literal["sqlite", "postgres"] = Field(
+        "sqlite",
+        description="sqlite: <data_dir>/catalog.db; postgres: the local PostgreSQL that "
+        "`k2 services up postgres` runs (section postgres). catalog_uri, when set, beats both.",
+    )
     catalog_uri: SecretStr | None = Field(
-        None, description="SQLAlchemy URI of the SQL catalog (sqlite:/// or postgresql+psycopg2://)."
+        None,
+        description="SQLAlchemy URI of an external SQL catalog (sqlite:/// or postgresql+psycopg2://); "
+        "a secret: its password is masked wherever configuration is shown.",
     )
     warehouse: str | None = Field(None, description="Warehouse location. Unset: <data_dir>/warehouse.")
     catalog_name: str = Field("k2", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")

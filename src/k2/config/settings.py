@@ -30,6 +30,7 @@ from k2.config.sections import (
     LakeSettings,
     LogSettings,
     PipelineSettings,
+    PostgresSettings,
     RedisSettings,
     S3Settings,
     StateSettings,
@@ -58,6 +59,7 @@ class Settings(BaseSettings):
     )
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()
+    postgres: PostgresSettings = PostgresSettings()
     lake: LakeSettings = LakeSettings()
     s3: S3Settings = S3Settings()
     pipeline: PipelineSettings = PipelineSettings()
@@ -74,26 +76,24 @@ class Settings(BaseSettings):
 
     @model_validator(mode="before")
     @classmethod
-    def _redis_password_file(cls, data: Any) -> Any:
-        """Name the local Redis password and S3 secret files under data_dir (no I/O: the launcher writes them)."""
+    def _password_files(cls, data: Any) -> Any:
+        """Name the local Redis and PostgreSQL password files and the S3 secret file under data_dir
+        (no I/O: the launcher writes them)."""
         if not isinstance(data, dict):
             return data
-        redis = data.get("redis")
-        if isinstance(redis, RedisSettings):
-            redis = redis.model_dump()
-        redis = dict(redis) if isinstance(redis, dict) else {}
-        if redis.get("password_file") is None:
-            data_dir = Path(str(data.get("data_dir") or ".k2")).expanduser().resolve()
-            redis["password_file"] = data_dir / "services" / "redis" / "password"
-            data = {**data, "redis": redis}
-        s3 = data.get("s3")
-        if isinstance(s3, S3Settings):
-            s3 = s3.model_dump()
-        s3 = dict(s3) if isinstance(s3, dict) else {}
-        if s3.get("secret_file") is None:
-            data_dir = Path(str(data.get("data_dir") or ".k2")).expanduser().resolve()
-            s3["secret_file"] = data_dir / "services" / "s3" / "secret"
-            data = {**data, "s3": s3}
+        for name, model, field, file in (
+            ("redis", RedisSettings, "password_file", "password"),
+            ("postgres", PostgresSettings, "password_file", "password"),
+            ("s3", S3Settings, "secret_file", "secret"),
+        ):
+            section = data.get(name)
+            if isinstance(section, model):
+                section = section.model_dump()
+            section = dict(section) if isinstance(section, dict) else {}
+            if section.get(field) is None:
+                data_dir = Path(str(data.get("data_dir") or ".k2")).expanduser().resolve()
+                section[field] = data_dir / "services" / name / file
+                data = {**data, name: section}
         return data
 
     @classmethod
@@ -117,8 +117,11 @@ class Settings(BaseSettings):
 
     @property
     def catalog_uri(self) -> str:
+        """The SQLAlchemy URI of the Iceberg catalog: lake.catalog_uri, else per lake.catalog."""
         if self.lake.catalog_uri is not None:
             return self.lake.catalog_uri.get_secret_value()
+        if self.lake.catalog == "postgres":
+            return self.postgres.effective_url
         return f"sqlite:///{self.data_dir / 'catalog.db'}"
 
     def masked(self) -> dict[str, Any]:

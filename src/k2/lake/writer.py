@@ -9,12 +9,13 @@ The protocol, per commit:
 3. Append the rows with the merged offsets in the snapshot summary, in one transaction. Each row
    carries the commit's stamp, which is also the snapshot's time (k2.lake.stamp).
 4. If the catalog refuses the commit because the head moved (another consumer of the same group
-   committed *other* partitions), go back to 1. pyiceberg's own retry is off for K2's tables:
-   it would re-apply a stale append on the new head and duplicate rows.
+   committed *other* partitions), wait a random, growing moment and go back to 1. pyiceberg's own
+   retry is off for K2's tables: it would re-apply a stale append on the new head and duplicate rows.
 """
 
 from __future__ import annotations
 
+import random
 import time
 
 import pyarrow as pa
@@ -58,6 +59,9 @@ ROWS_PER_COMMIT = Histogram(
 )
 
 _MAX_CONFLICTS = 20
+#: Waits after a conflict: up to base * 2**attempt, at most the cap, drawn uniformly ("full jitter").
+_BACKOFF_BASE_S = 0.01
+_BACKOFF_CAP_S = 1.0
 
 
 class TableWriter:
@@ -81,7 +85,7 @@ class TableWriter:
             LakeError: too many concurrent commits in a row, or the append failed.
         """
         began = time.perf_counter()
-        for _attempt in range(_MAX_CONFLICTS):
+        for attempt in range(_MAX_CONFLICTS):
             self.table = self.table.refresh()
             head = table_offsets(self.table)
             moved = {
@@ -99,6 +103,10 @@ class TableWriter:
                     append_sorted(txn, self.table.io, data, self._sort, {OFFSETS_KEY: encode_offsets(merged)})
             except CommitFailedException:
                 COMMIT_RETRIES.labels(self.name).inc()
+                # Retrying at once, the losers of a race race again in step and the slowest writer
+                # can lose every round (4 writers committing back to back through PostgreSQL: 2 gave
+                # up after 20 straight conflicts). A random wait that grows spreads them out.
+                time.sleep(random.uniform(0, min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2**attempt)))
                 continue
             except Exception as exc:
                 raise LakeError(f"append to {self.identifier} failed: {exc}") from exc

@@ -1,4 +1,4 @@
-"""The local Kafka and Redis that the demo, development and the tests use."""
+"""The local Kafka, Redis and PostgreSQL that the demo, development and the tests use."""
 
 from __future__ import annotations
 

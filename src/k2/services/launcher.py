@@ -9,13 +9,14 @@ from k2.observability.logging import get_logger
 from k2.services.base import Service, ServiceStatus
 from k2.services.errors import ServiceError
 from k2.services.kafka import KafkaService
+from k2.services.postgres import PostgresService
 from k2.services.process import tail
 from k2.services.redis import RedisService
 from k2.services.s3 import S3Service
 
 __all__ = ["SERVICE_NAMES", "Launcher"]
 
-SERVICE_NAMES = ("kafka", "redis", "s3")
+SERVICE_NAMES = ("kafka", "redis", "postgres", "s3")
 log = get_logger(__name__)
 
 
@@ -26,14 +27,20 @@ class Launcher:
         self.services: dict[str, Service] = {
             "kafka": KafkaService(settings),
             "redis": RedisService(settings),
+            "postgres": PostgresService(settings),
             "s3": S3Service(settings),
         }
-        # Without names: Kafka and Redis, and S3 only for a warehouse on s3:// (its first start builds it).
-        on_s3 = settings.warehouse.startswith(("s3://", "s3a://", "s3n://"))
-        self.default_names = ("kafka", "redis", "s3") if on_s3 else ("kafka", "redis")
+        # Without names: Kafka and Redis, plus PostgreSQL when the catalog is on it (the SQLite default
+        # needs no server) and S3 for a warehouse on s3:// (its first start builds it).
+        defaults = ["kafka", "redis"]
+        if settings.catalog_uri.startswith("postgres"):
+            defaults.append("postgres")
+        if settings.warehouse.startswith(("s3://", "s3a://", "s3n://")):
+            defaults.append("s3")
+        self.default_names: tuple[str, ...] = tuple(defaults)
 
-    def _pick(self, names: Iterable[str] | None) -> list[Service]:
-        chosen = list(names) if names else list(self.default_names)
+    def _pick(self, names: Iterable[str] | None, *, everything: bool = False) -> list[Service]:
+        chosen = list(names) if names else list(SERVICE_NAMES if everything else self.default_names)
         unknown = [n for n in chosen if n not in self.services]
         if unknown:
             raise ServiceError(
@@ -58,10 +65,16 @@ class Launcher:
         return out
 
     def down(self, names: Iterable[str] | None = None) -> list[ServiceStatus]:
-        return [service.stop(30.0) for service in reversed(self._pick(names))]
+        """Stop the named services, by default every one this data directory may run (a
+        PostgreSQL started by name is stopped too, whatever the catalog setting is now)."""
+        return [service.stop(30.0) for service in reversed(self._pick(names, everything=True))]
 
     def status(self, names: Iterable[str] | None = None) -> list[ServiceStatus]:
-        return [service.status() for service in self._pick(names)]
+        """The named services, by default the configured ones and any other whose process runs."""
+        if names:
+            return [service.status() for service in self._pick(names)]
+        statuses = [service.status() for service in self._pick(None, everything=True)]
+        return [s for s in statuses if s.name in self.default_names or s.pid is not None]
 
     def logs(self, name: str, lines: int = 50) -> str:
         (service,) = self._pick([name])

@@ -81,15 +81,16 @@ class OwnedProcess:
     def clear(self) -> None:
         self.pid_file.unlink(missing_ok=True)
 
-    def terminate(self, timeout_s: float) -> bool:
-        """SIGTERM, wait, then SIGKILL the recorded process. Returns whether one was running."""
+    def terminate(self, timeout_s: float, sig: signal.Signals = signal.SIGTERM) -> bool:
+        """Send ``sig`` (SIGTERM unless the program wants another, e.g. PostgreSQL's fast shutdown is
+        SIGINT), wait, then SIGKILL the recorded process. Returns whether one was running."""
         record = self._read()
         proc = self._live(record) if record else None
         if proc is None:
             self.clear()
             return False
         try:
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(sig)
             proc.wait(timeout=timeout_s)
         except psutil.TimeoutExpired:
             proc.kill()
@@ -101,9 +102,17 @@ class OwnedProcess:
 
 
 def spawn(
-    cmd: list[str], *, log_path: Path, cwd: Path, env: dict[str, str] | None = None
+    cmd: list[str],
+    *,
+    log_path: Path,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    user: str | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start a detached process (own session, so a Ctrl-C in the shell does not reach it)."""
+    """Start a detached process (own session, so a Ctrl-C in the shell does not reach it).
+
+    ``user``: run it as that user (root only; the pid is still the program's own, not a wrapper's).
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         return subprocess.Popen(
@@ -114,7 +123,16 @@ def spawn(
             stderr=subprocess.STDOUT,
             start_new_session=True,
             env={**os.environ, **(env or {})},
+            user=user,
+            group=user and _primary_group(user),
+            extra_groups=[] if user else None,
         )
+
+
+def _primary_group(user: str) -> int:
+    import pwd
+
+    return pwd.getpwnam(user).pw_gid
 
 
 def tail(path: Path, lines: int) -> str:

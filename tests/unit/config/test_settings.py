@@ -105,6 +105,26 @@ def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     assert s.masked()["effective"]["redis_url"] == "redis://app:****@cache:6379/0"
 
 
+def test_the_local_postgres_catalog_uri_carries_its_generated_password_masked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("K2_LAKE__CATALOG", "postgres")
+    monkeypatch.setenv("K2_POSTGRES__PORT", "25432")
+    s = load_settings(data_dir=tmp_path)
+    assert s.postgres.password_file == tmp_path / "services" / "postgres" / "password"
+    assert s.catalog_uri == "postgresql+psycopg2://k2@127.0.0.1:25432/k2"  # before the first start
+    s.postgres.password_file.parent.mkdir(parents=True)
+    s.postgres.password_file.write_text("pg/s3cret@x\n")  # generated ones are URL-safe; any is quoted
+    assert s.catalog_uri == "postgresql+psycopg2://k2:pg%2Fs3cret%40x@127.0.0.1:25432/k2"
+    masked = s.masked()
+    assert "s3cret" not in repr(masked)
+    assert masked["effective"]["catalog_uri"] == "postgresql+psycopg2://k2:****@127.0.0.1:25432/k2"
+    assert masked["lake"]["catalog"] == "postgres"
+    # an explicit URI beats the local server, and stays a secret
+    external = load_settings(data_dir=tmp_path, lake={"catalog_uri": "postgresql+psycopg2://u:pw2@db/c"})
+    assert external.catalog_uri.endswith("@db/c") and "pw2" not in repr(external.masked())
+
+
 def test_settings_are_frozen(tmp_path: Path) -> None:
     s = load_settings(data_dir=tmp_path)
     with pytest.raises(Exception):  # noqa: B017 - pydantic raises ValidationError for frozen models

@@ -17,6 +17,8 @@ def position(stage: Stage) -> None:
 
     settings = stage.settings
     names = ["kafka", "redis"] if settings.state.backend == "redis" else ["kafka"]
+    if settings.lake.catalog == "postgres":  # the local catalog server (external: the launcher starts none)
+        names.append("postgres")
     statuses = Launcher(settings).up(names, timeout_s=120)
     for status in statuses:
         pid = f" (pid {status.pid})" if status.pid else ""

@@ -35,7 +35,7 @@ from k2.resilience.spill import Spill
 from k2.resilience.tiers import PriorityTiers
 from k2.schemas.validate import Validator
 from k2.state import CheckResult
-from k2.stream.control import marker_mask
+from k2.stream.control import marker_clock, marker_mask
 from k2.stream.dlq import DeadLetter
 from k2.stream.producer import TickProducer
 
@@ -164,10 +164,11 @@ class BatchProcessor:
         offsets = np.fromiter(map(Message.offset, batch), dtype=np.int64, count=n)
         # expire markers (k2.stream.control) take an offset but are no tick: swept by the checks
         is_marker = marker_mask(values)
-        markers: list[tuple[int, int]] = []
+        markers: list[tuple[int, int, int | None]] = []
         ticks = values
         if is_marker is not None:
-            markers = list(zip(partitions[is_marker].tolist(), offsets[is_marker].tolist(), strict=True))
+            at = np.flatnonzero(is_marker).tolist()
+            markers = [(int(partitions[i]), int(offsets[i]), marker_clock(batch[i].key())) for i in at]
             positions = np.flatnonzero(~is_marker)
             ticks = [values[i] for i in positions.tolist()]
         self.stats.messages += n - len(markers)
@@ -217,7 +218,7 @@ class BatchProcessor:
             BACKFILLED.labels(kind).inc(buffered)
 
     def _classify(
-        self, kind: str, topic: str, frame: pl.DataFrame, markers: list[tuple[int, int]]
+        self, kind: str, topic: str, frame: pl.DataFrame, markers: list[tuple[int, int, int | None]]
     ) -> CheckResult:
         if isinstance(self.checks, NoChecks):
             return self.checks.process(kind, topic, frame, markers)

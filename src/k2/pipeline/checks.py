@@ -9,7 +9,7 @@ import the pipeline: the dependency runs one way, pipeline to state.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 import polars as pl
@@ -28,11 +28,12 @@ class BatchChecks(Protocol):
         ...
 
     def process(
-        self, kind: str, topic: str, frame: pl.DataFrame, markers: Sequence[tuple[int, int]] = ()
+        self, kind: str, topic: str, frame: pl.DataFrame, markers: Sequence[tuple[int, int, int | None]] = ()
     ) -> CheckResult:
         """Classify a batch (with _partition/_offset columns) against the state; write nothing yet.
 
-        ``markers``: (partition, offset) of the expire markers read with it (``k2.stream.control``).
+        ``markers``: (partition, offset, clock) of the expire markers read with it
+        (``k2.stream.control``).
         """
         ...
 
@@ -53,9 +54,9 @@ class BatchChecks(Protocol):
         """Called once after a clean stop's final commit (not after a failure)."""
         return None
 
-    def quiet(self) -> list[TopicPartition]:
-        """Partitions quiet for the wall-clock timeout with young holes: the runner appends an
-        expire marker to each (``k2.stream.control``). By default none."""
+    def quiet(self, kinds: Mapping[str, str] | None = None) -> list[tuple[TopicPartition, int]]:
+        """(partition, exchange clock) of the partitions quiet for the wall-clock timeout with young
+        holes: the runner appends an expire marker to each (``k2.stream.control``). By default none."""
         return []
 
     def requiet(self, tp: TopicPartition) -> None:
@@ -70,7 +71,7 @@ class NoChecks(BatchChecks):
         return {}
 
     def process(
-        self, kind: str, topic: str, frame: pl.DataFrame, markers: Sequence[tuple[int, int]] = ()
+        self, kind: str, topic: str, frame: pl.DataFrame, markers: Sequence[tuple[int, int, int | None]] = ()
     ) -> CheckResult:
         return CheckResult(keep=pl.Series("keep", [True] * frame.height, dtype=pl.Boolean))
 

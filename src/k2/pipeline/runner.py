@@ -51,7 +51,7 @@ from k2.schemas.validate import Validator, known_symbols
 from k2.state.factory import namespace_state
 from k2.state.sweep import Sweeper
 from k2.stream.admin import ensure_topics
-from k2.stream.control import CONTROL_KEY, EXPIRE_MARKER
+from k2.stream.control import CONTROL_HEADERS, EXPIRE_MARKER, marker_key
 from k2.stream.errors import ProduceError
 from k2.stream.producer import TickProducer
 from k2.types import Offsets
@@ -125,6 +125,7 @@ class Pipeline:
         self._replaying: dict[TP, int] = {}
         self._replayed: list[TP] = []  # read to their watermark, in the batch now in process
         self._replay = (0.0, 0)  # when it began, ticks to read again
+        self._quiet_checked = 0.0  # monotonic time the checks were last asked for quiet partitions
         self.source_topics = {kafka.topic(kind): kind for kind in TICK_TABLES}
         self.spill_topics = {spill_topic(kafka, kind): kind for kind in TICK_TABLES}
         self.topics = {**self.source_topics, **self.spill_topics}  # subscribed; routed by kind
@@ -220,6 +221,7 @@ class Pipeline:
         the range between is read again to rebuild it, and must be judged as the committing run
         judged it: the source rows it deferred stay out of the checks (``deferrals.py``), and the
         spill rows it back-filled go in before any new row of their partition (``FlowControl``)."""
+        began = time.monotonic()
         decided, flow = self.process.deferred_before, self.governor.flow
         for tp in tps:
             decided.pop(tp, None)
@@ -249,7 +251,7 @@ class Pipeline:
                     log.info("spill partition read again before its source", spill=f"{tp[0]}[{tp[1]}]",
                              until=end, source=f"{source[0]}[{source[1]}]")  # fmt: skip
         if self._replaying:
-            self._replay = (time.monotonic(), replay)
+            self._replay = (began, replay)
             log.info("rebuilding the sequence state from the tables' committed range", messages=replay,
                      partitions=len(self._replaying))  # fmt: skip
 
@@ -438,14 +440,17 @@ class Pipeline:
                 committer.poll()  # surface a failure or a fence without waiting for the next commit
             if self.sweeper is not None and self.sweeper.due():
                 self.sweeper.start()  # compare-and-delete: safe beside commits; also while idle
-            if not messages and not committer.stalled:
+            # nothing is in process here: the checks may be asked which partitions went quiet (once
+            # a second while others flow: a quiet trades partition beside busy quotes ages too)
+            if not committer.stalled and (not messages or now - self._quiet_checked >= 1.0):
+                self._quiet_checked = now
                 self._expire()
             if messages and self.governor.flow.rebuilding and epoch == self._epoch:
                 self._track_rebuild(messages)
-            if messages and self._replaying and epoch == self._epoch:
-                self._track_replay(messages)
             # A re-seek (owed, or done above) reads these messages again from the watermarks.
             if messages and not committer.reseek_owed and epoch == self._epoch:
+                if self._replaying:
+                    self._track_replay(messages)
                 self._submit(messages)
             self.governor.meter.add_busy(time.perf_counter() - busy_from)
             self.governor.observe()
@@ -472,16 +477,18 @@ class Pipeline:
         while idle; a marker that cannot be sent is tried again at the next idle moment.
         """
         try:
-            quiet = self.checks.quiet()
+            quiet = self.checks.quiet(self.source_topics)
         except self.breakers.retryable() as exc:
             log.warning("aging quiet partitions' holes failed; retried when idle again", error=str(exc))
             return
         sent = False
-        for topic, partition in quiet:
+        for (topic, partition), clock in quiet:
             if topic not in self.source_topics:
                 continue
             try:
-                self.producer.send_raw(topic, CONTROL_KEY, EXPIRE_MARKER, partition=partition)
+                self.producer.send_raw(
+                    topic, marker_key(clock), EXPIRE_MARKER, CONTROL_HEADERS, partition=partition
+                )
                 sent = True
             except ProduceError as exc:
                 self.checks.requiet((topic, partition))

@@ -88,7 +88,7 @@ class StateChecks:
         self._pending_clocks: dict[ClockKey, PartitionClock] = {}
         self._kinds: dict[str, str] = {}  # topic -> kind, as process() saw them
         self._last_tick: dict[TopicPartition, float] = {}  # wall time of the newest fresh tick
-        self._expired: set[TopicPartition] = set()  # swept by wall time since their last tick
+        self._expired: dict[TopicPartition, float] = {}  # named for a marker this quiet spell: when
         self._clock: Callable[[], float] = time.monotonic
         self._kept_ids: dict[str, list[pl.DataFrame]] = {}
         self._kept_set: dict[str, set[str]] = {}  # the same ids, for membership in O(1) per id
@@ -113,19 +113,21 @@ class StateChecks:
         return out
 
     def process(
-        self, kind: str, topic: str, frame: pl.DataFrame, markers: Sequence[tuple[int, int]] = ()
+        self, kind: str, topic: str, frame: pl.DataFrame, markers: Sequence[tuple[int, int, int | None]] = ()
     ) -> CheckResult:
         """Classify the rows each stage has not applied yet; keep everything but duplicates.
 
-        ``markers`` are the (partition, offset) of expire markers read with the batch: each
+        ``markers`` are the (partition, offset, clock) of expire markers read with the batch: each
         partition's rows before a marker are classified, then its holes swept, then the rest, so
         the verdicts do not depend on where the batches were cut.
         """
         if not markers:
             return self._process(kind, topic, frame)
         by_part: dict[int, list[int]] = {}
-        for p, o in sorted(markers):
+        clock_at: dict[tuple[int, int], int | None] = {}
+        for p, o, clock in sorted(markers, key=lambda m: (m[0], m[1])):
             by_part.setdefault(p, []).append(o)
+            clock_at[(p, o)] = clock
         phase = np.zeros(frame.height, dtype=np.int64)
         if frame.height:
             parts = frame.get_column("_partition").to_numpy()
@@ -143,7 +145,9 @@ class StateChecks:
                 if part.gap_events is not None and part.gap_events.height:
                     events.append(part.gap_events)
             for p, offsets in by_part.items():
-                if k < len(offsets) and (swept := self.sweep(kind, topic, p, offsets[k])) is not None:
+                if k >= len(offsets):
+                    continue
+                if (swept := self.sweep(kind, topic, p, offsets[k], clock_at[(p, offsets[k])])) is not None:
                     events.append(swept)
         gaps = pl.concat(events, how="vertical_relaxed") if events else None
         return CheckResult(keep=pl.Series("keep", keep, dtype=pl.Boolean), gap_events=gaps)
@@ -157,7 +161,7 @@ class StateChecks:
         now = self._clock()
         for p in frame.get_column("_partition").unique().to_list():
             self._last_tick[(topic, p)] = now
-            self._expired.discard((topic, p))
+            self._expired.pop((topic, p), None)
         fresh = _fresh(frame, topic, self._floor_seq)
         tracker = self._tracker(kind)
         batch = frame.filter(fresh) if not fresh.all() else frame
@@ -209,36 +213,50 @@ class StateChecks:
             )
         return tracker
 
-    def quiet(self) -> list[TopicPartition]:
+    def quiet(self, kinds: Mapping[str, str] | None = None) -> list[tuple[TopicPartition, int]]:
         """Owned partitions without a tick for ``reorder_timeout`` seconds of wall time whose exchange
-        clock holds young holes: the ones whose owner should append an expire marker
-        (``k2.stream.control``). Each is named once per quiet spell.
+        clock holds young holes, with that clock: their owner appends an expire marker carrying it
+        (``k2.stream.control``). Each is named once per quiet spell, and again every 3 timeouts
+        while its holes stay (a marker lost on the way, or one that found the clock moved).
+
+        Args:
+            kinds: topic -> kind of the source topics, for partitions no batch has reached yet
+                (after a restart with nothing left to read, the stored state may hold holes).
         """
         if self.reorder_timeout is None:
             return []
         now = self._clock()
-        out: list[TopicPartition] = []
+        out: list[tuple[TopicPartition, int]] = []
         for tp in list(self._floor_seq):
             topic, p = tp
-            kind = self._kinds.get(topic)
+            kind = self._kinds.get(topic) or (kinds or {}).get(topic)
             last = self._last_tick.setdefault(tp, now)
-            if kind is None or tp in self._expired or now - last < self.reorder_timeout:
+            named = self._expired.get(tp)
+            if kind is None or now - last < self.reorder_timeout:
                 continue
-            self._expired.add(tp)
-            if any(c.holes for c in self._clocks([(kind, p)]).values()):
-                out.append(tp)
+            if named is not None and now - named < 3 * self.reorder_timeout:
+                continue
+            clock = self._clocks([(kind, p)]).get((kind, p))  # may raise: then not named yet
+            self._expired[tp] = now
+            if clock is not None and clock.holes:
+                out.append((tp, clock.now))
         return out
 
     def requiet(self, tp: TopicPartition) -> None:
         """Name ``tp`` again at the next :meth:`quiet` (its marker could not be sent)."""
-        self._expired.discard(tp)
+        self._expired.pop(tp, None)
 
-    def sweep(self, kind: str, topic: str, partition: int, offset: int) -> pl.DataFrame | None:
+    def sweep(
+        self, kind: str, topic: str, partition: int, offset: int, clock: int | None
+    ) -> pl.DataFrame | None:
         """Record every young hole of the partition's clock now: an expire marker read at ``offset``.
 
         The wall-clock fallback, made a function of the stream: detected_at = each hole's opening +
-        timeout (exchange time), lineage the marker's offset. Skipped below the stage's floor (the
-        stored state already holds that sweep). See :meth:`SequenceTracker.expire`.
+        timeout (exchange time), lineage the marker's offset. Only if the partition's exchange clock
+        is still the one the marker carries (``clock``, None: unreadable): a marker that lands behind
+        newer ticks (a backlog, a paused partition, a former owner's marker) was decided on a stale
+        view and sweeps nothing. Skipped below the stage's floor (the stored state holds that sweep).
+        See :meth:`SequenceTracker.expire`.
         """
         if self.reorder_timeout is None or offset < (self._floor_seq.get((topic, partition)) or 0):
             return None
@@ -246,7 +264,8 @@ class StateChecks:
         self._kinds[topic] = kind
         tracker = self._tracker(kind)
         clocks = self._clocks([(kind, partition)])
-        if not any(c.holes for c in clocks.values()):
+        stored = clocks.get((kind, partition))
+        if stored is None or not stored.holes or stored.now != clock:
             return None
         keys = [(kind, e, s) for c in clocks.values() for e, s, _ in c.holes]
         result = tracker.expire(clocks, self._states(keys))
@@ -374,7 +393,7 @@ class StateChecks:
             self._frozen = []
         for tp in partitions:
             self._last_tick.pop(tp, None)
-            self._expired.discard(tp)
+            self._expired.pop(tp, None)
             for known in (self._floor_seq, self._floor_dedup, self._expected_seq, self._expected_dedup):
                 known.pop(tp, None)
             dedup = self.owned.pop(tp, None)

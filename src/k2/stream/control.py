@@ -9,6 +9,11 @@ partition, and the checks sweep that partition's young holes when they read it. 
 an offset: a rebuild replays it exactly, and its gap events are fenced like any tick's. A marker
 from a consumer that no longer owns the partition is harmless (its owner sweeps, or finds nothing).
 
+The marker's key carries the partition's exchange clock when its owner decided (``marker_key``):
+the sweep happens only if the clock is still that when the marker is read, so a marker that lands
+behind newer ticks (a backlog, a paused partition) sweeps nothing. A ``k2.control`` header names it
+for readers outside K2.
+
 A marker is never a tick: every reader of the tick topics skips it before decoding (one C-level
 scan of the batch's values when there is none).
 """
@@ -19,11 +24,29 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["CONTROL_KEY", "EXPIRE_MARKER", "marker_mask"]
+__all__ = ["CONTROL_HEADERS", "EXPIRE_MARKER", "marker_clock", "marker_key", "marker_mask"]
 
-CONTROL_KEY = b"k2.control"
 #: The whole value of an expire marker (no Avro tick starts like this, and none is this short).
 EXPIRE_MARKER = b"k2.control/expire-holes/v1"
+#: For readers outside K2 (Kafka Connect, other consumers): this message is not a tick.
+CONTROL_HEADERS = {"k2.control": "expire-holes"}
+_KEY_PREFIX = b"k2.expire:"
+
+
+def marker_key(clock: int) -> bytes:
+    """The key of a marker decided when the partition's exchange clock was ``clock`` (µs)."""
+    return _KEY_PREFIX + str(clock).encode()
+
+
+def marker_clock(key: bytes | str | None) -> int | None:
+    """The clock a marker's key carries; None if it carries none (such a marker sweeps nothing)."""
+    raw = key.encode() if isinstance(key, str) else key
+    if not raw or not raw.startswith(_KEY_PREFIX):
+        return None
+    try:
+        return int(raw[len(_KEY_PREFIX) :])
+    except ValueError:
+        return None
 
 
 def marker_mask(values: Sequence[bytes | None]) -> np.ndarray | None:

@@ -113,14 +113,14 @@ class RecordingChecks(BatchChecks):
         self.calls: list[tuple[str, Any]] = []
         self.committed: list[Offsets] = []
         self.seen: list[tuple[int, int]] = []  # (partition, offset) of every row classified
-        self.markers: list[tuple[int, int]] = []  # (partition, offset) of every expire marker read
+        self.markers: list[tuple[int, int, int | None]] = []  # (partition, offset, clock) of each marker
 
     def assign(self, partitions: list[TopicPartition]) -> Offsets:
         self.calls.append(("assign", sorted(partitions)))
         return {tp: self.tokens[tp] for tp in partitions if tp in self.tokens}
 
     def process(
-        self, kind: str, topic: str, frame: pl.DataFrame, markers: Sequence[tuple[int, int]] = ()
+        self, kind: str, topic: str, frame: pl.DataFrame, markers: Sequence[tuple[int, int, int | None]] = ()
     ) -> CheckResult:
         if self.fail:
             raise StateStoreError("redis is down", backend="redis")

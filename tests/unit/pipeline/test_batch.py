@@ -15,7 +15,7 @@ from k2.resilience.tiers import PriorityTiers
 from k2.schemas import encode_batch
 from k2.schemas.validate import Validator
 from k2.state.errors import StateStoreError
-from k2.stream.control import EXPIRE_MARKER
+from k2.stream.control import EXPIRE_MARKER, marker_key
 from tests.unit.pipeline.fakes import FakeProducer, FakeSpill, RecordingChecks, sink, ticks, trades_schema
 
 SOURCE, SPILL = "k2.trades", "k2.spill.trades"
@@ -94,8 +94,10 @@ def test_an_undecodable_payload_is_dead_lettered_and_its_offset_still_read() -> 
 def test_an_expire_marker_is_no_tick_and_reaches_the_checks_at_its_offset() -> None:
     rig = Rig()
     good = encode_batch("trades", ticks(["BHP"] * 3, [1, 2, 3]))
-    rig.process(messages(SOURCE, 0, 0, [good[0], b"\x00garbage", EXPIRE_MARKER, good[1], good[2]]))
-    assert rig.checks.markers == [(0, 2)]
+    batch = messages(SOURCE, 0, 0, [good[0], b"\x00garbage", EXPIRE_MARKER, good[1], good[2]])
+    batch[2] = Message(topic=SOURCE, partition=0, offset=2, value=EXPIRE_MARKER, key=marker_key(123))
+    rig.process(batch)
+    assert rig.checks.markers == [(0, 2, 123)]
     assert sorted(rig.checks.seen) == [(0, 0), (0, 3), (0, 4)]  # the ticks keep their offsets
     assert [letter.source for letter in rig.producer.dead_letters] == ["topic=k2.trades partition=0 offset=1"]
     assert rig.trades.rows == 3 and rig.checkpoint.read_end == {(SOURCE, 0): 5}  # its offset is read

@@ -211,42 +211,105 @@ def test_a_partition_quiet_for_the_timeout_is_named_once_and_its_marker_sweeps_i
     wall[0] = 101.0
     assert checks.quiet() == []  # not quiet long enough
     wall[0] = 102.5
-    assert checks.quiet() == [(TOPIC, 0)]
+    named = checks.quiet()
+    assert [tp for tp, _ in named] == [(TOPIC, 0)]
+    clock = named[0][1]
+    assert clock == batch["exchange_ts"].dt.epoch("us").max()  # the partition's exchange clock
     assert checks.quiet() == []  # once per quiet spell
     checks.requiet((TOPIC, 0))  # the marker could not be sent
-    assert checks.quiet() == [(TOPIC, 0)]
+    assert checks.quiet() == [((TOPIC, 0), clock)]
     # the marker comes back at offset 2: the sweep has an offset, like a tick
-    result = checks.process("trades", TOPIC, batch.clear(), markers=[(0, 2)])
+    result = checks.process("trades", TOPIC, batch.clear(), markers=[(0, 2, clock)])
     assert result.gap_events is not None
     assert result.gap_events.select(
         "event", "first_missing", "last_missing", "kafka_partition", "kafka_offset"
     ).rows() == [("opened", 2, 2, 0, 2)]
     checks.prepare({(TOPIC, 0): 3})()  # the marker's offset moves the token
+    wall[0] = 120.0
+    assert checks.quiet() == []  # swept: no hole left to name
     again = StateChecks(EmbeddedSequenceStore(tmp_path), reorder_window=64, reorder_timeout=2.0)
     assert again.assign([(TOPIC, 0)]) == {(TOPIC, 0): 3}
-    replay = again.process("trades", TOPIC, batch.clear(), markers=[(0, 2)])  # below the token
+    replay = again.process("trades", TOPIC, batch.clear(), markers=[(0, 2, clock)])  # below the token
     assert replay.gap_events is None  # already applied: swept once
     late = make_batch("trades", [("ASX", "BHP", D0, 2)], partitions=1, first_offsets={0: 3})
     result = again.process("trades", TOPIC, late)
     assert result.gap_events["event"].to_list() == ["recovered"]  # type: ignore[index]
 
 
+def test_a_marker_behind_newer_ticks_sweeps_nothing_and_a_lost_one_is_named_again(tmp_path: Path) -> None:
+    """A marker decided on a clock the partition has since passed (a backlog, a paused partition,
+    a former owner) is stale: the holes are young on the exchange clock, so it sweeps nothing."""
+    checks = StateChecks(EmbeddedSequenceStore(tmp_path), reorder_window=64, reorder_timeout=2.0)
+    wall = [100.0]
+    checks._clock = lambda: wall[0]
+    checks.assign([(TOPIC, 0)])
+    first = make_batch("trades", [("ASX", "BHP", D0, 1), ("ASX", "BHP", D0, 3)], partitions=1)
+    checks.process("trades", TOPIC, first)
+    wall[0] = 103.0
+    ((_, clock),) = checks.quiet()
+    later = make_batch("trades", [("ASX", "RIO", D0, 1)], partitions=1, first_offsets={0: 2}).with_columns(
+        exchange_ts=first["exchange_ts"].max() + pl.duration(milliseconds=5)
+    )
+    stale = checks.process("trades", TOPIC, later, markers=[(0, 3, clock)])  # the tick came first
+    assert stale.gap_events is None or stale.gap_events.is_empty()
+    assert checks.process("trades", TOPIC, later.clear(), markers=[(0, 4, None)]).gap_events is None
+    wall[0] = 104.0
+    assert checks.quiet() == []  # RIO's tick started a new spell
+    wall[0] = 106.5
+    ((_, newer),) = checks.quiet()
+    assert newer > clock
+    wall[0] = 110.0
+    assert checks.quiet() == []  # named 3.5 s ago: its marker may still be on the way
+    wall[0] = 113.0
+    assert checks.quiet() == [((TOPIC, 0), newer)]  # the holes stayed: its marker was lost
+
+
+def test_a_store_error_while_naming_quiet_partitions_does_not_silence_them(tmp_path: Path) -> None:
+    checks = StateChecks(EmbeddedSequenceStore(tmp_path), reorder_window=64, reorder_timeout=2.0)
+    wall = [100.0]
+    checks._clock = lambda: wall[0]
+    checks.assign([(TOPIC, 0)])
+    batch = make_batch("trades", [("ASX", "BHP", D0, 1), ("ASX", "BHP", D0, 3)], partitions=1)
+    checks.process("trades", TOPIC, batch)
+    checks.prepare(_end(batch))()
+    wall[0] = 103.0
+    real = checks.store.load_clocks
+
+    def down(keys: object) -> object:
+        raise StateStoreError("redis is down", backend="redis")
+
+    checks.store.load_clocks = down  # type: ignore[method-assign]
+    with pytest.raises(StateStoreError):
+        checks.quiet()
+    checks.store.load_clocks = real  # type: ignore[method-assign]
+    assert [tp for tp, _ in checks.quiet()] == [(TOPIC, 0)]  # named once the store answers
+    # a restart with nothing left to read: no batch says the topic's kind, the runner does
+    again = StateChecks(EmbeddedSequenceStore(tmp_path), reorder_window=64, reorder_timeout=2.0)
+    again._clock = lambda: wall[0]
+    again.assign([(TOPIC, 0)])
+    assert again.quiet() == []  # the spell starts now
+    wall[0] = 106.0
+    assert again.quiet() == []  # and the kind is unknown without a batch
+    assert [tp for tp, _ in again.quiet({TOPIC: "trades"})] == [(TOPIC, 0)]
+
+
 def test_a_marker_splits_its_partition_rows_so_verdicts_do_not_depend_on_batching(tmp_path: Path) -> None:
     """Ticks before a marker are classified before its sweep, the ones after it after."""
     rows = [("ASX", "BHP", D0, 1), ("ASX", "BHP", D0, 3), ("ASX", "BHP", D0, 2)]
     batch = make_batch("trades", rows, partitions=1)
+    clock = batch["exchange_ts"].head(2).dt.epoch("us").max()  # the clock after offsets 0 and 1
     # offsets 0, 1, then the marker at 2, then the late sequence 2 at offset 3: swept, then filled
     marked = batch.with_columns(pl.Series("_offset", [0, 1, 3], dtype=pl.Int64))
     whole = StateChecks(EmbeddedSequenceStore(tmp_path / "a"), reorder_window=64, reorder_timeout=2.0)
     whole.assign([(TOPIC, 0)])
-    one = whole.process("trades", TOPIC, marked, markers=[(0, 2)])
+    one = whole.process("trades", TOPIC, marked, markers=[(0, 2, clock)])
     assert one.gap_events is not None
     assert one.gap_events.select("event", "kafka_offset").rows() == [("opened", 2), ("recovered", 3)]
     assert one.keep.to_list() == [True, True, True]
     cut = StateChecks(EmbeddedSequenceStore(tmp_path / "b"), reorder_window=64, reorder_timeout=2.0)
     cut.assign([(TOPIC, 0)])
     first = cut.process("trades", TOPIC, marked.head(2))
-    second = cut.process("trades", TOPIC, marked.tail(1), markers=[(0, 2)])
+    second = cut.process("trades", TOPIC, marked.tail(1), markers=[(0, 2, clock)])
     events = [e for e in (first.gap_events, second.gap_events) if e is not None and e.height]
     assert pl.concat(events).select("event", "kafka_offset").rows() == [("opened", 2), ("recovered", 3)]
 
@@ -261,5 +324,5 @@ def test_quiet_after_only_empty_batches_does_not_fail(tmp_path: Path) -> None:
     assert checks.quiet() == []  # the quiet spell starts
     wall[0] = 110.0
     assert checks.quiet() == []  # no young hole: nothing to sweep
-    swept = checks.process("trades", TOPIC, empty, markers=[(0, 5)])
+    swept = checks.process("trades", TOPIC, empty, markers=[(0, 5, 0)])
     assert swept.keep.len() == 0 and swept.gap_events is None

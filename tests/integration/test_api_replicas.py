@@ -1,8 +1,9 @@
 """Two real ``k2 serve`` replicas behind the real nginx that ``k2 services up proxy`` runs: one API.
 
-Through the proxy's one address: every request succeeds; both replicas answer, identically; one rate
-limit budget in Redis holds across them although requests alternate; and after a SIGKILL of one
-replica the other answers everything. Which replica served a request is read from nginx's access
+Through the proxy's one address: every keyed request within its budget succeeds; both replicas
+answer, identically; one rate-limit budget in Redis holds across them although requests alternate,
+per key and, for keyless callers, per address the proxy saw (nginx's X-Forwarded-For, believed by
+K2); and after a SIGKILL of one replica the other answers everything. Which replica served a request is read from nginx's access
 log (``upstream=$upstream_addr``), not from anything added to the API.
 """
 
@@ -73,6 +74,11 @@ def _upstreams(access_log: Path, skip: int) -> list[tuple[str, str]]:
 
 
 _LOGGED = re.compile(r'" (?P<status>\d{3}) upstream=(?P<upstream>.*?) upstream_status=')
+
+
+def _client_from(address: str) -> httpx.Client:
+    """A client whose connections leave from ``address`` (any of 127.0.0.0/8 on Linux)."""
+    return httpx.Client(timeout=30, transport=httpx.HTTPTransport(local_address=address))
 
 
 def _lines(path: Path) -> int:
@@ -160,7 +166,25 @@ def test_two_replicas_behind_the_proxy_are_one_api(
         per_replica
     )
 
-    # 3. A replica dies (SIGKILL): the proxy sends everything to the other, and nothing fails.
+    # 3. Keyless callers are counted by the address the proxy saw, across replicas: K2 believes
+    # nginx's X-Forwarded-For (api.trusted_proxies; without it, 127.0.0.3 below gets 429), and not
+    # the addresses a client claims (nginx replaces the header; uvicorn would also skip them, as it
+    # takes the rightmost untrusted address). A client on 127.0.0.2 spends its budget whatever it
+    # claims; one on 127.0.0.3 keeps its own.
+    if time.time() % 60 > 50:
+        time.sleep(61 - time.time() % 60)
+    before = _lines(access_log)
+    with _client_from("127.0.0.2") as http:
+        spoofed = [
+            http.get(f"{proxy_url}/v1/trades", params=WINDOW, headers={"X-Forwarded-For": f"10.0.0.{i}"})
+            for i in range(LIMIT + 1)
+        ]
+    assert [r.status_code for r in spoofed] == [401] * LIMIT + [429]
+    assert {u for u, _ in _upstreams(access_log, before)} == set(proxied.proxy.upstreams)
+    with _client_from("127.0.0.3") as http:
+        assert http.get(f"{proxy_url}/v1/trades", params=WINDOW).status_code == 401  # not 429
+
+    # 4. A replica dies (SIGKILL): the proxy sends everything to the other, and nothing fails.
     killed, survivor = proxied.proxy.upstreams
     procs[0].send_signal(signal.SIGKILL)
     procs[0].wait(timeout=10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -13,7 +14,7 @@ from k2.config import load_settings
 from k2.errors import ConfigError
 from k2.services import Launcher
 from k2.services.errors import ServiceError, ServiceStartError
-from k2.services.process import free_port
+from k2.services.process import free_port, port_in_use, wait_until
 from k2.services.proxy import ProxyService, find_nginx, nginx_config
 
 
@@ -117,3 +118,20 @@ def test_up_status_logs_down_with_the_real_nginx(tmp_path: Path) -> None:
     assert down.state == "stopped"
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_a_sigkilled_proxy_leaves_nothing_behind_and_starts_again(tmp_path: Path) -> None:
+    settings = load_settings(
+        data_dir=tmp_path, proxy={"port": free_port(), "upstreams": f"127.0.0.1:{free_port()}"}
+    )
+    launcher = Launcher(settings)
+    try:
+        (first,) = launcher.up(["proxy"], timeout_s=20)
+        assert first.pid is not None
+        os.kill(first.pid, signal.SIGKILL)
+        assert wait_until(lambda: launcher.status(["proxy"])[0].state == "stale", 10, 0.05)
+        assert not port_in_use(settings.proxy.port)  # no orphan worker kept the port
+        (second,) = launcher.up(["proxy"], timeout_s=20)
+        assert second.state == "running" and second.pid not in (None, first.pid)
+    finally:
+        launcher.down(["proxy"])

@@ -82,7 +82,8 @@ chaos-cluster: setup
 # Issue #16's scale tests (pytest -m scale; `make test` leaves them out): Spark reads K2's tables through
 # Iceberg's JDBC catalog and must equal K2's API; the warehouse on a real S3 server (SeaweedFS, built
 # once from its Go module: about 13 minutes the first time on a fresh machine); 4 writer processes
-# committing 150 times each to one table through the PostgreSQL catalog. pyspark is the scale extra,
+# committing 150 times each to one table through the PostgreSQL catalog; two `k2 serve` replicas behind
+# the nginx of `k2 services up proxy` (one API, one Redis rate limit, a SIGKILLed replica). pyspark is the scale extra,
 # installed by name like the bench peers; the Iceberg runtime and JDBC jars come with Maven into K2's
 # cache, checked against pins. ARGS: more pytest options.
 scale-test: setup

@@ -15,6 +15,9 @@ command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 # Go builds the local S3 server (SeaweedFS) from its Go module on its first start (`k2 services up s3`,
 # the S3 warehouse test); an older Go fetches the toolchain SeaweedFS asks for through the module proxy.
 command -v go >/dev/null 2>&1 || [ -x /usr/local/go/bin/go ] || missing+=(golang-go)
+# the reverse proxy in front of API replicas (`k2 services up proxy`, the replicas' scale test); Debian
+# keeps nginx in /usr/sbin, off a non-root user's PATH
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 if ! command -v java >/dev/null 2>&1; then
   missing+=(openjdk-17-jre-headless)
 fi
@@ -25,5 +28,5 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# Debian starts a system redis on 6379 and a system PostgreSQL cluster on 5432 after install; K2 runs
-# its own on other ports, in its data directory, and leaves them alone.
+# Debian starts a system redis on 6379, a system PostgreSQL cluster on 5432 and (where systemd runs) an
+# nginx on port 80 after install; K2 runs its own on other ports, in its data directory, and leaves them alone.

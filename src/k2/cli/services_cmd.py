@@ -1,4 +1,4 @@
-"""``k2 services``: the local Kafka broker, Redis server and PostgreSQL catalog that K2 runs for you."""
+"""``k2 services``: the local Kafka broker, Redis server, PostgreSQL catalog, S3 server and API proxy that K2 runs for you."""
 
 from __future__ import annotations
 
@@ -19,15 +19,17 @@ app = typer.Typer(
     help=(
         "Run the local services: Apache Kafka (KRaft, jars fetched once with Maven), redis-server, "
         "PostgreSQL for the Iceberg catalog (Debian's postgresql) and, for a warehouse on s3://, an S3 "
-        "server (SeaweedFS, built once with Go). Nothing is started for a service configured as external."
+        "server (SeaweedFS, built once with Go), and by name a reverse proxy (Debian's nginx) in front of "
+        "several `k2 serve` replicas. Nothing is started for a service configured as external."
     ),
     no_args_is_help=True,
 )
 
 _NAMES = typer.Argument(
     None,
-    help="kafka, redis, postgres and/or s3 (default: kafka and redis, plus postgres when the catalog is on "
-    "it, K2_LAKE__CATALOG=postgres, and s3 when the warehouse is on s3://; `down` stops all four).",
+    help="kafka, redis, postgres, s3 and/or proxy (default: kafka and redis, plus postgres when the catalog "
+    "is on it, K2_LAKE__CATALOG=postgres, and s3 when the warehouse is on s3://; the proxy only by name, "
+    "with K2_PROXY__UPSTREAMS; `down` stops them all).",
 )
 _STYLE = {"running": "green", "external": "green", "stopped": "dim", "stale": "yellow",
           "unhealthy": "red", "unreachable": "red"}  # fmt: skip
@@ -118,7 +120,9 @@ def status(
 @handle_errors
 def logs(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="kafka, redis, postgres or s3."),
+    name: str = typer.Argument(
+        ..., help="kafka, redis, postgres, s3 or proxy (its error log; requests: services/proxy/access.log)."
+    ),
     lines: int = typer.Option(50, "--lines", "-n", min=1, help="How many lines from the end."),
 ) -> None:
     """Print the tail of a service's log."""

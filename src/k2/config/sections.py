@@ -6,11 +6,14 @@ own section and never the whole object.
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode
 
 __all__ = [
     "ApiSettings",
@@ -19,6 +22,7 @@ __all__ = [
     "LogSettings",
     "PipelineSettings",
     "PostgresSettings",
+    "ProxySettings",
     "RedisSettings",
     "S3Settings",
     "StateSettings",
@@ -450,6 +454,57 @@ class ApiSettings(_Section):
     max_connections: int = Field(
         1000, ge=1, description="Open connections (uvicorn limit_concurrency); more get 503."
     )
+
+
+#: One upstream of the proxy: host:port, the host a name or IPv4 address, or [IPv6]:port. Nothing
+#: else reaches nginx's configuration file (no spaces, semicolons or braces to inject directives with).
+_UPSTREAM = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]):(\d{1,5})$")
+
+
+class ProxySettings(_Section):
+    """The local reverse proxy (Debian's nginx) in front of several ``k2 serve`` replicas.
+
+    ``k2 services up proxy`` starts it, by name only: one machine with one API needs none.
+    """
+
+    port: int = Field(18080, ge=1, le=65535, description="The proxy listens on 127.0.0.1:port.")
+    upstreams: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="The `k2 serve` replicas, host:port each; in the environment a comma-separated "
+        "list (K2_PROXY__UPSTREAMS=127.0.0.1:8001,127.0.0.1:8002).",
+    )
+    fail_timeout_s: int = Field(
+        10, ge=1, le=3600, description="A replica that refused a connection is left out this long."
+    )
+    connect_timeout_s: int = Field(2, ge=1, le=60, description="Connecting to a replica; then the next one.")
+    read_timeout_s: int = Field(
+        3660,
+        ge=1,
+        description="Between two reads from a replica; above api.stream_max_s, or the proxy cuts streams.",
+    )
+    nginx: Path | None = Field(
+        None, description="The nginx program. Unset: nginx on PATH, else /usr/sbin/nginx."
+    )
+
+    @field_validator("upstreams", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.lstrip().startswith("["):
+            return json.loads(value)  # the JSON form other list settings take
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("upstreams", mode="after")
+    @classmethod
+    def _valid_upstreams(cls, value: list[str]) -> list[str]:
+        for upstream in value:
+            match = _UPSTREAM.match(upstream)
+            if match is None or not 1 <= int(match.group(1)) <= 65535:
+                raise ValueError(f"{upstream!r} is not host:port (a name or address, then a port 1-65535)")
+        if len(set(value)) != len(value):
+            raise ValueError("an upstream is listed twice")
+        return value
 
 
 class LogSettings(_Section):

@@ -31,6 +31,7 @@ from k2.config.sections import (
     LogSettings,
     PipelineSettings,
     PostgresSettings,
+    ProxySettings,
     RedisSettings,
     S3Settings,
     StateSettings,
@@ -68,6 +69,7 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     resilience: ResilienceSettings = ResilienceSettings()
     hybrid: HybridSettings = HybridSettings()
+    proxy: ProxySettings = ProxySettings()
 
     @field_validator("data_dir", "cache_dir", mode="after")
     @classmethod

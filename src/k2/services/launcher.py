@@ -11,12 +11,14 @@ from k2.services.errors import ServiceError
 from k2.services.kafka import KafkaService
 from k2.services.postgres import PostgresService
 from k2.services.process import tail
+from k2.services.proxy import ProxyService
 from k2.services.redis import RedisService
 from k2.services.s3 import S3Service
 
 __all__ = ["SERVICE_NAMES", "Launcher"]
 
-SERVICE_NAMES = ("kafka", "redis", "postgres", "s3")
+#: In start order; `down` stops them in reverse, so the proxy goes first. The proxy is never a default.
+SERVICE_NAMES = ("kafka", "redis", "postgres", "s3", "proxy")
 log = get_logger(__name__)
 
 
@@ -29,6 +31,7 @@ class Launcher:
             "redis": RedisService(settings),
             "postgres": PostgresService(settings),
             "s3": S3Service(settings),
+            "proxy": ProxyService(settings),
         }
         # Without names: Kafka and Redis, plus PostgreSQL when the catalog is on it (the SQLite default
         # needs no server) and S3 for a warehouse on s3:// (its first start builds it).

@@ -5,9 +5,12 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-__all__ = ["Service", "ServiceState", "ServiceStatus"]
+if TYPE_CHECKING:
+    from k2.services.process import OwnedProcess
+
+__all__ = ["ProcessService", "Service", "ServiceState", "ServiceStatus"]
 
 ServiceState = Literal["running", "stopped", "stale", "unhealthy", "external", "unreachable"]
 
@@ -68,3 +71,32 @@ class Service(abc.ABC):
         Raises:
             Exception: whatever the client raised when the service does not answer.
         """
+
+
+class ProcessService(Service):
+    """A service K2 runs as one process it recorded (Redis, PostgreSQL, S3): the shared status."""
+
+    _proc: OwnedProcess
+
+    def status(self) -> ServiceStatus:
+        if not self.managed:
+            return self._probe("external")
+        pid = self._proc.pid
+        if pid is None:
+            state: ServiceState = "stale" if self._proc.stale else "stopped"
+            detail = f"pid file {self._proc.pid_file} names a dead process" if state == "stale" else ""
+            return ServiceStatus(self.name, state, self.address, detail=detail)
+        return self._probe("running", pid)
+
+    def _probe(self, state: ServiceState, pid: int | None = None) -> ServiceStatus:
+        try:
+            version = self.ping()
+        except Exception as exc:
+            bad: ServiceState = "unreachable" if state == "external" else "unhealthy"
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            return ServiceStatus(self.name, bad, self.address, pid, None, reason)
+        return ServiceStatus(self.name, state, self.address, pid, version, self._detail())
+
+    def _detail(self) -> str:
+        """What a healthy status adds (e.g. the bucket); nothing by default."""
+        return ""

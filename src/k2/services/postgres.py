@@ -22,9 +22,9 @@ import subprocess
 from pathlib import Path
 
 from k2.config import Settings
-from k2.services.base import Service, ServiceState, ServiceStatus
+from k2.services.base import ProcessService, ServiceStatus
 from k2.services.errors import ServiceError, ServiceStartError
-from k2.services.process import OwnedProcess, port_in_use, spawn, tail, wait_until, write_private
+from k2.services.process import OwnedProcess, await_ready, port_in_use, spawn, tail, write_private
 
 __all__ = ["PostgresService", "find_bin_dir"]
 
@@ -53,7 +53,7 @@ def find_bin_dir(configured: Path | None) -> Path | None:
     return None
 
 
-class PostgresService(Service):
+class PostgresService(ProcessService):
     """The catalog's PostgreSQL: local (K2 runs it) unless lake.catalog_uri names another server."""
 
     name = "postgres"
@@ -88,24 +88,6 @@ class PostgresService(Service):
         version = _query(self.url, "SHOW server_version")
         return str(version).split()[0]
 
-    def status(self) -> ServiceStatus:
-        if not self.managed:
-            return self._probe("external")
-        pid = self._proc.pid
-        if pid is None:
-            state: ServiceState = "stale" if self._proc.stale else "stopped"
-            detail = f"pid file {self._proc.pid_file} names a dead process" if state == "stale" else ""
-            return ServiceStatus(self.name, state, self.address, detail=detail)
-        return self._probe("running", pid)
-
-    def _probe(self, state: ServiceState, pid: int | None = None) -> ServiceStatus:
-        try:
-            version = self.ping()
-        except Exception as exc:
-            bad: ServiceState = "unreachable" if state == "external" else "unhealthy"
-            return ServiceStatus(self.name, bad, self.address, pid, None, _first_line(exc))
-        return ServiceStatus(self.name, state, self.address, pid, version)
-
     def start(self, timeout_s: float = 60.0) -> ServiceStatus:
         if not self.managed or self._proc.pid is not None:
             return self.status()
@@ -137,16 +119,7 @@ class PostgresService(Service):
         proc = spawn(cmd, log_path=self.log_path, cwd=self.pgdata, user=user)
         self._proc.record(proc)
 
-        def ready() -> bool:
-            if proc.poll() is not None:
-                return True
-            try:
-                self._ensure_database()
-                return True
-            except Exception:
-                return False
-
-        if not wait_until(ready, timeout_s, 0.2) or proc.poll() is not None:
+        if not await_ready(proc, self._ensure_database, timeout_s, 0.2):
             self._proc.terminate(5, signal.SIGINT)
             raise ServiceStartError(
                 f"PostgreSQL did not become ready on {self.address}; log tail:\n{tail(self.log_path, 20)}",

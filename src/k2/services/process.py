@@ -158,6 +158,24 @@ def wait_until(check: Callable[[], object], timeout_s: float, interval_s: float 
     return False
 
 
+def await_ready(
+    proc: subprocess.Popen[bytes], check: Callable[[], object], timeout_s: float, interval_s: float
+) -> bool:
+    """Whether ``check()`` succeeded (returned without raising) before the time ran out and while
+    ``proc`` lived: the start of every single-process service waits on this."""
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            return True
+        try:
+            check()
+            return True
+        except Exception:
+            return False
+
+    return wait_until(ready, timeout_s, interval_s) and proc.poll() is None
+
+
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     """Whether something already listens there (another Kafka, a stale broker of another data dir)."""
     import socket

@@ -23,7 +23,7 @@ from k2.config import Settings
 from k2.config.sections import ProxySettings
 from k2.services.base import Service, ServiceState, ServiceStatus
 from k2.services.errors import ServiceError, ServiceStartError
-from k2.services.process import OwnedProcess, port_in_use, spawn, tail, wait_until
+from k2.services.process import OwnedProcess, await_ready, port_in_use, spawn, tail
 
 __all__ = ["ProxyService", "find_nginx", "nginx_config"]
 
@@ -215,16 +215,7 @@ class ProxyService(Service):
         proc = spawn(self._command(nginx), log_path=self.home / "nginx.stdout", cwd=self.home)
         self._proc.record(proc)
 
-        def ready() -> bool:
-            if proc.poll() is not None:
-                return True
-            try:
-                self.ping()
-                return True
-            except OSError:
-                return False
-
-        if not wait_until(ready, timeout_s, 0.1) or proc.poll() is not None:
+        if not await_ready(proc, self.ping, timeout_s, 0.1):
             self._proc.terminate(5)
             raise ServiceStartError(
                 f"nginx did not start listening on {self.address}; log tail:\n{tail(self.log_path, 20)}\n"

@@ -14,14 +14,14 @@ from pathlib import Path
 import redis
 
 from k2.config import Settings
-from k2.services.base import Service, ServiceState, ServiceStatus
+from k2.services.base import ProcessService, ServiceStatus
 from k2.services.errors import ServiceError, ServiceStartError
-from k2.services.process import OwnedProcess, port_in_use, spawn, tail, wait_until, write_private
+from k2.services.process import OwnedProcess, await_ready, port_in_use, spawn, tail, write_private
 
 __all__ = ["RedisService"]
 
 
-class RedisService(Service):
+class RedisService(ProcessService):
     name = "redis"
 
     def __init__(self, settings: Settings) -> None:
@@ -48,24 +48,6 @@ class RedisService(Service):
             return str(client.info("server")["redis_version"])
         finally:
             client.close()
-
-    def status(self) -> ServiceStatus:
-        if not self.managed:
-            return self._probe("external")
-        pid = self._proc.pid
-        if pid is None:
-            state: ServiceState = "stale" if self._proc.stale else "stopped"
-            detail = f"pid file {self._proc.pid_file} names a dead process" if state == "stale" else ""
-            return ServiceStatus(self.name, state, self.address, detail=detail)
-        return self._probe("running", pid)
-
-    def _probe(self, state: str, pid: int | None = None) -> ServiceStatus:
-        try:
-            version = self.ping()
-        except Exception as exc:
-            bad = "unreachable" if state == "external" else "unhealthy"
-            return ServiceStatus(self.name, bad, self.address, pid, None, str(exc))  # type: ignore[arg-type]
-        return ServiceStatus(self.name, state, self.address, pid, version)  # type: ignore[arg-type]
 
     def start(self, timeout_s: float = 20.0) -> ServiceStatus:
         if not self.managed or self._proc.pid is not None:
@@ -99,16 +81,7 @@ class RedisService(Service):
         proc = spawn([server, str(conf)], log_path=self.home / "redis.stdout", cwd=self.home)
         self._proc.record(proc)
 
-        def ready() -> bool:
-            if proc.poll() is not None:
-                return True
-            try:
-                self.ping()
-                return True
-            except Exception:
-                return False
-
-        if not wait_until(ready, timeout_s, 0.1) or proc.poll() is not None:
+        if not await_ready(proc, self.ping, timeout_s, 0.1):
             self._proc.terminate(5)
             raise ServiceStartError(
                 f"redis-server did not become ready on {self.address}; log tail:\n"

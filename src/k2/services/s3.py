@@ -19,9 +19,9 @@ from urllib.parse import urlparse
 
 from k2.config import Settings
 from k2.observability.logging import get_logger
-from k2.services.base import Service, ServiceState, ServiceStatus
+from k2.services.base import ProcessService, ServiceStatus
 from k2.services.errors import ServiceStartError
-from k2.services.process import OwnedProcess, port_in_use, spawn, tail, wait_until, write_private
+from k2.services.process import OwnedProcess, await_ready, port_in_use, spawn, tail, wait_until, write_private
 from k2.services.weed import WeedBinary
 
 __all__ = ["S3Service", "s3_filesystem"]
@@ -43,7 +43,7 @@ def s3_filesystem(
     )  # fmt: skip
 
 
-class S3Service(Service):
+class S3Service(ProcessService):
     name = "s3"
 
     def __init__(self, settings: Settings) -> None:
@@ -77,31 +77,15 @@ class S3Service(Service):
             s3.effective_endpoint, s3.region, s3.access_key_id, s3.secret(), create_buckets=create_buckets
         )
 
+    def _detail(self) -> str:
+        return f"bucket {self.bucket}" if self.bucket else ""
+
     def ping(self) -> str:
         """List the buckets: a signed request, so it proves the credentials too."""
         from pyarrow import fs as pafs
 
         self._filesystem().get_file_info(pafs.FileSelector("", recursive=False))
         return f"SeaweedFS {self._s3.version}" if self.managed else "S3"
-
-    def status(self) -> ServiceStatus:
-        if not self.managed:
-            return self._probe("external")
-        pid = self._proc.pid
-        if pid is None:
-            state: ServiceState = "stale" if self._proc.stale else "stopped"
-            detail = f"pid file {self._proc.pid_file} names a dead process" if state == "stale" else ""
-            return ServiceStatus(self.name, state, self.address, detail=detail)
-        return self._probe("running", pid)
-
-    def _probe(self, state: ServiceState, pid: int | None = None) -> ServiceStatus:
-        try:
-            version = self.ping()
-        except Exception as exc:
-            bad: ServiceState = "unreachable" if state == "external" else "unhealthy"
-            return ServiceStatus(self.name, bad, self.address, pid, None, str(exc)[:200])
-        detail = f"bucket {self.bucket}" if self.bucket else ""
-        return ServiceStatus(self.name, state, self.address, pid, version, detail)
 
     def start(self, timeout_s: float = 60.0) -> ServiceStatus:
         """Build SeaweedFS if needed, start it, create the warehouse's bucket, wait until it takes data.
@@ -152,16 +136,7 @@ class S3Service(Service):
         proc = spawn(cmd, log_path=self.log_path, cwd=self.home, env=env)
         self._proc.record(proc)
 
-        def ready() -> bool:
-            if proc.poll() is not None:
-                return True
-            try:
-                self.ping()
-                return True
-            except Exception:
-                return False
-
-        if not wait_until(ready, timeout_s, 0.25) or proc.poll() is not None:
+        if not await_ready(proc, self.ping, timeout_s, 0.25):
             self._proc.terminate(5)
             raise ServiceStartError(
                 f"SeaweedFS did not answer S3 requests on {self.address} within {timeout_s:.0f}s; "

@@ -29,6 +29,16 @@ __all__ = [
 ]
 
 
+def _read_secret(path: Path | None) -> str | None:
+    """A secret K2 generated into a file on a service's first start; None before (or unreadable)."""
+    if path is None:
+        return None
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -156,12 +166,7 @@ class RedisSettings(_Section):
 
     def local_password(self) -> str | None:
         """The local redis-server's password, once K2 has started it (None before)."""
-        if self.password_file is None:
-            return None
-        try:
-            return self.password_file.read_text().strip() or None
-        except OSError:
-            return None
+        return _read_secret(self.password_file)
 
 
 class PostgresSettings(_Section):
@@ -195,12 +200,7 @@ class PostgresSettings(_Section):
 
     def local_password(self) -> str | None:
         """The local server's password, once K2 has started it (None before)."""
-        if self.password_file is None:
-            return None
-        try:
-            return self.password_file.read_text().strip() or None
-        except OSError:
-            return None
+        return _read_secret(self.password_file)
 
     @property
     def effective_url(self) -> str:
@@ -261,12 +261,7 @@ class S3Settings(_Section):
         """The secret key: configured, or the local server's once K2 has generated it (None before)."""
         if self.secret_access_key is not None:
             return self.secret_access_key.get_secret_value()
-        if self.secret_file is None or not self.managed:
-            return None
-        try:
-            return self.secret_file.read_text().strip() or None
-        except OSError:
-            return None
+        return _read_secret(self.secret_file) if self.managed else None
 
 
 class LakeSettings(_Section):

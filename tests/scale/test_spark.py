@@ -1,4 +1,5 @@
-"""A third-party engine reads K2's tables (issue #16, item 5): Spark through Iceberg's JDBC catalog.
+"""A third-party engine reads K2's tables (issue #16, item 5): Spark through Iceberg's JDBC catalog,
+on SQLite and on PostgreSQL.
 
 The ASX sample goes through K2's own path (Kafka from K2's launcher, the pipeline, several Iceberg
 commits); Spark then opens the same catalog and warehouse from K2's Settings, and its answers are
@@ -35,16 +36,26 @@ from k2.services.jars import SparkJars
 pytestmark = pytest.mark.scale
 
 
-@pytest.fixture(scope="module")
-def lake(services: Settings, tmp_path_factory: pytest.TempPathFactory, asx_data: Path) -> Settings:
-    """A fresh K2 lake holding the whole ASX sample, ingested in commits of 50,000 rows."""
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def lake(
+    services: Settings,
+    tmp_path_factory: pytest.TempPathFactory,
+    asx_data: Path,
+    request: pytest.FixtureRequest,
+) -> Settings:
+    """A fresh K2 lake holding the whole ASX sample, ingested in commits of 50,000 rows; its catalog
+    on SQLite, then on the session's PostgreSQL (Iceberg's JDBC catalog reads both)."""
     tag = uuid.uuid4().hex[:8]
+    catalog: dict[str, object] = {}
+    if request.param == "postgres":
+        pg: Settings = request.getfixturevalue("postgres")
+        catalog = {"catalog_uri": pg.catalog_uri, "namespace": f"t{tag}"}
     settings = load_settings(
         data_dir=tmp_path_factory.mktemp("k2-spark") / "k2",
         kafka={**services.kafka.model_dump(), "topic_prefix": f"t{tag}."},
         redis={**services.redis.model_dump(), "key_prefix": f"t{tag}:"},
         pipeline={"group_id": f"g{tag}"},
-        lake={"commit_rows": 50_000, "maintain_every_s": 0},
+        lake={"commit_rows": 50_000, "maintain_every_s": 0, **catalog},
     )
     produced = ingest_asx(settings, asx_data)
     table = open_catalog(settings).load_table(f"{settings.lake.namespace}.trades")

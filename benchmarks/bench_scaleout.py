@@ -1,15 +1,19 @@
 """N ``k2 ingest`` processes in one consumer group: rows/s for 1, 2 and 4 processes, and per core.
 
     python -m benchmarks.bench_scaleout [--quick] [--rows N] [--processes 1,2,4] [--partitions 8]
+                                        [--brokers 1,3]
 
 1. ``rows`` trades are produced once to a topic of ``partitions`` partitions.
 2. For each process count, that many real ``k2 ingest`` subprocesses join one consumer group over
    a fresh lake namespace (one catalog, one warehouse, one embedded state directory, as on one
-   machine), and share the partitions. The rate is the rows over the time from the first committed
-   row to the last, read from the table itself (each process's start-up is excluded; a rebalance
-   as the others join is not).
+   machine), and share the partitions. The rate is the rows committed after the first commit, over
+   the time from that commit to the last, read from the table itself (each process's start-up is
+   excluded; a rebalance as the others join is not).
 3. Exactness: the table then holds every row once (message ids unique, count equal to ``rows``).
 4. Baseline in the same run: one raw confluent-kafka consumer reading the same topic.
+5. ``--brokers 1,3`` repeats all of it on one broker and on a 3-node KRaft cluster on this machine
+   (replication 3, min.insync.replicas 2, acks=all): the producer's rate, the raw consumer's and
+   the ingesters' side by side, so the price of replication is measured, not guessed.
 
 "Per core" divides by min(processes, cores): on this 2-core machine four processes share two cores,
 so the curve flattens at two, and what is left is the cost of more group members.
@@ -25,6 +29,8 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+
+import polars as pl
 
 from benchmarks.bench_codec import make_ticks
 from benchmarks.bench_ingest import _produce, _raw_consume
@@ -45,6 +51,7 @@ def _env(settings: Settings, namespace: str, group: str, instance: str) -> dict[
         K2_KAFKA__CONTROLLER_PORT=str(settings.kafka.controller_port),
         K2_KAFKA__TOPIC_PREFIX=settings.kafka.topic_prefix,
         K2_KAFKA__PARTITIONS=str(settings.kafka.partitions),
+        K2_KAFKA__BROKERS=str(settings.kafka.brokers),
         K2_LAKE__NAMESPACE=namespace,
         K2_LAKE__COMMIT_INTERVAL_S="1.0",
         K2_LAKE__COMMIT_ROWS="200000",
@@ -83,7 +90,7 @@ def _run(settings: Settings, rows: int, processes: int, logs: Path) -> tuple[flo
             )
         )
     first: float | None = None
-    done = 0
+    done = at_first = 0
     try:
         while done < rows:
             if time.perf_counter() - began > 900 or all(p.poll() is not None for p in procs):
@@ -93,14 +100,21 @@ def _run(settings: Settings, rows: int, processes: int, logs: Path) -> tuple[flo
             time.sleep(0.2)
             done = _rows(settings, namespace)
             if done and first is None:
-                first = time.perf_counter()
+                first, at_first = time.perf_counter(), done
         last = time.perf_counter()
     finally:
         for p in procs:
             stop_process(p)
     _exact(settings, namespace, rows)
+    # the rows committed after the first commit was seen, over the time since: a first commit that
+    # already held most rows (a small run) must not be counted as if written in no time
     elapsed = last - (first or last)
-    return rows / elapsed if elapsed > 0 else float("nan"), last - began
+    if elapsed <= 0 or rows - at_first < rows // 4:
+        raise RuntimeError(
+            f"{processes} ingester(s): {at_first:,} of {rows:,} rows were in the first commit seen, "
+            "too few left to time: run with more --rows"
+        )
+    return (rows - at_first) / elapsed, last - began
 
 
 def _exact(settings: Settings, namespace: str, rows: int) -> None:
@@ -108,6 +122,33 @@ def _exact(settings: Settings, namespace: str, rows: int) -> None:
     ids = table.scan(selected_fields=("message_id",)).to_arrow().column("message_id")
     unique = len(set(ids.to_pylist()))
     assert len(ids) == rows == unique, f"{namespace}: {len(ids):,} rows, {unique:,} unique, {rows:,} sent"
+
+
+def _one_cluster(
+    frame: pl.DataFrame, brokers: int, partitions: int, counts: list[int]
+) -> tuple[float, float, dict[int, tuple[float, float]]]:
+    """On a fresh cluster of ``brokers`` nodes: produce rows/s, raw consume rows/s, and per count
+    of ingesters their rows/s and wall seconds."""
+    rows = frame.height
+    with (
+        kafka_broker(heap="1g" if brokers == 1 else "512m", partitions=partitions, brokers=brokers) as base,
+        tempfile.TemporaryDirectory(prefix="k2-bench-scale-") as tmp,
+    ):
+        settings = load_settings(
+            data_dir=Path(tmp) / "k2",
+            kafka={**base.kafka.model_dump(), "topic_prefix": f"s{uuid.uuid4().hex[:8]}."},
+        )
+        began = time.perf_counter()
+        _produce(settings, frame)
+        produced = rows / (time.perf_counter() - began)
+        raw = _raw_consume(settings, rows)
+        logs = Path(tmp) / "logs"
+        logs.mkdir()
+        results: dict[int, tuple[float, float]] = {}
+        for n in counts:
+            print(f"{brokers} broker(s), {n} ingester(s) …", flush=True)
+            results[n] = _run(settings, rows, n, logs)
+    return produced, raw, results
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -118,6 +159,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=None)
     parser.add_argument("--processes", default="1,2,4", help="comma-separated process counts")
     parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument(
+        "--brokers",
+        default="1",
+        help="comma-separated Kafka cluster sizes, e.g. 1,3 (3: replication 3, acks=all)",
+    )
     args = parser.parse_args(argv)
     rows = args.rows or (400_000 if args.quick else 2_000_000)
     counts = [int(n) for n in args.processes.split(",")]
@@ -125,42 +171,42 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging(LogSettings(level="WARNING"))
     print(f"generating {rows:,} trades …", flush=True)
     frame = make_ticks("trades", rows, seed=1)
-    with (
-        kafka_broker(heap="1g", partitions=args.partitions) as base,
-        tempfile.TemporaryDirectory(prefix="k2-bench-scale-") as tmp,
-    ):
-        settings = load_settings(
-            data_dir=Path(tmp) / "k2",
-            kafka={**base.kafka.model_dump(), "topic_prefix": f"s{uuid.uuid4().hex[:8]}."},
-        )
-        _produce(settings, frame)
-        raw = _raw_consume(settings, rows)
-        logs = Path(tmp) / "logs"
-        logs.mkdir()
-        results: dict[int, tuple[float, float]] = {}
-        for n in counts:
-            print(f"{n} ingester(s) …", flush=True)
-            results[n] = _run(settings, rows, n, logs)
-    one = results.get(1, (float("nan"), 0.0))[0]
+    brokers = [int(n) for n in args.brokers.split(",")]
+    runs = {b: _one_cluster(frame, b, args.partitions, counts) for b in brokers}
     print(
         f"\n{rows:,} trades, {args.partitions} partitions, {cores} cores; every table exact (each row once)"
     )
-    print(f"{'processes':>9} {'rows/s':>12} {'per core':>10} {'vs 1 proc':>10} {'vs raw':>8} {'wall s':>8}")
-    for n, (rate, wall) in results.items():
-        per_core = rate / min(n, cores)
-        print(f"{n:>9} {rate:12,.0f} {per_core:10,.0f} {rate / one:10.2f} {rate / raw:8.2f} {wall:8.1f}")
-    print(f"{'raw':>9} {raw:12,.0f}   (one confluent-kafka consumer, same topic, this run)")
-    write_result(
-        "bench_scaleout",
-        {
-            "rows": rows,
-            "partitions": args.partitions,
-            "cores": cores,
-            "raw_consume_rows_per_s": raw,
-            **{f"ingest_{n}_procs_rows_per_s": rate for n, (rate, _) in results.items()},
-        },
-        quick=args.quick,
+    print(
+        f"{'brokers':>7} {'processes':>9} {'rows/s':>12} {'per core':>10} {'vs 1 proc':>10} {'vs raw':>8} {'wall s':>8}"
     )
+    for b, (_, raw, results) in runs.items():
+        one = results.get(1, (float("nan"), 0.0))[0]
+        for n, (rate, wall) in results.items():
+            per_core = rate / min(n, cores)
+            print(
+                f"{b:>7} {n:>9} {rate:12,.0f} {per_core:10,.0f} {rate / one:10.2f} {rate / raw:8.2f} {wall:8.1f}"
+            )
+        print(f"{b:>7} {'raw':>9} {raw:12,.0f}   (one confluent-kafka consumer, same topic, this run)")
+    if len(runs) > 1:
+        first = brokers[0]
+        print(f"\nby cluster size, against {first} broker(s) in this run:")
+        print(
+            f"{'brokers':>7} {'produce/s':>12} {'vs':>6} {'raw/s':>12} {'vs':>6} {'1 ingester/s':>13} {'vs':>6}"
+        )
+        p0, r0, res0 = runs[first]
+        i0 = res0.get(1, (float("nan"), 0.0))[0]
+        for b, (produced, raw, results) in runs.items():
+            i1 = results.get(1, (float("nan"), 0.0))[0]
+            print(
+                f"{b:>7} {produced:12,.0f} {produced / p0:6.2f} {raw:12,.0f} {raw / r0:6.2f} {i1:13,.0f} {i1 / i0:6.2f}"
+            )
+    result: dict[str, float | int] = {"rows": rows, "partitions": args.partitions, "cores": cores}
+    for b, (produced, raw, results) in runs.items():
+        tag = "" if b == 1 else f"{b}_brokers_"
+        result[f"{tag}produce_rows_per_s"] = produced
+        result[f"{tag}raw_consume_rows_per_s"] = raw
+        result.update({f"{tag}ingest_{n}_procs_rows_per_s": rate for n, (rate, _) in results.items()})
+    write_result("bench_scaleout", result, quick=args.quick)
 
 
 if __name__ == "__main__":

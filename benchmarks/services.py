@@ -11,22 +11,31 @@ from typing import Any
 
 from k2.config import Settings, load_settings
 from k2.services import Launcher
-from k2.services.process import free_port
+from k2.services.process import free_port, free_port_block
 
 __all__ = ["kafka_broker"]
 
 
 @contextmanager
-def kafka_broker(*, heap: str = "768m", partitions: int | None = None, **sections: Any) -> Iterator[Settings]:
-    """Start Kafka (stopped on exit); ``sections`` are further settings, e.g. ``lake={...}``."""
-    kafka: dict[str, Any] = {"port": free_port(), "controller_port": free_port(), "heap": heap}
+def kafka_broker(
+    *, heap: str = "768m", partitions: int | None = None, brokers: int = 1, **sections: Any
+) -> Iterator[Settings]:
+    """Start Kafka (stopped on exit); ``sections`` are further settings, e.g. ``lake={...}``.
+
+    ``brokers`` > 1 is a KRaft cluster on this machine (replication min(3, brokers), acks=all).
+    """
+    if brokers > 1:
+        base = free_port_block(2 * brokers)
+        kafka: dict[str, Any] = {"port": base, "controller_port": base + 1, "heap": heap, "brokers": brokers}
+    else:
+        kafka = {"port": free_port(), "controller_port": free_port(), "heap": heap}
     if partitions is not None:
         kafka["partitions"] = partitions
     with tempfile.TemporaryDirectory(prefix="k2-bench-") as tmp:
         settings = load_settings(data_dir=Path(tmp), kafka=kafka, redis={"port": free_port()}, **sections)
         launcher = Launcher(settings)
-        print(f"starting Kafka on {settings.kafka.bootstrap} …", flush=True)
-        launcher.up(["kafka"], timeout_s=120)
+        print(f"starting Kafka ({brokers} node(s)) on {settings.kafka.bootstrap} …", flush=True)
+        launcher.up(["kafka"], timeout_s=120 * brokers)
         try:
             yield settings
         finally:

@@ -78,6 +78,8 @@ class Verdict:
     only_spark: list[tuple[Any, ...]] = field(default_factory=list)
     #: (key, column, K2's value, Spark's value) of each differing field
     differing: list[tuple[tuple[Any, ...], str, Any, Any]] = field(default_factory=list)
+    #: how the two sides are named when printed (the same check compares two K2 lakes too)
+    sides: tuple[str, str] = ("K2", "Spark")
 
     @property
     def ok(self) -> bool:
@@ -87,14 +89,14 @@ class Verdict:
         head = f"{'EQUAL' if self.ok else 'DIFFER'}  {self.name}"
         if self.columns:
             head += (
-                f": K2 {self.k2_rows:,} rows, Spark {self.spark_rows:,}; "
+                f": {self.sides[0]} {self.k2_rows:,} rows, {self.sides[1]} {self.spark_rows:,}; "
                 f"{len(self.columns)} columns compared ({', '.join(self.columns)})"
             )
         if self.ok:
             return head
         return (
-            f"{head}\n    only in K2: {len(self.only_k2)} {self.only_k2[:3]}\n"
-            f"    only in Spark: {len(self.only_spark)} {self.only_spark[:3]}\n"
+            f"{head}\n    only in {self.sides[0]}: {len(self.only_k2)} {self.only_k2[:3]}\n"
+            f"    only in {self.sides[1]}: {len(self.only_spark)} {self.only_spark[:3]}\n"
             f"    differing fields: {len(self.differing)} {self.differing[:3]}"
         )
 
@@ -119,7 +121,9 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)  # Decimal("35.945000") == Decimal("35.945"): the scale does not matter
 
 
-def compare(name: str, k2: pa.Table, spark: pa.Table, key: Sequence[str]) -> Verdict:
+def compare(
+    name: str, k2: pa.Table, spark: pa.Table, key: Sequence[str], *, sides: tuple[str, str] = ("K2", "Spark")
+) -> Verdict:
     """K2's and Spark's tables compared by ``key`` on every column both have.
 
     Decimals must be equal exactly, floats within a relative 1e-9, everything else exactly; a key
@@ -135,7 +139,7 @@ def compare(name: str, k2: pa.Table, spark: pa.Table, key: Sequence[str]) -> Ver
         return out
 
     mine, theirs = rows(k2), rows(spark)
-    verdict = Verdict(name, tuple(key), columns, k2.num_rows, spark.num_rows)
+    verdict = Verdict(name, tuple(key), columns, k2.num_rows, spark.num_rows, sides=sides)
     verdict.only_k2 = sorted(set(mine) - set(theirs), key=repr)
     verdict.only_spark = sorted(set(theirs) - set(mine), key=repr)
     for k in sorted(set(mine) & set(theirs), key=repr):

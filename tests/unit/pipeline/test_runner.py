@@ -54,6 +54,7 @@ class FakeBroker:
         self.positions: dict[TP, int] = {}
         self.paused: set[TP] = set()
         self.paused_ever = False
+        self.stalled: set[TP] = set()  # a leader being elected: fetches return nothing
         self.commits: list[dict[TP, int]] = []
         self.callbacks: dict[str, Callable[..., None]] = {}
         self.closed = False
@@ -69,7 +70,7 @@ class FakeBroker:
             self.callbacks[f"on_{event}"](self, self.assignment())
         out: list[Message] = []
         for tp in sorted(self.positions):
-            if tp in self.paused:
+            if tp in self.paused or tp in self.stalled:
                 continue
             pos = self.positions[tp]
             taken = self.logs[tp][pos : pos + n - len(out)]
@@ -304,3 +305,26 @@ def test_max_messages_ends_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     stats = world.pipeline().run(max_messages=1, max_seconds=20)
     assert stats.messages == 8  # one consume returned all of them; all are committed at the stop
     assert world.written() == EVERYTHING
+
+
+def test_a_partition_whose_leader_is_away_is_not_idleness(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing arrives for longer than the idle timeout, but the high watermark stands ahead of the
+    position (a SIGKILLed broker's partitions waiting for a new leader): the run waits for them."""
+    world = World(tmp_path, monkeypatch, ["assign"])
+    world.broker.stalled = {(world.topic, 1)}
+    _after(1.0, world.broker.stalled.clear)  # the election is over
+    world.pipeline().run(idle_timeout_s=0.3, max_seconds=20)
+    assert world.written() == EVERYTHING
+
+
+def test_a_partition_that_never_comes_back_ends_the_run_after_four_idle_timeouts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = World(tmp_path, monkeypatch, ["assign"])
+    world.broker.stalled = {(world.topic, 1)}
+    began = time.monotonic()
+    world.pipeline().run(idle_timeout_s=0.2, max_seconds=20)
+    assert time.monotonic() - began < 10  # bounded: not max_seconds
+    assert world.written() == {("BHP", 0): [0, 1, 2, 3, 4]}  # the stalled partition is the next run's

@@ -1,0 +1,287 @@
+"""One deployment past one machine (issue #16, "done when"): a 3-node Kafka cluster, the catalog on
+PostgreSQL, the warehouse on S3, Redis for sequence state, two ingesters in one group, and Spark
+reading what they wrote.
+
+Everything is run as a user would run it, through the ``k2`` CLI: ``k2 services up`` starts the
+cluster (replication 3, ``min.insync.replicas`` 2, acks=all), PostgreSQL, SeaweedFS and Redis;
+``k2 feed asx`` replays the real ASX sample while two ``k2 ingest`` processes share its
+partitions (the second joins mid-feed: a rebalance) and, beside them, one ``k2 ingest`` of another
+group writes the same stream into another namespace; a broker that is not the active controller is
+SIGKILLed mid-feed and restarted. Then the checks print:
+
+- the tables of the two ingesters equal the one ingester's, row for row (trades, quotes, gaps);
+- every trade of the sample is there once;
+- Spark, through Iceberg's JDBC catalog on PostgreSQL and S3FileIO on SeaweedFS, equals ``k2 serve``
+  on 1-minute bars and on time travel to a snapshot id.
+
+Marked ``scale``: about 5 JVMs and a Spark driver are too much for ``make test`` on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pyarrow as pa
+import pytest
+
+from benchmarks.spark_check import Verdict, compare, run_checks
+from k2.config import Settings, load_settings
+from k2.lake import open_catalog
+from k2.services.process import free_port, free_port_block
+
+pytestmark = pytest.mark.scale
+
+BUCKET = "k2-deploy"
+TRADES = 200_545  # every trade of the ASX sample
+#: Columns that say when a row was written, not what it holds: they differ between two ingests.
+WRITE_TIME = ("k2_commit_ms", "detected_at")
+KEYS = {"trades": ("message_id",), "quotes": ("message_id",), "sequence_gaps": None}
+
+
+@dataclass(frozen=True)
+class Deployment:
+    settings: Settings  # the services; lake.namespace is the two ingesters'
+    one: str  # the namespace the single ingester wrote
+    env: dict[str, str]
+    logs: Path
+    notes: list[str]
+
+
+def _k2(*args: str) -> list[str]:
+    return [sys.executable, "-m", "k2.cli", *args]
+
+
+def _run(env: dict[str, str], *args: str, timeout_s: float = 300.0) -> str:
+    done = subprocess.run(_k2(*args), env=env, capture_output=True, text=True, timeout=timeout_s)
+    assert done.returncode == 0, f"k2 {' '.join(args)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def _spawn(env: dict[str, str], log: Path, *args: str, **extra: str) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(_k2(*args), env={**env, **extra}, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _kafka_nodes(env: dict[str, str]) -> tuple[dict[int, int | None], int | None]:
+    (status,) = json.loads(_run(env, "services", "status", "kafka", "--json", timeout_s=60))
+    return {int(n): pid for n, pid in status.get("nodes", {}).items()}, status.get("controller")
+
+
+def _committed(settings: Settings, namespace: str) -> int:
+    try:
+        table = open_catalog(settings).load_table(f"{namespace}.trades")
+    except Exception:  # not created yet
+        return 0
+    snapshot = table.current_snapshot()
+    return int(snapshot.summary.get("total-records", 0)) if snapshot and snapshot.summary else 0
+
+
+def _wait(procs: list[subprocess.Popen[bytes]], logs: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    for proc in procs:
+        try:
+            code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError(f"an ingester did not finish in {timeout_s:.0f}s (logs in {logs})") from None
+        assert code == 0, f"an ingester exited {code} (logs in {logs})"
+
+
+def _ports() -> tuple[int, int, int, int]:
+    """Kafka's block (3 nodes: port + 2i, controller + 2i), SeaweedFS's block, Redis, PostgreSQL:
+    free and not overlapping (nothing is bound until the services start)."""
+    taken: set[int] = set()
+
+    def block(count: int) -> int:
+        while True:
+            base = free_port_block(count) if count > 1 else free_port()
+            span = set(range(base, base + count))
+            if not span & taken:
+                taken.update(span)
+                return base
+
+    return block(6), block(8), block(1), block(1)
+
+
+@pytest.fixture(scope="module")
+def deployment(asx_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    # PostgreSQL runs as the postgres user under root: the data directory must be traversable.
+    home = Path(tempfile.mkdtemp(prefix="k2-deploy-"))
+    home.chmod(0o711)
+    kafka_base, s3_port, redis_port, pg_port = _ports()
+    tag = uuid.uuid4().hex[:6]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("K2_")}
+    env.update(
+        K2_DATA_DIR=str(home / "k2"),
+        K2_KAFKA__BROKERS="3",
+        K2_KAFKA__PORT=str(kafka_base),
+        K2_KAFKA__CONTROLLER_PORT=str(kafka_base + 1),
+        K2_KAFKA__HEAP="512m",
+        K2_KAFKA__PARTITIONS="4",
+        K2_REDIS__PORT=str(redis_port),
+        K2_POSTGRES__PORT=str(pg_port),
+        K2_S3__PORT=str(s3_port),
+        K2_LAKE__CATALOG="postgres",
+        K2_LAKE__WAREHOUSE=f"s3://{BUCKET}/warehouse",
+        K2_STATE__BACKEND="redis",
+    )
+    settings = load_settings(
+        data_dir=home / "k2",
+        kafka={
+            "brokers": 3,
+            "port": kafka_base,
+            "controller_port": kafka_base + 1,
+            "heap": "512m",
+            "partitions": 4,
+        },
+        redis={"port": redis_port},
+        postgres={"port": pg_port},
+        s3={"port": s3_port},
+        lake={"catalog": "postgres", "warehouse": f"s3://{BUCKET}/warehouse", "namespace": f"two_{tag}"},
+        state={"backend": "redis"},
+    )
+    logs = tmp_path_factory.mktemp("deploy-logs")  # kept after the run, unlike the services' home
+    notes: list[str] = []
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        _run(env, "services", "up", "kafka", "redis", "postgres", "s3", timeout_s=900)
+        nodes, controller = _kafka_nodes(env)
+        assert len(nodes) == 3 and all(nodes.values()) and controller in nodes, (nodes, controller)
+
+        two = {"K2_LAKE__NAMESPACE": f"two_{tag}", "K2_PIPELINE__GROUP_ID": f"two-{tag}",
+               "K2_REDIS__KEY_PREFIX": f"two{tag}:"}  # fmt: skip
+        one = {"K2_LAKE__NAMESPACE": f"one_{tag}", "K2_PIPELINE__GROUP_ID": f"one-{tag}",
+               "K2_REDIS__KEY_PREFIX": f"one{tag}:"}  # fmt: skip
+        ingest = ("ingest", "--idle-timeout", "25")
+        small = {"K2_LAKE__COMMIT_ROWS": "40000"}  # several snapshots to travel between
+        procs.append(_spawn(env, logs / "two-a.log", *ingest, **two, **small, K2_PIPELINE__INSTANCE_ID="a"))
+        procs.append(_spawn(env, logs / "one.log", *ingest, **one, **small, K2_PIPELINE__INSTANCE_ID="solo"))
+        time.sleep(5)  # both groups have joined before the feed starts
+        feed = _spawn(env, logs / "feed.log", "feed", "asx", str(asx_data))
+
+        # The second ingester joins once the first has committed: a rebalance mid-stream.
+        deadline = time.monotonic() + 300
+        while _committed(settings, f"two_{tag}") == 0:
+            assert time.monotonic() < deadline and feed.poll() in (None, 0), (
+                f"nothing committed (logs in {logs})"
+            )
+            time.sleep(0.5)
+        procs.append(_spawn(env, logs / "two-b.log", *ingest, **two, **small, K2_PIPELINE__INSTANCE_ID="b"))
+        notes.append(
+            f"ingester b joined group two-{tag} at {_committed(settings, f'two_{tag}'):,} trades committed"
+        )
+
+        # A broker that is not the active controller dies mid-feed and comes back.
+        nodes, controller = _kafka_nodes(env)
+        victim = min(n for n in nodes if n != controller)
+        pid = nodes[victim]
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        notes.append(
+            f"broker node {victim} (pid {pid}) SIGKILLed at {_committed(settings, f'two_{tag}'):,} trades"
+        )
+        time.sleep(3)
+        _run(env, "services", "up", "kafka", timeout_s=300)
+        assert all(_kafka_nodes(env)[0].values()), "the killed broker did not come back"
+
+        assert feed.wait(timeout=600) == 0, f"k2 feed asx failed (logs in {logs})"
+        _wait(procs, logs, timeout_s=900)
+        yield Deployment(settings, f"one_{tag}", env, logs, notes)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+        subprocess.run(_k2("services", "down"), env=env, capture_output=True, timeout=300)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _table(settings: Settings, namespace: str, name: str) -> pa.Table:
+    table = open_catalog(settings).load_table(f"{namespace}.{name}").scan().to_arrow()
+    return table.drop_columns([c for c in WRITE_TIME if c in table.column_names])
+
+
+def _gap_key(table: pa.Table) -> pa.Table:
+    """The gap table has no message id: a row is keyed by everything it says."""
+    return table.append_column(
+        "key", pa.array([json.dumps(r, default=str, sort_keys=True) for r in table.to_pylist()])
+    )
+
+
+def test_two_ingesters_on_the_cluster_write_what_one_writes(deployment: Deployment) -> None:
+    for note in deployment.notes:
+        print(note)
+    verdicts: list[Verdict] = []
+    settings = deployment.settings
+    for name, key in KEYS.items():
+        two = _table(settings, settings.lake.namespace, name)
+        one = _table(settings, deployment.one, name)
+        if key is None:
+            two, one, key = _gap_key(two), _gap_key(one), ("key",)
+        verdicts.append(
+            compare(f"{name}: 2 ingesters == 1", two, one, key, sides=("2 ingesters", "1 ingester"))
+        )
+    for verdict in verdicts:
+        print(verdict)
+    assert [v.ok for v in verdicts] == [True] * len(verdicts), "\n".join(map(str, verdicts))
+    trades = _table(settings, settings.lake.namespace, "trades").column("message_id")
+    assert len(trades) == TRADES == len(set(trades.to_pylist()))  # every trade of the sample, once
+    location = open_catalog(settings).load_table(f"{settings.lake.namespace}.trades").location()
+    assert location.startswith(f"s3://{BUCKET}/"), location
+    assert not (settings.data_dir / "warehouse").exists()  # nothing went to local disk
+
+
+@pytest.fixture(scope="module")
+def api(deployment: Deployment) -> Iterator[str]:
+    port = free_port()
+    env = {
+        **deployment.env,
+        "K2_LAKE__NAMESPACE": deployment.settings.lake.namespace,
+        "K2_API__PORT": str(port),
+    }
+    proc = _spawn(env, deployment.logs / "serve.log", "serve")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, (deployment.logs / "serve.log").read_text()[-3000:]
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "k2 serve did not become healthy in 60 s"
+            time.sleep(0.25)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_spark_reads_the_deployment_as_k2_serves_it(deployment: Deployment, api: str) -> None:
+    from k2.services.spark import spark_session
+
+    settings = deployment.settings
+    session: Any = spark_session(settings, driver_memory="1g")
+    try:
+        verdicts = run_checks(session, settings, api, interval="1m")
+    finally:
+        session.stop()
+    for verdict in verdicts:
+        print(verdict)
+    assert [v.ok for v in verdicts] == [True] * len(verdicts), "\n".join(map(str, verdicts))

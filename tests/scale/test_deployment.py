@@ -26,8 +26,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,7 @@ from typing import Any
 import httpx
 import pyarrow as pa
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from benchmarks.spark_check import Verdict, compare, run_checks
 from k2.config import Settings, load_settings
@@ -58,6 +61,53 @@ class Deployment:
     env: dict[str, str]
     logs: Path
     notes: list[str]
+    api: str  # `k2 serve` over the two ingesters' namespace, up from before the feed
+    answers: list[Answer]  # the hybrid endpoint asked twice a second through the feed and the kills
+    final: Answer  # the same question once everything is committed
+
+
+@dataclass(frozen=True)
+class Answer:
+    at: float  # seconds since the watch started
+    status: int  # 0: no HTTP answer within the client's timeout
+    count: int | None = None
+    tail_rows: int | None = None
+    truncated: bool | None = None
+    detail: str = ""
+
+
+#: RIO's trades of its last day in the sample (ASX, UTC+11): answered from Iceberg and the Kafka tail.
+RECENT = {"symbol": "RIO", "minutes": 1440, "until": "2014-03-14T12:00:00Z"}
+
+
+class TailWatch(threading.Thread):
+    """A client asking ``/v1/trades/recent`` the same question twice a second, as a dashboard would."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.answers: list[Answer] = []
+        self.began = time.monotonic()
+        self._stop = threading.Event()
+
+    def ask(self) -> Answer:
+        at = time.monotonic() - self.began
+        try:
+            r = httpx.get(f"{self.url}/v1/trades/recent", params=RECENT, timeout=15)
+        except httpx.TransportError as exc:
+            return Answer(at, 0, detail=repr(exc))
+        if r.status_code != 200:
+            return Answer(at, r.status_code, detail=r.text[:300])
+        body = r.json()
+        return Answer(at, 200, body["count"], body["tail_rows"], body["truncated"])
+
+    def run(self) -> None:
+        while not self._stop.wait(0.5):
+            self.answers.append(self.ask())
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.join(30)
 
 
 def _k2(*args: str) -> list[str]:
@@ -98,6 +148,36 @@ def _wait(procs: list[subprocess.Popen[bytes]], logs: Path, timeout_s: float) ->
             proc.kill()
             raise AssertionError(f"an ingester did not finish in {timeout_s:.0f}s (logs in {logs})") from None
         assert code == 0, f"an ingester exited {code} (logs in {logs})"
+
+
+def _leader(settings: Settings, kind: str, partition: int) -> int | None:
+    """The node leading a partition of a tick topic, from the cluster's metadata."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
+    topic = admin.list_topics(settings.kafka.topic(kind), timeout=10).topics[settings.kafka.topic(kind)]
+    part = topic.partitions.get(partition)
+    return part.leader if part is not None and part.leader >= 0 else None
+
+
+def _healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 90
+    while True:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"k2 serve did not become healthy in 90 s ({log})"
+        time.sleep(0.25)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _ports() -> tuple[int, int, int, int]:
@@ -156,10 +236,18 @@ def deployment(asx_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     logs = tmp_path_factory.mktemp("deploy-logs")  # kept after the run, unlike the services' home
     notes: list[str] = []
     procs: list[subprocess.Popen[bytes]] = []
+    serve: subprocess.Popen[bytes] | None = None
+    watch: TailWatch | None = None
     try:
         _run(env, "services", "up", "kafka", "redis", "postgres", "s3", timeout_s=900)
         nodes, controller = _kafka_nodes(env)
         assert len(nodes) == 3 and all(nodes.values()) and controller in nodes, (nodes, controller)
+        port = free_port()
+        serve = _spawn(
+            env, logs / "serve.log", "serve", K2_LAKE__NAMESPACE=f"two_{tag}", K2_API__PORT=str(port)
+        )
+        api = f"http://127.0.0.1:{port}"
+        _healthy(api, serve, logs / "serve.log")
 
         two = {"K2_LAKE__NAMESPACE": f"two_{tag}", "K2_PIPELINE__GROUP_ID": f"two-{tag}",
                "K2_REDIS__KEY_PREFIX": f"two{tag}:"}  # fmt: skip
@@ -180,27 +268,35 @@ def deployment(asx_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
             )
             time.sleep(0.5)
         procs.append(_spawn(env, logs / "two-b.log", *ingest, **two, **small, K2_PIPELINE__INSTANCE_ID="b"))
+        watch = TailWatch(api)
+        watch.start()
         notes.append(
             f"ingester b joined group two-{tag} at {_committed(settings, f'two_{tag}'):,} trades committed"
         )
 
-        # A broker that is not the active controller dies mid-feed and comes back.
-        nodes, controller = _kafka_nodes(env)
-        victim = min(n for n in nodes if n != controller)
-        pid = nodes[victim]
-        assert pid is not None
-        os.kill(pid, signal.SIGKILL)
-        notes.append(
-            f"broker node {victim} (pid {pid}) SIGKILLed at {_committed(settings, f'two_{tag}'):,} trades"
-        )
-        time.sleep(3)
-        _run(env, "services", "up", "kafka", timeout_s=300)
-        assert all(_kafka_nodes(env)[0].values()), "the killed broker did not come back"
+        # The leader of the busiest partition dies mid-feed and comes back, then the active controller.
+        for role in ("leader of k2.trades[1]", "active controller"):
+            nodes, controller = _kafka_nodes(env)
+            victim = _leader(settings, "trades", 1) if role.startswith("leader") else controller
+            assert victim is not None and nodes.get(victim), (role, victim, nodes)
+            os.kill(nodes[victim], signal.SIGKILL)  # type: ignore[arg-type]
+            committed = _committed(settings, f"two_{tag}")
+            notes.append(
+                f"{role}: node {victim} SIGKILLed at {committed:,} trades committed, restarted 3 s later"
+            )
+            time.sleep(3)
+            _run(env, "services", "up", "kafka", timeout_s=300)
+            assert all(_kafka_nodes(env)[0].values()), "the killed broker did not come back"
 
         assert feed.wait(timeout=600) == 0, f"k2 feed asx failed (logs in {logs})"
         _wait(procs, logs, timeout_s=900)
-        yield Deployment(settings, f"one_{tag}", env, logs, notes)
+        watch.stop()
+        yield Deployment(settings, f"one_{tag}", env, logs, notes, api, watch.answers, watch.ask())
     finally:
+        if watch is not None:
+            watch.stop()
+        if serve is not None:
+            _stop(serve)
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
@@ -243,43 +339,39 @@ def test_two_ingesters_on_the_cluster_write_what_one_writes(deployment: Deployme
     assert not (settings.data_dir / "warehouse").exists()  # nothing went to local disk
 
 
-@pytest.fixture(scope="module")
-def api(deployment: Deployment) -> Iterator[str]:
-    port = free_port()
-    env = {
-        **deployment.env,
-        "K2_LAKE__NAMESPACE": deployment.settings.lake.namespace,
-        "K2_API__PORT": str(port),
-    }
-    proc = _spawn(env, deployment.logs / "serve.log", "serve")
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (deployment.logs / "serve.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "k2 serve did not become healthy in 60 s"
-            time.sleep(0.25)
-        yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+def test_the_hybrid_tail_rides_through_the_elections(deployment: Deployment) -> None:
+    """Asked the same question through the feed, the rebalance and both SIGKILLs, the hybrid
+    endpoint never loses a row it has shown (each answer is exact up to the offsets it reports, and
+    those only grow), never hangs, and ends equal to the lake."""
+    answers, final = deployment.answers, deployment.final
+    statuses = Counter(a.status for a in answers)
+    ok = [a for a in answers if a.status == 200]
+    print(
+        f"{len(answers)} answers over {answers[-1].at:.0f} s: statuses {dict(statuses)}; "
+        f"count {ok[0].count:,} -> {ok[-1].count:,}, at most {max(a.tail_rows or 0 for a in ok):,} from the tail; "
+        f"final {final.count:,}"
+    )
+    refused = [a for a in answers if a.status != 200]
+    # 503 is the API saying Kafka did not answer in time (with its reason); nothing else may happen
+    assert all(a.status == 503 for a in refused), refused[:5]
+    assert len(ok) >= 0.8 * len(answers), statuses
+    counts = [a.count or 0 for a in ok]
+    assert counts == sorted(counts), [(a.at, a.count) for a in ok]  # no row ever disappeared
+    assert any(a.tail_rows for a in ok)  # the tail was used, not only Iceberg
+    assert not any(a.truncated for a in ok)
+    table = open_catalog(deployment.settings).load_table(f"{deployment.settings.lake.namespace}.trades")
+    window = "symbol = 'RIO' and exchange_ts >= '2014-03-13T12:00:00+00:00' and exchange_ts < '2014-03-14T12:00:00+00:00'"
+    lake = table.scan(row_filter=window, selected_fields=("message_id",)).to_arrow().num_rows
+    assert final.status == 200 and final.count == lake > 10_000, final
 
 
-def test_spark_reads_the_deployment_as_k2_serves_it(deployment: Deployment, api: str) -> None:
+def test_spark_reads_the_deployment_as_k2_serves_it(deployment: Deployment) -> None:
     from k2.services.spark import spark_session
 
     settings = deployment.settings
     session: Any = spark_session(settings, driver_memory="1g")
     try:
-        verdicts = run_checks(session, settings, api, interval="1m")
+        verdicts = run_checks(session, settings, deployment.api, interval="1m")
     finally:
         session.stop()
     for verdict in verdicts:

@@ -165,11 +165,12 @@ def test_a_published_change_is_reported_then_served_after_a_restart(lake: Settin
 
 
 def _serve(settings: Settings, **env: str) -> subprocess.CompletedProcess[str]:
-    """``k2 serve`` to its end: it must refuse to start, so it ends on its own."""
+    """``k2 serve`` to its end: it must refuse to start, so it ends on its own (stderr unwrapped)."""
     full = _env(settings, K2_API__PORT=str(free_port()), K2_API__RATE_LIMIT_BACKEND="redis", **env)
-    return subprocess.run(
+    run = subprocess.run(
         [sys.executable, "-m", "k2.cli", "serve"], env=full, capture_output=True, text=True, timeout=60
     )
+    return subprocess.CompletedProcess(run.args, run.returncode, run.stdout, " ".join(run.stderr.split()))
 
 
 def test_an_unusable_value_or_no_redis_stops_start_up_with_a_clear_error(lake: Settings) -> None:
@@ -181,6 +182,7 @@ def test_an_unusable_value_or_no_redis_stops_start_up_with_a_clear_error(lake: S
     assert run.returncode == 2, run.stderr
     assert f"Redis key '{key}'" in run.stderr and "max_minutes" in run.stderr, run.stderr
     assert "k2 config hybrid publish" in run.stderr and "Traceback" not in run.stderr
+    assert run.stderr.startswith("error: Redis key"), run.stderr  # one message, nothing before it
 
     # publishing replaces the unusable value (that is how an operator fixes it)
     _cli(_replica(lake, {"max_minutes": 90}), "hybrid", "publish")
@@ -191,7 +193,7 @@ def test_an_unusable_value_or_no_redis_stops_start_up_with_a_clear_error(lake: S
     with pytest.raises(GroupUnavailableError, match="did not answer"):
         create_app(_replica(nowhere, {}))
     run = _serve(nowhere)
-    assert run.returncode == 1 and "did not answer" in run.stderr and "shared_hybrid" in run.stderr
-    assert "Traceback" not in run.stderr, run.stderr
+    assert run.returncode == 1 and "did not answer" in run.stderr and "SHARED_HYBRID=off" in run.stderr
+    assert "Traceback" not in run.stderr and run.stderr.startswith("error: Redis at"), run.stderr
     # ... unless told to serve its own settings
     assert create_app(_replica(nowhere, {}, shared_hybrid="off")).state.k2.hybrid_config.source == "local"

@@ -131,6 +131,6 @@ class GroupUnavailableError(K2Error):
         super().__init__(
             f"Redis at {address} did not answer ({detail}), so the API replicas' shared hybrid settings "
             "are unknown and this replica cannot join them: start Redis (`k2 services up redis`) or fix "
-            "redis.url, or set api.shared_hybrid = \"off\" to serve this process's own hybrid.* settings"
+            "redis.url, or set K2_API__SHARED_HYBRID=off to serve this process's own hybrid.* settings"
         )
         self.address = address

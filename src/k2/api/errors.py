@@ -130,7 +130,7 @@ class GroupUnavailableError(K2Error):
     def __init__(self, address: str, detail: str) -> None:
         super().__init__(
             f"Redis at {address} did not answer ({detail}), so the API replicas' shared hybrid settings "
-            "are unknown and this replica cannot join them: start Redis (`k2 services up redis`) or fix "
-            "redis.url, or set K2_API__SHARED_HYBRID=off to serve this process's own hybrid.* settings"
+            "are unknown: start Redis (`k2 services up redis`) or fix redis.url; to serve a replica's "
+            "own hybrid.* settings instead, K2_API__SHARED_HYBRID=off"
         )
         self.address = address

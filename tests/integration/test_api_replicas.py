@@ -1,7 +1,8 @@
 """Two real ``k2 serve`` replicas behind the real nginx that ``k2 services up proxy`` runs: one API.
 
 Through the proxy's one address: every keyed request within its budget succeeds; both replicas
-answer, identically; one rate-limit budget in Redis holds across them although requests alternate,
+answer, identically, live-edge requests too although they were started with different hybrid
+settings (they serve the first one's, from Redis, and show the same X-K2-Hybrid-Config); one rate-limit budget in Redis holds across them although requests alternate,
 per key and, for keyless callers, per address the proxy saw (nginx's X-Forwarded-For, believed by
 K2); and after a SIGKILL of one replica the other answers everything. Which replica served a request is read from nginx's access
 log (``upstream=$upstream_addr``), not from anything added to the API.
@@ -21,21 +22,32 @@ from pathlib import Path
 import httpx
 import pytest
 
-from k2.config import Settings, load_settings
+from k2.api.hybrid_group import HEADER
+from k2.config import HybridSettings, Settings, load_settings
 from k2.services import Launcher
 from k2.services.process import free_port
 from tests.integration.test_pipeline import _env, _ingest, _produce, make_trades
 
 pytestmark = [pytest.mark.scale, pytest.mark.integration]
 
-KEYS = {"read": "replicas-read-key", "limit": "replicas-limit-key", "failover": "replicas-failover-key"}
+KEYS = {
+    "read": "replicas-read-key",
+    "edge": "replicas-edge-key",
+    "limit": "replicas-limit-key",
+    "failover": "replicas-failover-key",
+}
 LIMIT = 40  # requests per minute per key: low, so that the budget is spent within the test
 WINDOW = {"symbols": "BHP", "start": "2024-03-10T22:00:00Z", "end": "2024-03-11T02:00:00Z"}
+#: Each replica's own hybrid settings (environment): they disagree on max_minutes and consistency.
+HYBRID = [{"max_minutes": 60, "consistency": "cached"}, {"max_minutes": 1440, "consistency": "watermark"}]
+#: /v1/trades/recent over 2 h: beyond the first replica's max_minutes (400), within the second's.
+EDGE = {"symbol": "BHP", "minutes": 120}
 
 
-def _serve(settings: Settings, port: int, log: Path) -> subprocess.Popen[bytes]:
+def _serve(settings: Settings, port: int, log: Path, hybrid: dict[str, object]) -> subprocess.Popen[bytes]:
     env = _env(
         settings,
+        **{f"K2_HYBRID__{k.upper()}": str(v) for k, v in hybrid.items()},
         K2_API__PORT=str(port),
         K2_API__API_KEYS=json.dumps(list(KEYS.values())),
         K2_API__RATE_LIMIT_BACKEND="redis",
@@ -87,21 +99,26 @@ def _lines(path: Path) -> int:
 
 @pytest.fixture
 def replicas(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, list[subprocess.Popen[bytes]]]]:
-    """A small batch of trades in the lake, two replicas on it, and the proxy in front of them."""
+    """A small batch of trades in the lake, two replicas on it, and the proxy in front of them.
+
+    The first replica is up before the second starts, so the group's hybrid settings are its own.
+    """
     _produce(settings, make_trades(3_000))
     ingest = _ingest(settings, "--idle-timeout", "4")
     out = ingest.communicate(timeout=180)[0].decode()
     assert ingest.returncode == 0, out[-2000:]
     ports = [free_port(), free_port()]
-    procs = [_serve(settings, port, tmp_path / f"serve-{port}.log") for port in ports]
+    procs: list[subprocess.Popen[bytes]] = []
     proxied = load_settings(
         data_dir=settings.data_dir,
         proxy={"port": free_port(), "upstreams": ",".join(f"127.0.0.1:{p}" for p in ports)},
     )
     launcher = Launcher(proxied)
     try:
-        for port, proc in zip(ports, procs, strict=True):
-            _wait_healthy(f"http://127.0.0.1:{port}", proc, tmp_path / f"serve-{port}.log")
+        for port, hybrid in zip(ports, HYBRID, strict=True):
+            log = tmp_path / f"serve-{port}.log"
+            procs.append(_serve(settings, port, log, hybrid))
+            _wait_healthy(f"http://127.0.0.1:{port}", procs[-1], log)
         (status,) = launcher.up(["proxy"], timeout_s=30)
         assert status.state == "running", status
         yield proxied, procs
@@ -118,7 +135,7 @@ def replicas(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, lis
 
 
 def test_two_replicas_behind_the_proxy_are_one_api(
-    replicas: tuple[Settings, list[subprocess.Popen[bytes]]],
+    replicas: tuple[Settings, list[subprocess.Popen[bytes]]], tmp_path: Path
 ) -> None:
     proxied, procs = replicas
     proxy_url = f"http://127.0.0.1:{proxied.proxy.port}"
@@ -145,6 +162,43 @@ def test_two_replicas_behind_the_proxy_are_one_api(
     served = _upstreams(access_log, before)
     assert len(served) == 16 and {s for _, s in served} == {"200"}
     assert {u for u, _ in served} == set(proxied.proxy.upstreams), served  # both replicas answered
+
+    # 1b. The live edge: the replicas were started with different hybrid settings (the environment)
+    # but serve the first one's, from Redis: a window beyond its max_minutes is refused by both
+    # alike, one within it answered alike, and every response names the same settings.
+    group = HybridSettings.model_validate(HYBRID[0]).fingerprint()
+    same = {"X-API-Key": KEYS["edge"], "X-Correlation-ID": "replicas-edge"}
+    with httpx.Client(timeout=30) as http:
+        edge = [http.get(f"{base}/v1/trades/recent", params=EDGE, headers=same) for base in direct]
+        assert [r.status_code for r in edge] == [400, 400] and edge[0].json() == edge[1].json()
+        assert "at most 60 (hybrid.max_minutes)" in edge[0].json()["detail"]
+        inside = [
+            http.get(f"{base}/v1/trades/recent", params={**EDGE, "minutes": 30}, headers=same)
+            for base in direct
+        ]
+        assert [r.status_code for r in inside] == [200, 200] and inside[0].json() == inside[1].json()
+        assert inside[0].json()["data"], "no rows in the last 30 minutes"
+        before = _lines(access_log)
+        proxied_answers = [
+            http.get(f"{proxy_url}/v1/trades/recent", params=params, headers=same)
+            for _ in range(6)
+            for params in (EDGE, {**EDGE, "minutes": 30})
+        ]
+        checks = [http.get(f"{base}/health", headers=read).json()["checks"]["hybrid"] for base in direct]
+    assert [(r.status_code, r.json()) for r in proxied_answers] == [
+        (400, edge[0].json()), (200, inside[0].json())
+    ] * 6  # fmt: skip
+    assert {r.headers[HEADER] for r in [*edge, *inside, *proxied_answers]} == {group}
+    assert {u for u, _ in _upstreams(access_log, before)} == set(proxied.proxy.upstreams)
+    assert [(c["status"], c["source"], c["fingerprint"]) for c in checks] == [("ok", "group", group)] * 2
+    second_port = proxied.proxy.upstreams[1].rsplit(":", 1)[1]
+    adopted = [
+        json.loads(line)
+        for line in (tmp_path / f"serve-{second_port}.log").read_text().splitlines()
+        if "adopting the group" in line
+    ]
+    assert len(adopted) == 1 and adopted[0]["level"] == "warning", adopted
+    assert set(adopted[0]["differs"]) == {"max_minutes", "consistency"}, adopted
 
     # 2. One budget across replicas: LIMIT requests pass, alternating, and the next one is refused.
     if time.time() % 60 > 50:  # keep the burst inside one rate-limit window

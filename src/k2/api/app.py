@@ -22,6 +22,7 @@ from k2.api.deps import Services, guard
 from k2.api.docs import mount_docs
 from k2.api.errors import InsecureBindError
 from k2.api.handlers import handle_error
+from k2.api.hybrid_group import HEADER, resolve
 from k2.api.ingest_metrics import ingest_registry
 from k2.api.memory import MemoryTrimmer
 from k2.api.middleware import RequestContextMiddleware
@@ -51,15 +52,24 @@ K2's query API over the Iceberg tables (DuckDB in-process).
 """
 
 
-def create_app(settings: Settings, *, engine: QueryEngine | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, *, engine: QueryEngine | None = None, publish_hybrid: bool = False
+) -> FastAPI:
     """Build the API for ``settings`` (pass ``engine`` to share one, e.g. in tests).
+
+    With ``api.shares_hybrid`` the hybrid settings served are the replica group's, from Redis
+    (``k2.api.hybrid_group``); ``publish_hybrid`` first makes this process's the group's.
 
     Raises:
         InsecureBindError: api.host is not a loopback address and no API key is configured.
+        GroupUnavailableError: the hybrid settings are shared and Redis did not answer.
+        GroupSettingsError: the group's hybrid settings in Redis are unusable.
     """
     keys = ApiKeys(settings.api.api_keys, host=settings.api.host)
     if keys.required and not settings.api.api_keys:
         raise InsecureBindError(settings.api.host)
+    hybrid = resolve(settings, publish=publish_hybrid)
+    settings = settings.model_copy(update={"hybrid": hybrid.settings})  # what every route reads
     if engine is not None:  # a shared engine answers under this app's caps and timeout
         engine = engine.with_limits(QueryLimits.from_settings(settings.api))
     api = settings.api
@@ -74,6 +84,7 @@ def create_app(settings: Settings, *, engine: QueryEngine | None = None) -> Fast
         StreamSlots(api.max_streams_per_key, api.max_streams, api.stream_max_s),
         engine,
         ingest_metrics=ingest_registry(settings.data_dir),
+        hybrid_config=hybrid,
     )
 
     owns_engine = engine is None
@@ -83,8 +94,10 @@ def create_app(settings: Settings, *, engine: QueryEngine | None = None) -> Fast
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         trimmer.start()  # RSS stays near what is in use, not what a burst once freed
+        hybrid.start()  # compares with the group's hybrid settings, when they are shared
         yield
         trimmer.stop()
+        hybrid.close()
         recent.close_hybrid(_app)  # the live tail's consumers and prefetch thread
         if owns_engine:  # an engine passed in belongs to the caller
             svc.close()
@@ -108,5 +121,5 @@ def create_app(settings: Settings, *, engine: QueryEngine | None = None) -> Fast
     mount_dashboard(app)
     for exc_class in (K2Error, RequestValidationError, StarletteHTTPException, Exception):
         app.add_exception_handler(exc_class, handle_error)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, headers={HEADER: hybrid.fingerprint})
     return app

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from k2.api.errors import AuthenticationError
 from k2.api.health import HealthMonitor
+from k2.api.hybrid_group import HybridConfig
 from k2.api.patterns import DATE_TIME, SYMBOLS, duration
 from k2.api.security import ApiKeys, RateLimiter
 from k2.api.streams import StreamSlots
@@ -66,12 +67,15 @@ class Services:
     _health: HealthMonitor | None = None
     #: the ingest pipeline's status file as k2_ingest_* series (``k2.api.ingest_metrics``)
     ingest_metrics: CollectorRegistry | None = None
+    #: the hybrid settings served and where they came from (/health's ``hybrid`` check)
+    hybrid_config: HybridConfig | None = None
 
     def health(self) -> HealthMonitor:
         """The app's one health monitor (its Kafka and Redis clients live as long as the app)."""
         with self._lock:
             if self._health is None:
-                self._health = HealthMonitor(self.settings, lambda: self.engine().catalog)
+                hybrid = self.hybrid_config.status if self.hybrid_config is not None else None
+                self._health = HealthMonitor(self.settings, lambda: self.engine().catalog, hybrid=hybrid)
             return self._health
 
     def engine(self) -> QueryEngine:

@@ -11,6 +11,8 @@ from k2.errors import ConfigError, K2Error
 __all__ = [
     "ApiError",
     "AuthenticationError",
+    "GroupSettingsError",
+    "GroupUnavailableError",
     "InsecureBindError",
     "RateLimitedError",
     "TooManyStreamsError",
@@ -99,3 +101,36 @@ class InsecureBindError(ConfigError):
             "set K2_API__API_KEYS='[\"<key>\"]' or bind to 127.0.0.1"
         )
         self.host = host
+
+
+class GroupSettingsError(ConfigError):
+    """The replica group's hybrid settings in Redis are unusable (not K2's JSON, invalid values).
+
+    Attributes:
+        key: the Redis key.
+        reason: what is wrong with its value.
+    """
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(
+            f"Redis key {key!r} should hold the API replicas' hybrid settings, but {reason}; replace "
+            "it with this configuration's hybrid.* settings (`k2 config hybrid publish`) or delete it"
+        )
+        self.key = key
+        self.reason = reason
+
+
+class GroupUnavailableError(K2Error):
+    """Redis did not answer, so the replica group's hybrid settings are unknown.
+
+    Attributes:
+        address: host:port of the Redis server (no credentials).
+    """
+
+    def __init__(self, address: str, detail: str) -> None:
+        super().__init__(
+            f"Redis at {address} did not answer ({detail}), so the API replicas' shared hybrid settings "
+            "are unknown: start Redis (`k2 services up redis`) or fix redis.url; to serve a replica's "
+            "own hybrid.* settings instead, K2_API__SHARED_HYBRID=off"
+        )
+        self.address = address

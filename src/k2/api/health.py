@@ -6,7 +6,11 @@ a client per call leaked librdkafka threads (sixty probe loops once drove the se
 threads). Concurrent callers of a stale answer share one refresh. Each check runs under a short
 deadline, all three at once, so a dead broker costs the probe ``timeout_s`` and not a hang.
 
-Status: ``ok``; ``degraded`` when Kafka or the state store is down (history queries still work);
+The ``hybrid`` check names the hybrid settings served (fingerprint, local or the replica group's)
+and says ``stale`` when the group's changed since this replica started (``k2.api.hybrid_group``).
+
+Status: ``ok``; ``degraded`` when Kafka or the state store is down (history queries still work),
+or the hybrid settings are stale or cannot be compared with the group's;
 ``down`` when the catalog is (no query can run). Only the catalog makes the endpoint answer 503.
 The details (table names, error text) are for callers with a key: ``public`` strips them.
 """
@@ -50,9 +54,11 @@ class HealthMonitor:
         *,
         timeout_s: float = 1.5,
         cache_s: float | None = None,
+        hybrid: Check | None = None,
     ) -> None:
         self._settings = settings
         self._catalog = catalog
+        self._hybrid = hybrid
         self.timeout_s = timeout_s
         self.cache_s = settings.api.health_cache_s if cache_s is None else cache_s
         self._pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="k2-health")
@@ -87,6 +93,8 @@ class HealthMonitor:
         checks = self._run(
             {"catalog": self._check_catalog, "kafka": self._check_kafka, "state": self._check_state}
         )
+        if self._hybrid is not None:  # in memory (the watch reads Redis): no worker, no deadline
+            checks["hybrid"] = {"status": "ok", **self._hybrid()}
         if checks["catalog"]["status"] != "ok":
             overall, code = "down", 503
         elif any(c["status"] != "ok" for c in checks.values()):

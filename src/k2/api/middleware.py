@@ -70,10 +70,15 @@ def correlation_id(scope: Scope) -> str:
 
 
 class RequestContextMiddleware:
-    """Give every HTTP request a correlation id, bind it for logs, echo it, and measure."""
+    """Give every HTTP request a correlation id, bind it for logs, echo it, and measure.
 
-    def __init__(self, app: ASGIApp) -> None:
+    ``headers`` are added to every response (the hybrid settings' fingerprint, which a client
+    compares across replicas).
+    """
+
+    def __init__(self, app: ASGIApp, headers: dict[str, str] | None = None) -> None:
         self.app = app
+        self._extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -90,6 +95,7 @@ class RequestContextMiddleware:
                 headers = list(message.get("headers", []))
                 if not any(k.lower() == b"x-correlation-id" for k, _ in headers):
                     headers.append((b"x-correlation-id", cid.encode()))
+                headers.extend(self._extra)
                 message = {**message, "headers": headers}
                 status["code"] = message["status"]
                 self._observe(scope, status["code"], time.perf_counter() - started)

@@ -7,7 +7,9 @@ much decoded tail may be held in memory) and how long a query may wait for Kafka
 
 from __future__ import annotations
 
-from typing import Literal
+import hashlib
+import json
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -83,3 +85,17 @@ class HybridSettings(BaseModel):
     reference_refresh_s: float = Field(
         default=60.0, gt=0, description="How often the known-symbol list used by validation is reloaded."
     )
+
+    def fingerprint(self) -> str:
+        """A short digest of every field's value: replicas that answer alike show the same one.
+
+        Taken over the validated values in canonical JSON (sorted keys), so 60 and 60.0, or the
+        fields in another order, give the same fingerprint.
+        """
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def differences(self, other: HybridSettings) -> dict[str, dict[str, Any]]:
+        """The fields whose values differ: ``{name: {"own": self's, "other": other's}}``."""
+        mine, theirs = self.model_dump(mode="json"), other.model_dump(mode="json")
+        return {k: {"own": mine[k], "other": theirs[k]} for k in mine if mine[k] != theirs[k]}

@@ -418,6 +418,16 @@ class ApiSettings(_Section):
         description="memory: per process; redis: one budget shared by every worker and replica "
         "(through redis.url, or K2's local Redis).",
     )
+    shared_hybrid: Literal["auto", "redis", "off"] = Field(
+        "auto",
+        description="Where the live-tail reader's settings (hybrid.*) come from. redis: one set for "
+        "every replica, kept in Redis under redis.key_prefix (the first replica's, or the last "
+        "`k2 config hybrid publish`); off: this process's own; auto: redis when rate_limit_backend "
+        "is redis (replicas), else off.",
+    )
+    shared_hybrid_check_s: float = Field(
+        5.0, gt=0, description="How often a replica compares its hybrid settings with the group's in Redis."
+    )
     trusted_proxies: list[str] = Field(
         default_factory=list,
         description="Addresses of reverse proxies whose X-Forwarded-For is believed (uvicorn's "
@@ -449,6 +459,13 @@ class ApiSettings(_Section):
     max_connections: int = Field(
         1000, ge=1, description="Open connections (uvicorn limit_concurrency); more get 503."
     )
+
+    @property
+    def shares_hybrid(self) -> bool:
+        """Whether the hybrid settings are the replica group's, in Redis (``shared_hybrid``)."""
+        return self.shared_hybrid == "redis" or (
+            self.shared_hybrid == "auto" and self.rate_limit_backend == "redis"
+        )
 
 
 #: One upstream of the proxy: host:port, the host a name or IPv4 address, or [IPv6]:port. Nothing

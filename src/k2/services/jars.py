@@ -302,11 +302,6 @@ class SparkJars(PinnedJars):
     def main_jar_prefix(self) -> str:
         return f"iceberg-spark-runtime-{self.spark_minor}_2.13-"
 
-    def for_warehouse(self, warehouse: str) -> list[Path]:
-        """The jars a session on ``warehouse`` loads: the AWS bundle (62 MB) only for an S3 one."""
-        s3 = warehouse.startswith(("s3://", "s3a://"))
-        return [p for p in self.paths() if s3 or not p.name.startswith("iceberg-aws-bundle-")]
-
 
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()

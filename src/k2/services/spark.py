@@ -128,7 +128,9 @@ def spark_conf(
     name = settings.lake.catalog_name
     prefix = f"spark.sql.catalog.{name}"
     conf = {
-        "spark.jars": ",".join(str(p) for p in jars.for_warehouse(settings.warehouse)),
+        # All four, the AWS bundle too on a local warehouse: pyspark keeps one JVM per Python process,
+        # its driver class path fixed by the first session, so a later S3 session could not add it.
+        "spark.jars": ",".join(str(p) for p in jars.paths()),
         "spark.sql.extensions": _EXTENSIONS,
         prefix: _SPARK_CATALOG,
         f"{prefix}.type": "jdbc",

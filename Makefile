@@ -80,11 +80,11 @@ chaos-cluster: setup
 	$(BIN)/python -m chaos --brokers 3 --scenarios kill-nodes,kill-broker,group --seeds $(SEEDS) $(ARGS)
 
 # Issue #16's scale tests (pytest -m scale; `make test` leaves them out): Spark reads K2's tables through
-# Iceberg's JDBC catalog and must equal K2's API; the warehouse on a real S3 server (SeaweedFS, built
+# Iceberg's JDBC catalog (SQLite, PostgreSQL, PostgreSQL with the warehouse on S3) and must equal K2's API; the warehouse on a real S3 server (SeaweedFS, built
 # once from its Go module: about 13 minutes the first time on a fresh machine); 4 writer processes
 # committing 150 times each to one table through the PostgreSQL catalog; two `k2 serve` replicas behind
 # the nginx of `k2 services up proxy` (one API, one Redis rate limit, a SIGKILLed replica). pyspark is the scale extra,
-# installed by name like the bench peers; the Iceberg runtime and JDBC jars come with Maven into K2's
+# installed by name like the bench peers; the Iceberg runtime, AWS bundle and JDBC jars come with Maven into K2's
 # cache, checked against pins. ARGS: more pytest options.
 scale-test: setup
 	$(BIN)/pip install -q 'pyspark>=4.0.1,<4.1'

@@ -392,11 +392,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.conf:
         from k2.services.jars import SparkJars
-        from k2.services.spark import spark_conf
+        from k2.services.spark import is_secret, spark_conf
 
         settings = load_settings(data_dir=args.data_dir or Path(".k2"))
         for key, value in spark_conf(settings, SparkJars(settings.cache_dir)).items():
-            print(f"{key}={'**********' if key.endswith('password') else value}")
+            print(f"{key}={'**********' if is_secret(key) else value}")
         return 0
     if args.data_dir is not None:
         return 0 if _check(load_settings(data_dir=args.data_dir), args.interval) else 1

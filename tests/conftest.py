@@ -2,7 +2,8 @@
 
 Each test isolates itself by unique names (topics, groups, key prefixes, catalog namespaces), so
 the services are shared and the suite stays fast. PostgreSQL for the catalog is started the same
-way, on first use only: a test runs on it when it is parametrised with ``CATALOGS``.
+way, on first use only: a test runs on it when it is parametrised with ``CATALOGS``; so is the
+local S3 server (SeaweedFS) for a warehouse on ``s3://S3_BUCKET/...``.
 """
 
 from __future__ import annotations
@@ -18,9 +19,13 @@ import pytest
 
 from k2.config import Settings, load_settings
 from k2.services import Launcher
+from k2.services.errors import ServiceStartError
 from k2.services.process import free_port as _free_port
+from k2.services.process import free_port_block
 
 ASX_DATA = Path(__file__).resolve().parents[1] / "data" / "asx-2014-03"
+#: The local S3 server's bucket (K2's launcher creates the warehouse's bucket); tests share it by prefix.
+S3_BUCKET = "k2-test"
 
 
 @pytest.fixture(autouse=True)
@@ -74,6 +79,38 @@ def postgres() -> Iterator[Settings]:
     finally:
         launcher.down(["postgres"])
         shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """SeaweedFS through `k2 services up s3`'s launcher, on free ports, up from the first test that
+    asks for it to the session's end; each test keeps its warehouse under a prefix of its own.
+
+    On a fresh machine its first start builds SeaweedFS from its Go module (about 13 minutes on
+    2 cores; cached in K2's cache directory afterwards).
+    """
+    home = tmp_path_factory.mktemp("k2-s3")
+    for attempt in range(3):
+        settings = load_settings(
+            data_dir=home,
+            lake={"warehouse": f"s3://{S3_BUCKET}/warehouse"},
+            s3={"port": free_port_block(8)},
+        )
+        launcher = Launcher(settings)
+        try:
+            (status,) = launcher.up(["s3"], timeout_s=120)
+            break
+        except ServiceStartError as exc:
+            # The block is in the ephemeral range: on a busy machine a client's outgoing connection
+            # can take one of its 8 ports before SeaweedFS binds it. Only that is retried.
+            if "address already in use" not in str(exc) or attempt == 2:
+                raise
+    assert status.state == "running", status
+    try:
+        yield settings
+    finally:
+        (stopped,) = launcher.down(["s3"])
+        assert stopped.state == "stopped"
 
 
 #: Run a test on both catalogs: ``@CATALOGS`` (its ``settings`` then name the catalog).

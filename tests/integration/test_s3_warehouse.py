@@ -2,7 +2,8 @@
 travel, compaction, expiry and orphan cleanup, every byte through S3 and none on local disk.
 
 Part of ``make scale-test``, not ``make test``: on a fresh machine the first ``k2 services up s3``
-builds SeaweedFS from its Go module (about 13 minutes on 2 cores; cached afterwards).
+builds SeaweedFS from its Go module (about 13 minutes on 2 cores; cached afterwards). The server is
+the session's (``s3_server`` in tests/conftest.py), shared with Spark's scale test.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -25,40 +25,22 @@ from fastapi.testclient import TestClient
 from pyarrow import fs as pafs
 
 from k2.api import create_app
-from k2.config import Settings, derive, load_settings
+from k2.config import Settings, derive
 from k2.lake import maintenance as mx
 from k2.lake import open_catalog
 from k2.query.engine import QueryEngine
 from k2.query.errors import SnapshotNotFoundError
 from k2.query.params import TimeRange, TimeTravel
 from k2.services import Launcher
-from k2.services.process import free_port_block
 from k2.services.s3 import s3_filesystem
+from tests.conftest import S3_BUCKET
 from tests.integration.test_pipeline import SYMBOLS, _ingest, _produce, make_trades
 
 pytestmark = [pytest.mark.integration, pytest.mark.scale]
 
-BUCKET = "k2-test"
+BUCKET = S3_BUCKET
 ROWS = 3_000
 SMALL_COMMITS = {"K2_LAKE__COMMIT_ROWS": "400", "K2_PIPELINE__BATCH_MAX_MESSAGES": "400"}
-
-
-@pytest.fixture(scope="module")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """SeaweedFS through `k2 services up s3`'s launcher, on free ports, for this module."""
-    settings = load_settings(
-        data_dir=tmp_path_factory.mktemp("k2-s3"),
-        lake={"warehouse": f"s3://{BUCKET}/warehouse"},
-        s3={"port": free_port_block(8)},
-    )
-    launcher = Launcher(settings)
-    (status,) = launcher.up(["s3"], timeout_s=120)
-    assert status.state == "running", status
-    try:
-        yield settings
-    finally:
-        (stopped,) = launcher.down(["s3"])
-        assert stopped.state == "stopped"
 
 
 def _bucket(server: Settings) -> Any:

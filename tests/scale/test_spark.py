@@ -1,5 +1,6 @@
 """A third-party engine reads K2's tables (issue #16, item 5): Spark through Iceberg's JDBC catalog,
-on SQLite and on PostgreSQL.
+on SQLite and on PostgreSQL with the warehouse on local disk, and on PostgreSQL with the warehouse on
+a real S3 server (SeaweedFS from K2's launcher, read through Iceberg's S3FileIO).
 
 The ASX sample goes through K2's own path (Kafka from K2's launcher, the pipeline, several Iceberg
 commits); Spark then opens the same catalog and warehouse from K2's Settings, and its answers are
@@ -15,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import duckdb
 import pytest
@@ -32,11 +34,12 @@ from benchmarks.spark_check import (
 from k2.config import Settings, load_settings
 from k2.lake import open_catalog
 from k2.services.jars import SparkJars
+from tests.conftest import S3_BUCKET
 
 pytestmark = pytest.mark.scale
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+@pytest.fixture(scope="module", params=["sqlite", "postgres", "postgres-s3"])
 def lake(
     services: Settings,
     tmp_path_factory: pytest.TempPathFactory,
@@ -44,22 +47,31 @@ def lake(
     request: pytest.FixtureRequest,
 ) -> Settings:
     """A fresh K2 lake holding the whole ASX sample, ingested in commits of 50,000 rows; its catalog
-    on SQLite, then on the session's PostgreSQL (Iceberg's JDBC catalog reads both)."""
+    on SQLite, then on the session's PostgreSQL (Iceberg's JDBC catalog reads both), then on
+    PostgreSQL with the warehouse under a prefix of its own on the session's S3 server."""
     tag = uuid.uuid4().hex[:8]
     catalog: dict[str, object] = {}
-    if request.param == "postgres":
+    storage: dict[str, Any] = {}
+    if request.param.startswith("postgres"):
         pg: Settings = request.getfixturevalue("postgres")
         catalog = {"catalog_uri": pg.catalog_uri, "namespace": f"t{tag}"}
+    if request.param.endswith("-s3"):
+        s3: Settings = request.getfixturevalue("s3_server")
+        catalog["warehouse"] = f"s3://{S3_BUCKET}/spark-{tag}"
+        storage = {"s3": s3.s3.model_dump()}
     settings = load_settings(
         data_dir=tmp_path_factory.mktemp("k2-spark") / "k2",
         kafka={**services.kafka.model_dump(), "topic_prefix": f"t{tag}."},
         redis={**services.redis.model_dump(), "key_prefix": f"t{tag}:"},
         pipeline={"group_id": f"g{tag}"},
         lake={"commit_rows": 50_000, "maintain_every_s": 0, **catalog},
+        **storage,
     )
     produced = ingest_asx(settings, asx_data)
     table = open_catalog(settings).load_table(f"{settings.lake.namespace}.trades")
     assert table.scan().count() == produced == 200_545  # every trade of the sample, once
+    assert table.location().startswith(settings.warehouse)  # on S3 for the -s3 param, not local disk
+    assert (settings.data_dir / "warehouse").exists() == (settings.warehouse.startswith("file://"))
     assert len(table.snapshots()) >= 3  # history to travel in
     return settings
 
@@ -93,8 +105,10 @@ def test_spark_sees_k2s_catalog_and_jars_are_pinned(spark: Any, lake: Settings) 
     }
     assert {"trades", "quotes", "sequence_gaps"} <= tables
     jars = SparkJars(lake.cache_dir)
-    assert jars.cached() and len(jars.pinned()) == 3
+    assert jars.cached() and len(jars.pinned()) == 4  # the runtime, two JDBC drivers, the AWS bundle
     jars.verify()  # what Spark loaded is what the repository pins
+    loaded = {Path(j).name for j in spark.conf.get("spark.jars").split(",")}
+    assert loaded == set(jars.pinned())  # the AWS bundle on every lake: one JVM serves all three params
     assert spark_trades(spark, lake).num_rows == 200_545
 
 
@@ -123,13 +137,26 @@ def test_a_wrong_snapshot_is_told_apart(spark: Any, lake: Settings, api: str) ->
 
 
 def test_duckdb_iceberg_extension_where_it_loads(lake: Settings) -> None:
-    """DuckDB's own Iceberg reader on K2's metadata, when its extension can be installed here."""
+    """DuckDB's own Iceberg reader on K2's metadata, when its extension can be installed here (and,
+    for an S3 warehouse, when DuckDB's httpfs can be pointed at K2's S3 server)."""
     con = duckdb.connect()
     try:
         con.execute("INSTALL iceberg")
         con.execute("LOAD iceberg")
     except duckdb.Error as exc:
         pytest.skip(f"DuckDB's iceberg extension does not load here: {exc}")
+    if lake.warehouse.startswith("s3://"):
+        endpoint = urlsplit(lake.s3.effective_endpoint)
+        try:
+            con.execute("INSTALL httpfs")
+            con.execute("LOAD httpfs")
+            options = {"KEY_ID": lake.s3.access_key_id, "SECRET": lake.s3.secret() or "",
+                       "REGION": lake.s3.region, "ENDPOINT": endpoint.netloc}  # fmt: skip
+            quoted = ", ".join(f"{k} '{v.replace(chr(39), chr(39) * 2)}'" for k, v in options.items())
+            use_ssl = "true" if endpoint.scheme == "https" else "false"
+            con.execute(f"CREATE SECRET k2_s3 (TYPE s3, {quoted}, URL_STYLE 'path', USE_SSL {use_ssl})")
+        except duckdb.Error as exc:
+            pytest.skip(f"DuckDB cannot read K2's S3 server here: {exc}")
     table = open_catalog(lake).load_table(f"{lake.lake.namespace}.trades")
     count = con.execute("SELECT count(*) FROM iceberg_scan(?)", [table.metadata_location]).fetchone()
     assert count is not None and count[0] == table.scan().count()

@@ -1,7 +1,7 @@
 """Jars K2 runs beside Python (the Kafka broker; Spark's Iceberg runtime), fetched with Maven itself.
 
 K2 names no download host: Maven resolves the artifacts (``kafka_2.13`` and its runtime
-dependencies; ``iceberg-spark-runtime`` and the catalog's JDBC drivers), honouring the user's
+dependencies; ``iceberg-spark-runtime``, the catalog's JDBC drivers and ``iceberg-aws-bundle``), honouring the user's
 ``settings.xml`` (mirrors, proxies), with strict checksum checks against the repository.
 
 The jars are pinned, not trusted on first use: a ``<name>.sha256`` file beside this module (in the
@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 LOG4J_VERSION = "2.25.3"
-#: Iceberg's Spark runtime: the one jar Spark needs to read K2's tables (shaded, no dependencies).
+#: Iceberg's Spark runtime (shaded, no dependencies) and its AWS bundle are of this version.
 ICEBERG_VERSION = "1.10.1"
 #: The Spark line the runtime is built for; pyspark must be of the same minor version (the scale extra).
 SPARK_MINOR = "4.0"
@@ -76,6 +76,9 @@ _SPARK_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
     <dependency>
       <groupId>org.apache.iceberg</groupId><artifactId>iceberg-spark-runtime-{spark}_2.13</artifactId>
       <version>{iceberg}</version>
+    </dependency>
+    <dependency>
+      <groupId>org.apache.iceberg</groupId><artifactId>iceberg-aws-bundle</artifactId><version>{iceberg}</version>
     </dependency>
     <dependency>
       <groupId>org.xerial</groupId><artifactId>sqlite-jdbc</artifactId><version>{sqlite}</version>
@@ -149,11 +152,17 @@ class PinnedJars(ABC):
     def classpath(self) -> str:
         return os.pathsep.join(str(p) for p in self.paths())
 
-    def cached(self) -> bool:
-        return self.manifest.is_file()
-
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.libs.glob("*.jar")) if self.libs.exists() else 0
+
+    def cached(self) -> bool:
+        """Fetched, and by a list naming no fewer jars than the repository's (a list that gained a jar,
+        like Spark's AWS bundle, refetches instead of failing on the jar the old fetch lacks)."""
+        try:
+            fetched = json.loads(self.manifest.read_text())["sha256"]
+            return isinstance(fetched, dict) and set(self.pinned()) <= set(fetched)
+        except (OSError, ValueError, KeyError, TypeError, JarDownloadError):
+            return False
 
     def ensure(self) -> bool:
         """Fetch the jars unless cached; verify them either way. Returns True when it downloaded.
@@ -256,10 +265,11 @@ class KafkaJars(PinnedJars):
 
 
 class SparkJars(PinnedJars):
-    """Iceberg's Spark runtime and the JDBC drivers of the catalogs K2 uses (SQLite, PostgreSQL).
+    """Iceberg's Spark runtime, the JDBC drivers of the catalogs K2 uses (SQLite, PostgreSQL) and
+    Iceberg's AWS bundle (``S3FileIO`` and the AWS SDK it needs, for a warehouse on S3).
 
-    Only these three jars: the runtime is shaded and Spark brings its own logging, so transitive
-    dependencies are excluded (they would only shadow Spark's). Spark gets them by path
+    Only these four jars: the runtime and the bundle are shaded and Spark brings its own logging, so
+    transitive dependencies are excluded (they would only shadow Spark's). Spark gets them by path
     (``spark.jars``), never by ``spark.jars.packages``, which would download past the pins.
     """
 

@@ -88,7 +88,7 @@ class TailWatch(threading.Thread):
         self.url = url
         self.answers: list[Answer] = []
         self.began = time.monotonic()
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def ask(self) -> Answer:
         at = time.monotonic() - self.began
@@ -102,11 +102,11 @@ class TailWatch(threading.Thread):
         return Answer(at, 200, body["count"], body["tail_rows"], body["truncated"])
 
     def run(self) -> None:
-        while not self._stop.wait(0.5):
+        while not self._halt.wait(0.5):
             self.answers.append(self.ask())
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(30)
 
 

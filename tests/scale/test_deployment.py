@@ -19,6 +19,7 @@ Marked ``scale``: about 5 JVMs and a Spark driver are too much for ``make test``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -197,7 +198,7 @@ def _ports() -> tuple[int, int, int, int]:
 
 
 @pytest.fixture(scope="module")
-def deployment(asx_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+def deployment(asx_data: Path) -> Iterator[Deployment]:
     # PostgreSQL runs as the postgres user under root: the data directory must be traversable.
     home = Path(tempfile.mkdtemp(prefix="k2-deploy-"))
     home.chmod(0o711)
@@ -233,7 +234,9 @@ def deployment(asx_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         lake={"catalog": "postgres", "warehouse": f"s3://{BUCKET}/warehouse", "namespace": f"two_{tag}"},
         state={"backend": "redis"},
     )
-    logs = tmp_path_factory.mktemp("deploy-logs")  # kept after the run, unlike the services' home
+    # kept after the run, outside pytest's rotating temporary directories
+    logs = Path(tempfile.mkdtemp(prefix="k2-deploy-logs-"))
+    print(f"logs in {logs}")
     notes: list[str] = []
     procs: list[subprocess.Popen[bytes]] = []
     serve: subprocess.Popen[bytes] | None = None
@@ -258,7 +261,11 @@ def deployment(asx_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         procs.append(_spawn(env, logs / "two-a.log", *ingest, **two, **small, K2_PIPELINE__INSTANCE_ID="a"))
         procs.append(_spawn(env, logs / "one.log", *ingest, **one, **small, K2_PIPELINE__INSTANCE_ID="solo"))
         time.sleep(5)  # both groups have joined before the feed starts
-        feed = _spawn(env, logs / "feed.log", "feed", "asx", str(asx_data))
+        # paced (about 3 minutes: 1,500 x exchange time, nights cut to 0.2 s), so both SIGKILLs and
+        # both restarts land while the feed produces
+        feed = _spawn(
+            env, logs / "feed.log", "feed", "asx", str(asx_data), "--speed", "1500", "--max-idle", "0.2"
+        )
 
         # The second ingester joins once the first has committed: a rebalance mid-stream.
         deadline = time.monotonic() + 300
@@ -279,6 +286,7 @@ def deployment(asx_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
             nodes, controller = _kafka_nodes(env)
             victim = _leader(settings, "trades", 1) if role.startswith("leader") else controller
             assert victim is not None and nodes.get(victim), (role, victim, nodes)
+            assert feed.poll() is None, f"the feed ended before the {role} was killed: pace it slower"
             os.kill(nodes[victim], signal.SIGKILL)  # type: ignore[arg-type]
             committed = _committed(settings, f"two_{tag}")
             notes.append(
@@ -292,16 +300,18 @@ def deployment(asx_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         _wait(procs, logs, timeout_s=900)
         watch.stop()
         yield Deployment(settings, f"one_{tag}", env, logs, notes, api, watch.answers, watch.ask())
-    finally:
-        if watch is not None:
-            watch.stop()
-        if serve is not None:
-            _stop(serve)
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-        subprocess.run(_k2("services", "down"), env=env, capture_output=True, timeout=300)
-        shutil.rmtree(home, ignore_errors=True)
+    finally:  # every step, whatever the one before it raised: no JVM or server may outlive the test
+        with contextlib.ExitStack() as cleanup:
+            cleanup.callback(shutil.rmtree, home, ignore_errors=True)
+            cleanup.callback(
+                subprocess.run, _k2("services", "down"), env=env, capture_output=True, timeout=300
+            )
+            for proc in procs:
+                cleanup.callback(lambda p=proc: p.poll() is None and p.kill())
+            if serve is not None:
+                cleanup.callback(_stop, serve)
+            if watch is not None:
+                cleanup.callback(watch.stop)
 
 
 def _table(settings: Settings, namespace: str, name: str) -> pa.Table:
@@ -347,10 +357,13 @@ def test_the_hybrid_tail_rides_through_the_elections(deployment: Deployment) -> 
     statuses = Counter(a.status for a in answers)
     ok = [a for a in answers if a.status == 200]
     print(
-        f"{len(answers)} answers over {answers[-1].at:.0f} s: statuses {dict(statuses)}; "
-        f"count {ok[0].count:,} -> {ok[-1].count:,}, at most {max(a.tail_rows or 0 for a in ok):,} from the tail; "
-        f"final {final.count:,}"
+        f"{len(answers)} answers over {answers[-1].at:.0f} s: statuses {dict(statuses)}; counts "
+        f"{[a.count for a in ok[:1] + ok[-1:]]}, at most {max((a.tail_rows or 0 for a in ok), default=0):,} "
+        f"from the tail; final {final}"
     )
+    for a in answers:
+        if a.status != 200:
+            print(f"  at {a.at:.1f} s: {a.status} {a.detail}")
     refused = [a for a in answers if a.status != 200]
     # 503 is the API saying Kafka did not answer in time (with its reason); nothing else may happen
     assert all(a.status == 503 for a in refused), refused[:5]

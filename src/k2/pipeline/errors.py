@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from k2.errors import K2Error
 
-__all__ = ["DeadLetterDeliveryError", "PipelineError"]
+__all__ = ["ConsumerFencedError", "DeadLetterDeliveryError", "PipelineError"]
 
 
 class PipelineError(K2Error):
@@ -19,3 +19,15 @@ class DeadLetterDeliveryError(PipelineError):
             f"{undelivered} dead letters were not delivered to the DLQ topic; batch not committed"
         )
         self.undelivered = undelivered
+
+
+class ConsumerFencedError(PipelineError):
+    """The group keeps fencing this process's consumer: another member holds its instance id."""
+
+    def __init__(self, renewals: int, window_s: float, instance_id: str | None, error: str) -> None:
+        who = f"group.instance.id {instance_id!r}" if instance_id else "this member"
+        super().__init__(
+            f"the Kafka consumer hit a fatal error {renewals} times in {window_s:.0f} s ({error}); "
+            f"is another ingester running with {who}? Each process needs its own "
+            "K2_PIPELINE__INSTANCE_ID. Nothing past the last commit was written; a restart resumes there."
+        )

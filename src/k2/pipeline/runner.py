@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from k2.config import Settings
 from k2.lake.catalog import open_catalog
@@ -42,6 +42,7 @@ from k2.pipeline.checks import BatchChecks, NoChecks
 from k2.pipeline.committer import Committer
 from k2.pipeline.consumer import consumer_config
 from k2.pipeline.deferrals import deferred_rows
+from k2.pipeline.errors import ConsumerFencedError
 from k2.pipeline.gcpolicy import tuned_gc
 from k2.pipeline.governor import Governor, dependency_breakers
 from k2.pipeline.sinks import TableSink
@@ -60,6 +61,10 @@ from k2.types import TopicPartition as TP
 __all__ = ["Lake", "Pipeline", "PipelineStats", "open_lake"]
 
 log = get_logger(__name__)
+
+#: A consumer replaced more often than this within the window is a configuration error.
+_MAX_RENEWALS = 3
+_RENEWAL_WINDOW_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,8 @@ class Pipeline:
         self._submitted = 0
         self._last_message_at = time.monotonic()
         self._behind_said = False  # the 'quiet but not caught up' line, once a run
+        self._fatal: KafkaError | None = None  # set by librdkafka's error callback
+        self._renewals: list[float] = []  # when the consumer was replaced after a fatal error
         self._on_batch: Callable[[PipelineStats], None] | None = None
         # the state's rebuild after a crash: per source partition, the tables' watermark to reach
         self._replaying: dict[TP, int] = {}
@@ -143,7 +150,8 @@ class Pipeline:
         ensure_spill_topics(kafka)  # co-partitioned with the sources: same partition counts
         self.producer = TickProducer(kafka)
         self.spill = Spill(kafka)
-        self.consumer = Consumer(consumer_config(settings))
+        self._consumer_config = {**consumer_config(settings), "error_cb": self._on_kafka_error}
+        self.consumer = Consumer(self._consumer_config)
         self.breakers = breakers = dependency_breakers(settings.resilience)
         self.checkpoint = Checkpoint(
             gap_sink=lake.gap_sink,
@@ -406,6 +414,54 @@ class Pipeline:
         self.stats.commits = self.checkpoint.commits
         return self.stats
 
+    def _subscribe(self) -> None:
+        self.consumer.subscribe(
+            list(self.topics), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+
+    def _on_kafka_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            self._fatal = error
+
+    def _renew_consumer(self) -> None:
+        """Replace a consumer that librdkafka declared unusable, and join the group again.
+
+        A static member (``group.instance.id``) is fenced when the coordinator sees a newer join
+        with its instance id: a coordinator that failed over mid-rebalance does that to a live
+        process (SIGKILLing a broker of a 3-node cluster fenced an ingester, which then sat idle
+        and stopped at 141,395 of 200,545 trades). Its partitions are dropped like lost ones (the
+        next owner, this process again, replays them from the tables' watermarks), and a new
+        consumer joins. A fence that keeps coming back means two processes share the instance id:
+        that is a configuration error, raised after 3 renewals in 10 minutes.
+        """
+        error, self._fatal = self._fatal, None
+        now = time.monotonic()
+        self._renewals = [t for t in self._renewals if now - t < _RENEWAL_WINDOW_S] + [now]
+        message = error.str() if error is not None else "fatal error"
+        if len(self._renewals) > _MAX_RENEWALS:
+            raise ConsumerFencedError(
+                len(self._renewals), _RENEWAL_WINDOW_S, self.settings.pipeline.instance_id, message
+            )
+        try:
+            owned = [(p.topic, p.partition) for p in self.consumer.assignment()]
+        except KafkaException:
+            owned = []
+        self._drain_process()
+        self._forget(owned)  # also when the lost callback already ran: it only drops uncommitted work
+        self._assigned = False
+        try:
+            self.consumer.close()
+        except (KafkaException, RuntimeError) as exc:
+            log.info("closing the unusable consumer failed", error=str(exc))
+        self.consumer = self.governor.consumer = Consumer(self._consumer_config)
+        self._subscribe()
+        log.warning(
+            "the Kafka consumer hit a fatal error; a new one joins the group",
+            error=message,
+            renewals=len(self._renewals),
+            dropped_partitions=len(owned),
+        )
+
     def _caught_up(self, idle: float, idle_timeout_s: float) -> bool:
         """Whether a quiet spell may end the run: nothing is left to read, by the broker's last word.
 
@@ -439,14 +495,15 @@ class Pipeline:
         Everything that freezes, seeks or pauses runs here, between awaiting batch N and handing
         over N+1, so the process thread never sees the checkpoint change under it.
         """
-        self.consumer.subscribe(
-            list(self.topics), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
-        )
+        self._subscribe()
         base_batch = self.settings.pipeline.batch_max_messages
         committer = self.committer
         while self._running:
             messages = self.consumer.consume(self.governor.batch_size(base_batch),
                                              self.settings.pipeline.poll_timeout_s)  # fmt: skip
+            if self._fatal is not None:  # raised inside consume(): this consumer is unusable
+                self._renew_consumer()
+                continue
             epoch = self._epoch  # rebalance callbacks ran inside consume(); these messages follow them
             busy_from = time.perf_counter()
             now = time.monotonic()

@@ -16,11 +16,12 @@ from typing import Any
 
 import polars as pl
 import pytest
-from confluent_kafka import Message, TopicPartition
+from confluent_kafka import KafkaError, Message, TopicPartition
 
-from k2.config import Settings, load_settings
+from k2.config import Settings, derive, load_settings
 from k2.lake.errors import LakeError
 from k2.pipeline import runner
+from k2.pipeline.errors import ConsumerFencedError
 from k2.pipeline.runner import Lake, Pipeline
 from k2.schemas import encode_batch
 from k2.schemas.validate import Validator
@@ -45,7 +46,8 @@ class FakeBroker:
     """One member's consumer: a log per partition, positions, pauses, and a scripted group.
 
     ``group`` holds what the coordinator does at each ``consume`` call, in order: ``"assign"``
-    (every partition with a log), ``"revoke"``, ``"lost"``, or ``None`` (nothing).
+    (every partition with a log), ``"revoke"``, ``"lost"``, ``"fatal"`` (a fatal error through the
+    error callback; the consumer delivers nothing more), or ``None`` (nothing).
     """
 
     def __init__(self, logs: dict[TP, list[bytes]], group: list[str | None]) -> None:
@@ -58,6 +60,16 @@ class FakeBroker:
         self.commits: list[dict[TP, int]] = []
         self.callbacks: dict[str, Callable[..., None]] = {}
         self.closed = False
+        self.config: dict[str, Any] = {}
+        self.consumers = 0
+        self.unusable = False
+
+    def created(self, config: dict[str, Any]) -> FakeBroker:
+        """``Consumer(config)``: the same broker again, as a new consumer of the group would see it."""
+        self.config = config
+        self.consumers += 1
+        self.unusable = False
+        return self
 
     def subscribe(self, topics: list[str], **callbacks: Callable[..., None]) -> None:
         self.callbacks = callbacks
@@ -66,10 +78,13 @@ class FakeBroker:
         event = self.group.pop(0) if self.group else None
         if event == "assign":
             self.callbacks["on_assign"](self, [TopicPartition(t, p) for t, p in sorted(self.logs)])
+        elif event == "fatal":  # librdkafka: a static member fenced; this consumer is unusable
+            self.config["error_cb"](KafkaError(KafkaError._FATAL, "fenced by group.instance.id", fatal=True))
+            self.unusable = True
         elif event is not None:
             self.callbacks[f"on_{event}"](self, self.assignment())
         out: list[Message] = []
-        for tp in sorted(self.positions):
+        for tp in sorted(self.positions) if not self.unusable else ():
             if tp in self.paused or tp in self.stalled:
                 continue
             pos = self.positions[tp]
@@ -171,7 +186,7 @@ class World:
         monkeypatch.setattr(runner, "ensure_spill_topics", lambda kafka: None)
         monkeypatch.setattr(runner, "TickProducer", lambda kafka: FakeProducer())
         monkeypatch.setattr(runner, "Spill", FakeSpill)
-        monkeypatch.setattr(runner, "Consumer", lambda config: self.broker)
+        monkeypatch.setattr(runner, "Consumer", self.broker.created)
         monkeypatch.setattr(runner, "deferred_rows", deferred_rows)
 
     def pipeline(self) -> Pipeline:
@@ -328,3 +343,26 @@ def test_a_partition_that_never_comes_back_ends_the_run_after_four_idle_timeouts
     world.pipeline().run(idle_timeout_s=0.2, max_seconds=20)
     assert time.monotonic() - began < 10  # bounded: not max_seconds
     assert world.written() == {("BHP", 0): [0, 1, 2, 3, 4]}  # the stalled partition is the next run's
+
+
+def test_a_consumer_fenced_mid_run_is_replaced_and_the_run_stays_exact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fatal consumer error (a static member fenced after a coordinator fail-over) leaves the
+    consumer unusable: the runner drops the uncommitted work, builds a new consumer that joins again,
+    and every row is still written once."""
+    world = World(tmp_path, monkeypatch, ["assign", "fatal", "assign"], commit_interval_s=3600)
+    stats = world.pipeline().run(idle_timeout_s=0.3, max_seconds=20)
+    assert world.broker.consumers == 2  # the first, and its replacement
+    assert world.written() == EVERYTHING
+    assert stats.messages >= 8
+
+
+def test_a_consumer_fenced_again_and_again_is_a_configuration_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = World(tmp_path, monkeypatch, ["assign", "fatal"] * 4, commit_interval_s=3600)
+    world.settings = derive(world.settings, pipeline={"instance_id": "twin"})
+    with pytest.raises(ConsumerFencedError, match=r"group\.instance\.id 'twin'"):
+        world.pipeline().run(idle_timeout_s=5, max_seconds=20)
+    assert world.broker.consumers == 4 and world.written() == {}  # nothing committed past the fences

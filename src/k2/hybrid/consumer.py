@@ -37,6 +37,13 @@ log = get_logger(__name__)
 _METADATA_TTL_S = 10.0
 _TIMEOUT_S = 5.0
 _RETRIES = 8  # retriable broker errors, ~1.4 s of back-off in all
+#: Errors that say the client's idea of a partition's leader is out of date.
+_STALE_LEADER = {
+    "FENCED_LEADER_EPOCH",
+    "UNKNOWN_LEADER_EPOCH",
+    "NOT_LEADER_FOR_PARTITION",
+    "LEADER_NOT_AVAILABLE",
+}
 
 
 def _retriable(exc: BaseException) -> bool:
@@ -83,9 +90,12 @@ class KafkaTail:
             }
         )
         self._meta = Consumer({**base, "client.id": "k2-hybrid-meta"})
-        self._admin = AdminClient(
-            {"bootstrap.servers": kafka.bootstrap, "client.id": "k2-hybrid-offsets", **kafka.client}
-        )
+        self._admin_config: dict[str, Any] = {
+            "bootstrap.servers": kafka.bootstrap,
+            "client.id": "k2-hybrid-offsets",
+            **kafka.client,
+        }
+        self._admin = AdminClient(self._admin_config)
         self._assigned: set[TP] = set()
         self._paused: set[TP] = set()
         self._counts: dict[str, tuple[float, int]] = {}
@@ -143,19 +153,29 @@ class KafkaTail:
         if not tps:
             return {}
         request = {TopicPartition(t, p): spec for t, p in tps}
-        try:
-            for attempt in _retrying():
-                with attempt:
-                    futures = self._admin.list_offsets(request, request_timeout=_TIMEOUT_S)
-                    return {(tp.topic, tp.partition): int(f.result().offset) for tp, f in futures.items()}
-        except KafkaException as exc:
-            topic, partition = tps[0]
-            raise TailReadError(
-                f"cannot read the offsets of {topic}[{partition}]: {exc}",
-                topic=topic,
-                partition=partition,
-                code=_code(exc),
-            ) from exc
+        for renewed in (False, True):
+            try:
+                for attempt in _retrying():
+                    with attempt:
+                        futures = self._admin.list_offsets(request, request_timeout=_TIMEOUT_S)
+                        return {(tp.topic, tp.partition): int(f.result().offset) for tp, f in futures.items()}
+            except KafkaException as exc:
+                if not renewed and _code(exc) in _STALE_LEADER:
+                    # The admin client asked a leader of an epoch the cluster has left behind, and it
+                    # keeps asking until its next periodic metadata refresh (minutes): after the
+                    # SIGKILL of a broker of a 3-node cluster, every live query failed with
+                    # FENCED_LEADER_EPOCH long after the new leaders served. A new client starts
+                    # from fresh metadata.
+                    log.info("the offsets client's leaders are stale; renewing it", error=str(exc))
+                    self._admin = AdminClient(self._admin_config)
+                    continue
+                topic, partition = tps[0]
+                raise TailReadError(
+                    f"cannot read the offsets of {topic}[{partition}]: {exc}",
+                    topic=topic,
+                    partition=partition,
+                    code=_code(exc),
+                ) from exc
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     def position(self, tp: TP, offset: int) -> None:

@@ -27,6 +27,7 @@ from k2.query.engine import QueryEngine
 from k2.query.formats import MEDIA_TYPES, encode, negotiate
 from k2.query.params import TimeTravel
 from k2.query.reader import Result
+from k2.query.warmup import Warmer
 from k2.types import StreamKind
 
 __all__ = [
@@ -66,6 +67,8 @@ class Services:
     _health: HealthMonitor | None = None
     #: the ingest pipeline's status file as k2_ingest_* series (``k2.api.ingest_metrics``)
     ingest_metrics: CollectorRegistry | None = None
+    #: warm-up and prefetch on commit (``k2.query.warmup``); None when off or the engine was handed in
+    warmer: Warmer | None = None
 
     def health(self) -> HealthMonitor:
         """The app's one health monitor (its Kafka and Redis clients live as long as the app)."""

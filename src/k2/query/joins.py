@@ -84,25 +84,30 @@ def _source(
     return f"_rows_{alias}"
 
 
-_SCHEMAS: dict[tuple[str, str], pa.Schema] = {}
+_SCHEMAS: dict[tuple[int, int], tuple[pa.Schema, pa.Schema, pa.Schema]] = {}
 
 
 def _result_schema(reader: LakeReader, trades: Scan, quotes: Scan) -> pa.Schema:
-    """The join's result schema as DuckDB gives it (once per pair of table schemas)."""
-    key = (trades.schema.to_string(), quotes.schema.to_string())
+    """The join's result schema as DuckDB gives it (once per pair of table schemas).
+
+    Keyed by identity: the reader hands out one schema object per table schema id.
+    """
+    key = (id(trades.schema), id(quotes.schema))
     found = _SCHEMAS.get(key)
-    if found is None:
-        params: list[Any] = []
-        tables = {
-            "_rows_t": normalise(trades.schema.empty_table()),
-            "_rows_q": normalise(quotes.schema.empty_table()),
-        }
-        window = TimeRange(from_us(0), from_us(1))
-        sql = _join_sql(reader, ("_",), window, 1, params, lambda: "_rows_t", lambda: "_rows_q")
-        found = _SCHEMAS[key] = reader.runner.table(
-            "asof_schema", sql, params, timeout_s=reader.limits.timeout_s, tables=tables
-        ).schema
-    return found
+    if found is not None and found[0] is trades.schema and found[1] is quotes.schema:
+        return found[2]
+    params: list[Any] = []
+    tables = {
+        "_rows_t": normalise(trades.schema.empty_table()),
+        "_rows_q": normalise(quotes.schema.empty_table()),
+    }
+    window = TimeRange(from_us(0), from_us(1))
+    sql = _join_sql(reader, ("_",), window, 1, params, lambda: "_rows_t", lambda: "_rows_q")
+    schema = reader.runner.table(
+        "asof_schema", sql, params, timeout_s=reader.limits.timeout_s, tables=tables
+    ).schema
+    _SCHEMAS[key] = (trades.schema, quotes.schema, schema)
+    return schema
 
 
 def _join_sql(

@@ -45,31 +45,30 @@ def prevailing(
     ``trades`` and ``quotes`` hold the symbols and windows of the query already; ``schema`` is the
     SQL's result schema. The rows are ordered by (exchange_ts, symbol, sequence), at most ``limit``.
     """
-    t = _frame(trades.select(list(_TRADE_COLUMNS))).with_row_index("_t")
+    # Polars sees the keys only; the other columns are taken from the Arrow tables at the end.
+    t = _frame(trades.select(["symbol", "exchange_ts", "sequence"])).with_row_index("_t")
     q = (
-        _frame(quotes.select(["symbol", "exchange_ts", *QUOTE_FIELDS]))
+        _frame(quotes.select(["symbol", "exchange_ts", "sequence"]))
+        .with_row_index("_q")
         .sort("symbol", "exchange_ts", "sequence")
         .unique(["symbol", "exchange_ts"], keep="last", maintain_order=True)  # the feed's last word
-        .with_row_index("_q")
+        .select("_q", "symbol", pl.col("exchange_ts").alias("_qts"))
     )
-    matched = (
-        t.select("_t", "symbol", "exchange_ts")
-        .sort("symbol", "exchange_ts")
+    joined = (
+        t.sort("symbol", "exchange_ts")
         .join_asof(
-            q.select("_q", "symbol", pl.col("exchange_ts").alias("_qts")).sort("symbol", "_qts"),
+            q,
             left_on="exchange_ts",
             right_on="_qts",
             by="symbol",
             strategy="backward",
             check_sortedness=False,
         )
-        .sort("_t")
+        .sort("exchange_ts", "symbol", "sequence")
+        .head(limit)
     )
-    order = t.select("_t", "exchange_ts", "symbol", "sequence").sort("exchange_ts", "symbol", "sequence")
-    rows = order["_t"].head(limit).to_arrow()
-    left = trades.select(list(_TRADE_COLUMNS)).take(rows)
-    picks = matched["_q"].to_arrow()
-    quote = q.drop("_q").to_arrow().take(picks.take(rows))
+    left = trades.select(list(_TRADE_COLUMNS)).take(joined["_t"].to_arrow())
+    quote = quotes.select(["exchange_ts", *QUOTE_FIELDS]).take(joined["_q"].to_arrow())
     qts = quote.column("exchange_ts")
     age = pc.subtract(_micros(left.column("exchange_ts")), _micros(qts))
     fresh = pc.fill_null(pc.less_equal(age, tolerance_us), False)

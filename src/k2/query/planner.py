@@ -80,6 +80,7 @@ class TableSource:
         self._publish_lock = threading.Lock()
         self._refreshing = False
         self._staged = threading.local()
+        self._ready: int | None = None  # the last snapshot prepared
 
     def table(self) -> Table:
         """The table as last loaded (loading it now if never loaded or the interval is 0).
@@ -104,21 +105,37 @@ class TableSource:
 
     def refresh(self) -> Table:
         """Reload now, prepare a new snapshot (with a hook), publish it, and return it."""
-        table = load_table(self.catalog, self.namespace, self.name)
         with self._publish_lock:  # one reload publishes at a time, never an older one after a newer
-            current = self._table
-            if current is not None and _version(table) < _version(current):
-                return current
-            if self.prepare is not None and _head(table) != _head(current):
-                self._staged.table = table
-                try:
-                    self.prepare(self.name, table)
-                except Exception as exc:  # queries then pay it themselves; the answer stays exact
-                    log.warning("prefetch failed", table=self.name, error=str(exc))
-                finally:
-                    self._staged.table = None
-            with self._lock:
-                self._table, self._loaded_at = table, time.monotonic()
+            return self._publish(self._prepared(load_table(self.catalog, self.namespace, self.name)))
+
+    def stage(self) -> Table:
+        """Reload and prepare, without publishing: ``publish`` it later (tables switched together)."""
+        with self._publish_lock:
+            return self._prepared(load_table(self.catalog, self.namespace, self.name))
+
+    def publish(self, table: Table) -> Table:
+        """Switch queries to a staged table (unless a newer one was published meanwhile)."""
+        with self._publish_lock:
+            return self._publish(self._prepared(table))
+
+    def _prepared(self, table: Table) -> Table:
+        current = self._table
+        if current is not None and _version(table) < _version(current):
+            return current
+        if self.prepare is not None and _head(table) != _head(current) and _head(table) != self._ready:
+            self._staged.table = table
+            try:
+                self.prepare(self.name, table)
+                self._ready = _head(table)
+            except Exception as exc:  # queries then pay it themselves; the answer stays exact
+                log.warning("prefetch failed", table=self.name, error=str(exc))
+            finally:
+                self._staged.table = None
+        return table
+
+    def _publish(self, table: Table) -> Table:
+        with self._lock:
+            self._table, self._loaded_at = table, time.monotonic()
         return table
 
     def _refresh_in_background(self) -> None:

@@ -13,7 +13,7 @@ query of the new snapshot again paid its manifests and the decoding of the new f
 * ``Warmer`` is a thread the API starts with the app: it opens the engine (retrying while the
   catalog is down), loads each table (running the prefetcher), runs each query kind once, then
   says ready; after that it reloads the tables every interval, so a commit is prefetched even
-  while no query comes.
+  while no query comes, and publishes them only once all are prefetched.
 
 Memory: warm-up holds nothing of its own. It fills the engine's bounded caches: at most
 ``warm_rows`` decoded rows in all (never more than half the hot-row cache), bar partials within
@@ -184,11 +184,17 @@ class Warmer:
         if engine is None:
             return
         while not self._stop.wait(self.interval_s):
-            for name in _TABLES:  # reload: a new snapshot is prefetched before it is published
+            # Reload and prefetch every table, then switch them together: a query that sees the new
+            # trades snapshot never shares the machine with the quotes' prefetch.
+            staged = []
+            for name in _TABLES:
+                source = engine.reader.source(name)
                 try:
-                    engine.reader.source(name).refresh()
+                    staged.append((source, source.stage()))
                 except Exception as exc:  # a catalog hiccup: queries keep the loaded table
                     log.warning("table watch failed", table=name, error=str(exc))
+            for source, table in staged:
+                source.publish(table)
 
     def _warm_up(self) -> QueryEngine | None:
         while not self._stop.is_set():

@@ -111,7 +111,10 @@ class TableSource:
     def stage(self) -> Table:
         """Reload and prepare, without publishing: ``publish`` it later (tables switched together)."""
         with self._publish_lock:
-            return self._prepared(load_table(self.catalog, self.namespace, self.name))
+            table = load_table(self.catalog, self.namespace, self.name)
+            with self._lock:  # just checked: queries meanwhile start no reload of their own
+                self._loaded_at = time.monotonic()
+            return self._prepared(table)
 
     def publish(self, table: Table) -> Table:
         """Switch queries to a staged table (unless a newer one was published meanwhile)."""

@@ -3,8 +3,9 @@
 ``create_app(settings)`` is the composition root of the service: it checks the binding is safe
 (keys are mandatory beyond localhost), builds the key check and the rate limiter, mounts the /v1
 routers behind them, installs the correlation-id/metrics middleware and the one error handler.
-The query engine is opened on first use, so the service starts (and /health tells why) even
-when the catalog is not reachable yet.
+The query engine is opened by the background warm-up (``k2.query.warmup``) or on first use, so
+the service starts (and /health tells why) even when the catalog is not reachable yet; /ready
+answers 200 once warm-up has loaded the tables.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from k2.config import Settings
 from k2.errors import K2Error
 from k2.query.engine import QueryEngine
 from k2.query.reader import QueryLimits
+from k2.query.warmup import Warmer
 
 __all__ = ["create_app"]
 
@@ -91,11 +93,20 @@ def create_app(
 
     trimmer = MemoryTrimmer()
 
+    # Warm-up runs in the background: the port opens at once and /health answers (a down catalog
+    # is reported, not a hang), while /ready says 503 until the first query would be warm.
+    warmer = Warmer(svc.engine, warm_rows=api.warm_rows) if owns_engine and api.warmup else None
+    svc.warmer = warmer
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         trimmer.start()  # RSS stays near what is in use, not what a burst once freed
         hybrid.start()  # compares with the group's hybrid settings, when they are shared
+        if warmer is not None:
+            warmer.start()
         yield
+        if warmer is not None:
+            warmer.stop()
         trimmer.stop()
         hybrid.close()
         recent.close_hybrid(_app)  # the live tail's consumers and prefetch thread

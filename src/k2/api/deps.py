@@ -28,6 +28,7 @@ from k2.query.engine import QueryEngine
 from k2.query.formats import MEDIA_TYPES, encode, negotiate
 from k2.query.params import TimeTravel
 from k2.query.reader import Result
+from k2.query.warmup import Warmer
 from k2.types import StreamKind
 
 __all__ = [
@@ -69,6 +70,8 @@ class Services:
     ingest_metrics: CollectorRegistry | None = None
     #: the hybrid settings served and where they came from (/health's ``hybrid`` check)
     hybrid_config: HybridConfig | None = None
+    #: warm-up and prefetch on commit (``k2.query.warmup``); None when off or the engine was handed in
+    warmer: Warmer | None = None
 
     def health(self) -> HealthMonitor:
         """The app's one health monitor (its Kafka and Redis clients live as long as the app)."""

@@ -453,6 +453,14 @@ class ApiSettings(_Section):
     health_cache_s: float = Field(
         1.5, ge=0, le=60, description="/health answers from a result at most this old."
     )
+    warmup: bool = Field(
+        True,
+        description="At start, load the tables' file lists and their newest rows before /ready says "
+        "ready; then watch for commits and load each new snapshot before queries switch to it.",
+    )
+    warm_rows: int = Field(
+        1_000_000, ge=0, description="Rows of the newest data files warm-up decodes into memory (all tables)."
+    )
     shutdown_grace_s: float = Field(
         5.0, ge=0, description="On SIGTERM, open responses get this long before they are cut."
     )

@@ -29,12 +29,20 @@ import pyarrow.compute as pc
 from k2.query.files import Prune
 from k2.query.params import TimeRange, TimeTravel
 from k2.query.partials import PartialCache, consolidated
-from k2.query.reader import LakeReader, Result
+from k2.query.reader import LakeReader, Result, Scan
 from k2.query.runner import normalise
 from k2.query.sql import from_us, placeholders
 from k2.types import EXCHANGE_TIMEZONES
 
-__all__ = ["MAX_INTERVAL_US", "MIN_INTERVAL_US", "bars", "bounds_sql", "merge_sql", "partials_sql"]
+__all__ = [
+    "MAX_INTERVAL_US",
+    "MIN_INTERVAL_US",
+    "bars",
+    "bounds_sql",
+    "merge_sql",
+    "partials_sql",
+    "warm_partitions",
+]
 
 MIN_INTERVAL_US = 1_000_000
 MAX_INTERVAL_US = 86_400_000_000
@@ -237,3 +245,15 @@ def _empty_partials(reader: LakeReader, interval_us: int, tz: str | None) -> pa.
         "bars_partials", sql, params, timeout_s=reader.limits.timeout_s, tables={"_empty": empty}
     )
     return out.drop(["filename"])
+
+
+def warm_partitions(reader: LakeReader, cache: PartialCache, scan: Scan, interval_us: int) -> None:
+    """Compute and cache the merged partials of every partition in ``scan`` (whole partitions).
+
+    Prefetch calls this for the partitions a new snapshot touched, so the first bars query at that
+    interval (UTC alignment) only slices cached tables.
+    """
+    consolidated(
+        reader, cache, scan, ("bars", interval_us, None), "bars", _partial_sql(interval_us, None),
+        _merge_sql(interval_us, None), (),
+    )  # fmt: skip

@@ -156,6 +156,10 @@ class FileSet:
             self.ts_max, self.sym_min, self.sym_max, self.ses_min, self.ses_max,
         )  # fmt: skip
 
+    def subset(self, mask: np.ndarray) -> FileSet:
+        """The files where ``mask`` is true, in index order (same snapshot)."""
+        return self._take(mask, self.snapshot_id)
+
     def _take(self, mask: np.ndarray, snapshot_id: int | None) -> FileSet:
         return FileSet(snapshot_id, *(a[mask] for a in self._arrays()))
 

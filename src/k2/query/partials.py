@@ -218,7 +218,10 @@ def consolidated(
             tables={"_p": pa.concat_tables(parts, promote_options="permissive")},
         )  # fmt: skip
         item = Consolidated.of(want, _polars_types(merged))
-        cache.put_merged(group, merged_key, item)
+        if have is None or not want < have.files:
+            # a query on an older snapshot must not replace a newer snapshot's entry (prefetched
+            # before queries switched to it): the new snapshot's first query would rebuild it
+            cache.put_merged(group, merged_key, item)
         out += item.rows_of(symbols)
     return out
 

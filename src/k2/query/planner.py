@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 from pyiceberg.catalog import Catalog
 from pyiceberg.manifest import DataFileContent, ManifestContent, ManifestEntryStatus
@@ -30,7 +31,7 @@ from k2.observability.metrics import REGISTRY, Counter
 from k2.query.errors import UnsupportedTableError
 from k2.query.files import FileSet, Layout
 
-__all__ = ["PLANS", "SnapshotPlanner", "TableSource"]
+__all__ = ["PLANS", "Prepare", "SnapshotPlanner", "TableSource"]
 
 log = get_logger(__name__)
 
@@ -44,6 +45,10 @@ PLANS = Counter(
 _MAX_INCREMENTAL = 64
 
 
+#: Called with (table name, freshly loaded table) before queries switch to a new snapshot.
+Prepare = Callable[[str, Table], None]
+
+
 class TableSource:
     """One Iceberg table, reloaded from the catalog at most every ``refresh_interval_s``.
 
@@ -51,15 +56,31 @@ class TableSource:
     table is refreshed by a background thread while queries keep using the loaded one: a query
     never waits for a reload, and sees commits at most one interval (plus one reload) late. With
     an interval of 0 every access reloads synchronously (tests, one-shot CLI calls).
+
+    With a ``prepare`` hook (prefetch on commit, ``k2.query.warmup``), a reload that finds a new
+    snapshot first runs the hook on it, in the reloading thread, and only then publishes it: the
+    hook's thread alone sees the staged table (``table()`` answers it there), so the work the first
+    query of that snapshot would pay (its file list, its new rows) is done before any query reads it.
     """
 
-    def __init__(self, catalog: Catalog, namespace: str, name: str, refresh_interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        namespace: str,
+        name: str,
+        refresh_interval_s: float = 1.0,
+        prepare: Prepare | None = None,
+    ) -> None:
         self.catalog, self.namespace, self.name = catalog, namespace, name
         self.refresh_interval_s = refresh_interval_s
+        self.prepare = prepare
         self._table: Table | None = None
         self._loaded_at = 0.0
         self._lock = threading.Lock()
+        self._publish_lock = threading.Lock()
         self._refreshing = False
+        self._staged = threading.local()
+        self._ready: int | None = None  # the last snapshot prepared
 
     def table(self) -> Table:
         """The table as last loaded (loading it now if never loaded or the interval is 0).
@@ -67,6 +88,9 @@ class TableSource:
         Raises:
             TableMissingError: the table does not exist (run ``k2 lake init``).
         """
+        staged: Table | None = getattr(self._staged, "table", None)
+        if staged is not None:  # the prepare hook, warming a snapshot not yet published
+            return staged
         table = self._table
         if table is None or self.refresh_interval_s <= 0:
             return self.refresh()
@@ -74,9 +98,45 @@ class TableSource:
             self._refresh_in_background()
         return table
 
+    @property
+    def published(self) -> Table | None:
+        """The table queries read now (None before the first load)."""
+        return self._table
+
     def refresh(self) -> Table:
-        """Reload now and return the fresh table."""
-        table = load_table(self.catalog, self.namespace, self.name)
+        """Reload now, prepare a new snapshot (with a hook), publish it, and return it."""
+        with self._publish_lock:  # one reload publishes at a time, never an older one after a newer
+            return self._publish(self._prepared(load_table(self.catalog, self.namespace, self.name)))
+
+    def stage(self) -> Table:
+        """Reload and prepare, without publishing: ``publish`` it later (tables switched together)."""
+        with self._publish_lock:
+            table = load_table(self.catalog, self.namespace, self.name)
+            with self._lock:  # just checked: queries meanwhile start no reload of their own
+                self._loaded_at = time.monotonic()
+            return self._prepared(table)
+
+    def publish(self, table: Table) -> Table:
+        """Switch queries to a staged table (unless a newer one was published meanwhile)."""
+        with self._publish_lock:
+            return self._publish(self._prepared(table))
+
+    def _prepared(self, table: Table) -> Table:
+        current = self._table
+        if current is not None and _version(table) < _version(current):
+            return current
+        if self.prepare is not None and _head(table) != _head(current) and _head(table) != self._ready:
+            self._staged.table = table
+            try:
+                self.prepare(self.name, table)
+                self._ready = _head(table)
+            except Exception as exc:  # queries then pay it themselves; the answer stays exact
+                log.warning("prefetch failed", table=self.name, error=str(exc))
+            finally:
+                self._staged.table = None
+        return table
+
+    def _publish(self, table: Table) -> Table:
         with self._lock:
             self._table, self._loaded_at = table, time.monotonic()
         return table
@@ -97,6 +157,16 @@ class TableSource:
                     self._refreshing = False
 
         threading.Thread(target=run, name=f"k2-refresh-{self.name}", daemon=True).start()
+
+
+def _head(table: Table | None) -> int | None:
+    snap = table.current_snapshot() if table is not None else None
+    return snap.snapshot_id if snap is not None else None
+
+
+def _version(table: Table) -> tuple[int, int]:
+    """Metadata order: a later commit has a higher sequence number or a later update time."""
+    return (getattr(table.metadata, "last_sequence_number", 0), table.metadata.last_updated_ms)
 
 
 class SnapshotPlanner:

@@ -23,7 +23,7 @@ from k2.query.asof import AsOf, resolve_as_of
 from k2.query.errors import CapExceededError, InvalidParameterError, SnapshotNotFoundError
 from k2.query.files import FileSet, Prune
 from k2.query.params import TimeTravel
-from k2.query.planner import SnapshotPlanner, TableSource
+from k2.query.planner import Prepare, SnapshotPlanner, TableSource
 from k2.query.rows import RowCache
 from k2.query.runner import DuckRunner
 from k2.query.sql import cut_relation
@@ -140,6 +140,8 @@ class LakeReader:
         self._schemas: dict[tuple[str, int], pa.Schema] = {}
         self._planners: dict[str, SnapshotPlanner] = {}
         self._lock = threading.Lock()
+        #: Run on each new snapshot before queries read it (``k2.query.warmup``); set before first use.
+        self.prepare: Prepare | None = None
 
     def with_limits(self, limits: QueryLimits) -> LakeReader:
         """The same tables, caches and DuckDB database under other limits (a shallow view)."""
@@ -150,9 +152,18 @@ class LakeReader:
     def source(self, name: str) -> TableSource:
         with self._lock:
             if name not in self._sources:
-                self._sources[name] = TableSource(self.catalog, self.namespace, name, self.refresh_interval_s)
+                self._sources[name] = TableSource(
+                    self.catalog, self.namespace, name, self.refresh_interval_s, self.prepare
+                )
                 self._planners[name] = SnapshotPlanner(name)
             return self._sources[name]
+
+    def set_prepare(self, prepare: Prepare | None) -> None:
+        """Run ``prepare`` on every new snapshot before queries read it, from now on (all tables)."""
+        with self._lock:
+            self.prepare = prepare
+            for source in self._sources.values():
+                source.prepare = prepare
 
     def refresh(self) -> None:
         """Reload every table now (after a known commit, in tests and the CLI)."""

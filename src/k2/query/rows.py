@@ -28,7 +28,7 @@ from k2.query.runner import normalise
 if TYPE_CHECKING:
     from k2.query.reader import LakeReader, Scan
 
-__all__ = ["ROW_LOOKUPS", "FileRows", "RowCache", "hot_rows", "source_rows"]
+__all__ = ["ROW_LOOKUPS", "FileRows", "RowCache", "hot_rows", "prefetch", "source_rows"]
 
 ROW_LOOKUPS = Counter(
     "k2_query_row_cache_total", "Hot-row cache lookups per file", ["table", "result"], registry=REGISTRY
@@ -153,6 +153,19 @@ def source_rows(
         return scan.source(params, tables, alias)
     tables[f"_rows_{alias}"] = rows
     return f"_rows_{alias}"
+
+
+def prefetch(reader: LakeReader, table: str, paths: Sequence[str]) -> int:
+    """Decode the files not yet cached into the hot-row cache (warm-up, new snapshots); rows loaded.
+
+    The caller bounds ``paths`` (``k2.query.warmup`` keeps them within its row budget, itself
+    within the cache), so a prefetch does not flush the hot set.
+    """
+    cache = reader.rows
+    missing = [p for p in paths if cache.get(p) is None]
+    if cache.max_rows <= 0 or not missing:
+        return 0
+    return sum(item.table.num_rows for item in _load(reader, cache, table, missing))
 
 
 def _load(reader: LakeReader, cache: RowCache, table: str, paths: list[str]) -> list[FileRows]:

@@ -10,6 +10,7 @@ import pytest
 
 from k2.query.engine import QueryEngine
 from k2.query.params import TimeRange
+from tests.unit.query.conftest import Lake
 from tests.unit.query.lakedata import asx_pandas
 
 
@@ -85,3 +86,44 @@ def test_stale_quotes_are_null_not_wrong(engine: QueryEngine) -> None:
     tight = engine.trades_with_quotes(("BHP",), window, 1_000).table
     assert loose.num_rows == tight.num_rows > 0
     assert loose.column("bid_price").null_count < tight.column("bid_price").null_count
+
+
+def test_the_in_memory_join_is_duckdbs_answer_to_the_byte(asx_lake: Lake) -> None:
+    """Hot rows take k2.query.prevailing; without the row cache DuckDB answers: same schema, same bytes."""
+    import random
+    from datetime import timedelta
+
+    from k2.query.reader import QueryLimits
+
+    limits = QueryLimits(max_rows=1_000_000, timeout_s=30)
+    memory = QueryEngine(asx_lake.catalog, "k2", limits, refresh_interval_s=0)
+    duck = QueryEngine(asx_lake.catalog, "k2", limits, refresh_interval_s=0, row_cache_rows=0)
+    rng = random.Random(17)
+    before = _observations("asof_memory")
+    try:
+        for _ in range(12):
+            start = datetime(
+                2014, 3, rng.choice([10, 11, 12, 13, 14]), rng.randrange(8), rng.randrange(60), tzinfo=UTC
+            )
+            window = TimeRange(start, start + timedelta(minutes=rng.choice([15, 90, 600])))
+            symbols = rng.choice([("BHP",), ("RIO",), ("BHP", "RIO"), ("DVN", "MWR", "BHP")])
+            tolerance = rng.choice([1, 1_000_000, 300_000_000, 3_600_000_000])
+            fast = memory.trades_with_quotes(symbols, window, tolerance).table
+            slow = duck.trades_with_quotes(symbols, window, tolerance).table
+            assert fast.schema.equals(slow.schema)
+            assert fast.equals(slow), (symbols, window, tolerance)
+    finally:
+        memory.close()
+        duck.close()
+    # every window with data on both sides took the in-memory path (one without files takes DuckDB)
+    assert _observations("asof_memory") - before >= 10
+
+
+def _observations(label: str) -> float:
+    from k2.query.runner import QUERY_SECONDS
+
+    for metric in QUERY_SECONDS.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_count") and sample.labels.get("query") == label:
+                return sample.value
+    return 0.0

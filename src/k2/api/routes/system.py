@@ -1,4 +1,4 @@
-"""/health and /metrics: open without an API key (for probes and Prometheus), on their own rate limit.
+"""/health, /ready and /metrics: open without an API key (for probes and Prometheus), on their own rate limit.
 
 /health answers from a cached check (``k2.api.health``); anonymous callers learn ok, degraded or
 down and nothing else, since error text can name hosts, files and versions.
@@ -50,6 +50,33 @@ async def health(
     answer = await services(request).health().answer()
     status, body = answer if detailed else public(answer)
     return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+@router.get(
+    "/ready",
+    summary="Warm and ready for queries",
+    responses={
+        200: {"description": "Warm-up is done (or off): the first query is as fast as the next."},
+        503: {"description": "Still warming up (or retrying: the catalog is down); try again."},
+    },
+)
+def ready(
+    request: Request,
+    x_api_key: Annotated[
+        str | None, Header(description="With a valid key, the warm-up's details too.")
+    ] = None,
+) -> JSONResponse:
+    """For load balancers and orchestrators: route queries here once this answers 200. The process
+    is up before then (/health answers); warm-up loads each table's file list and its newest rows
+    in the background, then keeps each new snapshot loaded before queries switch to it."""
+    detailed = ops_guard(request, x_api_key)
+    warmer = services(request).warmer
+    body: dict[str, Any] = warmer.describe() if warmer is not None else {"status": "ready", "warmup": "off"}
+    code = 200 if warmer is None or warmer.ready else 503
+    if not detailed:
+        body = {"status": body["status"]}
+    headers = {"Cache-Control": "no-store", **({} if code == 200 else {"Retry-After": "1"})}
+    return JSONResponse(body, status_code=code, headers=headers)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

@@ -69,7 +69,8 @@ def test_watch_prints_ticks_as_they_arrive(cli: typer.Typer, stream: Stream) -> 
 
     producer = threading.Thread(target=later)
     producer.start()
-    out = CliRunner().invoke(cli, ["watch", "BHP", "--kinds", "trades", "--duration", "1"])
+    # 3 s, not 1: on a loaded 2-core machine the watch once joined too late to see the tick at 0.3 s
+    out = CliRunner().invoke(cli, ["watch", "BHP", "--kinds", "trades", "--duration", "3"])
     producer.join()
     assert out.exit_code == 0, out.output
     assert "watching BHP" in out.output and "BHP trade 10.530000 x 103.000000 #3" in out.output

@@ -49,7 +49,7 @@ import polars as pl
 import pyarrow as pa
 
 from benchmarks.results import write_result
-from benchmarks.services import stop_process
+from benchmarks.services import stop_process, wait_served
 from k2.feeds import read_asx
 from k2.lake.stamp import without_stamp
 from k2.lake.tables import ensure_tables
@@ -146,19 +146,12 @@ class Serve:
         self.process = subprocess.Popen([sys.executable, "-m", "k2.cli", "serve"], env=env,
                                         stdout=self.log, stderr=subprocess.STDOUT)  # fmt: skip
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=120)
-        deadline = time.monotonic() + 180
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"k2 serve exited with {self.process.returncode}; see {self.log.name}")
-            try:
-                if self.client.get("/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                self.close()
-                raise RuntimeError("k2 serve was not ready within 180 s")
-            time.sleep(0.02)
+        try:
+            wait_served(str(self.client.base_url), self.process, Path(self.log.name), client=self.client,
+                        timeout_s=180)  # fmt: skip
+        except RuntimeError:
+            self.close()
+            raise
         self.ready_s = time.perf_counter() - started
 
     def timed(self, sample: Sample) -> tuple[float, httpx.Response]:

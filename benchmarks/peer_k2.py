@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from benchmarks.bench_query import stream_in
 from benchmarks.clocks import Clock
-from benchmarks.services import stop_process
+from benchmarks.services import stop_process, wait_served
 from k2.client.frames import read_arrow
 from k2.lake.maintenance import compact
 from k2.lake.tables import ensure_tables
@@ -113,18 +113,9 @@ class K2Serve:
         self.process = subprocess.Popen([sys.executable, "-m", "k2.cli", "serve"], env=env,
                                         stdout=self.log, stderr=subprocess.STDOUT)  # fmt: skip
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=120)
-        deadline = time.monotonic() + 120
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"k2 serve exited with {self.process.returncode}; see {self.log_path}")
-            try:
-                if self.client.get("/openapi.json").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("k2 serve did not answer within 120 s")
-            time.sleep(0.2)
+        wait_served(
+            str(self.client.base_url), self.process, self.log_path, path="/openapi.json", client=self.client
+        )
         print(f"  k2 serve up on 127.0.0.1:{self.port} (pid {self.process.pid})", flush=True)
 
     def get(self, path: str, **params: Any) -> tuple[Any, None]:

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from k2.config import Settings, load_settings
 from k2.services import Launcher
 from k2.services.process import free_port, free_port_block
 
-__all__ = ["kafka_broker"]
+__all__ = ["kafka_broker", "stop_process", "wait_served"]
 
 
 @contextmanager
@@ -52,3 +55,38 @@ def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> i
             process.kill()
             process.wait()
     return process.returncode
+
+
+def wait_served(
+    url: str,
+    process: subprocess.Popen[bytes],
+    log: Path,
+    *,
+    path: str = "/ready",
+    ok: tuple[int, ...] = (200,),
+    timeout_s: float = 120.0,
+    client: httpx.Client | None = None,
+) -> None:
+    """Wait until a ``k2 serve`` subprocess answers ``path`` with one of ``ok``.
+
+    ``/ready`` (the default) waits for the warm-up too; ``/health`` only for the socket.
+
+    Raises:
+        RuntimeError: the process exited (its log's tail is in the message), or ``timeout_s`` passed.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise RuntimeError(f"k2 serve exited with {process.returncode} (log {log}):\n{tail}")
+        try:
+            answer = client.get(path) if client is not None else httpx.get(f"{url}{path}", timeout=2)
+            if answer.status_code in ok:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"k2 serve did not answer {path} on {url} within {timeout_s:.0f} s (log {log})"
+            )
+        time.sleep(0.02)

@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from benchmarks.services import wait_served
 from k2.api.hybrid_group import HEADER
 from k2.config import HybridSettings, Settings, load_settings
 from k2.services import Launcher
@@ -56,19 +57,6 @@ def _serve(settings: Settings, port: int, log: Path, hybrid: dict[str, object]) 
     )
     with log.open("ab") as out:
         return subprocess.Popen([sys.executable, "-m", "k2.cli", "serve"], env=env, stdout=out, stderr=out)
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"k2 serve exited ({proc.returncode}):\n{log.read_text()[-2000:]}"
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code in (200, 503):
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"k2 serve did not answer on {url}:\n{log.read_text()[-2000:]}")
 
 
 def _upstreams(access_log: Path, skip: int) -> list[tuple[str, str]]:
@@ -118,7 +106,9 @@ def replicas(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, lis
         for port, hybrid in zip(ports, HYBRID, strict=True):
             log = tmp_path / f"serve-{port}.log"
             procs.append(_serve(settings, port, log, hybrid))
-            _wait_healthy(f"http://127.0.0.1:{port}", procs[-1], log)
+            wait_served(
+                f"http://127.0.0.1:{port}", procs[-1], log, path="/health", ok=(200, 503), timeout_s=60
+            )
         (status,) = launcher.up(["proxy"], timeout_s=30)
         assert status.state == "running", status
         yield proxied, procs

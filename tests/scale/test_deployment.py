@@ -41,6 +41,7 @@ import pyarrow as pa
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from benchmarks.services import wait_served
 from benchmarks.spark_check import Verdict, compare, run_checks
 from k2.config import Settings, load_settings
 from k2.lake import open_catalog
@@ -159,19 +160,6 @@ def _leader(settings: Settings, kind: str, partition: int) -> int | None:
     return part.leader if part is not None and part.leader >= 0 else None
 
 
-def _healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 90
-    while True:
-        assert proc.poll() is None, log.read_text()[-3000:]
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, f"k2 serve did not become healthy in 90 s ({log})"
-        time.sleep(0.25)
-
-
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     proc.send_signal(signal.SIGTERM)
     try:
@@ -250,7 +238,7 @@ def deployment(asx_data: Path) -> Iterator[Deployment]:
             env, logs / "serve.log", "serve", K2_LAKE__NAMESPACE=f"two_{tag}", K2_API__PORT=str(port)
         )
         api = f"http://127.0.0.1:{port}"
-        _healthy(api, serve, logs / "serve.log")
+        wait_served(api, serve, logs / "serve.log", path="/health", timeout_s=90)
 
         two = {"K2_LAKE__NAMESPACE": f"two_{tag}", "K2_PIPELINE__GROUP_ID": f"two-{tag}",
                "K2_REDIS__KEY_PREFIX": f"two{tag}:"}  # fmt: skip

@@ -127,6 +127,9 @@ class Pipeline:
         self._last_message_at = time.monotonic()
         self._behind_said = False  # the 'quiet but not caught up' line, once a run
         self._fatal: KafkaError | None = None  # set by librdkafka's error callback
+        self._generation = 0  # of the consumer: a replaced one's late callbacks are ignored
+        self._said: dict[int, float] = {}  # error code -> when last logged (non-fatal errors)
+        self._starts: dict[TP, int] = {}  # the offset each partition was last assigned from
         self._renewals: list[float] = []  # when the consumer was replaced after a fatal error
         self._on_batch: Callable[[PipelineStats], None] | None = None
         # the state's rebuild after a crash: per source partition, the tables' watermark to reach
@@ -150,8 +153,8 @@ class Pipeline:
         ensure_spill_topics(kafka)  # co-partitioned with the sources: same partition counts
         self.producer = TickProducer(kafka)
         self.spill = Spill(kafka)
-        self._consumer_config = {**consumer_config(settings), "error_cb": self._on_kafka_error}
-        self.consumer = Consumer(self._consumer_config)
+        self._consumer_config = consumer_config(settings)
+        self.consumer = self._consumer()
         self.breakers = breakers = dependency_breakers(settings.resilience)
         self.checkpoint = Checkpoint(
             gap_sink=lake.gap_sink,
@@ -215,6 +218,7 @@ class Pipeline:
         for p in partitions:
             start = starts[(p.topic, p.partition)]
             p.offset = OFFSET_BEGINNING if start == NO_OFFSET else start
+            self._starts[(p.topic, p.partition)] = p.offset
         if not isinstance(self.checks, NoChecks):
             self._prepare_rebuild(tps, tokens, starts)
         self._last_message_at = time.monotonic()  # idleness counts from owning partitions, not joining
@@ -419,9 +423,24 @@ class Pipeline:
             list(self.topics), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
 
-    def _on_kafka_error(self, error: KafkaError) -> None:
+    def _consumer(self) -> Consumer:
+        """A consumer whose error callback knows which generation it belongs to."""
+        self._generation += 1
+        generation = self._generation
+        return Consumer({**self._consumer_config, "error_cb": lambda e: self._on_kafka_error(e, generation)})
+
+    def _on_kafka_error(self, error: KafkaError, generation: int) -> None:
+        if generation != self._generation:  # the replaced consumer, reporting while it closes
+            return
         if error.fatal():
             self._fatal = error
+            return
+        # An error callback silences librdkafka's own logging: say it, once a minute per kind
+        # (all brokers down, authentication refused, a transport error).
+        now = time.monotonic()
+        if now - self._said.get(error.code(), -60.0) >= 60.0:
+            self._said[error.code()] = now
+            log.warning("kafka consumer error", error=error.str(), code=error.name())
 
     def _renew_consumer(self) -> None:
         """Replace a consumer that librdkafka declared unusable, and join the group again.
@@ -453,7 +472,7 @@ class Pipeline:
             self.consumer.close()
         except (KafkaException, RuntimeError) as exc:
             log.info("closing the unusable consumer failed", error=str(exc))
-        self.consumer = self.governor.consumer = Consumer(self._consumer_config)
+        self.consumer = self.governor.consumer = self._consumer()
         self._subscribe()
         log.warning(
             "the Kafka consumer hit a fatal error; a new one joins the group",
@@ -471,13 +490,13 @@ class Pipeline:
         ingester at 163,061 of 200,545 trades). It still ends after 4 x ``idle_timeout_s``, said
         aloud, so a cluster that is gone for good does not keep a bounded run alive.
         """
-        behind = self.governor.lag
-        if behind <= 0:
+        behind = self._unread()
+        if behind == 0:
             return True
         if idle > 4 * idle_timeout_s:
             log.warning(
-                "stopping idle with messages unread: Kafka delivered nothing although the high "
-                "watermarks are ahead; the next run reads them",
+                "stopping idle with messages unread or unknown: Kafka delivered nothing although the "
+                "high watermarks are ahead or not known; the next run reads them",
                 unread=behind,
                 idle_s=round(idle, 1),
             )
@@ -486,6 +505,29 @@ class Pipeline:
             self._behind_said = True
             log.info("quiet but not caught up: waiting for Kafka", unread=behind, idle_s=round(idle, 1))
         return False
+
+    def _unread(self) -> int | None:
+        """Messages left to read on the owned source partitions; None when a partition cannot say.
+
+        Unlike the governor's lag, a partition that has delivered nothing yet counts: librdkafka
+        has no position for it (a fresh assignment, a new consumer after a fence), so its start is
+        the offset it was assigned from. A partition whose watermark is not known yet (its leader is
+        being elected) makes the answer unknown. An empty partition (low = high) has nothing to read.
+        """
+        try:
+            owned = [p for p in self.consumer.assignment() if p.topic in self.source_topics]
+            unread = 0
+            for tp in self.consumer.position(owned):
+                low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+                if high < 0:
+                    return None
+                start = tp.offset if tp.offset >= 0 else self._starts.get((tp.topic, tp.partition), -1)
+                if start < 0:  # from the beginning: what retention kept
+                    start = low if low >= 0 else high
+                unread += max(0, high - start)
+            return unread
+        except KafkaException:
+            return None
 
     def _loop(
         self, began: float, idle_timeout_s: float | None, max_seconds: float | None, max_messages: int | None

@@ -57,6 +57,7 @@ class FakeBroker:
         self.paused: set[TP] = set()
         self.paused_ever = False
         self.stalled: set[TP] = set()  # a leader being elected: fetches return nothing
+        self.delivered: set[TP] = set()  # partitions with a position (a message consumed)
         self.commits: list[dict[TP, int]] = []
         self.callbacks: dict[str, Callable[..., None]] = {}
         self.closed = False
@@ -93,6 +94,8 @@ class FakeBroker:
                 Message(topic=tp[0], partition=tp[1], offset=pos + i, value=v) for i, v in enumerate(taken)
             ]
             self.positions[tp] = pos + len(taken)
+            if taken:
+                self.delivered.add(tp)
         if not out:
             time.sleep(0.005)
         return out
@@ -100,6 +103,7 @@ class FakeBroker:
     def assign(self, partitions: list[TopicPartition]) -> None:
         for p in partitions:
             self.positions[(p.topic, p.partition)] = max(p.offset, 0)  # OFFSET_BEGINNING is < 0
+            self.delivered.discard((p.topic, p.partition))
 
     def unassign(self) -> None:
         self.positions.clear()
@@ -116,8 +120,13 @@ class FakeBroker:
         self.paused -= {(p.topic, p.partition) for p in partitions}
 
     def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """As librdkafka: no position (-1001) until the partition delivered a message."""
         return [
-            TopicPartition(p.topic, p.partition, self.positions.get((p.topic, p.partition), -1001))
+            TopicPartition(
+                p.topic,
+                p.partition,
+                self.positions[(p.topic, p.partition)] if (p.topic, p.partition) in self.delivered else -1001,
+            )
             for p in partitions
         ]
 

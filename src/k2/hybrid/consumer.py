@@ -37,13 +37,11 @@ log = get_logger(__name__)
 _METADATA_TTL_S = 10.0
 _TIMEOUT_S = 5.0
 _RETRIES = 8  # retriable broker errors, ~1.4 s of back-off in all
-#: Errors that say the client's idea of a partition's leader is out of date.
-_STALE_LEADER = {
-    "FENCED_LEADER_EPOCH",
-    "UNKNOWN_LEADER_EPOCH",
-    "NOT_LEADER_FOR_PARTITION",
-    "LEADER_NOT_AVAILABLE",
-}
+#: Errors that say the client's leader epochs are out of date (an election in progress is not one:
+#: a new client would not help, the retries wait for it).
+_STALE_LEADER = {"FENCED_LEADER_EPOCH", "UNKNOWN_LEADER_EPOCH"}
+#: The offsets client is renewed at most this often.
+_RENEW_EVERY_S = 10.0
 
 
 def _retriable(exc: BaseException) -> bool:
@@ -96,6 +94,7 @@ class KafkaTail:
             **kafka.client,
         }
         self._admin = AdminClient(self._admin_config)
+        self._renewed_at = -_RENEW_EVERY_S  # when the offsets client was last renewed
         self._assigned: set[TP] = set()
         self._paused: set[TP] = set()
         self._counts: dict[str, tuple[float, int]] = {}
@@ -160,14 +159,17 @@ class KafkaTail:
                         futures = self._admin.list_offsets(request, request_timeout=_TIMEOUT_S)
                         return {(tp.topic, tp.partition): int(f.result().offset) for tp, f in futures.items()}
             except KafkaException as exc:
-                if not renewed and _code(exc) in _STALE_LEADER:
+                now = time.monotonic()
+                if not renewed and _code(exc) in _STALE_LEADER and now - self._renewed_at >= _RENEW_EVERY_S:
+                    self._renewed_at = now
                     # The admin client asked a leader of an epoch the cluster has left behind, and it
                     # keeps asking until its next periodic metadata refresh (minutes): after the
                     # SIGKILL of a broker of a 3-node cluster, every live query failed with
                     # FENCED_LEADER_EPOCH long after the new leaders served. A new client starts
                     # from fresh metadata.
                     log.info("the offsets client's leaders are stale; renewing it", error=str(exc))
-                    self._admin = AdminClient(self._admin_config)
+                    if not self._closed:
+                        self._admin = AdminClient(self._admin_config)
                     continue
                 topic, partition = tps[0]
                 raise TailReadError(

@@ -24,12 +24,21 @@ from typing import Any
 
 from pyiceberg.catalog import Catalog
 from sqlalchemy import text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from k2.lake.errors import LakeError
+from k2.observability.logging import get_logger
 from k2.observability.metrics import REGISTRY, Histogram
 
 __all__ = ["commit_lock", "lock_key"]
+
+log = get_logger(__name__)
+
+#: PostgreSQL's lock_not_available: lock_timeout expired.
+_LOCK_NOT_AVAILABLE = "55P03"
+#: A writer idle inside its commit transaction this long loses its session, and the lock with it:
+#: a hung holder (not dead) must not stall every other writer of the table for ever.
+_HOLD_LIMIT_S = 300.0
 
 LOCK_WAIT_SECONDS = Histogram(
     "k2_lake_commit_lock_wait_seconds",
@@ -59,6 +68,7 @@ def commit_lock(catalog: Catalog, identifier: str, *, timeout_s: float = 60.0) -
     Raises:
         LakeError: the lock was not granted within ``timeout_s`` (a writer holding it that long is
             stuck; the pipeline retries behind its breaker), or the catalog could not be reached.
+            Whatever the block raises passes through unchanged.
     """
     engine = _postgres_engine(catalog)
     if engine is None:
@@ -68,22 +78,42 @@ def commit_lock(catalog: Catalog, identifier: str, *, timeout_s: float = 60.0) -
     began = time.perf_counter()
     try:
         conn = engine.connect()
-    except OperationalError as exc:
-        raise LakeError(f"the catalog is unreachable for {identifier}'s commit lock: {exc}") from exc
+    except DBAPIError as exc:
+        raise LakeError(f"the catalog is unreachable for {identifier}'s commit lock: {exc.orig}") from exc
     try:
-        with conn.begin():
-            try:
-                # lock_timeout bounds the wait on any lock, advisory ones included
-                conn.execute(text(f"SET LOCAL lock_timeout = '{max(1, int(timeout_s * 1000))}ms'"))
-                conn.execute(
-                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(catalog.name, identifier)}
-                )
-            except OperationalError as exc:
+        transaction = conn.begin()
+        try:
+            # lock_timeout bounds the wait on any lock, advisory ones included; a holder that hangs
+            # inside its commit (not dead, so its session stays) loses its session after
+            # idle_in_transaction_session_timeout, and with it the lock
+            conn.execute(text(f"SET LOCAL lock_timeout = '{max(1, int(timeout_s * 1000))}ms'"))
+            conn.execute(
+                text(f"SET LOCAL idle_in_transaction_session_timeout = '{int(_HOLD_LIMIT_S * 1000)}ms'")
+            )
+            conn.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(catalog.name, identifier)}
+            )
+        except DBAPIError as exc:
+            if getattr(exc.orig, "pgcode", None) == _LOCK_NOT_AVAILABLE:
                 raise LakeError(
-                    f"{identifier}'s commit lock was not granted in {timeout_s:.0f}s: another writer "
-                    f"holds it ({exc.orig})"
+                    f"{identifier}'s commit lock was not granted in {timeout_s:.0f}s: another writer holds it"
                 ) from exc
-            LOCK_WAIT_SECONDS.labels(name).observe(time.perf_counter() - began)
-            yield  # the transaction's end releases the lock, whatever the block did
+            raise LakeError(f"{identifier}'s commit lock failed: {exc.orig}") from exc
+        LOCK_WAIT_SECONDS.labels(name).observe(time.perf_counter() - began)
+        try:
+            yield
+        finally:
+            # Only the lock lives in this transaction: ending it releases the lock. Its connection may
+            # have died meanwhile (a server restart, the hold limit); that must not replace what the
+            # block itself did or raised (a landed commit, a fence), so it is only logged.
+            try:
+                transaction.rollback()
+            except DBAPIError as exc:
+                log.info(
+                    "the commit lock's session was gone at release", table=identifier, error=str(exc.orig)
+                )
     finally:
-        conn.close()
+        try:
+            conn.close()
+        except DBAPIError as exc:
+            log.info("closing the commit lock's connection failed", table=identifier, error=str(exc.orig))

@@ -54,8 +54,26 @@ def test_a_fresh_client_that_still_fails_is_a_tail_read_error(monkeypatch: pytes
     assert len(made) == 2  # renewed once, not in a loop
 
 
-def test_other_errors_do_not_renew_the_client(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_other_errors_and_elections_do_not_renew_the_client(monkeypatch: pytest.MonkeyPatch) -> None:
     kafka_tail, made = _tail(monkeypatch, [KafkaError.TOPIC_AUTHORIZATION_FAILED])
     with pytest.raises(TailReadError):
         kafka_tail.high_watermarks([("k2.trades", 1)])
     assert len(made) == 1
+
+
+def test_an_election_in_progress_does_not_renew_the_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NOT_LEADER is an election under way: the retries wait for it, a new client would not help."""
+    kafka_tail, made = _tail(monkeypatch, [KafkaError.NOT_LEADER_FOR_PARTITION])
+    with pytest.raises(TailReadError):
+        kafka_tail.high_watermarks([("k2.trades", 1)])
+    assert len(made) == 1
+
+
+def test_the_client_is_renewed_at_most_every_ten_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    stale = KafkaError.FENCED_LEADER_EPOCH
+    kafka_tail, made = _tail(monkeypatch, [stale, stale, stale])
+    with pytest.raises(TailReadError):  # renewed once, and the fresh client fails too
+        kafka_tail.high_watermarks([("k2.trades", 1)])
+    with pytest.raises(TailReadError):  # within 10 s: no second renewal
+        kafka_tail.high_watermarks([("k2.trades", 1)])
+    assert len(made) == 2

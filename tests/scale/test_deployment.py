@@ -33,6 +33,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -64,12 +65,15 @@ class Deployment:
     logs: Path
     notes: list[str]
     api: str  # `k2 serve` over the two ingesters' namespace, up from before the feed
-    answers: list[Answer]  # the hybrid endpoint asked twice a second through the feed and the kills
-    final: Answer  # the same question once everything is committed
+    answers: list[Answer]  # the hybrid endpoint asked about each day through the feed and the kills
+    final: list[Answer]  # the same questions once everything is committed
+    kills: list[float]  # when each broker was SIGKILLed, in the watch's seconds
+    b_assigned: bool  # ingester b was given partitions when it joined
 
 
 @dataclass(frozen=True)
 class Answer:
+    day: str  # the trading day asked about
     at: float  # seconds since the watch started
     status: int  # 0: no HTTP answer within the client's timeout
     count: int | None = None
@@ -78,12 +82,19 @@ class Answer:
     detail: str = ""
 
 
-#: RIO's trades of its last day in the sample (ASX, UTC+11): answered from Iceberg and the Kafka tail.
-RECENT = {"symbol": "RIO", "minutes": 1440, "until": "2014-03-14T12:00:00Z"}
+#: The sample's trading days (ASX, UTC+11): RIO's trades of a day are the 24 h to 12:00 UTC, answered
+#: from Iceberg and the Kafka tail. The feed runs through them in order, so whichever day is being
+#: fed when a broker dies is asked about while it fills.
+DAYS = ("2014-03-10", "2014-03-11", "2014-03-12", "2014-03-13", "2014-03-14")
+
+
+def _recent(day: str) -> dict[str, str | int]:
+    return {"symbol": "RIO", "minutes": 1440, "until": f"{day}T12:00:00Z"}
 
 
 class TailWatch(threading.Thread):
-    """A client asking ``/v1/trades/recent`` the same question twice a second, as a dashboard would."""
+    """A client asking ``/v1/trades/recent`` about each day in turn, each twice a second, as a
+    dashboard would."""
 
     def __init__(self, url: str) -> None:
         super().__init__(daemon=True)
@@ -92,20 +103,25 @@ class TailWatch(threading.Thread):
         self.began = time.monotonic()
         self._halt = threading.Event()
 
-    def ask(self) -> Answer:
-        at = time.monotonic() - self.began
+    def at(self) -> float:
+        return time.monotonic() - self.began
+
+    def ask(self, day: str) -> Answer:
+        at = self.at()
         try:
-            r = httpx.get(f"{self.url}/v1/trades/recent", params=RECENT, timeout=15)
+            r = httpx.get(f"{self.url}/v1/trades/recent", params=_recent(day), timeout=15)
         except httpx.TransportError as exc:
-            return Answer(at, 0, detail=repr(exc))
+            return Answer(day, at, 0, detail=repr(exc))
         if r.status_code != 200:
-            return Answer(at, r.status_code, detail=r.text[:300])
+            return Answer(day, at, r.status_code, detail=r.text[:300])
         body = r.json()
-        return Answer(at, 200, body["count"], body["tail_rows"], body["truncated"])
+        return Answer(day, at, 200, body["count"], body["tail_rows"], body["truncated"])
 
     def run(self) -> None:
-        while not self._halt.wait(0.5):
-            self.answers.append(self.ask())
+        turn = 0
+        while not self._halt.wait(0.5 / len(DAYS)):
+            self.answers.append(self.ask(DAYS[turn % len(DAYS)]))
+            turn += 1
 
     def stop(self) -> None:
         self._halt.set()
@@ -235,7 +251,12 @@ def deployment(asx_data: Path) -> Iterator[Deployment]:
         assert len(nodes) == 3 and all(nodes.values()) and controller in nodes, (nodes, controller)
         port = free_port()
         serve = _spawn(
-            env, logs / "serve.log", "serve", K2_LAKE__NAMESPACE=f"two_{tag}", K2_API__PORT=str(port)
+            env,
+            logs / "serve.log",
+            "serve",
+            K2_LAKE__NAMESPACE=f"two_{tag}",
+            K2_API__PORT=str(port),
+            K2_API__RATE_LIMIT_PER_MINUTE="100000",  # the watch asks ten times a second
         )
         api = f"http://127.0.0.1:{port}"
         wait_served(api, serve, logs / "serve.log", path="/health", timeout_s=90)
@@ -270,12 +291,14 @@ def deployment(asx_data: Path) -> Iterator[Deployment]:
         )
 
         # The leader of the busiest partition dies mid-feed and comes back, then the active controller.
+        kills: list[float] = []
         for role in ("leader of k2.trades[1]", "active controller"):
             nodes, controller = _kafka_nodes(env)
             victim = _leader(settings, "trades", 1) if role.startswith("leader") else controller
             assert victim is not None and nodes.get(victim), (role, victim, nodes)
             assert feed.poll() is None, f"the feed ended before the {role} was killed: pace it slower"
             os.kill(nodes[victim], signal.SIGKILL)  # type: ignore[arg-type]
+            kills.append(watch.at())
             committed = _committed(settings, f"two_{tag}")
             notes.append(
                 f"{role}: node {victim} SIGKILLed at {committed:,} trades committed, restarted 3 s later"
@@ -287,7 +310,11 @@ def deployment(asx_data: Path) -> Iterator[Deployment]:
         assert feed.wait(timeout=600) == 0, f"k2 feed asx failed (logs in {logs})"
         _wait(procs, logs, timeout_s=900)
         watch.stop()
-        yield Deployment(settings, f"one_{tag}", env, logs, notes, api, watch.answers, watch.ask())
+        final = [watch.ask(day) for day in DAYS]
+        b_assigned = '"partitions": {"' in (logs / "two-b.log").read_text(errors="replace")
+        yield Deployment(
+            settings, f"one_{tag}", env, logs, notes, api, watch.answers, final, kills, b_assigned
+        )
     finally:  # every step, whatever the one before it raised: no JVM or server may outlive the test
         with contextlib.ExitStack() as cleanup:
             cleanup.callback(shutil.rmtree, home, ignore_errors=True)
@@ -317,6 +344,7 @@ def _gap_key(table: pa.Table) -> pa.Table:
 def test_two_ingesters_on_the_cluster_write_what_one_writes(deployment: Deployment) -> None:
     for note in deployment.notes:
         print(note)
+    assert deployment.b_assigned, f"ingester b never owned a partition ({deployment.logs})"
     verdicts: list[Verdict] = []
     settings = deployment.settings
     for name, key in KEYS.items():
@@ -338,17 +366,14 @@ def test_two_ingesters_on_the_cluster_write_what_one_writes(deployment: Deployme
 
 
 def test_the_hybrid_tail_rides_through_the_elections(deployment: Deployment) -> None:
-    """Asked the same question through the feed, the rebalance and both SIGKILLs, the hybrid
+    """Asked about each trading day through the feed, the rebalance and both SIGKILLs, the hybrid
     endpoint never loses a row it has shown (each answer is exact up to the offsets it reports, and
-    those only grow), never hangs, and ends equal to the lake."""
-    answers, final = deployment.answers, deployment.final
+    those only grow), never hangs, answers from the tail while the elections run, and ends equal to
+    the lake."""
+    answers, kills = deployment.answers, deployment.kills
     statuses = Counter(a.status for a in answers)
     ok = [a for a in answers if a.status == 200]
-    print(
-        f"{len(answers)} answers over {answers[-1].at:.0f} s: statuses {dict(statuses)}; counts "
-        f"{[a.count for a in ok[:1] + ok[-1:]]}, at most {max((a.tail_rows or 0 for a in ok), default=0):,} "
-        f"from the tail; final {final}"
-    )
+    print(f"{len(answers)} answers over {answers[-1].at:.0f} s: statuses {dict(statuses)}; kills at {kills}")
     for a in answers:
         if a.status != 200:
             print(f"  at {a.at:.1f} s: {a.status} {a.detail}")
@@ -356,14 +381,21 @@ def test_the_hybrid_tail_rides_through_the_elections(deployment: Deployment) -> 
     # 503 is the API saying Kafka did not answer in time (with its reason); nothing else may happen
     assert all(a.status == 503 for a in refused), refused[:5]
     assert len(ok) >= 0.8 * len(answers), statuses
-    counts = [a.count or 0 for a in ok]
-    assert counts == sorted(counts), [(a.at, a.count) for a in ok]  # no row ever disappeared
-    assert any(a.tail_rows for a in ok)  # the tail was used, not only Iceberg
     assert not any(a.truncated for a in ok)
+    for day in DAYS:
+        counts = [a.count or 0 for a in ok if a.day == day]
+        assert counts == sorted(counts), (day, counts)  # no row a client saw ever disappeared
+    for kill in kills:  # while the elections ran, the live edge was served, from the tail
+        around = [a for a in ok if kill <= a.at <= kill + 60 and a.count and a.tail_rows]
+        print(f"  kill at {kill:.1f} s: {len(around)} answers with tail rows in the next 60 s")
+        assert around, f"no answer from the tail within 60 s of the kill at {kill:.1f} s"
     table = open_catalog(deployment.settings).load_table(f"{deployment.settings.lake.namespace}.trades")
-    window = "symbol = 'RIO' and exchange_ts >= '2014-03-13T12:00:00+00:00' and exchange_ts < '2014-03-14T12:00:00+00:00'"
-    lake = table.scan(row_filter=window, selected_fields=("message_id",)).to_arrow().num_rows
-    assert final.status == 200 and final.count == lake > 10_000, final
+    for day, final in zip(DAYS, deployment.final, strict=True):
+        start = (datetime.fromisoformat(day) - timedelta(hours=12)).isoformat()
+        window = f"symbol = 'RIO' and exchange_ts >= '{start}+00:00' and exchange_ts < '{day}T12:00:00+00:00'"
+        lake = table.scan(row_filter=window, selected_fields=("message_id",)).to_arrow().num_rows
+        print(f"  {day}: {final.count} rows answered, {lake} in the lake")
+        assert final.status == 200 and final.count == lake > 10_000, final
 
 
 def test_spark_reads_the_deployment_as_k2_serves_it(deployment: Deployment) -> None:

@@ -79,6 +79,9 @@ class BatchOutcome:
 
     seconds: float  # busy time, for the degradation signal
     had_ticks: bool  # at least one message that was not a consumer error (idleness)
+    #: a fatal consumer error among the messages (librdkafka delivers a fenced static member's
+    #: error this way, not through the error callback): the consumer must be replaced
+    fatal: KafkaError | None = None
 
 
 class BatchProcessor:
@@ -130,16 +133,19 @@ class BatchProcessor:
         """
         started = time.perf_counter()
         # Whole-list passes through the C method descriptors: per-message calls are the cost floor.
+        fatal = None
         if any(map(Message.error, messages)):
             good = [m for m in messages if m.error() is None]
             for m in messages:
                 err = m.error()
                 if err is not None and err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error", error=str(err))
+                    if err.fatal():
+                        fatal = err
         else:
             good = messages
         if not good:
-            return BatchOutcome(time.perf_counter() - started, had_ticks=False)
+            return BatchOutcome(time.perf_counter() - started, had_ticks=False, fatal=fatal)
         topics = cast("list[str]", list(map(Message.topic, good)))  # without an error, it has a topic
         if topics.count(topics[0]) == len(topics):
             by_topic = {topics[0]: good}
@@ -153,7 +159,7 @@ class BatchProcessor:
                 self._topic(topic, kind, batch)
         seconds = time.perf_counter() - started
         BATCH_SECONDS.observe(seconds)
-        return BatchOutcome(seconds, had_ticks=True)
+        return BatchOutcome(seconds, had_ticks=True, fatal=fatal)
 
     def _topic(self, topic: str, kind: str, batch: list[Message]) -> None:
         n = len(batch)

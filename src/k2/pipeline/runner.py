@@ -359,6 +359,8 @@ class Pipeline:
             return exc
         if outcome.had_ticks:
             self._last_message_at = time.monotonic()
+        if outcome.fatal is not None:  # replaced at the top of the next loop
+            self._fatal = outcome.fatal
         self.governor.meter.add_busy(outcome.seconds)
         if self._on_batch is not None:
             self._on_batch(self.stats)
@@ -543,13 +545,13 @@ class Pipeline:
         while self._running:
             messages = self.consumer.consume(self.governor.batch_size(base_batch),
                                              self.settings.pipeline.poll_timeout_s)  # fmt: skip
-            if self._fatal is not None:  # raised inside consume(): this consumer is unusable
-                self._renew_consumer()
-                continue
             epoch = self._epoch  # rebalance callbacks ran inside consume(); these messages follow them
             busy_from = time.perf_counter()
             now = time.monotonic()
             error = self._await_process()
+            if self._fatal is not None:  # from consume()'s callback or the last batch: unusable
+                self._renew_consumer()  # drops this read and whatever the error owed: all re-read
+                continue
             if self._replayed and error is None:
                 self._replay_done()
             if error is not None:  # the classification failed: drop unfrozen work, re-read it later

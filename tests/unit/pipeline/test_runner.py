@@ -47,7 +47,8 @@ class FakeBroker:
 
     ``group`` holds what the coordinator does at each ``consume`` call, in order: ``"assign"``
     (every partition with a log), ``"revoke"``, ``"lost"``, ``"fatal"`` (a fatal error through the
-    error callback; the consumer delivers nothing more), or ``None`` (nothing).
+    error callback; the consumer delivers nothing more), ``"fatal-message"`` (the same as a consumer
+    error message), or ``None`` (nothing).
     """
 
     def __init__(self, logs: dict[TP, list[bytes]], group: list[str | None]) -> None:
@@ -82,6 +83,9 @@ class FakeBroker:
         elif event == "fatal":  # librdkafka: a static member fenced; this consumer is unusable
             self.config["error_cb"](KafkaError(KafkaError._FATAL, "fenced by group.instance.id", fatal=True))
             self.unusable = True
+        elif event == "fatal-message":  # the same, delivered as a consumer error message (as seen)
+            self.unusable = True
+            return [Message(error=KafkaError(KafkaError._FATAL, "fenced by group.instance.id", fatal=True))]
         elif event is not None:
             self.callbacks[f"on_{event}"](self, self.assignment())
         out: list[Message] = []
@@ -365,6 +369,18 @@ def test_a_consumer_fenced_mid_run_is_replaced_and_the_run_stays_exact(
     assert world.broker.consumers == 2  # the first, and its replacement
     assert world.written() == EVERYTHING
     assert stats.messages >= 8
+
+
+def test_a_fatal_error_delivered_as_a_message_replaces_the_consumer_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """librdkafka delivered the fence of a static member (after a coordinator fail-over on a 3-node
+    cluster) as a consumer error message, not through the error callback: the runner must see it
+    there as well, or it idles out with the rest of the stream unread."""
+    world = World(tmp_path, monkeypatch, ["assign", "fatal-message", None, "assign"], commit_interval_s=3600)
+    world.pipeline().run(idle_timeout_s=0.3, max_seconds=20)
+    assert world.broker.consumers == 2
+    assert world.written() == EVERYTHING
 
 
 def test_a_consumer_fenced_again_and_again_is_a_configuration_error(

@@ -38,6 +38,7 @@ _SPARK_CATALOG = "org.apache.iceberg.spark.SparkCatalog"
 _EXTENSIONS = "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
 #: Iceberg's own S3 client (iceberg-aws-bundle): no Hadoop S3A, no core-site.xml.
 _S3_FILE_IO = "org.apache.iceberg.aws.s3.S3FileIO"
+_HADOOP_FILE_IO = "org.apache.iceberg.hadoop.HadoopFileIO"
 _S3_SCHEMES = ("s3", "s3a", "s3n")
 #: Conf keys whose values are credentials (Spark's own spark.redaction.regex, plus Iceberg's names).
 _SECRET_KEY = re.compile(r"password|secret|token|credential|access[.]key", re.I)
@@ -49,7 +50,7 @@ def is_secret(key: str) -> bool:
 
 
 def s3_file_io(settings: Settings) -> dict[str, str]:
-    """Iceberg catalog properties reading an ``s3://`` warehouse (none for local disk).
+    """Iceberg catalog properties reading an ``s3://`` warehouse (Hadoop's FileIO for local disk).
 
     The region is always given (a local server cannot answer AWS's region lookup); the keys are left
     out for an external endpoint without a configured secret, so AWS's own chain supplies them, as
@@ -59,7 +60,9 @@ def s3_file_io(settings: Settings) -> dict[str, str]:
         ConfigError: the warehouse is on K2's local S3 server, whose secret does not exist yet.
     """
     if urlsplit(settings.warehouse).scheme not in _S3_SCHEMES:
-        return {}
+        # Said, not left to the default: a session opened after an S3 one in the same process (one
+        # JVM) kept that session's S3FileIO and asked S3 for a local path ("Bucket cannot be empty").
+        return {"io-impl": _HADOOP_FILE_IO}
     s3 = settings.s3
     props = {
         "io-impl": _S3_FILE_IO,

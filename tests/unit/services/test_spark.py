@@ -46,7 +46,10 @@ def test_conf_names_the_catalog_after_k2s_and_uses_its_local_warehouse(tmp_path:
     jars = [Path(j).name for j in conf["spark.jars"].split(",")]
     assert [j.split("-")[0] for j in jars] == ["iceberg", "iceberg", "postgresql", "sqlite"]
     assert jars[0] == "iceberg-aws-bundle-1.10.1.jar"  # always: the first session fixes the JVM's class path
-    assert not any(".s3." in k or k.endswith(".io-impl") for k in conf)  # Hadoop's local FileIO
+    assert not any(".s3." in k for k in conf)
+    assert (
+        conf["spark.sql.catalog.research.io-impl"] == "org.apache.iceberg.hadoop.HadoopFileIO"
+    )  # said, not left over
     assert not any(k.startswith("spark.jars.packages") for k in conf)  # never past the pins
 
 

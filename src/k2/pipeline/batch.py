@@ -140,7 +140,7 @@ class BatchProcessor:
                 err = m.error()
                 if err is not None and err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error", error=str(err))
-                    if err.fatal():
+                    if err.fatal() or err.code() == KafkaError._FATAL:  # as delivered, the flag is unset
                         fatal = err
         else:
             good = messages

@@ -434,7 +434,7 @@ class Pipeline:
     def _on_kafka_error(self, error: KafkaError, generation: int) -> None:
         if generation != self._generation:  # the replaced consumer, reporting while it closes
             return
-        if error.fatal():
+        if error.fatal() or error.code() == KafkaError._FATAL:
             self._fatal = error
             return
         # An error callback silences librdkafka's own logging: say it, once a minute per kind

@@ -83,9 +83,9 @@ class FakeBroker:
         elif event == "fatal":  # librdkafka: a static member fenced; this consumer is unusable
             self.config["error_cb"](KafkaError(KafkaError._FATAL, "fenced by group.instance.id", fatal=True))
             self.unusable = True
-        elif event == "fatal-message":  # the same, delivered as a consumer error message (as seen)
+        elif event == "fatal-message":  # the same as a consumer error message: code _FATAL, flag unset
             self.unusable = True
-            return [Message(error=KafkaError(KafkaError._FATAL, "fenced by group.instance.id", fatal=True))]
+            return [Message(error=KafkaError(KafkaError._FATAL, "fenced by group.instance.id"))]
         elif event is not None:
             self.callbacks[f"on_{event}"](self, self.assignment())
         out: list[Message] = []

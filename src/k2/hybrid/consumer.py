@@ -37,9 +37,11 @@ log = get_logger(__name__)
 _METADATA_TTL_S = 10.0
 _TIMEOUT_S = 5.0
 _RETRIES = 8  # retriable broker errors, ~1.4 s of back-off in all
-#: Errors that say the client's leader epochs are out of date (an election in progress is not one:
-#: a new client would not help, the retries wait for it).
-_STALE_LEADER = {"FENCED_LEADER_EPOCH", "UNKNOWN_LEADER_EPOCH"}
+#: Errors that say the client's view of the leaders is out of date (an election in progress is not
+#: one: the retries wait for it). ``_NOENT`` "No leaders found": the client's cached metadata still
+#: had no leader for a partition two minutes after a new one was elected (a 3-node cluster, its
+#: controller SIGKILLed), and every live query failed with 503 until the client was replaced.
+_STALE_LEADER = {"FENCED_LEADER_EPOCH", "UNKNOWN_LEADER_EPOCH", "_NOENT"}
 #: The offsets client is renewed at most this often.
 _RENEW_EVERY_S = 10.0
 

@@ -77,3 +77,10 @@ def test_the_client_is_renewed_at_most_every_ten_seconds(monkeypatch: pytest.Mon
     with pytest.raises(TailReadError):  # within 10 s: no second renewal
         kafka_tail.high_watermarks([("k2.trades", 1)])
     assert len(made) == 2
+
+
+def test_no_leader_in_the_cached_metadata_renews_the_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ "No leaders found" (_NOENT) for minutes after an election: the stale client is replaced."""
+    kafka_tail, made = _tail(monkeypatch, [KafkaError._NOENT])
+    assert kafka_tail.high_watermarks([("k2.trades", 1)]) == {("k2.trades", 1): 42}
+    assert len(made) == 2

@@ -142,6 +142,9 @@ def test_unwritable_warehouse_keeps_the_frozen_commit_and_retries_it(
         # the trades table's data directory becomes a plain file: every Parquet write fails for real
         location = table.load_table(f"{settings.lake.namespace}.trades").location().removeprefix("file://")
         data = Path(location) / "data"
+        deadline = time.monotonic() + 60  # two commits may have held only quotes on a loaded machine
+        while not data.is_dir() and time.monotonic() < deadline:
+            time.sleep(0.05)
         hidden = data.with_name("data.hidden")
         data.rename(hidden)
         data.write_text("not a directory")

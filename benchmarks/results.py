@@ -9,6 +9,7 @@ to the copy shipped in the package (``python -m benchmarks.results`` refreshes t
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import sys
@@ -38,12 +39,19 @@ def write_result(name: str, figures: dict[str, Any], *, quick: bool, notes: str 
         "host": {"cpus": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine()},
         "command": " ".join(["python -m", f"benchmarks.{name}", *sys.argv[1:]]),
         "notes": notes,
-        "figures": {k: (round(v, 6) if isinstance(v, float) else v) for k, v in figures.items()},
+        "figures": {k: _number(v) for k, v in figures.items()},
     }
     path = out / f"{name}.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
     print(f"results: {path}", flush=True)
     return path
+
+
+def _number(value: Any) -> Any:
+    """A float rounded; one that could not be measured (nan, inf) as null: strict JSON has neither."""
+    if isinstance(value, float):
+        return round(value, 6) if math.isfinite(value) else None
+    return value
 
 
 def snapshot(source: Path = RESULTS_DIR, target: Path = PACKAGED) -> Path:

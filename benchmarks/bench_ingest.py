@@ -4,9 +4,11 @@
 
 1. ``rows`` trades (default 2,000,000; ``--quick`` 200,000) are produced to a fresh topic.
 2. Ceiling: a raw confluent-kafka consumer reads them all (touching every value), in this run.
-3. K2: one pipeline process reads them into Iceberg (decode, validate, sequence checks and dedup
-   on the embedded store, compare-and-set commits), timed from the first batch to the last commit;
-   once with the checks and once without, each into fresh tables.
+3. K2: one pipeline process reads them into Iceberg (decode, validate, sequence checks and dedup,
+   compare-and-set commits), timed from the first batch to the last commit: once without the
+   checks, once with them on the embedded store and once on Redis, each into fresh tables.
+   The goals of issue #17 are printed as ratios to the raw consumer with K2's GC policy: checks on
+   >= 0.6 (both backends), no checks >= 0.8.
 4. Freshness: ticks produced at 10,000/s with exchange time = wall time while the pipeline runs;
    each committed row's freshness is its snapshot's commit time minus its exchange time.
 
@@ -21,6 +23,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -39,21 +42,42 @@ from k2.pipeline.checks import NoChecks
 from k2.pipeline.consumer import FETCH
 from k2.pipeline.gcpolicy import tuned_gc
 from k2.schemas import message_ids
+from k2.services import Launcher
 from k2.stream.admin import ensure_topics
 from k2.stream.producer import TickProducer
 
 __all__ = ["main"]
 
+CHECKS_EMBEDDED = "k2 ingest (checks on, embedded)"
+CHECKS_REDIS = "k2 ingest (checks on, redis)"
+#: (label, sequence checks on, state backend), run in this order.
+PATHS = (
+    ("k2 ingest (no checks)", False, "embedded"),
+    (CHECKS_EMBEDDED, True, "embedded"),
+    (CHECKS_REDIS, True, "redis"),
+)
+GOALS = {"k2 ingest (no checks)": 0.8, CHECKS_EMBEDDED: 0.6, CHECKS_REDIS: 0.6}
 
-def _services() -> contextlib.AbstractContextManager[Settings]:
-    return kafka_broker(heap="1g", partitions=4)
+
+@contextlib.contextmanager
+def _services() -> Iterator[Settings]:
+    """Kafka and a Redis server for the Redis state backend, both through K2's launcher."""
+    with kafka_broker(heap="1g", partitions=4) as settings:
+        launcher = Launcher(settings)
+        launcher.up(["redis"], timeout_s=60)
+        try:
+            yield settings
+        finally:
+            launcher.down(["redis"])
 
 
-def _fresh(settings: Settings, tmp: Path, **lake: object) -> Settings:
+def _fresh(settings: Settings, tmp: Path, backend: str = "embedded", **lake: object) -> Settings:
     tag = uuid.uuid4().hex[:8]
     return load_settings(
         data_dir=tmp / tag,
         kafka={**settings.kafka.model_dump(), "topic_prefix": f"b{tag}."},
+        redis={**settings.redis.model_dump(), "key_prefix": f"b{tag}:"},
+        state={"backend": backend},
         pipeline={"group_id": f"g{tag}"},
         lake={"commit_interval_s": 1.0, "commit_rows": 500_000, **lake},
         log={"level": "WARNING"},
@@ -172,8 +196,8 @@ def main(argv: list[str] | None = None) -> None:
     with _services() as base, tempfile.TemporaryDirectory(prefix="k2-bench-lake-") as tmp:
         results: dict[str, float] = {}
         per_cpu: dict[str, float] = {}
-        for label, checks in (("k2 ingest (no checks)", False), ("k2 ingest (checks on)", True)):
-            settings = _fresh(base, Path(tmp))
+        for label, checks, backend in PATHS:
+            settings = _fresh(base, Path(tmp), backend)
             _produce(settings, frame)
             for raw, threshold in ((raw_default, 0), (raw_tuned, gc_policy)):
                 results[raw] = max(results.get(raw, 0.0), _raw_consume(settings, rows, threshold))
@@ -188,6 +212,11 @@ def main(argv: list[str] | None = None) -> None:
         )
     for label, rate in per_cpu.items():
         print(f"{label:34} {rate:12,.0f} rows per CPU-second of the process")
+    print(f"\nissue #17 goal 1, against {raw_tuned} in this run:")
+    for label, _checks, _backend in PATHS:
+        goal = GOALS[label]
+        ratio = results[label] / results[raw_tuned]
+        print(f"  {label:32} {ratio:5.2f}  (goal >= {goal}: {'met' if ratio >= goal else 'NOT met'})")
     print(f"\nfreshness at 10,000 ticks/s (exchange time -> committed in Iceberg), {n:,} rows:")
     print(f"  p50 {p50:,.0f} ms   p99 {p99:,.0f} ms   (commit interval 1.0 s)")
     write_result(
@@ -197,9 +226,14 @@ def main(argv: list[str] | None = None) -> None:
             "raw_consume_rows_per_s": results[raw_default],
             "raw_consume_k2_gc_rows_per_s": results[raw_tuned],
             "ingest_no_checks_rows_per_s": results["k2 ingest (no checks)"],
-            "ingest_checks_rows_per_s": results["k2 ingest (checks on)"],
+            "ingest_checks_rows_per_s": results[CHECKS_EMBEDDED],
+            "ingest_checks_redis_rows_per_s": results[CHECKS_REDIS],
             "ingest_no_checks_rows_per_cpu_s": per_cpu["k2 ingest (no checks)"],
-            "ingest_checks_rows_per_cpu_s": per_cpu["k2 ingest (checks on)"],
+            "ingest_checks_rows_per_cpu_s": per_cpu[CHECKS_EMBEDDED],
+            "ingest_checks_redis_rows_per_cpu_s": per_cpu[CHECKS_REDIS],
+            "goal_checks_vs_raw_gc": results[CHECKS_EMBEDDED] / results[raw_tuned],
+            "goal_checks_redis_vs_raw_gc": results[CHECKS_REDIS] / results[raw_tuned],
+            "goal_no_checks_vs_raw_gc": results["k2 ingest (no checks)"] / results[raw_tuned],
             "freshness_iceberg_p50_ms": p50,
             "freshness_iceberg_p99_ms": p99,
             "freshness_commit_interval_s": 1.0,

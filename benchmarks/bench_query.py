@@ -42,6 +42,7 @@ import polars as pl
 from benchmarks.results import write_result
 from k2.feeds import MarketConfig, Simulator, SimulatorConfig, read_asx, symbol_names
 from k2.lake.maintenance import compact
+from k2.lake.stamp import STAMP_COLUMN, add_stamp, has_stamp, next_stamp, stamping
 from k2.lake.tables import ensure_tables
 from k2.query.engine import QueryEngine
 from k2.query.params import TimeRange
@@ -81,14 +82,26 @@ def load_data(symbols: int) -> dict[str, pl.DataFrame]:
 
 
 def stream_in(table: Any, frame: pl.DataFrame, commits: int, label: str) -> float:
-    """Append ``frame`` in ``commits`` time-ordered slices; returns seconds taken."""
+    """Append ``frame`` in ``commits`` time-ordered slices; returns seconds taken.
+
+    Each append carries a commit stamp, as K2's writer gives every row (k2.lake.stamp): time
+    travel reads it.
+    """
     schema = table.schema().as_arrow()
+    stamped = has_stamp(table)
+    names = [n for n in schema.names if n != STAMP_COLUMN] if stamped else schema.names
     size = -(-frame.height // commits)
     started = time.perf_counter()
     for i in range(commits):
         part = frame.slice(i * size, size).sort("symbol", "exchange_ts", "sequence")
         if part.height:
-            table.append(part.select(schema.names).to_arrow().cast(schema))
+            rows = part.select(names).to_arrow()
+            if not stamped:
+                table.append(rows.cast(schema))
+                continue
+            stamp = next_stamp(table)
+            with stamping(stamp):
+                table.append(add_stamp(rows, stamp).select(schema.names).cast(schema))
         if (i + 1) % max(commits // 5, 1) == 0:
             print(f"  {label}: {i + 1}/{commits} commits, {time.perf_counter() - started:.0f} s", flush=True)
     return time.perf_counter() - started

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyiceberg.table.update.snapshot as _snapshot_module
 from pyiceberg.exceptions import CommitFailedException
@@ -88,7 +89,9 @@ def add_stamp(rows: pa.Table, ms: int) -> pa.Table:
     """``rows`` with the stamp column set to ``ms`` (replacing one already there)."""
     if STAMP_COLUMN in rows.column_names:
         rows = rows.drop_columns([STAMP_COLUMN])
-    return rows.append_column(pa.field(STAMP_COLUMN, pa.int64()), pa.array([ms] * rows.num_rows, pa.int64()))
+    return rows.append_column(
+        pa.field(STAMP_COLUMN, pa.int64()), pa.array(np.full(rows.num_rows, ms, np.int64))
+    )
 
 
 def without_stamp(schema: pa.Schema) -> pa.Schema:

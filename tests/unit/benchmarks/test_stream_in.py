@@ -1,0 +1,35 @@
+"""The peers' and query benchmarks build K2's tables with ``stream_in``: it must keep up with them.
+
+When K2's writer began stamping every row with its commit (k2.lake.stamp), ``stream_in`` still
+appended rows without the stamp column and ``make bench`` failed on its first append.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+from pyiceberg.catalog.sql import SqlCatalog
+
+from benchmarks.bench_codec import make_ticks
+from benchmarks.bench_query import stream_in
+from k2.lake.stamp import STAMP_COLUMN
+from k2.lake.tables import ensure_tables
+
+
+def test_stream_in_appends_every_row_with_a_growing_commit_stamp(tmp_path: Path) -> None:
+    catalog = SqlCatalog("t", uri=f"sqlite:///{tmp_path}/catalog.db", warehouse=f"file://{tmp_path}/wh")
+    catalog.create_namespace_if_not_exists("k2")
+    table = ensure_tables(catalog, "k2")["trades"]
+    frame = make_ticks("trades", 3_000, seed=2).with_columns(
+        pl.lit(0, dtype=pl.Int32).alias("kafka_partition"),
+        pl.int_range(3_000, dtype=pl.Int64).alias("kafka_offset"),
+    )
+    stream_in(table, frame, 3, "trades")
+    table = table.refresh()
+    rows = pl.from_arrow(table.scan().to_arrow())
+    assert isinstance(rows, pl.DataFrame)
+    assert rows.height == 3_000 and rows["message_id"].n_unique() == 3_000
+    stamps = rows[STAMP_COLUMN].unique().sort().to_list()
+    snapshots = [s.timestamp_ms for s in table.snapshots()]
+    assert len(stamps) == 3 and stamps == sorted(snapshots)  # one stamp per commit, the snapshot's time

@@ -95,21 +95,26 @@ def _produce(settings: Settings, frame: pl.DataFrame) -> None:
     producer.close()
 
 
-def _raw_consume(settings: Settings, rows: int, gc_threshold: int = 0) -> float:
-    """The ceiling: the same fetch settings as K2's consumer, every value touched, nothing else."""
+def _raw_consume(settings: Settings, rows: int, gc_threshold: int = 0) -> tuple[float, float]:
+    """The ceiling: the same fetch settings as K2's consumer, every value touched, nothing else.
+
+    Rows per wall second and per CPU second of the process (librdkafka's threads included, as in
+    K2's figure): on a shared machine the CPU ratio moves far less than the wall-clock one.
+    """
     consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": uuid.uuid4().hex,
                          "auto.offset.reset": "earliest", "enable.auto.commit": False, **FETCH})  # fmt: skip
     consumer.subscribe([settings.kafka.topic("trades")])
-    seen, started = 0, None
+    seen, started, cpu = 0, None, 0.0
     with tuned_gc(gc_threshold):
         while seen < rows:
             msgs = consumer.consume(50_000, 1.0)
             if msgs and started is None:
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), time.process_time()
             seen += sum(1 for m in msgs if m.error() is None and m.value() is not None)
         elapsed = time.perf_counter() - (started or time.perf_counter())
+        cpu_s = time.process_time() - cpu
     consumer.close()
-    return rows / elapsed
+    return rows / elapsed, rows / cpu_s
 
 
 def _k2_ingest(settings: Settings, rows: int, checks: bool) -> tuple[float, float]:
@@ -200,7 +205,9 @@ def main(argv: list[str] | None = None) -> None:
             settings = _fresh(base, Path(tmp), backend)
             _produce(settings, frame)
             for raw, threshold in ((raw_default, 0), (raw_tuned, gc_policy)):
-                results[raw] = max(results.get(raw, 0.0), _raw_consume(settings, rows, threshold))
+                rate, rate_cpu = _raw_consume(settings, rows, threshold)
+                results[raw] = max(results.get(raw, 0.0), rate)
+                per_cpu[raw] = max(per_cpu.get(raw, 0.0), rate_cpu)
             results[label], per_cpu[label] = _k2_ingest(settings, rows, checks)
         fresh = _fresh(base, Path(tmp))
         p50, p99, n = _freshness(fresh, seconds)
@@ -212,11 +219,12 @@ def main(argv: list[str] | None = None) -> None:
         )
     for label, rate in per_cpu.items():
         print(f"{label:34} {rate:12,.0f} rows per CPU-second of the process")
-    print(f"\nissue #17 goal 1, against {raw_tuned} in this run:")
+    print(f"\nissue #17 goal 1, against {raw_tuned} in this run (wall; per CPU-second):")
     for label, _checks, _backend in PATHS:
         goal = GOALS[label]
-        ratio = results[label] / results[raw_tuned]
-        print(f"  {label:32} {ratio:5.2f}  (goal >= {goal}: {'met' if ratio >= goal else 'NOT met'})")
+        ratio, ratio_cpu = results[label] / results[raw_tuned], per_cpu[label] / per_cpu[raw_tuned]
+        verdict = "met" if ratio >= goal else "NOT met"
+        print(f"  {label:32} {ratio:5.2f}; {ratio_cpu:5.2f}  (goal >= {goal}: {verdict})")
     print(f"\nfreshness at 10,000 ticks/s (exchange time -> committed in Iceberg), {n:,} rows:")
     print(f"  p50 {p50:,.0f} ms   p99 {p99:,.0f} ms   (commit interval 1.0 s)")
     write_result(
@@ -228,12 +236,15 @@ def main(argv: list[str] | None = None) -> None:
             "ingest_no_checks_rows_per_s": results["k2 ingest (no checks)"],
             "ingest_checks_rows_per_s": results[CHECKS_EMBEDDED],
             "ingest_checks_redis_rows_per_s": results[CHECKS_REDIS],
+            "raw_consume_k2_gc_rows_per_cpu_s": per_cpu[raw_tuned],
             "ingest_no_checks_rows_per_cpu_s": per_cpu["k2 ingest (no checks)"],
             "ingest_checks_rows_per_cpu_s": per_cpu[CHECKS_EMBEDDED],
             "ingest_checks_redis_rows_per_cpu_s": per_cpu[CHECKS_REDIS],
             "goal_checks_vs_raw_gc": results[CHECKS_EMBEDDED] / results[raw_tuned],
             "goal_checks_redis_vs_raw_gc": results[CHECKS_REDIS] / results[raw_tuned],
             "goal_no_checks_vs_raw_gc": results["k2 ingest (no checks)"] / results[raw_tuned],
+            "goal_checks_vs_raw_gc_per_cpu": per_cpu[CHECKS_EMBEDDED] / per_cpu[raw_tuned],
+            "goal_no_checks_vs_raw_gc_per_cpu": per_cpu["k2 ingest (no checks)"] / per_cpu[raw_tuned],
             "freshness_iceberg_p50_ms": p50,
             "freshness_iceberg_p99_ms": p99,
             "freshness_commit_interval_s": 1.0,

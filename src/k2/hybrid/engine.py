@@ -350,17 +350,16 @@ class HybridEngine:
     def committed_latest_us(self, kind: StreamKind, symbols: tuple[str, ...], view: View) -> int | None:
         """An upper bound of the symbols' exchange times in Iceberg at the view's snapshot.
 
-        The query engine's newest tick per symbol, read at its current table state (the same as
-        the view's snapshot, or newer: still an upper bound), memoised per snapshot.
+        The query engine's newest tick of the symbols in that table (not the other one), read at
+        its current table state (the same as the view's snapshot, or newer: still an upper bound),
+        memoised per snapshot.
         """
         if view.snapshot is None:
             return None
         key = (kind, symbols, view.snapshot.snapshot_id)
         if key in self._latest:
             return self._latest.get(key)
-        found = self.engine.latest(symbols).table.column("trade_ts" if kind == "trades" else "quote_ts")
-        values = [epoch_us(v) for v in found.to_pylist() if v is not None]
-        newest = max(values) if values else None
+        newest = self.engine.newest_us(kind, symbols)
         if len(self._latest) > 1024:  # one entry per snapshot and symbol set: forget old snapshots
             self._latest = {}
         self._latest[key] = newest

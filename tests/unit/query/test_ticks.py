@@ -9,7 +9,7 @@ import pytest
 
 from k2.query.engine import QueryEngine
 from k2.query.errors import CapExceededError, InvalidCursorError
-from k2.query.params import TimeRange
+from k2.query.params import TimeRange, epoch_us
 from tests.unit.query.lakedata import asx_pandas
 
 WINDOW = TimeRange(datetime(2014, 3, 11, 3, 0, tzinfo=UTC), datetime(2014, 3, 11, 3, 15, tzinfo=UTC))
@@ -83,6 +83,15 @@ def test_latest_matches_pandas(engine: QueryEngine) -> None:
     assert float(got["MWR"]["price"]) == pytest.approx(
         float(asx_pandas("trades").query("symbol == 'MWR'")["price"].iloc[-1])
     )
+
+
+def test_newest_us_is_one_tables_part_of_latest(engine: QueryEngine) -> None:
+    for kind in ("trades", "quotes"):
+        df = asx_pandas(kind)
+        for symbols in (("BHP",), ("RIO", "MWR")):
+            expected = df[df["symbol"].isin(symbols)]["exchange_ts"].max().to_pydatetime()
+            assert engine.newest_us(kind, symbols) == epoch_us(expected)
+    assert engine.newest_us("trades", ("NOSUCH",)) is None
 
 
 def test_latest_without_symbols_lists_recent_ones(engine: QueryEngine) -> None:

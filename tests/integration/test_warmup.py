@@ -3,7 +3,9 @@
 No timing is asserted here (bench_cold measures speed): these tests check that warm-up happens
 before /ready says ready, that a new snapshot is loaded before queries switch to it, and that
 answers stay exact (a query right after the switch sees the committed rows; time travel still
-reads the old snapshot).
+reads the old snapshot); and that the live routes' hybrid engine (Kafka clients, tail cache) is
+set up before ready, so the first /v1/trades/recent sets nothing up, while a Kafka outage does
+not hold ready.
 """
 
 from __future__ import annotations
@@ -20,8 +22,12 @@ from pyiceberg.table import Table
 from k2.api import create_app
 from k2.api.deps import Services
 from k2.config import Settings
+from k2.hybrid.cache import COLD_SETUPS
 from k2.lake import ensure_tables, open_catalog
 from k2.query.engine import QueryEngine
+from k2.services.process import free_port
+from k2.stream.admin import ensure_topics
+from k2.stream.producer import TickProducer
 from tests.unit.query.lakedata import append_commits, asx_frames, lineage
 
 DAY = (date(2014, 3, 12),)
@@ -142,3 +148,50 @@ def test_a_new_snapshot_is_loaded_before_queries_switch_to_it(
     assert services(client).warmer is not None
     ready = client.get("/ready").json()
     assert ready["tables"]["trades"]["snapshot_id"] == new_id and ready["tables"]["trades"]["prepared"] >= 2
+
+
+def cold_setups() -> dict[str, float]:
+    return {what: COLD_SETUPS.labels(what)._value.get() for what in ("clients", "partition")}
+
+
+def test_warm_up_sets_up_the_live_routes_before_ready(settings: Settings, lake: dict[str, Table]) -> None:
+    """The Kafka clients and the tail are loaded before ready: the first live query sets up nothing."""
+    ensure_topics(settings.kafka)
+    frame = asx_frames(DAY)["trades"]
+    tail = frame.slice(frame.height // 2, 3_000)  # not committed: only Kafka holds these trades
+    producer = TickProducer(settings.kafka)
+    try:
+        producer.send("trades", tail)
+        producer.flush()
+    finally:
+        producer.close()
+    before = cold_setups()
+    with TestClient(create_app(settings)) as client:
+        live = wait_ready(client)["hybrid"]
+        assert live["status"] == "ready", live
+        # every partition of both topics and their spill topics is short enough to be read
+        assert live["partitions"] == live["topic_partitions"] > 0
+        assert live["tail_rows"] == tail.height
+        warmed = cold_setups()
+        assert warmed["clients"] == before["clients"] + 1
+        assert warmed["partition"] == before["partition"] + live["partitions"]
+
+        bhp = tail.filter(tail["symbol"] == "BHP")
+        body = client.get("/v1/trades/recent", params={"symbol": "BHP", "minutes": 1440}).json()
+        assert bhp.height > 0 and body["tail_rows"] == bhp.height
+        assert {r["message_id"] for r in body["data"] if not r["committed"]} == set(bhp["message_id"])
+        bars = client.get("/v1/bars/live", params={"symbol": "BHP", "minutes": 60, "interval": "1m"})
+        assert bars.status_code == 200
+        assert cold_setups() == warmed  # no client built, no partition positioned by a query
+
+
+def test_a_kafka_outage_does_not_hold_ready(settings: Settings, lake: dict[str, Table]) -> None:
+    """History is served without Kafka: /ready says the hybrid warm-up failed, and answers 200."""
+    down = settings.model_copy(
+        update={"kafka": settings.kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{free_port()}"})}
+    )
+    with TestClient(create_app(down)) as client:
+        body = wait_ready(client)
+        assert body["hybrid"]["status"] == "failed" and "error" in body["hybrid"], body["hybrid"]
+        assert client.get("/v1/trades", params=WINDOW).json()["count"] > 0
+        assert client.get("/v1/trades/recent", params={"symbol": "BHP", "minutes": 60}).status_code == 503

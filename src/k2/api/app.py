@@ -5,11 +5,12 @@
 routers behind them, installs the correlation-id/metrics middleware and the one error handler.
 The query engine is opened by the background warm-up (``k2.query.warmup``) or on first use, so
 the service starts (and /health tells why) even when the catalog is not reachable yet; /ready
-answers 200 once warm-up has loaded the tables.
+answers 200 once warm-up has loaded the tables and set up the live routes' hybrid engine.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -133,4 +134,6 @@ def create_app(
     for exc_class in (K2Error, RequestValidationError, StarletteHTTPException, Exception):
         app.add_exception_handler(exc_class, handle_error)
     app.add_middleware(RequestContextMiddleware, headers={HEADER: hybrid.fingerprint})
+    if warmer is not None:  # the live routes' engine is warmed too, before /ready says ready
+        warmer.hybrid = functools.partial(recent.hybrid_of, app)
     return app

@@ -34,7 +34,7 @@ from k2.observability.logging import get_logger
 from k2.observability.metrics import REGISTRY, Counter, Gauge
 from k2.types import TopicPartition as TP
 
-__all__ = ["NEVER_COMMITTED", "PartitionTail", "TailCache", "TailRead", "TailSource"]
+__all__ = ["COLD_SETUPS", "NEVER_COMMITTED", "PartitionTail", "TailCache", "TailRead", "TailSource"]
 
 log = get_logger(__name__)
 
@@ -46,6 +46,13 @@ TAIL_ROWS = Gauge("k2_hybrid_tail_rows", "Decoded tail rows held in memory", reg
 TAIL_BYTES = Gauge("k2_hybrid_tail_bytes", "Estimated bytes of the decoded tail", registry=REGISTRY)
 TAIL_MESSAGES = Counter(
     "k2_hybrid_tail_messages_total", "Tail messages read and decoded", ["topic"], registry=REGISTRY
+)
+COLD_SETUPS = Counter(
+    "k2_hybrid_cold_setups_total",
+    "First-use set-ups of the hybrid engine: its Kafka clients and tail cache (clients), a partition "
+    "the cache starts to hold, positioned at a snapshot's offset (partition). Warm-up pays them at start.",
+    ["what"],
+    registry=REGISTRY,
 )
 TRUNCATIONS = Counter(
     "k2_hybrid_truncations_total", "Tail reads that stopped short", ["reason"], registry=REGISTRY
@@ -191,6 +198,7 @@ class TailCache:
             self._make_room_for_partition(keep={tp})
             seg = self._segments[tp] = TailSegment(tp, begin)
             self.source.position(tp, begin)
+            COLD_SETUPS.labels("partition").inc()
         elif not seg.covers(begin):
             seg.reset(begin)
             self._full.pop(tp, None)

@@ -28,7 +28,7 @@ from pyiceberg.table.snapshots import Snapshot
 from k2.config import Settings
 from k2.config.hybrid import Consistency, HybridSettings
 from k2.hybrid import bars as bars_mod
-from k2.hybrid.cache import NEVER_COMMITTED, TailCache, TailSource
+from k2.hybrid.cache import COLD_SETUPS, NEVER_COMMITTED, TailCache, TailSource
 from k2.hybrid.decoder import TailDecoder, known_symbols, tail_schema
 from k2.hybrid.errors import RoutingError
 from k2.hybrid.merge import Merged, merge, select_tail
@@ -105,6 +105,7 @@ class HybridEngine:
                     self._source = KafkaTail(self.settings.kafka, self.hybrid)
                 decoder = TailDecoder(self.settings.pipeline.max_clock_skew_s, self._known_symbols)
                 self._cache = TailCache(self.hybrid, self._source, decoder, self.topics)
+                COLD_SETUPS.labels("clients").inc()
                 if self.hybrid.prefetch_interval_s > 0:
                     self._pump = threading.Thread(
                         target=self._prefetch, name="k2-hybrid-prefetch", daemon=True
@@ -146,6 +147,49 @@ class HybridEngine:
                 self._cache = None
             elif self._source is not None:
                 self._source.close()
+
+    def warm(self, max_rows: int | None = None) -> dict[str, int]:
+        """What the first live query would set up, done now (the API's warm-up calls it at start).
+
+        Builds the Kafka clients and the tail cache, then reads into the cache the tails of the
+        partitions of both kinds (from their current snapshot's offsets, spill partitions too),
+        shortest tails first, while they fit ``max_rows`` (default: a quarter of
+        ``hybrid.max_tail_messages``) and half of ``hybrid.max_partitions``: a partition whose
+        tail would not fit is left to its first query, as before. Cached partitions follow the
+        cache's rules (trimmed as snapshots advance, dropped after ``idle_partition_s``).
+
+        Returns: partitions read, their tail rows, the topics' partition count.
+
+        Raises:
+            TailReadError: Kafka did not answer.
+            TableMissingError: a table does not exist.
+        """
+        budget = self.hybrid.max_tail_messages // 4 if max_rows is None else max_rows
+        cache = self.cache
+        source = cache.source
+        starts: dict[tuple[str, int], int] = {}
+        for kind in TICK_KINDS:
+            table = self.engine.current_table(kind)
+            offsets = snapshot_offsets(table, table.current_snapshot())
+            for topic in (self.settings.kafka.topic(kind), self.spills[kind]):
+                for p in range(source.partition_count(topic)):
+                    starts[(topic, p)] = offsets.get((topic, p), NEVER_COMMITTED)
+        highs = source.high_watermarks(list(starts))
+        never = [tp for tp, start in starts.items() if start == NEVER_COMMITTED]
+        lows = source.low_watermarks(never) if never else {}
+        lengths = {tp: max(highs[tp] - (lows.get(tp, 0) if start == NEVER_COMMITTED else start), 0)
+                   for tp, start in starts.items()}  # fmt: skip
+        chosen: dict[tuple[str, int], int] = {}
+        total = 0
+        for tp in sorted(starts, key=lambda t: (lengths[t], t)):
+            if len(chosen) >= max(self.hybrid.max_partitions // 2, 1) or total + lengths[tp] > budget:
+                break
+            chosen[tp] = starts[tp]
+            total += lengths[tp]
+        read = cache.read(chosen, wait=True) if chosen else None
+        rows = sum(f.height for part in read.parts.values() for f in part.frames) if read else 0
+        self._known_symbols()  # the reference table, which validation of the tail reads
+        return {"partitions": len(chosen), "tail_rows": rows, "topic_partitions": len(starts)}
 
     # -- the boundary -------------------------------------------------------------------------------
     def view(
@@ -306,17 +350,16 @@ class HybridEngine:
     def committed_latest_us(self, kind: StreamKind, symbols: tuple[str, ...], view: View) -> int | None:
         """An upper bound of the symbols' exchange times in Iceberg at the view's snapshot.
 
-        The query engine's newest tick per symbol, read at its current table state (the same as
-        the view's snapshot, or newer: still an upper bound), memoised per snapshot.
+        The query engine's newest tick of the symbols in that table (not the other one), read at
+        its current table state (the same as the view's snapshot, or newer: still an upper bound),
+        memoised per snapshot.
         """
         if view.snapshot is None:
             return None
         key = (kind, symbols, view.snapshot.snapshot_id)
         if key in self._latest:
             return self._latest.get(key)
-        found = self.engine.latest(symbols).table.column("trade_ts" if kind == "trades" else "quote_ts")
-        values = [epoch_us(v) for v in found.to_pylist() if v is not None]
-        newest = max(values) if values else None
+        newest = self.engine.newest_us(kind, symbols)
         if len(self._latest) > 1024:  # one entry per snapshot and symbol set: forget old snapshots
             self._latest = {}
         self._latest[key] = newest

@@ -193,6 +193,12 @@ class QueryEngine:
         """The last trade and quote per symbol (see ``k2.query.ticks.latest``)."""
         return ticks.latest(self.reader, symbols, travel)
 
+    def newest_us(
+        self, kind: StreamKind, symbols: tuple[str, ...], *, travel: TimeTravel = TimeTravel()
+    ) -> int | None:
+        """The newest exchange time of ``symbols`` in one table, epoch µs (see ``k2.query.ticks``)."""
+        return ticks.newest_us(self.reader, kind, symbols, travel)
+
     def replay(
         self,
         kinds: tuple[StreamKind, ...],

@@ -13,7 +13,14 @@ query of the new snapshot again paid its manifests and the decoding of the new f
 * ``Warmer`` is a thread the API starts with the app: it opens the engine (retrying while the
   catalog is down), loads each table (running the prefetcher), runs each query kind once, then
   says ready; after that it reloads the tables every interval, so a commit is prefetched even
-  while no query comes, and publishes them only once all are prefetched.
+  while no query comes, and publishes them only once all are prefetched. Meanwhile queries start
+  no reload of their own (``TableSource.watch``): one would publish a table while the watcher
+  still prefetches the other, and the first queries of the new snapshot would share the machine
+  with that prefetch (the 80-330 ms outliers of bars after a commit in bench_cold). Before ready it also
+  warms the app's hybrid engine (the live routes: ``/v1/trades/recent``, ``/v1/bars/live``...):
+  its Kafka clients, the tails of the partitions that fit a quarter of the tail cache, and one
+  query of each live kind; /ready reports it under ``hybrid`` (a Kafka outage does not hold
+  ready: the history is served, and the first live query sets up what is missing).
 
 Memory: warm-up holds nothing of its own. It fills the engine's bounded caches: at most
 ``warm_rows`` decoded rows in all (never more than half the hot-row cache), bar partials within
@@ -38,8 +45,10 @@ from k2.query.files import FileSet
 from k2.query.formats import encode
 from k2.query.params import TimeRange
 from k2.query.rows import prefetch
+from k2.types import StreamKind
 
 if TYPE_CHECKING:
+    from k2.hybrid import HybridEngine
     from k2.query.engine import QueryEngine
 
 __all__ = ["BAR_INTERVAL_US", "Prefetcher", "TableWarmth", "Warmer", "enable_prefetch"]
@@ -137,12 +146,15 @@ class Warmer:
 
     engine: Callable[[], QueryEngine]
     warm_rows: int = 1_000_000
+    #: The app's hybrid engine (the live routes'), warmed after the history: None leaves it cold.
+    hybrid: Callable[[], HybridEngine] | None = None
     interval_s: float = 1.0
     retry_s: float = 2.0
     status: Status = "starting"
     error: str | None = None
     ready_s: float | None = None
     prefetcher: Prefetcher | None = None
+    live: dict[str, Any] = field(default_factory=lambda: {"status": "off"})
     _started: float = field(default_factory=time.monotonic)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -177,12 +189,23 @@ class Warmer:
             out["error"] = self.error
         if self.prefetcher is not None:
             out["tables"] = {k: vars(v).copy() for k, v in self.prefetcher.tables.items()}
+        out["hybrid"] = dict(self.live)
         return out
 
     def _run(self) -> None:
         engine = self._warm_up()
         if engine is None:
             return
+        sources = [engine.reader.source(name) for name in _TABLES]
+        for source in sources:  # this thread reloads them now; queries only if it stalls
+            source.watch(max(10 * self.interval_s, 10.0))
+        try:
+            self._watch(engine)
+        finally:
+            for source in sources:
+                source.watch(None)
+
+    def _watch(self, engine: QueryEngine) -> None:
         while not self._stop.wait(self.interval_s):
             # Reload and prefetch every table, then switch them together: a query that sees the new
             # trades snapshot never shares the machine with the quotes' prefetch.
@@ -206,25 +229,58 @@ class Warmer:
                     table = engine.reader.source(name).refresh()  # runs the hook on a new head
                     if not hook.prepared(name):  # loaded by a query before the hook was set
                         hook(name, table)
-                exercise(engine)
+                symbol = exercise(engine)
             except Exception as exc:  # catalog down, tables not created yet: try again
                 self.status, self.error = "retrying", f"{type(exc).__name__}: {str(exc)[:200]}"
                 log.warning("warm-up failed; retrying", error=self.error)
                 self._stop.wait(self.retry_s)
                 continue
+            self._warm_hybrid(symbol)
             self.status, self.error = "ready", None
             self.ready_s = time.monotonic() - self._started
             log.info("warm", seconds=round(self.ready_s, 3))
             return engine
         return None
 
+    def _warm_hybrid(self, symbol: str | None) -> None:
+        """The live routes' first-use costs, paid once before ready (a failure does not hold it).
 
-def exercise(engine: QueryEngine) -> None:
+        ``HybridEngine.warm`` builds the Kafka clients and reads the short tails into the cache;
+        then each live query kind runs once on ``symbol`` and is encoded. When Kafka does not
+        answer (bounded by the clients' timeouts, a few seconds), the history is served anyway:
+        /ready says so under ``hybrid`` and the first live query sets up what is missing.
+        """
+        if self.hybrid is None:
+            return
+        started = time.perf_counter()
+        self.live = {"status": "warming"}
+        try:
+            live = self.hybrid()
+            state: dict[str, Any] = {"status": "warming", **live.warm()}
+            if symbol is not None:
+                symbols = (symbol,)
+                kinds: tuple[StreamKind, ...] = ("trades", "quotes")
+                results = [live.recent(kind, symbols, 15.0) for kind in kinds]
+                results.append(live.live_bars(symbols, BAR_INTERVAL_US, 15.0))
+                for result in results:
+                    for fmt in ("json", "arrow"):
+                        encode(result.table(), fmt, result.meta())
+            state["status"] = "ready"
+        except Exception as exc:  # Kafka down: history is served; live queries set up on first use
+            state = {"status": "failed", "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+            log.warning("hybrid warm-up failed; live queries will set up on first use", error=state["error"])
+        state["ms"] = round((time.perf_counter() - started) * 1000, 1)
+        self.live = state
+        log.info("hybrid warm", **state)
+
+
+def exercise(engine: QueryEngine) -> str | None:
     """Run each query kind once on the newest data and encode it: DuckDB's first statements,
-    lazy imports and encoder set-up are paid here, not by a client."""
+    lazy imports and encoder set-up are paid here, not by a client. Returns the symbol used
+    (None: no data yet)."""
     files = engine.reader.fileset("trades", *_head(engine, "trades"))
     if not len(files):
-        return
+        return None
     newest = int(np.argmax(files.ts_max))
     symbol = str(files.sym_min[newest])
     end = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(files.ts_max[newest]) + 1)
@@ -244,6 +300,7 @@ def exercise(engine: QueryEngine) -> None:
                 encode(result.table, fmt, {"snapshots": {}})
         except Exception as exc:  # a capped or odd window: the warm-up of the others still counts
             log.info("warm-up query skipped", error=f"{type(exc).__name__}: {str(exc)[:200]}")
+    return symbol
 
 
 def _head(engine: QueryEngine, name: str) -> tuple[Table, Any]:

@@ -11,6 +11,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 import pytest
 
+from k2.observability.metrics import sample
 from k2.query.errors import InvalidParameterError
 from k2.query.formats import encode, encode_ndjson, encode_sse, negotiate, write_file
 
@@ -58,3 +59,13 @@ def test_streams_and_files(tmp_path: Path) -> None:
     assert pq.read_table(tmp_path / "x.parquet").num_rows == 2
     with pytest.raises(InvalidParameterError, match=r"use a .json, .csv, .parquet or .arrow file"):
         write_file(TABLE, tmp_path / "x.xlsx")
+
+
+def test_encoding_time_is_measured_per_format() -> None:
+    table = pa.table({"symbol": ["BHP", "RIO"], "price": [1.5, 2.5]})
+    for fmt in ("json", "arrow"):
+        before = sample("k2_encode_seconds_count", {"format": fmt})
+        total = sample("k2_encode_seconds_sum", {"format": fmt})
+        encode(table, fmt)
+        assert sample("k2_encode_seconds_count", {"format": fmt}) == before + 1
+        assert sample("k2_encode_seconds_sum", {"format": fmt}) > total

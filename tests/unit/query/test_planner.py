@@ -127,3 +127,45 @@ def test_table_source_refreshes_in_background(tmp_path: Path) -> None:
         np.int64(source.table().current_snapshot().snapshot_id)
         == tables["trades"].current_snapshot().snapshot_id
     )
+
+
+def test_a_watched_table_is_reloaded_by_its_watcher_only(tmp_path: Path) -> None:
+    """While a watcher stages and publishes, a query reloads nothing: it would publish one table
+    while the watcher prefetches the other (the first queries of a snapshot then shared the CPU)."""
+    catalog, tables = new_catalog(tmp_path)
+    source = TableSource(catalog, "k2", "trades", refresh_interval_s=0.05)
+    source.table()
+    source.watch(60.0)
+    tables["trades"].append(lineage(asx_frames(DAY)["trades"].head(10), tables["trades"]))
+    head = tables["trades"].current_snapshot()
+    assert head is not None
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline:  # ten intervals: a query would have reloaded by now
+        assert source.table().current_snapshot() is None
+        time.sleep(0.02)
+    staged = source.stage()
+    assert staged.current_snapshot() is not None and source.table().current_snapshot() is None
+    source.publish(staged)
+    published = source.table().current_snapshot()
+    assert published is not None and published.snapshot_id == head.snapshot_id
+
+    source.watch(None)  # no watcher: queries reload a stale table again
+    tables["trades"].append(lineage(asx_frames(DAY)["trades"].slice(10, 10), tables["trades"], 10))
+    newer = tables["trades"].current_snapshot()
+    assert newer is not None
+    deadline = time.monotonic() + 5
+    while source.table().current_snapshot().snapshot_id != newer.snapshot_id:  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, "a stale table was not reloaded"
+        time.sleep(0.02)
+
+
+def test_a_stalled_watcher_lets_queries_reload(tmp_path: Path) -> None:
+    catalog, tables = new_catalog(tmp_path)
+    source = TableSource(catalog, "k2", "trades", refresh_interval_s=0.05)
+    source.table()
+    source.watch(0.2)  # the watcher is this far behind: queries take over
+    tables["trades"].append(lineage(asx_frames(DAY)["trades"].head(10), tables["trades"]))
+    deadline = time.monotonic() + 5
+    while source.table().current_snapshot() is None:
+        assert time.monotonic() < deadline, "queries did not reload behind a stalled watcher"
+        time.sleep(0.02)

@@ -7,9 +7,11 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
+from k2.observability.metrics import sample
 from k2.query.engine import QueryEngine
 from k2.query.errors import CapExceededError, InvalidCursorError
-from k2.query.params import TimeRange
+from k2.query.params import TimeRange, epoch_us
+from k2.query.rows import prefetch
 from tests.unit.query.lakedata import asx_pandas
 
 WINDOW = TimeRange(datetime(2014, 3, 11, 3, 0, tzinfo=UTC), datetime(2014, 3, 11, 3, 15, tzinfo=UTC))
@@ -83,6 +85,33 @@ def test_latest_matches_pandas(engine: QueryEngine) -> None:
     assert float(got["MWR"]["price"]) == pytest.approx(
         float(asx_pandas("trades").query("symbol == 'MWR'")["price"].iloc[-1])
     )
+
+
+def test_newest_us_is_one_tables_part_of_latest(engine: QueryEngine) -> None:
+    for kind in ("trades", "quotes"):
+        df = asx_pandas(kind)
+        for symbols in (("BHP",), ("RIO", "MWR")):
+            expected = df[df["symbol"].isin(symbols)]["exchange_ts"].max().to_pydatetime()
+            assert engine.newest_us(kind, symbols) == epoch_us(expected)
+    assert engine.newest_us("trades", ("NOSUCH",)) is None
+
+
+def test_newest_us_reads_hot_files_without_a_query(engine: QueryEngine) -> None:
+    """With the files decoded in the hot-row cache the answer comes from their symbol index (the
+    same answer as from Parquet, which the engine without a cache reads)."""
+    reader = engine.reader
+    for kind in ("trades", "quotes"):
+        table = engine.current_table(kind)
+        files = reader.fileset(kind, table, table.current_snapshot())
+        prefetch(reader, kind, files.paths.tolist())
+        df = asx_pandas(kind)
+        for symbols in (("BHP",), ("RIO", "MWR"), ("NOSUCH",)):
+            queries = sample("k2_query_seconds_count", {"query": "latest"})
+            rows = df[df["symbol"].isin(symbols)]["exchange_ts"]
+            expected = epoch_us(rows.max().to_pydatetime()) if len(rows) else None
+            assert engine.newest_us(kind, symbols) == expected
+            ran = sample("k2_query_seconds_count", {"query": "latest"}) - queries
+            assert (ran == 0) if reader.rows.max_rows > 0 else (ran >= 1)  # without a cache: Parquet
 
 
 def test_latest_without_symbols_lists_recent_ones(engine: QueryEngine) -> None:

@@ -5,8 +5,9 @@ Answers merge Iceberg at its latest snapshot S with the Kafka tail from S's own 
 response says where the boundary lay (``snapshot_id``, ``boundary``, ``tail``), how many rows came
 from the tail and whether the tail was cut short by the cache bounds (``truncated``).
 
-The hybrid engine is built on first use and kept on ``app.state``; ``close_hybrid(app)`` closes
-its Kafka consumers (call it from the app's lifespan).
+The hybrid engine is built by the warm-up at start (``k2.query.warmup``; on first use when warm-up
+is off) and kept on ``app.state``; ``close_hybrid(app)`` closes its Kafka consumers (call it from
+the app's lifespan).
 """
 
 from __future__ import annotations
@@ -22,7 +23,16 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from k2.api.deps import FormatParam, IntervalParam, KindsParam, RequiredSymbols, caller, kinds_of, services
+from k2.api.deps import (
+    FormatParam,
+    IntervalParam,
+    KindsParam,
+    RequiredSymbols,
+    Services,
+    caller,
+    kinds_of,
+    services,
+)
 from k2.api.models import ERRORS, EXAMPLE_QUOTE, EXAMPLE_TRADE, SSE_EVENT, tabular
 from k2.api.patterns import DATE_TIME, SYMBOLS
 from k2.api.streams import BoundedStreamingResponse
@@ -35,7 +45,7 @@ from k2.query.formats import MEDIA_TYPES, encode, encode_ndjson, negotiate
 from k2.query.params import parse_duration, parse_symbols, parse_time
 from k2.types import StreamKind as Kind
 
-__all__ = ["close_hybrid", "hybrid", "router"]
+__all__ = ["close_hybrid", "hybrid", "hybrid_of", "router"]
 
 router = APIRouter(tags=["live"])
 
@@ -57,13 +67,22 @@ def hybrid(request: Request) -> HybridEngine:
     Raises:
         CatalogError: the catalog cannot be opened (503).
     """
-    app = request.app
+    return hybrid_of(request.app)
+
+
+def hybrid_of(app: FastAPI) -> HybridEngine:
+    """``app``'s hybrid engine, built on first use (by a request, or by the warm-up at start).
+
+    Raises:
+        CatalogError: the catalog cannot be opened (503).
+    """
     found = getattr(app.state, _STATE, None)
     if found is None:
         with _LOCK:
             found = getattr(app.state, _STATE, None)
             if found is None:
-                svc = services(request)
+                svc = app.state.k2
+                assert isinstance(svc, Services)
                 settings = svc.settings
                 found = HybridEngine(
                     settings, svc.engine(), hybrid=getattr(settings, "hybrid", HybridSettings())

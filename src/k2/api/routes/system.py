@@ -68,7 +68,9 @@ def ready(
 ) -> JSONResponse:
     """For load balancers and orchestrators: route queries here once this answers 200. The process
     is up before then (/health answers); warm-up loads each table's file list and its newest rows
-    in the background, then keeps each new snapshot loaded before queries switch to it."""
+    in the background and sets up the live routes (Kafka clients, tail cache; `hybrid` in the
+    details, ready even when Kafka is down), then keeps each new snapshot loaded before queries
+    switch to it."""
     detailed = ops_guard(request, x_api_key)
     warmer = services(request).warmer
     body: dict[str, Any] = warmer.describe() if warmer is not None else {"status": "ready", "warmup": "off"}

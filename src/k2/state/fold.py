@@ -43,7 +43,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from k2.state.model import KeyState
+from k2.state.model import KeyState, plain_state
 
 __all__ = [
     "DUPLICATE",
@@ -128,6 +128,8 @@ class KeyFold:
         assert self.session is not None, "a fold always sees at least one tick"
         ranges = tuple(tuple(r) for r in self.ranges)
         if not self.closed:
+            if not ranges:
+                return plain_state(self.session, self.hwm)
             return KeyState(self.session, self.hwm, ranges)
         (prev, prev_hwm, prev_ranges), *older = self.closed
         return KeyState(

@@ -42,8 +42,8 @@ class BatchGroups:
     keys' rows are slices of ``order`` and need no second pass over the batch.
     """
 
-    __slots__ = ("ends", "exchanges", "first", "last", "nbad", "order", "seq", "session", "smax", "smin",
-                 "starts", "symbols")  # fmt: skip
+    __slots__ = ("ends", "exchanges", "first", "last", "nbad", "order", "seq", "session", "simple", "smax",
+                 "smin", "starts", "symbols", "vfirst", "vlast", "vsession")  # fmt: skip
 
     def __init__(self, batch: pl.DataFrame) -> None:
         n = batch.height
@@ -62,11 +62,17 @@ class BatchGroups:
         bad[0] = False
         np.not_equal(np.diff(qs), 1, out=bad[1:])
         bad &= ~start
-        self.nbad = np.add.reduceat(bad.astype(np.int32), starts).tolist()
-        self.first = qs[starts].tolist()
-        self.last = qs[np.r_[starts[1:], n] - 1].tolist()
-        self.smin = np.minimum.reduceat(ss, starts).tolist()
-        self.smax = np.maximum.reduceat(ss, starts).tolist()
+        nbad = np.add.reduceat(bad.astype(np.int32), starts)
+        smin, smax = np.minimum.reduceat(ss, starts), np.maximum.reduceat(ss, starts)
+        # as arrays for the tracker's vectorised fast path, as lists for its per-key fold
+        self.vfirst, self.vlast, self.vsession = qs[starts], qs[np.r_[starts[1:], n] - 1], smin
+        self.simple = (nbad == 0) & (smin == smax)
+        """Per key: one session and every sequence one above the previous in arrival order."""
+        self.nbad = nbad.tolist()
+        self.first = self.vfirst.tolist()
+        self.last = self.vlast.tolist()
+        self.smin = smin.tolist()
+        self.smax = smax.tolist()
         names = batch.select("exchange", "symbol")[order[starts]]
         self.exchanges = names.get_column("exchange").to_list()
         self.symbols = names.get_column("symbol").to_list()

@@ -24,9 +24,9 @@ from k2.state.model import (
     PartitionClock,
     StateKey,
     decode_clock,
-    decode_state,
+    decode_states,
     encode_clock,
-    encode_state,
+    encode_states,
 )
 
 __all__ = ["CommitMode", "RedisDedupStore", "RedisSequenceStore", "redis_client"]
@@ -159,7 +159,8 @@ class RedisSequenceStore(SequenceStore):
         if not keys:
             return {}
         values = _call("MGET", lambda: self._client.mget([self._key(k) for k in keys]))
-        return {k: decode_state(v) for k, v in zip(keys, values, strict=True) if isinstance(v, bytes)}
+        hits = [(k, v) for k, v in zip(keys, values, strict=True) if isinstance(v, bytes)]
+        return dict(zip([k for k, _ in hits], decode_states([v for _, v in hits]), strict=True))
 
     def _clock_key(self, key: ClockKey) -> str:
         return f"{self.prefix}seq:clk:{key[0]}:{key[1]}"
@@ -177,7 +178,9 @@ class RedisSequenceStore(SequenceStore):
         tokens: Sequence[PartitionToken],
         clocks: Mapping[ClockKey, PartitionClock] | None = None,
     ) -> None:
-        pairs = {self._key(k): encode_state(v) for k, v in states.items()}
+        head = f"{self.prefix}seq:"
+        names = [f"{head}{kind}:{ex}:{sym}" for kind, ex, sym in states]
+        pairs = dict(zip(names, encode_states(states.values()), strict=True))
         pairs.update((self._clock_key(k), encode_clock(c)) for k, c in (clocks or {}).items())
         if self.commit_mode == "lua":
             self._commit_lua(pairs, tokens)

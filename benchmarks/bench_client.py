@@ -8,6 +8,7 @@ loopback), Arrow IPC on the wire, polars out. Goal: the client within 1.5x of th
 
 from __future__ import annotations
 
+import argparse
 import logging
 import statistics
 import tempfile
@@ -22,6 +23,8 @@ import pyarrow.parquet as pq
 import uvicorn
 from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, LessThan
 
+from benchmarks.bench_query import append_stamped
+from benchmarks.results import write_result
 from k2.api import create_app
 from k2.client import K2Client
 from k2.config import load_settings
@@ -45,7 +48,10 @@ def _timed(fn, runs: int) -> tuple[float, int]:  # type: ignore[no-untyped-def]
 
 
 def main(argv: list[str] | None = None) -> None:
-    runs = 5 if argv and "--quick" in argv else 15
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="5 runs of each read, not 15")
+    args = parser.parse_args(argv)
+    runs = 5 if args.quick else 15
     logging.getLogger().setLevel(logging.WARNING)  # no access line per request in the figures
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings(data_dir=Path(tmp), api={"port": free_port()})
@@ -55,11 +61,8 @@ def main(argv: list[str] | None = None) -> None:
             pl.lit(0, dtype=pl.Int32).alias("kafka_partition"),
             pl.int_range(trades.height).alias("kafka_offset"),
         )
-        schema = tables["trades"].schema().as_arrow()
         for day in frame.partition_by("session", maintain_order=True):  # one commit per day, like a feed
-            tables["trades"].append(
-                day.sort("symbol", "exchange_ts").select(schema.names).to_arrow().cast(schema)
-            )
+            append_stamped(tables["trades"], day.sort("symbol", "exchange_ts"))
         table = tables["trades"].refresh()
 
         server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.api.port,
@@ -107,6 +110,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  pyiceberg scan (planning + read)                  {base_ms:8.1f} ms   {base_ms / file_ms:.2f}")
     print(f"  K2Client.trades over HTTP (Arrow IPC)             {k2_ms:8.1f} ms   {k2_ms / file_ms:.2f}")
     print(f"  goal: client <= 1.5x the bare Parquet read: {'met' if k2_ms <= 1.5 * file_ms else 'NOT met'}")
+    figures = {"rows": k2_rows, "runs": runs, "parquet_ms": file_ms, "pyiceberg_ms": base_ms, "client_ms": k2_ms,
+               "client_ratio": k2_ms / file_ms}  # fmt: skip
+    write_result("bench_client", figures, quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from benchmarks.results import write_result
 from k2.schemas import avro_schema, decode_batch, encode_batch, frame_schema, message_ids
 
 __all__ = ["decimals", "main", "make_ticks"]
@@ -147,6 +148,15 @@ def main(argv: list[str] | None = None) -> None:
     encode = results[("encode", "k2 encode_batch")] / results[("encode", "fastavro per record")]
     decode = results[("decode", "k2 decode_batch")] / results[("decode", "fastavro per record")]
     print(f"k2 / fastavro: encode {encode:.1f}x, decode {decode:.1f}x")
+    figures = {
+        f"{op}_{'k2' if name.startswith('k2') else 'fastavro'}_rows_per_s": rate
+        for (op, name), rate in results.items()
+    }
+    write_result(
+        "bench_codec",
+        {**figures, "encode_ratio": encode, "decode_ratio": decode, "bytes_per_payload": size},
+        quick=args.quick,
+    )
 
 
 if __name__ == "__main__":

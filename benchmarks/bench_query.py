@@ -81,27 +81,30 @@ def load_data(symbols: int) -> dict[str, pl.DataFrame]:
     return out
 
 
-def stream_in(table: Any, frame: pl.DataFrame, commits: int, label: str) -> float:
-    """Append ``frame`` in ``commits`` time-ordered slices; returns seconds taken.
+def append_stamped(table: Any, frame: pl.DataFrame) -> None:
+    """Append ``frame`` (the table's columns but the stamp) as one commit, stamped as K2's writer does.
 
-    Each append carries a commit stamp, as K2's writer gives every row (k2.lake.stamp): time
-    travel reads it.
+    Every row K2 writes carries its commit's stamp (k2.lake.stamp) and time travel reads it; a
+    table created before stamps existed is appended to as it is.
     """
     schema = table.schema().as_arrow()
-    stamped = has_stamp(table)
-    names = [n for n in schema.names if n != STAMP_COLUMN] if stamped else schema.names
+    if not has_stamp(table):
+        table.append(frame.select(schema.names).to_arrow().cast(schema))
+        return
+    rows = frame.select([n for n in schema.names if n != STAMP_COLUMN]).to_arrow()
+    stamp = next_stamp(table)
+    with stamping(stamp):
+        table.append(add_stamp(rows, stamp).select(schema.names).cast(schema))
+
+
+def stream_in(table: Any, frame: pl.DataFrame, commits: int, label: str) -> float:
+    """Append ``frame`` in ``commits`` time-ordered slices, each stamped; returns seconds taken."""
     size = -(-frame.height // commits)
     started = time.perf_counter()
     for i in range(commits):
         part = frame.slice(i * size, size).sort("symbol", "exchange_ts", "sequence")
         if part.height:
-            rows = part.select(names).to_arrow()
-            if not stamped:
-                table.append(rows.cast(schema))
-                continue
-            stamp = next_stamp(table)
-            with stamping(stamp):
-                table.append(add_stamp(rows, stamp).select(schema.names).cast(schema))
+            append_stamped(table, part)
         if (i + 1) % max(commits // 5, 1) == 0:
             print(f"  {label}: {i + 1}/{commits} commits, {time.perf_counter() - started:.0f} s", flush=True)
     return time.perf_counter() - started

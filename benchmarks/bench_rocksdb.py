@@ -17,14 +17,23 @@ import argparse
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from benchmarks.bench_state import _redis, bench_sequence
 from benchmarks.results import write_result
 from k2.state.base import PartitionToken, SequenceStore
 from k2.state.embedded import EmbeddedSequenceStore
 from k2.state.errors import StaleStateError
-from k2.state.model import KeyState, StateKey, decode_state, encode_state
+from k2.state.model import (
+    ClockKey,
+    KeyState,
+    PartitionClock,
+    StateKey,
+    decode_clock,
+    decode_state,
+    encode_clock,
+    encode_state,
+)
 from k2.state.redis import RedisSequenceStore
 from k2.state.synthetic import SyntheticFeed
 
@@ -32,26 +41,51 @@ __all__ = ["RocksSequenceStore", "main"]
 
 
 class RocksSequenceStore(SequenceStore):
-    """A bench-only RocksDB sequence store with K2's contract: tokens fence an atomic write batch."""
+    """A bench-only RocksDB sequence store with K2's contract: tokens fence an atomic write batch.
+
+    RocksDB locks its directory to one handle per process: store objects on the same path share
+    one (counted), so a second consumer or a restart in the same process works as with K2's stores.
+    """
 
     backend = "rocksdb"
+    _open: ClassVar[dict[str, list[Any]]] = {}  # path -> [Rdict, store objects using it]
 
     def __init__(self, path: Path) -> None:
         from rocksdict import Rdict, WriteBatch
 
-        self._db: Any = Rdict(str(path))
+        self._path = str(path)
+        shared = self._open.setdefault(self._path, [None, 0])
+        if shared[0] is None:
+            shared[0] = Rdict(self._path)
+        shared[1] += 1
+        self._db: Any = shared[0]
         self._batch = WriteBatch
+        self._closed = False
 
     @staticmethod
     def _key(key: StateKey) -> str:
         return f"s:{key[0]}:{key[1]}:{key[2]}"
+
+    @staticmethod
+    def _clock_key(key: ClockKey) -> str:
+        return f"c:{key[0]}:{key[1]}"
 
     def load(self, keys: Iterable[StateKey]) -> dict[StateKey, KeyState]:
         keys = list(keys)
         values = self._db[[self._key(k) for k in keys]]
         return {k: decode_state(v) for k, v in zip(keys, values, strict=True) if v is not None}
 
-    def commit(self, states: Mapping[StateKey, KeyState], tokens: Sequence[PartitionToken]) -> None:
+    def load_clocks(self, keys: Iterable[ClockKey]) -> dict[ClockKey, PartitionClock]:
+        keys = list(keys)
+        values = self._db[[self._clock_key(k) for k in keys]]
+        return {k: decode_clock(v) for k, v in zip(keys, values, strict=True) if v is not None}
+
+    def commit(
+        self,
+        states: Mapping[StateKey, KeyState],
+        tokens: Sequence[PartitionToken],
+        clocks: Mapping[ClockKey, PartitionClock] | None = None,
+    ) -> None:
         for t in tokens:
             stored = self._db.get(f"t:{t.topic}:{t.partition}")
             if stored != t.expected:
@@ -61,6 +95,8 @@ class RocksSequenceStore(SequenceStore):
         batch = self._batch()
         for k, state in states.items():
             batch.put(self._key(k), encode_state(state))
+        for ck, clock in (clocks or {}).items():
+            batch.put(self._clock_key(ck), encode_clock(clock))
         for t in tokens:
             batch.put(f"t:{t.topic}:{t.partition}", t.offset)
         self._db.write(batch)
@@ -69,7 +105,14 @@ class RocksSequenceStore(SequenceStore):
         return self._db.get(f"t:{topic}:{partition}")
 
     def close(self) -> None:
-        self._db.close()
+        if self._closed:
+            return
+        self._closed = True
+        shared = self._open[self._path]
+        shared[1] -= 1
+        if shared[1] == 0:
+            del self._open[self._path]
+            self._db.close()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,7 +12,7 @@ import polars as pl
 from pyiceberg.catalog.sql import SqlCatalog
 
 from benchmarks.bench_codec import make_ticks
-from benchmarks.bench_query import stream_in
+from benchmarks.bench_query import append_stamped, stream_in
 from k2.lake.stamp import STAMP_COLUMN
 from k2.lake.tables import ensure_tables
 
@@ -33,3 +33,23 @@ def test_stream_in_appends_every_row_with_a_growing_commit_stamp(tmp_path: Path)
     stamps = rows[STAMP_COLUMN].unique().sort().to_list()
     snapshots = [s.timestamp_ms for s in table.snapshots()]
     assert len(stamps) == 3 and stamps == sorted(snapshots)  # one stamp per commit, the snapshot's time
+
+
+def test_append_stamped_commits_a_frame_with_extra_columns_as_one_stamped_commit(tmp_path: Path) -> None:
+    """bench_client appends a feed's trades one session at a time: it failed on the stamp column too."""
+    catalog = SqlCatalog("t", uri=f"sqlite:///{tmp_path}/catalog.db", warehouse=f"file://{tmp_path}/wh")
+    catalog.create_namespace_if_not_exists("k2")
+    table = ensure_tables(catalog, "k2")["trades"]
+    frame = make_ticks("trades", 2_000, seed=3).with_columns(
+        pl.lit(0, dtype=pl.Int32).alias("kafka_partition"),
+        pl.int_range(2_000, dtype=pl.Int64).alias("kafka_offset"),
+        (pl.int_range(2_000) % 2).alias("batch"),  # a column the table does not have
+    )
+    for day in frame.partition_by("batch", maintain_order=True):
+        append_stamped(table, day)
+    table = table.refresh()
+    rows = pl.from_arrow(table.scan().to_arrow())
+    assert isinstance(rows, pl.DataFrame)
+    assert rows.height == 2_000 and "batch" not in rows.columns
+    stamps = rows[STAMP_COLUMN].unique().sort().to_list()
+    assert stamps == sorted(s.timestamp_ms for s in table.snapshots()) and len(stamps) == 2

@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 from pyiceberg.table import Table
@@ -48,7 +48,8 @@ from k2.query.rows import prefetch
 from k2.types import StreamKind
 
 if TYPE_CHECKING:
-    from k2.hybrid import HybridEngine
+    import pyarrow as pa
+
     from k2.query.engine import QueryEngine
 
 __all__ = ["BAR_INTERVAL_US", "Prefetcher", "TableWarmth", "Warmer", "enable_prefetch"]
@@ -58,6 +59,25 @@ log = get_logger(__name__)
 #: The bar length prefetch computes partials for (the API's common case, issue #17's goal).
 BAR_INTERVAL_US = 60_000_000
 _TABLES = ("trades", "quotes")
+
+
+class LiveResult(Protocol):
+    """What warm-up encodes of a live answer (``k2.hybrid.HybridResult``)."""
+
+    def table(self) -> pa.Table: ...
+
+    def meta(self) -> dict[str, Any]: ...
+
+
+class LiveEngine(Protocol):
+    """The part of the live routes' engine (``k2.hybrid.HybridEngine``, a layer above this one)
+    that warm-up drives: typed here so that the query layer does not import the hybrid one."""
+
+    def warm(self, max_rows: int | None = None) -> dict[str, int]: ...
+
+    def recent(self, kind: StreamKind, symbols: tuple[str, ...], minutes: float) -> LiveResult: ...
+
+    def live_bars(self, symbols: tuple[str, ...], interval_us: int, minutes: float) -> LiveResult: ...
 
 
 @dataclass
@@ -147,7 +167,7 @@ class Warmer:
     engine: Callable[[], QueryEngine]
     warm_rows: int = 1_000_000
     #: The app's hybrid engine (the live routes'), warmed after the history: None leaves it cold.
-    hybrid: Callable[[], HybridEngine] | None = None
+    hybrid: Callable[[], LiveEngine] | None = None
     interval_s: float = 1.0
     retry_s: float = 2.0
     status: Status = "starting"

@@ -2,6 +2,7 @@
 
     python -m benchmarks.soak_ingest [--commits 5000] [--every 1000] [--rate 500]   (make soak-ingest)
     python -m benchmarks.soak_ingest --commits 300 --every 100                       (make soak-short)
+    python -m benchmarks.soak_ingest --commits 10000 --every 500 --minutes 75        (issue #17 goal 4)
 
 Four processes: this driver, ``k2 feed simulate`` (50 symbols into a throwaway broker),
 the ingester (K2's pipeline with maintenance on, as ``k2 ingest`` runs it) and ``k2 serve``.
@@ -99,7 +100,7 @@ def _ingester(latency_file: str) -> None:
     def timed(self: writer.TableWriter, *args: Any, **kwargs: Any) -> int:
         began = time.perf_counter()
         sid = commit(self, *args, **kwargs)
-        out.write(f"{self.name},{time.perf_counter() - began:.6f}\n")
+        out.write(f"{self.name},{time.perf_counter() - began:.6f},{args[0].num_rows},{time.time():.3f}\n")
         return sid
 
     writer.TableWriter.commit = timed  # type: ignore[method-assign]
@@ -205,12 +206,12 @@ def _p(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) * 1000 if values else float("nan")
 
 
-HEADER = (f"{'commits':>8} {'p50 ms':>7} {'p99 ms':>7} {'meta KB':>8} {'json':>5} {'mfiles':>6} {'snaps':>5} "
+HEADER = (f"{'commits':>8} {'rows/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'meta KB':>8} {'json':>5} {'mfiles':>6} {'snaps':>5} "
           f"{'files/part max':>14} {'mean':>5} {'disk MB':>8} {'win p99':>8} {'bars p99':>8} "
           f"{'RSS ing':>8} {'RSS api':>8} {'load':>5}")  # fmt: skip
 
 
-def run(commits: int, every: int, rate: int) -> bool:
+def run(commits: int, every: int, rate: int, minutes: float = 0.0) -> bool:
     lake = _scaled_lake()
     with kafka_broker(heap="512m", partitions=4) as settings:
         api_port = free_port()
@@ -233,10 +234,12 @@ def run(commits: int, every: int, rate: int) -> bool:
             queries.start()
             rows: list[dict[str, float]] = []
             seen: list[float] = []
+            sizes: list[int] = []  # rows per trades commit
+            ends: list[float] = []  # each trades commit's wall-clock end
             offset = 0
             print(HEADER, flush=True)
             began = time.monotonic()
-            while len(seen) < commits:
+            while len(seen) < commits and not (minutes and time.monotonic() - began > minutes * 60):
                 time.sleep(1.0)
                 if ingester.poll() is not None:
                     raise SystemExit(f"the ingester died; see {data / 'ingest.log'}")
@@ -245,19 +248,26 @@ def run(commits: int, every: int, rate: int) -> bool:
                     chunk = f.read()
                 cut = chunk.rfind("\n") + 1
                 offset += cut
-                seen += [
-                    float(v) for t, v in (ln.split(",") for ln in chunk[:cut].splitlines()) if t == "trades"
-                ]
+                for t, v, n, end in (ln.split(",") for ln in chunk[:cut].splitlines()):
+                    if t == "trades":
+                        seen.append(float(v))
+                        sizes.append(int(n))
+                        ends.append(float(end))
                 while len(seen) >= (len(rows) + 1) * every:
-                    block = seen[len(rows) * every : (len(rows) + 1) * every]
+                    lo, hi = len(rows) * every, (len(rows) + 1) * every
+                    block = seen[lo:hi]
+                    # rows committed in the block over the wall time since the previous block's last commit
+                    span = ends[hi - 1] - (ends[lo - 1] if lo else ends[0] - block[0])
+                    rate_rows = sum(sizes[lo:hi]) / span if span > 0 else float("nan")
                     window, bars = queries.take()
-                    row = {"commits": (len(rows) + 1) * every, "p50": _p(block, 50), "p99": _p(block, 99),
+                    row = {"commits": hi, "p50": _p(block, 50), "p99": _p(block, 99), "rows_s": rate_rows,
                            **_lake_shape(settings), "disk_mb": _du(data / "warehouse") / 2**20,
                            "win_p99": _p(window, 99), "bars_p99": _p(bars, 99),
                            "rss_ing": _rss_mb(ingester.pid), "rss_api": _rss_mb(server.pid),
                            "load": float(Path("/proc/loadavg").read_text().split()[0])}  # fmt: skip
                     rows.append(row)
-                    print(f"{row['commits']:>8} {row['p50']:>7.0f} {row['p99']:>7.0f} {row['meta_kb']:>8.0f} "
+                    print(f"{row['commits']:>8} {row['rows_s']:>7.0f} {row['p50']:>7.0f} {row['p99']:>7.0f} "
+                          f"{row['meta_kb']:>8.0f} "
                           f"{row['meta_json']:>5.0f} {row['meta_files']:>6.0f} {row['snapshots']:>5.0f} "
                           f"{row['files_max']:>14.0f} {row['files_mean']:>5.1f} {row['disk_mb']:>8.1f} "
                           f"{row['win_p99']:>8.0f} {row['bars_p99']:>8.0f} {row['rss_ing']:>8.0f} "
@@ -266,9 +276,20 @@ def run(commits: int, every: int, rate: int) -> bool:
         print(
             f"{len(seen)} trades commits in {time.monotonic() - began:.0f} s; query errors {queries.errors}"
         )
+        if not rows:
+            print("no block completed")
+            return False
         first, last = rows[0], rows[-1]
         verdict = {k: last[k] / first[k] for k in ("p99", "win_p99", "bars_p99") if first[k] > 0}
         ok = all(v <= 1.5 for v in verdict.values())
+        # the ingest rate stays flat (issue #17 goal 4): the last block ingests at >= 2/3 of the first's rate
+        rate_ratio = last["rows_s"] / first["rows_s"] if first["rows_s"] > 0 else float("nan")
+        print(
+            f"ingest rate last/first block: {last['rows_s']:.0f} / {first['rows_s']:.0f} rows/s = "
+            f"{rate_ratio:.2f} (goal >= 0.67, flat)",
+            "PASS" if rate_ratio >= 2 / 3 else "FAIL",
+        )
+        ok = ok and rate_ratio >= 2 / 3
         print("last/first block:", {k: round(v, 2) for k, v in verdict.items()}, "PASS" if ok else "FAIL")
         return ok
 
@@ -280,12 +301,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--commits", type=int, default=5000, help="Trades commits to run.")
     parser.add_argument("--every", type=int, default=1000, help="Print a row every this many commits.")
     parser.add_argument("--rate", type=int, default=500, help="Simulated ticks per second.")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=0.0,
+        help="Stop after this long even short of --commits (0: no limit); judged on the blocks done.",
+    )
     parser.add_argument("--ingester", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.ingester:
         _ingester(args.ingester)
         return
-    sys.exit(0 if run(args.commits, args.every, args.rate) else 1)
+    sys.exit(0 if run(args.commits, args.every, args.rate, args.minutes) else 1)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from k2.observability.metrics import REGISTRY, Counter
 from k2.query.sql import cut_relation
@@ -243,7 +244,26 @@ def _polars_types(table: pa.Table) -> pa.Table:
 
 
 def symbol_index(table: pa.Table) -> dict[str, tuple[int, int]]:
-    """Row range [lo, hi) of each symbol in a table sorted by symbol."""
+    """Row range [lo, hi) of each symbol in a table sorted by symbol.
+
+    From the column's runs, in Arrow: a cache miss indexes a whole compacted file (200,000-360,000
+    rows), and making a Python string of every row and sorting them took 120-270 ms of it.
+    """
+    if not table.num_rows:
+        return {}
+    try:
+        runs = pc.run_end_encode(table.column("symbol").combine_chunks())
+    except pa.ArrowNotImplementedError:  # a column type without run-end encoding
+        return _symbol_index_unsorted(table)
+    names = runs.values.to_pylist()
+    if None not in names and len(set(names)) == len(names):  # one run per symbol: the sorted case
+        ends = runs.run_ends.to_numpy().tolist()
+        return dict(zip(names, zip([0, *ends[:-1]], ends, strict=True), strict=True))
+    return _symbol_index_unsorted(table)
+
+
+def _symbol_index_unsorted(table: pa.Table) -> dict[str, tuple[int, int]]:
+    """The former index, kept for a table whose symbols are not in runs (each symbol's first row on)."""
     index: dict[str, tuple[int, int]] = {}
     if table.num_rows:
         names, starts = np.unique(table.column("symbol").to_numpy(zero_copy_only=False), return_index=True)

@@ -33,7 +33,7 @@ from confluent_kafka import Consumer
 
 from benchmarks.bench_codec import make_ticks
 from benchmarks.results import write_result
-from benchmarks.services import kafka_broker
+from benchmarks.services import kafka_broker, redis_server
 from k2.config import LogSettings, Settings, load_settings
 from k2.lake import open_catalog
 from k2.observability.logging import configure_logging
@@ -42,7 +42,6 @@ from k2.pipeline.checks import NoChecks
 from k2.pipeline.consumer import FETCH
 from k2.pipeline.gcpolicy import tuned_gc
 from k2.schemas import message_ids
-from k2.services import Launcher
 from k2.stream.admin import ensure_topics
 from k2.stream.producer import TickProducer
 
@@ -62,13 +61,8 @@ GOALS = {"k2 ingest (no checks)": 0.8, CHECKS_EMBEDDED: 0.6, CHECKS_REDIS: 0.6}
 @contextlib.contextmanager
 def _services() -> Iterator[Settings]:
     """Kafka and a Redis server for the Redis state backend, both through K2's launcher."""
-    with kafka_broker(heap="1g", partitions=4) as settings:
-        launcher = Launcher(settings)
-        launcher.up(["redis"], timeout_s=60)
-        try:
-            yield settings
-        finally:
-            launcher.down(["redis"])
+    with kafka_broker(heap="1g", partitions=4) as settings, redis_server(settings):
+        yield settings
 
 
 def _fresh(settings: Settings, tmp: Path, backend: str = "embedded", **lake: object) -> Settings:

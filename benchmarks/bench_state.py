@@ -27,8 +27,8 @@ import numpy as np
 import polars as pl
 
 from benchmarks.results import write_result
+from benchmarks.services import redis_server
 from k2.config import RedisSettings, Settings, load_settings
-from k2.services import Launcher
 from k2.services.process import free_port as _free_port
 from k2.state.base import PartitionToken, SequenceStore, batch_tokens
 from k2.state.bloom import WindowedBloom
@@ -47,12 +47,8 @@ TOPIC = "k2.trades"
 @contextmanager
 def _redis(data_dir: Path) -> Iterator[Settings]:
     settings = load_settings(data_dir=data_dir, redis={"port": _free_port(), "key_prefix": "bench:"})
-    launcher = Launcher(settings)
-    launcher.up(["redis"], timeout_s=30)
-    try:
+    with redis_server(settings, timeout_s=30):
         yield settings
-    finally:
-        launcher.down(["redis"])
 
 
 def _stats(times: list[float], ticks: int) -> str:

@@ -16,7 +16,7 @@ from k2.config import Settings, load_settings
 from k2.services import Launcher
 from k2.services.process import free_port, free_port_block
 
-__all__ = ["kafka_broker", "stop_process", "wait_served"]
+__all__ = ["kafka_broker", "redis_server", "stop_process", "wait_served"]
 
 
 @contextmanager
@@ -43,6 +43,17 @@ def kafka_broker(
             yield settings
         finally:
             launcher.down(["kafka"])
+
+
+@contextmanager
+def redis_server(settings: Settings, timeout_s: float = 60.0) -> Iterator[Settings]:
+    """Start the Redis that ``settings`` name (stopped on exit), through K2's launcher."""
+    launcher = Launcher(settings)
+    launcher.up(["redis"], timeout_s=timeout_s)
+    try:
+        yield settings
+    finally:
+        launcher.down(["redis"])
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> int:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import polars as pl
 from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.table import Table
 
 from benchmarks.bench_codec import make_ticks
 from benchmarks.bench_query import append_stamped, stream_in
@@ -17,14 +18,24 @@ from k2.lake.stamp import STAMP_COLUMN
 from k2.lake.tables import ensure_tables
 
 
-def test_stream_in_appends_every_row_with_a_growing_commit_stamp(tmp_path: Path) -> None:
+def _trades_table(tmp_path: Path) -> Table:
+    """K2's trades table on a fresh SQLite catalog in ``tmp_path``."""
     catalog = SqlCatalog("t", uri=f"sqlite:///{tmp_path}/catalog.db", warehouse=f"file://{tmp_path}/wh")
     catalog.create_namespace_if_not_exists("k2")
-    table = ensure_tables(catalog, "k2")["trades"]
-    frame = make_ticks("trades", 3_000, seed=2).with_columns(
+    return ensure_tables(catalog, "k2")["trades"]
+
+
+def _ticks(rows: int, seed: int) -> pl.DataFrame:
+    """Trades with the Kafka lineage columns the table requires."""
+    return make_ticks("trades", rows, seed=seed).with_columns(
         pl.lit(0, dtype=pl.Int32).alias("kafka_partition"),
-        pl.int_range(3_000, dtype=pl.Int64).alias("kafka_offset"),
+        pl.int_range(rows, dtype=pl.Int64).alias("kafka_offset"),
     )
+
+
+def test_stream_in_appends_every_row_with_a_growing_commit_stamp(tmp_path: Path) -> None:
+    table = _trades_table(tmp_path)
+    frame = _ticks(3_000, seed=2)
     stream_in(table, frame, 3, "trades")
     table = table.refresh()
     rows = pl.from_arrow(table.scan().to_arrow())
@@ -37,12 +48,8 @@ def test_stream_in_appends_every_row_with_a_growing_commit_stamp(tmp_path: Path)
 
 def test_append_stamped_commits_a_frame_with_extra_columns_as_one_stamped_commit(tmp_path: Path) -> None:
     """bench_client appends a feed's trades one session at a time: it failed on the stamp column too."""
-    catalog = SqlCatalog("t", uri=f"sqlite:///{tmp_path}/catalog.db", warehouse=f"file://{tmp_path}/wh")
-    catalog.create_namespace_if_not_exists("k2")
-    table = ensure_tables(catalog, "k2")["trades"]
-    frame = make_ticks("trades", 2_000, seed=3).with_columns(
-        pl.lit(0, dtype=pl.Int32).alias("kafka_partition"),
-        pl.int_range(2_000, dtype=pl.Int64).alias("kafka_offset"),
+    table = _trades_table(tmp_path)
+    frame = _ticks(2_000, seed=3).with_columns(
         (pl.int_range(2_000) % 2).alias("batch"),  # a column the table does not have
     )
     for day in frame.partition_by("batch", maintain_order=True):

@@ -356,7 +356,9 @@ class PipelineSettings(_Section):
         "default of 700, which halves the consume rate; see k2/pipeline/gcpolicy.py).",
     )
     max_clock_skew_s: float = Field(
-        300.0, gt=0, description="Exchange timestamps may lead ingest time by at most this much."
+        300.0,
+        gt=0,
+        description="Exchange timestamps may lead their Kafka message's timestamp by at most this much.",
     )
 
 

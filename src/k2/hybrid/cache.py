@@ -32,6 +32,7 @@ from k2.hybrid.decoder import TailDecoder
 from k2.hybrid.segment import TailSegment
 from k2.observability.logging import get_logger
 from k2.observability.metrics import REGISTRY, Counter, Gauge
+from k2.stream.timestamps import message_times_us
 from k2.types import TopicPartition as TP
 
 __all__ = ["COLD_SETUPS", "NEVER_COMMITTED", "PartitionTail", "TailCache", "TailRead", "TailSource"]
@@ -276,8 +277,9 @@ class TailCache:
         if not ends:
             return
         idx = np.flatnonzero(take)
-        values = [batch[i].value() for i in idx.tolist()]
-        decoded = self.decoder.decode(kind, values, parts[idx], offs[idx])
+        chosen = [batch[i] for i in idx.tolist()]
+        values = [m.value() for m in chosen]
+        decoded = self.decoder.decode(kind, values, parts[idx], offs[idx], message_times_us(chosen))
         TAIL_MESSAGES.labels(topic).inc(len(values))
         rows = decoded.rows
         split = (

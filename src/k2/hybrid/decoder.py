@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from k2 import schemas
-from k2.schemas.validate import Validator, known_symbols
+from k2.schemas.validate import Validator, known_symbols, with_message_times
 from k2.stream.control import marker_mask
 
 __all__ = ["LINEAGE", "DecodedTail", "TailDecoder", "known_symbols", "tail_schema"]
@@ -63,13 +63,23 @@ class TailDecoder:
         return self._validator
 
     def decode(
-        self, kind: str, values: list[bytes | None], partitions: np.ndarray, offsets: np.ndarray
+        self,
+        kind: str,
+        values: list[bytes | None],
+        partitions: np.ndarray,
+        offsets: np.ndarray,
+        times_us: np.ndarray | None = None,
     ) -> DecodedTail:
-        """Rows (``tail_schema(kind)``) of the messages that decode and validate, in input order."""
+        """Rows (``tail_schema(kind)``) of the messages that decode and validate, in input order.
+
+        ``times_us``: the messages' timestamps (``k2.stream.timestamps``), which "in the future" is
+        judged against, as the pipeline judges it; None judges against the wall clock.
+        """
         markers = marker_mask(values)
         if markers is not None:  # K2's expire markers take an offset but are no tick
             keep = np.flatnonzero(~markers)
             values, partitions, offsets = [values[i] for i in keep.tolist()], partitions[keep], offsets[keep]
+            times_us = times_us[keep] if times_us is not None else None
         if not values:
             return DecodedTail(pl.DataFrame(schema=tail_schema(kind)), 0)
         # a tombstone is not a tick: dead-lettered like any undecodable payload, as the pipeline does
@@ -80,13 +90,15 @@ class TailDecoder:
             index = frame.get_column(schemas.INDEX_COLUMN).to_numpy()
             frame = frame.drop(schemas.INDEX_COLUMN)
             parts, offs = partitions[index], offsets[index]
+            times = times_us[index] if times_us is not None else None
         else:
-            parts, offs = partitions, offsets
+            parts, offs, times = partitions, offsets, times_us
         frame = frame.with_columns(
             pl.Series("kafka_partition", parts, dtype=pl.Int32),
             pl.Series("kafka_offset", offs, dtype=pl.Int64),
         )
-        bad = self._validator_now().reasons(kind, frame).is_not_null()
+        judged = frame if times is None else with_message_times(frame, times)
+        bad = self._validator_now().reasons(kind, judged).is_not_null()
         if bad.any():
             frame = frame.filter(~bad)
         return DecodedTail(frame, len(values) - frame.height)

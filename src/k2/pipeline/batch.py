@@ -33,11 +33,12 @@ from k2.resilience.metrics import BACKFILLED
 from k2.resilience.shed import split
 from k2.resilience.spill import Spill
 from k2.resilience.tiers import PriorityTiers
-from k2.schemas.validate import Validator
+from k2.schemas.validate import Validator, with_message_times
 from k2.state import CheckResult
 from k2.stream.control import marker_clock, marker_mask
 from k2.stream.dlq import DeadLetter
 from k2.stream.producer import TickProducer
+from k2.stream.timestamps import message_times_us
 
 __all__ = ["BatchProcessor", "PipelineStats"]
 
@@ -195,7 +196,8 @@ class BatchProcessor:
             pl.Series("_partition", partitions[index], dtype=pl.Int32),
             pl.Series("_offset", offsets[index], dtype=pl.Int64),
         )
-        reasons = self.validator.reasons(kind, frame)
+        times = message_times_us(batch)[index]  # fixed per message: a replay judges as this read does
+        reasons = self.validator.reasons(kind, with_message_times(frame, times))
         bad = reasons.is_not_null()
         if bad.any():
             bad_np = bad.to_numpy()

@@ -14,7 +14,11 @@ from typing import Any
 
 import polars as pl
 
-__all__ = ["Validator", "known_symbols"]
+__all__ = ["MESSAGE_TS", "Validator", "known_symbols", "with_message_times"]
+
+#: A frame's column of each row's Kafka message time (µs, UTC; null where the message has none):
+#: "in the future" is judged against it, so a replay reaches the first read's verdict.
+MESSAGE_TS = "_message_ts"
 
 # A session can be announced ahead of the exchange clock (an early roll to the next business day,
 # across a weekend and a holiday), and ticks can print up to a day after their session date
@@ -31,8 +35,15 @@ class Validator:
         self.known_symbols = known_symbols
 
     def reasons(self, kind: str, frame: pl.DataFrame, now: datetime | None = None) -> pl.Series:
-        """A String series: null where the row is valid, else the first failed check's reason."""
+        """A String series: null where the row is valid, else the first failed check's reason.
+
+        Exchange time may lead the row's message time (``MESSAGE_TS``, when the frame has it) by
+        ``max_clock_skew_s``; ``now`` stands in for a row without one.
+        """
         now = now or datetime.now(UTC)
+        reference = pl.lit(now, dtype=pl.Datetime("us", "UTC"))
+        if MESSAGE_TS in frame.columns:
+            reference = pl.col(MESSAGE_TS).fill_null(reference)
         checks: list[tuple[pl.Expr, str]] = []
         if kind == "trades":
             checks += [
@@ -47,7 +58,7 @@ class Validator:
         session_start = pl.col("session").cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
         checks += [
             (pl.col("sequence") < 1, "sequence must be >= 1"),
-            (pl.col("exchange_ts") > pl.lit(now + self.max_clock_skew), "exchange time is in the future"),
+            (pl.col("exchange_ts") > reference + self.max_clock_skew, "exchange time is in the future"),
             (
                 (pl.col("exchange_ts") < session_start - _EARLY)
                 | (pl.col("exchange_ts") > session_start + _LATE),
@@ -61,6 +72,14 @@ class Validator:
         for cond, reason in reversed(checks):
             expr = pl.when(cond.fill_null(True)).then(pl.lit(reason)).otherwise(expr)
         return frame.select(expr.alias("reason")).to_series()
+
+
+def with_message_times(frame: pl.DataFrame, times_us: Any) -> pl.DataFrame:
+    """``frame`` with ``MESSAGE_TS`` from per-row message times in µs (negative: none)."""
+    series = pl.Series(MESSAGE_TS, times_us, dtype=pl.Int64)
+    return frame.with_columns(
+        pl.when(series >= 0).then(series).otherwise(None).cast(pl.Datetime("us", "UTC")).alias(MESSAGE_TS)
+    )
 
 
 def known_symbols(reference: Any) -> set[str] | None:

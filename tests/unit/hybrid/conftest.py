@@ -17,6 +17,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_NOT_AVAILABLE
 
 from k2.config import Settings, load_settings
 from k2.config.hybrid import HybridSettings
@@ -40,6 +41,7 @@ class FakeMessage:
     _partition: int
     _offset: int
     _value: bytes | None
+    _timestamp_ms: int | None = None  # None: the message carries no timestamp
 
     def topic(self) -> str:
         return self._topic
@@ -56,6 +58,13 @@ class FakeMessage:
     def error(self) -> None:
         return None
 
+    def timestamp(self) -> tuple[int, int]:
+        return (
+            (TIMESTAMP_NOT_AVAILABLE, 0)
+            if self._timestamp_ms is None
+            else (TIMESTAMP_CREATE_TIME, self._timestamp_ms)
+        )
+
 
 class FakeSource:
     """An in-memory Kafka with librdkafka's fetch behaviour: assigned partitions deliver in order."""
@@ -63,15 +72,17 @@ class FakeSource:
     def __init__(self, partitions: dict[str, int]) -> None:
         self.partitions = partitions
         self.logs: dict[TP, list[bytes | None]] = {}
+        self.times: dict[TP, list[int | None]] = {}  # each message's timestamp (ms), None: none
         self.low: dict[TP, int] = {}
         self.positions: dict[TP, int] = {}
         self.paused: set[TP] = set()
         self.calls: dict[str, int] = {"high": 0, "low": 0, "cached": 0, "poll": 0, "position": 0}
         self.closed = False
 
-    def append(self, topic: str, partition: int, value: bytes | None) -> int:
+    def append(self, topic: str, partition: int, value: bytes | None, timestamp_ms: int | None = None) -> int:
         log = self.logs.setdefault((topic, partition), [])
         log.append(value)
+        self.times.setdefault((topic, partition), []).append(timestamp_ms)
         return len(log) - 1
 
     def partition_count(self, topic: str) -> int:
@@ -110,7 +121,11 @@ class FakeSource:
                 continue
             log = self.logs.get(tp, [])
             take = log[pos : pos + max_messages - len(out)]
-            out += [FakeMessage(tp[0], tp[1], pos + i, v) for i, v in enumerate(take)]
+            times = self.times.get(tp, [])[pos : pos + len(take)]
+            out += [
+                FakeMessage(tp[0], tp[1], pos + i, v, t)
+                for i, (v, t) in enumerate(zip(take, times, strict=True))
+            ]
             self.positions[tp] = pos + len(take)
         return out
 

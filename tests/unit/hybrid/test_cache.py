@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import timedelta
+
 import numpy as np
 import polars as pl
 
@@ -8,7 +10,7 @@ from k2.hybrid.cache import NEVER_COMMITTED, TailCache
 from k2.hybrid.decoder import TailDecoder
 from k2.schemas import encode_batch
 from k2.stream.control import EXPIRE_MARKER
-from tests.unit.hybrid.conftest import FakeSource, ticks
+from tests.unit.hybrid.conftest import T0, FakeSource, ticks
 
 T = "k2.trades"
 
@@ -160,3 +162,22 @@ def test_the_tail_skips_expire_markers_without_counting_them_as_dead_letters() -
     decoded = TailDecoder(300.0).decode("trades", values, np.zeros(4, np.int32), np.arange(4, dtype=np.int64))
     assert decoded.rows["kafka_offset"].to_list() == [0, 2, 3]
     assert decoded.dead_letters == 0
+
+
+def test_the_tail_judges_the_future_by_each_message_time_as_the_pipeline_does() -> None:
+    """The boundary stays exact only if the tail drops the rows the pipeline dead-letters: both
+    judge "in the future" against the message's own time, never their own clocks."""
+    source = FakeSource({T: 1})
+    values = encode_batch("trades", ticks("trades", ["BHP"] * 3, [1, 2, 3]))  # at T0, T0+1 s, T0+2 s
+    early_ms = int((T0 - timedelta(hours=1)).timestamp() * 1000)  # produced an hour before them
+    for value, stamp in zip(values, [early_ms, int(T0.timestamp() * 1000), None], strict=True):
+        source.append(T, 0, value, stamp)
+    part = cache(source).read({(T, 0): 0}).parts[(T, 0)]
+    assert offsets(part.frames) == [1, 2]  # offset 2 has no time: judged by the clock, valid
+    assert part.end == 3  # the dropped tick still takes its offset
+
+
+def test_the_decoder_without_message_times_judges_by_the_clock() -> None:
+    values: list[bytes | None] = list(encode_batch("trades", ticks("trades", ["BHP"] * 2, [1, 2])))
+    decoded = TailDecoder(300.0).decode("trades", values, np.zeros(2, np.int32), np.arange(2, dtype=np.int64))
+    assert decoded.rows["kafka_offset"].to_list() == [0, 1] and decoded.dead_letters == 0

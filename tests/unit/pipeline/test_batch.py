@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import polars as pl
 import pytest
 from confluent_kafka import KafkaError, Message
@@ -16,7 +18,7 @@ from k2.schemas import encode_batch
 from k2.schemas.validate import Validator
 from k2.state.errors import StateStoreError
 from k2.stream.control import EXPIRE_MARKER, marker_key
-from tests.unit.pipeline.fakes import FakeProducer, FakeSpill, RecordingChecks, sink, ticks, trades_schema
+from tests.unit.pipeline.fakes import T0, FakeProducer, FakeSpill, RecordingChecks, sink, ticks, trades_schema
 
 SOURCE, SPILL = "k2.trades", "k2.spill.trades"
 GAPS_SCHEMA = (
@@ -148,3 +150,26 @@ def test_a_tombstone_is_dead_lettered_not_a_row() -> None:
     rig.process([*messages(SOURCE, 0, 0, good), Message(topic=SOURCE, partition=0, offset=1, value=None)])
     assert [letter.value for letter in rig.producer.dead_letters] == [b""]
     assert rig.trades.rows == 1 and rig.checkpoint.read_end == {(SOURCE, 0): 2}
+
+
+def test_the_future_is_judged_against_the_message_time_so_a_replay_years_later_agrees() -> None:
+    """Ticks of 2024 read today: the message says they were produced an hour before their exchange
+    time, so they are in the future however late they are read; the wall clock used to pass them."""
+    payloads = encode_batch("trades", ticks(["BHP"] * 3, [1, 2, 3]))
+    produced_ms = int((T0 - timedelta(hours=1)).timestamp() * 1000)
+    stamps = [produced_ms, int(T0.timestamp() * 1000), produced_ms]
+    batch = [
+        Message(topic=SOURCE, partition=0, offset=i, value=v, key=b"BHP", timestamp=(1, stamp))
+        for i, (v, stamp) in enumerate(zip(payloads, stamps, strict=True))
+    ]
+    rig = Rig()
+    rig.process(batch)
+    assert [(letter.source, letter.reason) for letter in rig.producer.dead_letters] == [
+        ("topic=k2.trades partition=0 offset=0", "exchange time is in the future"),
+        ("topic=k2.trades partition=0 offset=2", "exchange time is in the future"),
+    ]
+    assert rig.trades.rows == 1 and rig.checkpoint.read_end == {(SOURCE, 0): 3}
+    frozen = rig.checkpoint.freeze()
+    assert frozen is not None
+    frozen.commit()
+    assert "_message_ts" not in rig.table.rows.columns  # judged by, never written

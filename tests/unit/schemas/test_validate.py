@@ -8,7 +8,7 @@ from decimal import Decimal
 import polars as pl
 
 from k2 import schemas
-from k2.schemas.validate import Validator
+from k2.schemas.validate import MESSAGE_TS, Validator, with_message_times
 
 NOW = datetime(2024, 3, 11, 12, 0, tzinfo=UTC)
 
@@ -75,3 +75,20 @@ def test_quotes_allow_crossed_and_one_sided_books() -> None:
         schema=schemas.frame_schema("quotes"),
     )  # fmt: skip
     assert Validator(300).reasons("quotes", frame, NOW).to_list() == [None, None, "quote prices must be >= 0"]
+
+
+def test_the_future_is_judged_against_each_rows_message_time_not_the_readers_clock() -> None:
+    """A replay days later reaches the first read's verdict: the message's time does not move."""
+    produced = NOW - timedelta(hours=2)  # the message's timestamp
+    frame = _trades(exchange_ts=[produced + timedelta(seconds=299), produced + timedelta(seconds=301), NOW])
+    times_us = [int(produced.timestamp() * 1_000_000)] * 2 + [-1]  # the last message has no timestamp
+    judged = with_message_times(frame, times_us)
+    assert judged[MESSAGE_TS].to_list() == [produced, produced, None]
+    for reader_now in (NOW, NOW + timedelta(days=30)):
+        assert Validator(300).reasons("trades", judged, reader_now).to_list() == [
+            None,
+            "exchange time is in the future",  # 301 s ahead of its message, however late it is read
+            None,  # no message time: the reader's clock stands in
+        ]
+    # the same rows without message times: judged by the reader's clock alone, as before
+    assert Validator(300).reasons("trades", frame, NOW).to_list() == [None, None, None]

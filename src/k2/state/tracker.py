@@ -252,7 +252,8 @@ class SequenceTracker:
         A key is simple when its ticks are one session, each one above the previous, starting at
         its stored mark + 1 (a key never stored counts as mark 0 of the batch's session, so it must
         start at 1), no young hole of it gets recorded by this batch and its partition clock does
-        not sweep it (a key the clock names but that was never stored is new, as it always was). Its new state is the stored one (or a new clean one) with the batch's last
+        not sweep it (a key the clock names is folded even if never stored, so that its entry leaves
+        the clock's young-hole index as the fold removes it). Its new state is the stored one (or a new clean one) with the batch's last
         sequence as mark: exactly what folding its ticks one by one gives, with no verdict other
         than in_order and no event. Everything per key here is a C-level loop (``map``,
         ``np.fromiter``, comprehensions over the selected keys), not a Python branch per key.
@@ -264,8 +265,8 @@ class SequenceTracker:
         session = np.fromiter((st[0] if st is not None else -(2**40) for st in sts), np.int64, n)
         fast = groups.simple & (groups.vfirst == hwm + 1) & (~known | (session == groups.vsession))
         due = {} if times is None else times.due
-        if due:  # a stored key its partition clock sweeps is folded (as before: only stored ones)
-            fast &= ~(known & np.fromiter((k in due for k in keys), bool, n))
+        if due:  # a key its partition clock sweeps is folded, stored or not: the fold drops its entry
+            fast &= ~np.fromiter((k in due for k in keys), bool, n)
         # keys with ranges: fast only if none of their young holes is recorded by this batch
         ranged = np.flatnonzero(fast & np.fromiter((st is not None and bool(st[2]) for st in sts), bool, n))
         if ranged.size:

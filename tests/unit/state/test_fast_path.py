@@ -33,7 +33,7 @@ from k2.state.model import (
     plain_state,
 )
 from k2.state.tracker import SequenceTracker
-from tests.unit.state.streams import T0, faulty_stream, stream_batch
+from tests.unit.state.streams import D0, T0, faulty_stream, stream_batch
 
 
 class _Counting(SequenceTracker):
@@ -162,3 +162,19 @@ def test_decode_states_refuses_what_decode_state_refuses() -> None:
         decode_states([bytes(claims_a_range), plain])
     with pytest.raises((ValueError, struct.error)):  # as decode_state does
         decode_states([plain[:20]])
+
+
+def test_a_key_its_clock_names_but_never_stored_leaves_the_clock_as_the_fold_leaves_it() -> None:
+    """Found by review: a key the partition clock's young-hole index names as due, with no stored
+    state (lost from the store), kept its stale entry on the fast path; the fold drops it."""
+    rows = [("XNAS", "S1", D0, 1), ("XNAS", "S1", D0, 2), ("XNAS", "S2", D0, 1)]
+    batch = stream_batch(rows, [T0 + 60_000_000, T0 + 60_001_000, T0 + 60_002_000])
+    batch = batch.with_columns(pl.lit(0, pl.Int32).alias("_partition"))
+    clocks = {("trades", 0): PartitionClock(T0, (("XNAS", "S1", T0),))}  # aged 60 s later at a 1 s bound
+    fast = SequenceTracker("trades", reorder_window=4, reorder_timeout=1.0)
+    slow = SequenceTracker("trades", reorder_window=4, reorder_timeout=1.0)
+    slow._fast_path = False
+    got, want = fast.classify(batch, {}, clocks), slow.classify(batch, {}, clocks)
+    assert got.verdicts.to_list() == want.verdicts.to_list()
+    assert got.states == want.states
+    assert got.clocks == want.clocks

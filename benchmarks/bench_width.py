@@ -24,6 +24,7 @@ the symbols: 1.797 B per id at 0.1 % (17.1 MiB for the default 10 M).
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 import time
@@ -122,8 +123,11 @@ def _run(store: SequenceStore, frame: pl.DataFrame, reopen: Callable[[], Sequenc
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = argv if argv is not None else sys.argv[1:]
-    quick = "--quick" in args
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="half the ticks (about 15 minutes with the e2e part)")
+    parser.add_argument("--state-only", action="store_true", help="skip the end-to-end part (Kafka, Iceberg)")
+    opts = parser.parse_args(argv)
+    quick = opts.quick
     sizes = [(1_000, 300_000), (50_000, 600_000), (1_000_000, 3_000_000)]
     if quick:
         sizes = [(1_000, 150_000), (50_000, 300_000), (1_000_000, 1_500_000)]
@@ -133,8 +137,8 @@ def main(argv: list[str] | None = None) -> None:
             frame = feed(symbols, ticks)
             keys = frame["symbol"].n_unique()
             d = Path(tmp) / f"emb{symbols}"
-            emb = EmbeddedSequenceStore(d)
-            r = run(emb, frame, partial(EmbeddedSequenceStore, d))
+            emb = EmbeddedSequenceStore(d, preload=True)  # as the pipeline opens it
+            r = run(emb, frame, partial(EmbeddedSequenceStore, d, preload=True))
             emb.close()
             size = sum(f.stat().st_size for f in d.glob("sequence.sqlite*"))
             rows.append(("embedded", symbols, keys, r, size / keys))
@@ -166,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{tag}_gaps": r["gaps"], f"{tag}_detection_p50_s": r["p50"], f"{tag}_detection_p99_s": r["p99"],
         }  # fmt: skip
     notes = "state only: load + classify + commit, time bound on, the pipeline's GC policy"
-    if "--state-only" not in args:
+    if not opts.state_only:
         e2e_sizes = [(1_000, 1_000_000), (50_000, 1_000_000), (1_000_000, 2_000_000)]
         if quick:
             e2e_sizes = [(1_000, 300_000), (50_000, 300_000), (1_000_000, 600_000)]

@@ -401,6 +401,13 @@ class StateSettings(_Section):
     dedup_generations: int = Field(4, ge=2, le=48, description="Bloom generations covering the window.")
     bloom_capacity: int = Field(10_000_000, ge=1000, description="Expected keys per window.")
     bloom_error_rate: float = Field(0.001, gt=0, lt=0.5)
+    fold_rows: int = Field(
+        16,
+        ge=2,
+        description="Embedded: sequence-state commits kept as log rows before a background fold moves "
+        "the oldest half into per-key rows (docs/state.md). More: fewer keys written, a longer replay "
+        "on restart.",
+    )
 
 
 class ApiSettings(_Section):

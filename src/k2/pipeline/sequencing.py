@@ -25,7 +25,7 @@ def sequence_checks(settings: Settings) -> StateChecks:
     """
     state = settings.state
     redis, data_dir = namespace_state(settings)
-    store = open_sequence_store(state, redis, data_dir, commit_mode=state.redis_commit)
+    store = open_sequence_store(state, redis, data_dir, commit_mode=state.redis_commit, preload=True)
     openers: dict[str, DedupOpener] = {}
     if state.dedup:
         for kind in TICK_TABLES:

@@ -30,16 +30,22 @@ def namespace_state(settings: Settings) -> tuple[RedisSettings, Path]:
 
 
 def open_sequence_store(
-    settings: StateSettings, redis: RedisSettings, data_dir: Path, *, commit_mode: CommitMode = "watch"
+    settings: StateSettings,
+    redis: RedisSettings,
+    data_dir: Path,
+    *,
+    commit_mode: CommitMode = "watch",
+    preload: bool = False,
 ) -> SequenceStore:
-    """The configured sequence store.
+    """The configured sequence store; ``preload``: the embedded one reads every state on first use
+    (the pipeline, which touches most keys; not a reader of a few).
 
     Raises:
         StateStoreError: the embedded file cannot be opened (Redis connects lazily, on first use).
     """
     if settings.backend == "redis":
         return RedisSequenceStore(redis, commit_mode=commit_mode)
-    return EmbeddedSequenceStore(state_dir(data_dir))
+    return EmbeddedSequenceStore(state_dir(data_dir), preload=preload, fold_at=settings.fold_rows)
 
 
 def open_dedup_store(

@@ -90,3 +90,13 @@ def test_what_a_benchmark_left_in_reference_cycles_is_collected_before_the_next(
         for name in [m for m in sys.modules if m.split(".")[0] == "cyclebench"]:
             del sys.modules[name]
     assert [o.error for o in outcomes] == [None, None]
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in BENCH_DIR.glob("bench_*.py")))
+def test_help_prints_usage_and_runs_nothing(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--help`` must explain, not start: bench_width once ran its whole 20-minute benchmark."""
+    module = __import__(f"benchmarks.{name}", fromlist=["main"])
+    with pytest.raises(SystemExit) as info:
+        module.main(["--help"])
+    assert info.value.code == 0
+    assert "usage" in capsys.readouterr().out.lower()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from k2.state.base import PartitionToken
@@ -76,3 +79,162 @@ def test_damaged_pages_are_corrupt_too(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
     with pytest.raises(StateCorruptError):
         _Sqlite(path, schema).query("SELECT count(*), sum(length(v)) FROM t")
+
+
+# --- the commit log and its fold -------------------------------------------------------------
+
+
+def _reference_run(tmp_path: Path, seed: int, fold_at: int) -> None:
+    """Random commits by one store, loads by it and by a second object (another process), folds
+    by the writer's thread and by hand: every load equals the fold of every commit so far."""
+    rng = np.random.default_rng(seed)
+    keys = [("trades", "ASX", f"S{i}") for i in range(60)]
+    writer = EmbeddedSequenceStore(tmp_path, preload=True, fold_at=fold_at)
+    reader = EmbeddedSequenceStore(tmp_path, fold_at=fold_at)
+    truth: dict[tuple[str, str, str], KeyState] = {}
+    token = None
+    for step in range(120):
+        chosen = rng.choice(len(keys), size=int(rng.integers(1, 25)), replace=False)
+        states = {keys[i]: KeyState(19_800, step * 100 + int(i)) for i in chosen}
+        if step % 7 == 0:  # now and then a state with ranges (not the 33-byte fast path)
+            states[keys[0]] = KeyState(19_800, step + 50, ((step + 1, step + 2, 0, 0, step),))
+        writer.commit(states, [PartitionToken("t", 0, token, step + 1)])
+        token = step + 1
+        truth.update(states)
+        if step % 5 == 0:
+            assert writer.fold() >= 0
+        probe = [keys[i] for i in rng.choice(len(keys), size=10, replace=False)]
+        expected = {k: truth[k] for k in probe if k in truth}
+        assert writer.load(probe) == expected
+        if step % 3 == 0:
+            assert reader.load(probe) == expected
+    writer.close()
+    with EmbeddedSequenceStore(tmp_path, preload=True) as again:
+        assert again.load(keys) == truth
+    with EmbeddedSequenceStore(tmp_path) as lazy:
+        assert lazy.load(keys) == truth
+    reader.close()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_log_and_fold_read_as_the_commits_they_hold(tmp_path: Path, seed: int) -> None:
+    _reference_run(tmp_path, seed, fold_at=4)
+
+
+def test_fold_moves_the_oldest_rows_and_leaves_keys_named_again_to_newer_rows(tmp_path: Path) -> None:
+    a, b = ("trades", "ASX", "A"), ("trades", "ASX", "B")
+    with EmbeddedSequenceStore(tmp_path, fold_at=4) as store:
+        store._start_folder = lambda: None  # type: ignore[method-assign]  # fold by hand only
+        for i in range(4):
+            store.commit({a: KeyState(1, i + 1), b: KeyState(1, 10)} if i == 0 else {a: KeyState(1, i + 1)},
+                         [PartitionToken("t", 0, i or None, i + 1)])  # fmt: skip
+        assert store.fold() == 2
+        rows = dict(store._db.query("SELECT k, v FROM seq_state"))
+        assert set(rows) == {"trades\x1fASX\x1fB"}  # a is named again by a kept row: left to it
+        assert store._db.query("SELECT count(*) FROM seq_log") == [(2,)]
+        assert store.fold() == 0  # below fold_at again
+        assert store.load([a, b]) == {a: KeyState(1, 4), b: KeyState(1, 10)}
+
+
+def test_a_reader_behind_a_fold_starts_again(tmp_path: Path) -> None:
+    key = ("trades", "ASX", "BHP")
+    writer = EmbeddedSequenceStore(tmp_path, fold_at=2)
+    writer._start_folder = lambda: None  # type: ignore[method-assign]
+    reader = EmbeddedSequenceStore(tmp_path)
+    writer.commit({key: KeyState(1, 1)}, [PartitionToken("t", 0, None, 1)])
+    assert reader.load([key]) == {key: KeyState(1, 1)}
+    for i in range(1, 4):  # rows the reader never saw, folded away before it looks again
+        writer.commit({key: KeyState(1, i + 1)}, [PartitionToken("t", 0, i, i + 1)])
+        writer.fold()
+    assert reader.load([key]) == {key: KeyState(1, 4)}
+    writer.close()
+    reader.close()
+
+
+def test_preloaded_store_answers_unknown_keys_without_a_query(tmp_path: Path) -> None:
+    known = ("trades", "ASX", "BHP")
+    with EmbeddedSequenceStore(tmp_path) as first:
+        first.commit({known: KeyState(1, 5)}, [PartitionToken("t", 0, None, 1)])
+        first.fold()
+    with EmbeddedSequenceStore(tmp_path, preload=True) as store:
+        assert store.load([known]) == {known: KeyState(1, 5)}
+        statements: list[str] = []
+        store._db.db.set_trace_callback(statements.append)
+        unknown = [("trades", "ASX", f"N{i}") for i in range(100)]
+        assert store.load(unknown) == {}
+        assert not [s for s in statements if "seq_state" in s], statements
+
+
+def test_codes_holding_the_separators_round_trip(tmp_path: Path) -> None:
+    odd = {("trades", "A\x1eX", "B\x1fH\x1eP"): KeyState(1, 3), ("trades", "ASX", "[x"): KeyState(1, 4)}
+    with EmbeddedSequenceStore(tmp_path, fold_at=2) as store:
+        store._start_folder = lambda: None  # type: ignore[method-assign]
+        store.commit(odd, [PartitionToken("t", 0, None, 1)])
+        store.commit({("trades", "ASX", "C"): KeyState(1, 1)}, [PartitionToken("t", 0, 1, 2)])
+        assert store.fold() == 1
+    with EmbeddedSequenceStore(tmp_path, preload=True) as store:
+        assert store.load(list(odd)) == odd
+    with EmbeddedSequenceStore(tmp_path) as store:
+        assert store.load(list(odd)) == odd
+
+
+def test_a_damaged_log_row_is_corrupt(tmp_path: Path) -> None:
+    key = ("trades", "ASX", "BHP")
+    with EmbeddedSequenceStore(tmp_path) as store:
+        store.commit({key: KeyState(1, 1)}, [PartitionToken("t", 0, None, 1)])
+        with store._db.transaction() as db:
+            db.execute("UPDATE seq_log SET vals = x'00'")
+    with EmbeddedSequenceStore(tmp_path) as store, pytest.raises(StateCorruptError, match="sequence log row"):
+        store.load([key])
+
+
+def test_the_background_fold_keeps_the_log_short(tmp_path: Path) -> None:
+    with EmbeddedSequenceStore(tmp_path, fold_at=4) as store:
+        for i in range(40):
+            store.commit(
+                {("trades", "ASX", f"S{i}"): KeyState(1, 1)}, [PartitionToken("t", 0, i or None, i + 1)]
+            )
+        deadline = time.monotonic() + 30
+        while store._db.query("SELECT count(*) FROM seq_log")[0][0] >= 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert store._db.query("SELECT count(*) FROM seq_log")[0][0] < 4
+        assert store._db.query("SELECT count(*) FROM seq_state")[0][0] >= 36
+
+
+def test_two_folders_racing_lose_no_state(tmp_path: Path) -> None:
+    """Two processes' folders (two store objects, own connections) fold in small chunks while a
+    third commits: every key reads as its last commit, whoever folded what."""
+    keys = [("trades", "ASX", f"S{i}") for i in range(300)]
+    rng = np.random.default_rng(5)
+    writer = EmbeddedSequenceStore(tmp_path, fold_at=4)
+    writer._start_folder = lambda: None  # type: ignore[method-assign]
+    folders = [EmbeddedSequenceStore(tmp_path, fold_at=4) for _ in range(2)]
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def fold_forever(store: EmbeddedSequenceStore) -> None:
+        try:
+            while not stop.is_set():
+                store.fold(chunk=7)
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=fold_forever, args=(f,)) for f in folders]
+    for t in threads:
+        t.start()
+    truth: dict[tuple[str, str, str], KeyState] = {}
+    for step in range(150):
+        chosen = rng.choice(len(keys), size=40, replace=False)
+        states = {keys[i]: KeyState(19_800, step * 1_000 + int(i)) for i in chosen}
+        writer.commit(states, [PartitionToken("t", 0, step or None, step + 1)])
+        truth.update(states)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    writer.close()
+    with EmbeddedSequenceStore(tmp_path) as fresh:
+        assert fresh.load(keys) == truth
+        assert fresh._db.query("SELECT count(*) FROM seq_log")[0][0] < 150  # they did fold
+    for f in folders:
+        f.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import struct
+import sys
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -151,51 +152,99 @@ CREATE TABLE IF NOT EXISTS seq_tokens (
   ns TEXT NOT NULL, topic TEXT NOT NULL, part INTEGER NOT NULL, next_offset INTEGER NOT NULL,
   PRIMARY KEY (ns, topic, part)) WITHOUT ROWID;
 """
-_FOLDED = "SELECT value FROM seq_meta WHERE name = 'folded_through'"
+
+
+def _meta(db: sqlite3.Connection, name: str) -> int:
+    row = db.execute("SELECT value FROM seq_meta WHERE name = ?", (name,)).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _folded(db: sqlite3.Connection) -> int:
     """The newest log row folded into ``seq_state`` (0: none yet)."""
-    row = db.execute(_FOLDED).fetchone()
-    return int(row[0]) if row else 0
+    return _meta(db, "folded_through")
 
 
 _SIZE = np.dtype("<u4")
 
 
+def _name(key: StateKey) -> str:
+    """A key as ``seq_state`` and the log spell it: the fields joined by ``_SEP``, or JSON when a
+    field holds a separator (JSON escapes control characters; kinds are words, so a joined name
+    never starts with "[")."""
+    joined = _SEP.join(key)
+    if joined.count(_SEP) == 2 and _RS not in joined and not joined.startswith("["):
+        return joined
+    return json.dumps(list(key))
+
+
+def _names(keys: Sequence[StateKey]) -> str:
+    """:func:`_name` of every key, joined by ``_RS``; C-level joins when no code holds a separator."""
+    text = _RS.join(map(_SEP.join, keys))
+    n = len(keys)
+    if (
+        text.count(_RS) == n - 1
+        and text.count(_SEP) == 2 * n
+        and not text.startswith("[")
+        and _RS + "[" not in text
+    ):
+        return text
+    return _RS.join(map(_name, keys))
+
+
+def _keys(path: Path, names: list[str]) -> list[StateKey]:
+    """Inverse of :func:`_name` for many names; kinds and exchanges interned (a few distinct
+    strings shared by every key instead of a copy per key: ~100 B a key at 1 M keys).
+
+    Raises:
+        StateCorruptError: a name is not a key.
+    """
+    intern = sys.intern
+    if not any(n.startswith("[") for n in names):
+        out = [tuple(n.split(_SEP)) for n in names]
+        if any(len(k) != 3 for k in out):
+            raise StateCorruptError(path, "sequence state key without three fields")
+        return [(intern(k), intern(e), s) for k, e, s in out]
+    keys: list[StateKey] = []
+    for n in names:
+        try:
+            fields = json.loads(n) if n.startswith("[") else n.split(_SEP)
+        except ValueError as exc:
+            raise StateCorruptError(path, f"sequence state key: {exc}") from exc
+        if not isinstance(fields, list) or len(fields) != 3 or not all(isinstance(f, str) for f in fields):
+            raise StateCorruptError(path, f"sequence state key {n[:60]!r}")
+        keys.append((intern(fields[0]), intern(fields[1]), fields[2]))
+    return keys
+
+
 def _log_record(states: Mapping[StateKey, KeyState]) -> tuple[int, str, bytes, bytes]:
-    """One commit's states as one log row: keys as a JSON array, values concatenated with sizes."""
+    """One commit's states as one log row: the keys' names joined, the values concatenated, their sizes."""
     values = encode_states(states.values())
     sizes = np.fromiter(map(len, values), _SIZE, len(values)).tobytes()
-    n = len(values)
-    keys = _RS.join(map(_SEP.join, states))  # C-level joins: ~10x cheaper than json.dumps here
-    if keys.count(_RS) != n - 1 or keys.count(_SEP) != 2 * n:  # a code holding a separator: JSON
-        keys = json.dumps(list(states), separators=(",", ":"))
-    return n, keys, sizes, b"".join(values)
+    return len(values), _names(list(states)), sizes, b"".join(values)
 
 
-def _log_keys(path: Path, n: int, keys: str) -> list[str]:
-    """The keys of a log row as ``seq_state`` spells them (fields joined by ``_SEP``).
+def _log_keys(path: Path, n: int, keys: object) -> list[str]:
+    """The key names of a log row (as ``seq_state`` spells them).
 
     Raises:
         StateCorruptError: the row does not hold ``n`` keys.
     """
-    try:
-        # JSON if a code held a separator (kinds are words, so a joined record never starts with "[")
-        names = [_SEP.join(k) for k in json.loads(keys)] if keys.startswith("[") else keys.split(_RS)
-    except (ValueError, TypeError) as exc:
-        raise StateCorruptError(path, f"sequence log row: {exc}") from exc
+    if not isinstance(keys, str):
+        raise StateCorruptError(path, f"sequence log row: keys stored as {type(keys).__name__}")
+    names = keys.split(_RS)
     if len(names) != n:
         raise StateCorruptError(path, f"sequence log row of {n} states holds {len(names)} keys")
     return names
 
 
-def _log_values(path: Path, n: int, sizes: bytes, vals: bytes) -> list[bytes]:
+def _log_values(path: Path, n: int, sizes: object, vals: object) -> list[bytes]:
     """The encoded states of a log row.
 
     Raises:
         StateCorruptError: the row does not hold ``n`` values.
     """
+    if not isinstance(sizes, bytes) or not isinstance(vals, bytes):
+        raise StateCorruptError(path, "sequence log row: sizes or values not stored as bytes")
     try:
         ends = np.cumsum(np.frombuffer(sizes, _SIZE), dtype=np.int64).tolist()
     except ValueError as exc:
@@ -205,11 +254,6 @@ def _log_values(path: Path, n: int, sizes: bytes, vals: bytes) -> list[bytes]:
             path, f"sequence log row of {n} states holds {len(ends)} sizes, {len(vals)} bytes"
         )
     return [vals[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
-
-
-def _split(names: list[str]) -> list[StateKey]:
-    sep = _SEP
-    return [tuple(k.split(sep, 2)) for k in names]  # type: ignore[misc]
 
 
 class EmbeddedSequenceStore(SequenceStore):
@@ -270,8 +314,7 @@ class EmbeddedSequenceStore(SequenceStore):
         found = list(map(cache.get, keys))
         out = {k: v for k, v in zip(keys, found, strict=True) if v is not None}
         if len(out) < len(keys) and not self._complete:
-            sep = _SEP
-            wanted = {sep.join(k): k for k, v in zip(keys, found, strict=True) if v is None}
+            wanted = {_name(k): k for k, v in zip(keys, found, strict=True) if v is None}
             rows = db.execute(
                 "SELECT k, v FROM seq_state WHERE k IN (SELECT value FROM json_each(?))",
                 (json.dumps(list(wanted)),),
@@ -290,21 +333,18 @@ class EmbeddedSequenceStore(SequenceStore):
             self._forget()
         if self._preload and not self._complete:  # the whole table, then the whole log over it
             self._forget()
-            rows = db.execute("SELECT k, v FROM seq_state").fetchall()
-            sep = _SEP
-            self._cache.update(
-                zip(
-                    [tuple(k.split(sep, 2)) for k, _ in rows], self._decode([v for _, v in rows]), strict=True
-                )
-            )
+            cursor = db.execute("SELECT k, v FROM seq_state")
+            while chunk := cursor.fetchmany(100_000):  # not fetchall: ~190 B a key more at the peak
+                names = _keys(self._db.path, [k for k, _ in chunk])
+                self._cache.update(zip(names, self._decode([v for _, v in chunk]), strict=True))
             self._complete = True
         rows = db.execute(
             "SELECT id, n, keys, sizes, vals FROM seq_log WHERE id > ? ORDER BY id", (self._log_seen,)
         ).fetchall()
+        path = self._db.path
         for log_id, n, keys, sizes, vals in rows:
-            path = self._db.path
-            names, values = _split(_log_keys(path, n, keys)), _log_values(path, n, sizes, vals)
-            self._cache.update(zip(names, self._decode(values), strict=True))
+            states = self._decode(_log_values(path, n, sizes, vals))
+            self._cache.update(zip(_keys(path, _log_keys(path, n, keys)), states, strict=True))
             self._log_seen = log_id
         self._log_seen = max(self._log_seen, folded)
 
@@ -355,39 +395,54 @@ class EmbeddedSequenceStore(SequenceStore):
                 self._log_seen = log_id
             if not self._use_cache:
                 self._forget()
-        if backlog >= self._fold_at:
-            self._start_folder()
+            if backlog >= self._fold_at:
+                self._start_folder()
 
     def _start_folder(self) -> None:
-        if self._folder is None:
+        """Wake the folder, starting it (again, if it died) first; under ``_guard``."""
+        if not self._closing and (self._folder is None or not self._folder.is_alive()):
             self._folder = threading.Thread(target=self._fold_loop, name="k2-state-fold", daemon=True)
             self._folder.start()
         self._wake.set()
 
     def _fold_loop(self) -> None:
-        """Fold the oldest half of the log whenever it reaches ``fold_at`` rows (own connection)."""
-        folder = _Sqlite(self._db.path, _SEQ_SCHEMA)
-        try:
-            while not self._closing:
+        """Fold whenever woken, until closed (own connection). A failing file is retried with a
+        backoff up to 30 s (the log just grows meanwhile; readers still see every commit); a
+        damaged one stops the thread, and the next load or commit raises it to the pipeline."""
+        folder: _Sqlite | None = None
+        backoff = 0.0
+        while not self._closing:
+            if not backoff:
                 self._wake.wait()
                 self._wake.clear()
+            try:
+                folder = folder or _Sqlite(self._db.path, _SEQ_SCHEMA)
                 while not self._closing and self.fold(folder) > 0:
                     pass
-        except (StateStoreError, StateCorruptError) as exc:
-            log.warning("sequence state fold stopped; the log keeps growing until a restart", error=str(exc))
-        finally:
+                backoff = 0.0
+            except StateStoreError as exc:
+                backoff = min(30.0, backoff * 2 or 0.5)
+                log.warning("sequence state fold failed; retrying", error=str(exc), retry_in_s=backoff)
+                self._wake.wait(backoff)
+            except StateCorruptError as exc:
+                log.error("sequence state fold stopped: the file is damaged", error=str(exc))
+                break
+        if folder is not None:
             folder.close()
 
     def fold(self, conn: _Sqlite | None = None, *, chunk: int = 2_000) -> int:
-        """If the log holds ``fold_at`` rows or more, fold all but the newest ``fold_at // 2`` into
-        ``seq_state`` (the latest value per key; a key that a kept row names again is left to that
-        row); return the rows folded (0 if another process folded them first). Public for tests and
-        tools; the background thread calls it.
+        """If the log holds ``fold_at`` rows or more, fold the oldest (all but the newest
+        ``fold_at // 2``, at most ``2 * fold_at``) into ``seq_state``: the latest value per key,
+        leaving a key that one of the next ``fold_at // 2`` rows names again to that row. Returns the
+        rows folded (0 if another folder took over). Public for tests and tools; the store's
+        background thread calls it.
 
         The keys are written ``chunk`` at a time, each in its own transaction, so that a commit
         never waits for a whole fold (~7,000 keys a batch at 1 M symbols, ~5 µs each): a chunk
-        written changes no key's state while the log still holds its rows. Each transaction first
-        checks that no other folder moved the mark; the last deletes the rows and moves it.
+        written changes no key's state while the log still holds its rows. The first transaction
+        claims the fold (``fold_epoch`` + 1); every later one first checks that no other folder
+        claimed one since, or moved the mark, and stops if so (the newer fold read every row this
+        one did); the last deletes the rows and moves the mark.
 
         Raises:
             StateStoreError: the file failed.
@@ -399,9 +454,12 @@ class EmbeddedSequenceStore(SequenceStore):
             ids = [r[0] for r in db.execute("SELECT id FROM seq_log ORDER BY id").fetchall()]
             if len(ids) < self._fold_at:
                 return 0
-            last = ids[-keep - 1]
+            take = min(len(ids) - keep, 2 * self._fold_at)
+            last, until = ids[take - 1], ids[min(take + keep, len(ids)) - 1]
+            epoch = _meta(db, "fold_epoch") + 1
+            db.execute("INSERT OR REPLACE INTO seq_meta (name, value) VALUES ('fold_epoch', ?)", (epoch,))
             newer: set[str] = set()
-            for n, keys in db.execute("SELECT n, keys FROM seq_log WHERE id > ?", (last,)):
+            for n, keys in db.execute("SELECT n, keys FROM seq_log WHERE id > ? AND id <= ?", (last, until)):
                 newer.update(_log_keys(path, n, keys))
             latest: dict[str, bytes] = {}
             for n, keys, sizes, vals in db.execute(
@@ -409,10 +467,10 @@ class EmbeddedSequenceStore(SequenceStore):
             ):
                 latest.update(zip(_log_keys(path, n, keys), _log_values(path, n, sizes, vals), strict=True))
         rows = [(k, v) for k, v in latest.items() if k not in newer]
-        for start in range(0, len(rows) + 1, chunk):  # + 1: the last transaction may write nothing
+        for start in range(0, max(len(rows), 1), chunk):  # at least one: the last may write nothing
             with sqlite.transaction() as db:
-                if _folded(db) != mark:
-                    return 0  # another folder moved these rows first; what we wrote is older than theirs
+                if _folded(db) != mark or _meta(db, "fold_epoch") != epoch:
+                    return 0  # another folder took over; it covers every row this one read
                 db.executemany(
                     "INSERT OR REPLACE INTO seq_state (k, v) VALUES (?, ?)", rows[start : start + chunk]
                 )
@@ -421,7 +479,7 @@ class EmbeddedSequenceStore(SequenceStore):
                     db.execute(
                         "INSERT OR REPLACE INTO seq_meta (name, value) VALUES ('folded_through', ?)", (last,)
                     )
-        return len(ids) - keep
+        return take
 
     def token(self, topic: str, partition: int) -> int | None:
         rows = self._db.query(

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from k2.state.base import PartitionToken
-from k2.state.embedded import EmbeddedDedupStore, EmbeddedSequenceStore, _Sqlite
+from k2.state.embedded import _SEQ_SCHEMA, EmbeddedDedupStore, EmbeddedSequenceStore, _Sqlite
 from k2.state.errors import StateCorruptError, StateStoreError
 from k2.state.model import KeyState
 from tests.unit.state.contract import DedupStoreContract, SequenceStoreContract
@@ -238,3 +240,136 @@ def test_two_folders_racing_lose_no_state(tmp_path: Path) -> None:
         assert fresh._db.query("SELECT count(*) FROM seq_log")[0][0] < 150  # they did fold
     for f in folders:
         f.close()
+
+
+class _Gated(_Sqlite):
+    """A folder's connection that calls ``hook(i)`` before its i-th transaction."""
+
+    def __init__(self, path: Path, hook: Callable[[int], None]) -> None:
+        super().__init__(path, _SEQ_SCHEMA)
+        self.hook, self.n = hook, 0
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.hook(self.n)
+        self.n += 1
+        with super().transaction() as db:
+            yield db
+
+
+def test_an_older_fold_stops_once_a_newer_one_claims_the_log(tmp_path: Path) -> None:
+    """Found by review: folder A (older view) wrote K's old value after folder B wrote its newer
+    one, then B deleted the row holding the newer value: K read as the old value."""
+    k, x, y, z = (("trades", "ASX", s) for s in "KXYZ")
+    writer = EmbeddedSequenceStore(tmp_path, fold_at=4)
+    writer._start_folder = lambda: None  # type: ignore[method-assign]
+    token: list[int | None] = [None]
+
+    def commit(states: dict[tuple[str, str, str], KeyState]) -> None:
+        nxt = (token[0] or 0) + 1
+        writer.commit(states, [PartitionToken("t", 0, token[0], nxt)])
+        token[0] = nxt
+
+    commit({k: KeyState(1, 1), x: KeyState(1, 1)})  # r1
+    for i in range(3):
+        commit({y: KeyState(1, 10 + i)})  # r2..r4
+    a_read, b_chunk0, a_chunk0, b_done = (threading.Event() for _ in range(4))
+
+    def hook_a(i: int) -> None:
+        if i == 1:  # before A's first chunk: the others commit and B writes its first chunk
+            a_read.set()
+            assert b_chunk0.wait(10)
+        if i == 2:
+            a_chunk0.set()
+            assert b_done.wait(10)
+
+    def hook_b(i: int) -> None:
+        if i == 2:  # B's first chunk written: wait for A's
+            b_chunk0.set()
+            assert a_chunk0.wait(10)
+
+    fa, fb = EmbeddedSequenceStore(tmp_path, fold_at=4), EmbeddedSequenceStore(tmp_path, fold_at=4)
+    ca, cb = _Gated(fa._db.path, hook_a), _Gated(fb._db.path, hook_b)
+
+    def fold_a() -> None:
+        fa.fold(ca, chunk=1)
+        a_chunk0.set()  # if it stopped before its second transaction
+
+    ta = threading.Thread(target=fold_a)
+    ta.start()
+    assert a_read.wait(10)  # A read rows 1..4 (last = 2): it would write K=1, then X=1
+    commit({k: KeyState(1, 5)})  # r5: K's newest state
+    commit({z: KeyState(1, 1)})  # r6
+    commit({z: KeyState(1, 2)})  # r7
+    fb.fold(cb, chunk=1)  # B: rows 1..5
+    b_done.set()
+    ta.join(10)
+    writer.close()
+    assert fa._db.query("SELECT value FROM seq_meta WHERE name = 'folded_through'") == [(5,)]
+    with EmbeddedSequenceStore(tmp_path) as fresh:
+        assert fresh.load([k]) == {k: KeyState(1, 5)}
+    for store, conn in ((fa, ca), (fb, cb)):
+        conn.close()
+        store.close()
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_an_exchange_holding_a_separator_keeps_its_state(tmp_path: Path, cache: bool) -> None:
+    odd = ("trades", "A\x1fX", "BHP")
+    with EmbeddedSequenceStore(tmp_path, cache=cache, fold_at=2) as store:
+        store._start_folder = lambda: None  # type: ignore[method-assign]
+        store.commit({odd: KeyState(1, 3)}, [PartitionToken("t", 0, None, 1)])
+        assert store.load([odd]) == {odd: KeyState(1, 3)}
+        store.commit({("trades", "ASX", "B"): KeyState(1, 1)}, [PartitionToken("t", 0, 1, 2)])
+        assert store.fold() == 1
+    for preload in (True, False):
+        with EmbeddedSequenceStore(tmp_path, preload=preload) as again:
+            assert again.load([odd]) == {odd: KeyState(1, 3)}
+
+
+def test_a_fold_that_fills_whole_chunks_reports_its_rows(tmp_path: Path) -> None:
+    with EmbeddedSequenceStore(tmp_path, fold_at=2) as store:
+        store._start_folder = lambda: None  # type: ignore[method-assign]
+        store.commit({("trades", "ASX", "A"): KeyState(1, 1)}, [PartitionToken("t", 0, None, 1)])
+        store.commit({("trades", "ASX", "B"): KeyState(1, 1)}, [PartitionToken("t", 0, 1, 2)])
+        assert store.fold(chunk=1) == 1
+
+
+def test_the_folder_retries_a_failing_file_and_is_restarted_if_it_stopped(tmp_path: Path) -> None:
+    """Found by review: one StateStoreError (a lock held past the busy timeout) ended the folder
+    for good, and the log then grew without bound."""
+    with EmbeddedSequenceStore(tmp_path, fold_at=2) as store:
+        real = store.fold
+        faults: list[BaseException] = [StateStoreError("database is locked", backend="embedded")] * 2
+
+        def flaky(conn: _Sqlite | None = None, *, chunk: int = 2_000) -> int:
+            if faults:
+                raise faults.pop()
+            return real(conn, chunk=chunk)
+
+        store.fold = flaky  # type: ignore[method-assign]
+
+        def log_rows() -> int:
+            return int(store._db.query("SELECT count(*) FROM seq_log")[0][0])
+
+        def settle() -> None:
+            deadline = time.monotonic() + 30
+            while log_rows() >= 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+        for i in range(2):
+            store.commit(
+                {("trades", "ASX", f"S{i}"): KeyState(1, 1)}, [PartitionToken("t", 0, i or None, i + 1)]
+            )
+        settle()
+        assert log_rows() == 1 and not faults  # folded after two failures and their backoff
+        faults.append(StateCorruptError(tmp_path, "damaged"))  # a damaged file stops the thread
+        for i in range(2, 4):
+            store.commit({("trades", "ASX", f"S{i}"): KeyState(1, 1)}, [PartitionToken("t", 0, i, i + 1)])
+        deadline = time.monotonic() + 30
+        while store._folder is not None and store._folder.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert store._folder is not None and not store._folder.is_alive()
+        store.commit({("trades", "ASX", "S9"): KeyState(1, 1)}, [PartitionToken("t", 0, 4, 5)])
+        settle()  # the next commit started a new folder
+        assert log_rows() == 1

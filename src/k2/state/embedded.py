@@ -17,6 +17,8 @@ import sys
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from itertools import repeat
+from operator import methodcaller
 from pathlib import Path
 from typing import Any
 
@@ -198,12 +200,12 @@ def _keys(path: Path, names: list[str]) -> list[StateKey]:
     Raises:
         StateCorruptError: a name is not a key.
     """
-    intern = sys.intern
-    if not any(n.startswith("[") for n in names):
-        out = [tuple(n.split(_SEP)) for n in names]
-        if any(len(k) != 3 for k in out):
-            raise StateCorruptError(path, "sequence state key without three fields")
-        return [(intern(k), intern(e), s) for k, e, s in out]
+    intern, sep = sys.intern, _SEP
+    if not any(map(str.startswith, names, repeat("["))):
+        try:
+            return [(intern(k), intern(e), s) for k, e, s in map(methodcaller("split", sep), names)]
+        except ValueError as exc:  # not three fields
+            raise StateCorruptError(path, f"sequence state key: {exc}") from exc
     keys: list[StateKey] = []
     for n in names:
         try:

@@ -54,6 +54,9 @@ class Run:
             "K2_REDIS__KEY_PREFIX": f"{tag}:",
             "K2_STATE__BACKEND": backend,
             "K2_STATE__REORDER_WINDOW": str(WINDOW),
+            # embedded: fold the sequence-state log every 2 commits (default 16), so that SIGKILLs
+            # land mid-fold too, not only on the commits a run of a few dozen checkpoints makes
+            "K2_STATE__FOLD_ROWS": "4",
             "K2_LOG__FORMAT": "json",
         }
         # commits of a few thousand rows give a crash many places to land (chosen per seed)

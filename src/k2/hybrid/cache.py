@@ -236,6 +236,9 @@ class TailCache:
     def pump(self) -> int:
         """Decode whatever the consumer has prefetched, without waiting (keeps later reads short)."""
         with self._lock:
+            # Without queries nothing else drops idle partitions: the tails warm-up read grew
+            # with every tick until the cache's bounds (issue #17: the server's RSS).
+            self._evict(self._clock(), keep=set())
             messages = self.source.poll(_BATCH, 0.0)
             if messages:
                 self._ingest(messages, set())

@@ -121,6 +121,16 @@ class PartialCache:
                 _, dropped = self._items.popitem(last=False)
                 self._rows -= dropped.num_rows
 
+    def discard(self, paths: set[str]) -> int:
+        """Drop the partials of ``paths`` under every key (files compacted away); entries dropped."""
+        if not paths:
+            return 0
+        with self._lock:
+            doomed = [k for k in self._items if k[0] in paths]
+            for k in doomed:
+                self._rows -= self._items.pop(k).num_rows
+            return len(doomed)
+
     @property
     def rows(self) -> int:
         return self._rows

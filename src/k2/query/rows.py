@@ -95,6 +95,17 @@ class RowCache:
                 _, dropped = self._items.popitem(last=False)
                 self._rows -= dropped.table.num_rows
 
+    def discard(self, paths: set[str]) -> int:
+        """Drop the entries of ``paths`` (files no kept snapshot holds any more); entries dropped."""
+        with self._lock:
+            dropped = 0
+            for path in paths:
+                item = self._items.pop(path, None)
+                if item is not None:
+                    self._rows -= item.table.num_rows
+                    dropped += 1
+            return dropped
+
     @property
     def rows(self) -> int:
         return self._rows

@@ -101,6 +101,7 @@ class Prefetcher:
         self.budget = min(warm_rows, reader.rows.max_rows // 2) // max(len(tables), 1)
         self.tables: dict[str, TableWarmth] = {name: TableWarmth() for name in tables}
         self._seen: dict[str, set[str]] = {}
+        self._before: dict[str, set[str]] = {}  # the files of the snapshot before the last one
         self._lock = threading.Lock()
 
     def __call__(self, name: str, table: Table) -> None:
@@ -123,8 +124,18 @@ class Prefetcher:
             scan = reader.make_scan(name, table, snap, part.paths.tolist(), part.groups())
             bars_mod.warm_partitions(reader, self.engine.partials, scan, BAR_INTERVAL_US)
             partitions = len(touched)
+        live = files.path_set()
         with self._lock:
-            self._seen[name] = files.path_set()
+            before = self._before.get(name, set())
+            self._before[name], self._seen[name] = seen or set(), live
+        # Files compacted away two snapshots ago: queries of the published snapshot no longer read
+        # them, so their decoded rows and partials go now rather than when the LRU bounds force it
+        # (they filled the caches, the soak's growing RSS). A time-travel query re-reads them.
+        gone = before - (seen or set()) - live
+        if gone:
+            reader.rows.discard(gone)
+            self.engine.partials.discard(gone)
+        with self._lock:
             state = self.tables[name]
             state.snapshot_id = snap.snapshot_id if snap is not None else None
             state.files, state.prepared = len(files), state.prepared + 1

@@ -181,3 +181,17 @@ def test_the_decoder_without_message_times_judges_by_the_clock() -> None:
     values: list[bytes | None] = list(encode_batch("trades", ticks("trades", ["BHP"] * 2, [1, 2])))
     decoded = TailDecoder(300.0).decode("trades", values, np.zeros(2, np.int32), np.arange(2, dtype=np.int64))
     assert decoded.rows["kafka_offset"].to_list() == [0, 1] and decoded.dead_letters == 0
+
+
+def test_the_prefetch_pump_drops_idle_partitions_without_any_query() -> None:
+    source = FakeSource({T: 1})
+    fill(source, 0, 5)
+    clock = Clock()
+    c = cache(source, clock, idle_partition_s=60)
+    c.read({(T, 0): 0})  # warm-up: then no query comes
+    fill(source, 0, 5, first_seq=6)
+    c.pump()
+    assert c.stats()["rows"] == 10
+    clock.now += 61
+    c.pump()  # it used to append every tick to the warmed tail, forever
+    assert c.stats() == {"partitions": 0, "rows": 0, "bytes": 0}

@@ -48,3 +48,17 @@ def test_cache_is_bounded_by_rows() -> None:
     assert cache.rows <= 10 and len(cache) == 2
     assert cache.get("f0") is None and cache.get("f4") is not None
     assert cache.get("f4").window(["A"], 4, 5)[0].num_rows == 4  # type: ignore[union-attr]
+
+
+def test_discard_drops_files_and_their_rows() -> None:
+    from k2.query.partials import PartialCache
+
+    rows = RowCache(100)
+    rows.put("a", FileRows.of(pa.table({"symbol": ["X"], "exchange_ts": pa.array([1], pa.timestamp("us"))})))
+    rows.put("b", FileRows.of(pa.table({"symbol": ["Y"], "exchange_ts": pa.array([2], pa.timestamp("us"))})))
+    assert rows.discard({"a", "zz"}) == 1 and rows.rows == 1 and len(rows) == 1
+    partials = PartialCache(100)
+    partials.put("a", "k1", pa.table({"x": [1, 2]}))
+    partials.put("a", "k2", pa.table({"x": [1]}))
+    partials.put("b", "k1", pa.table({"x": [1]}))
+    assert partials.discard({"a"}) == 2 and partials.rows == 1 and len(partials) == 1

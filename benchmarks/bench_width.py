@@ -123,8 +123,12 @@ def _run(store: SequenceStore, frame: pl.DataFrame, reopen: Callable[[], Sequenc
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="half the ticks (about 15 minutes with the e2e part)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="half the ticks (about 15 minutes with the e2e part)"
+    )
     parser.add_argument("--state-only", action="store_true", help="skip the end-to-end part (Kafka, Iceberg)")
     opts = parser.parse_args(argv)
     quick = opts.quick

@@ -15,6 +15,7 @@ import sqlite3
 import struct
 import sys
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from itertools import repeat
@@ -272,13 +273,14 @@ class EmbeddedSequenceStore(SequenceStore):
 
     In memory: every state this object committed, loaded or read from the log (a write-through
     cache, applied in log order, so another process's commits are seen at the next load). With
-    ``preload`` the first load reads the whole table, and from then on a key absent from memory is
-    known absent without a query (the pipeline's setting; a reader of a few keys leaves it off).
+    ``preload`` the first load starts reading the whole table on a thread of its own; once it has,
+    a key absent from memory is known absent without a query (the pipeline's setting; a reader of
+    a few keys leaves it off).
 
     Args:
         directory: where the SQLite file lives (created if missing).
         cache: keep the cache between calls (disable to measure the file alone).
-        preload: read every state on first use (see above).
+        preload: read every state in the background from the first use (see above).
         fold_at: log rows that start a fold (tests lower it); the oldest half is folded at a time.
     """
 
@@ -296,6 +298,10 @@ class EmbeddedSequenceStore(SequenceStore):
         self._log_seen = 0  # the newest log row applied to the cache
         self._guard = threading.Lock()  # load/commit may run on different threads (pipeline hook)
         self._folder: threading.Thread | None = None
+        self._preloader: threading.Thread | None = None
+        self._preloaded = threading.Event()
+        self._generation = 0  # + 1 whenever the cache is dropped
+        self._preload_after = 0.0  # monotonic time before which a failed preload is not tried again
         self._wake = threading.Event()
         self._closing = False
 
@@ -333,13 +339,12 @@ class EmbeddedSequenceStore(SequenceStore):
         folded = _folded(db)
         if folded > self._log_seen:  # rows this cache never saw are in seq_state now: start again
             self._forget()
-        if self._preload and not self._complete:  # the whole table, then the whole log over it
-            self._forget()
-            cursor = db.execute("SELECT k, v FROM seq_state")
-            while chunk := cursor.fetchmany(100_000):  # not fetchall: ~190 B a key more at the peak
-                names = _keys(self._db.path, [k for k, _ in chunk])
-                self._cache.update(zip(names, self._decode([v for _, v in chunk]), strict=True))
-            self._complete = True
+        idle = self._preloader is None or not self._preloader.is_alive()
+        if self._preload and not self._complete and idle and time.monotonic() >= self._preload_after:
+            self._preloader = threading.Thread(
+                target=self._preload_all, args=(self._generation,), name="k2-state-preload", daemon=True
+            )
+            self._preloader.start()
         rows = db.execute(
             "SELECT id, n, keys, sizes, vals FROM seq_log WHERE id > ? ORDER BY id", (self._log_seen,)
         ).fetchall()
@@ -351,9 +356,60 @@ class EmbeddedSequenceStore(SequenceStore):
         self._log_seen = max(self._log_seen, folded)
 
     def _forget(self) -> None:
-        self._cache.clear()
+        self._cache = {}
         self._complete = False
         self._log_seen = 0
+        self._generation += 1  # a preload started before this must not land
+        self._preloaded.clear()
+
+    def _preload_all(self, generation: int) -> None:
+        """Read every state (the table, then the log over it) on a thread of its own, then make the
+        cache complete; until then loads read the keys they miss, as without ``preload``.
+
+        Why in the background: a restart at 1 M keys reads for seconds, and the pipeline's first
+        batches need only their own keys. Correct to merge late: a key the cache holds is at least
+        as new as the snapshot read here for every log row the cache applied, and the next sync
+        applies the log rows after both in order, so whichever value wins the merge, the key ends
+        at its newest.
+        """
+        states: dict[StateKey, KeyState] = {}
+        try:
+            conn = _Sqlite(self._db.path, _SEQ_SCHEMA)
+            try:
+                with conn.read() as db:
+                    db.execute("BEGIN")
+                    try:
+                        cursor = db.execute("SELECT k, v FROM seq_state")
+                        path = self._db.path
+                        while chunk := cursor.fetchmany(100_000):  # not fetchall: ~190 B a key more
+                            names = _keys(path, [k for k, _ in chunk])
+                            states.update(zip(names, self._decode([v for _, v in chunk]), strict=True))
+                        for _, n, keys, sizes, vals in db.execute(
+                            "SELECT id, n, keys, sizes, vals FROM seq_log ORDER BY id"
+                        ):
+                            decoded = self._decode(_log_values(path, n, sizes, vals))
+                            states.update(zip(_keys(path, _log_keys(path, n, keys)), decoded, strict=True))
+                    finally:
+                        db.execute("COMMIT")
+            finally:
+                conn.close()
+        except (StateStoreError, StateCorruptError) as exc:
+            self._preload_after = time.monotonic() + 30.0
+            log.warning(
+                "sequence state preload failed; keys are read as needed", error=str(exc), retry_in_s=30
+            )
+            return
+        with self._guard:
+            if self._generation != generation or self._closing:
+                return  # the cache was dropped meanwhile (a fold passed it): the next sync starts again
+            states.update(self._cache)  # what the cache holds is at least as new (see above)
+            self._cache = states
+            self._complete = True
+        self._preloaded.set()
+
+    def wait_preloaded(self, timeout: float | None = None) -> bool:
+        """Block until a started preload has made the cache complete (tests, benchmarks)."""
+        return self._preloaded.wait(timeout)
 
     def _decode(self, values: list[bytes]) -> list[KeyState]:
         try:
@@ -492,8 +548,9 @@ class EmbeddedSequenceStore(SequenceStore):
     def close(self) -> None:
         self._closing = True
         self._wake.set()
-        if self._folder is not None:
-            self._folder.join(timeout=60)
+        for thread in (self._folder, self._preloader):
+            if thread is not None:
+                thread.join(timeout=60)
         self._cache.clear()
         self._db.close()
 

@@ -160,6 +160,7 @@ def test_preloaded_store_answers_unknown_keys_without_a_query(tmp_path: Path) ->
         first.fold()
     with EmbeddedSequenceStore(tmp_path, preload=True) as store:
         assert store.load([known]) == {known: KeyState(1, 5)}
+        assert store.wait_preloaded(30)
         statements: list[str] = []
         store._db.db.set_trace_callback(statements.append)
         unknown = [("trades", "ASX", f"N{i}") for i in range(100)]
@@ -363,13 +364,51 @@ def test_the_folder_retries_a_failing_file_and_is_restarted_if_it_stopped(tmp_pa
             )
         settle()
         assert log_rows() == 1 and not faults  # folded after two failures and their backoff
+        first = store._folder
+        assert first is not None
         faults.append(StateCorruptError(tmp_path, "damaged"))  # a damaged file stops the thread
         for i in range(2, 4):
             store.commit({("trades", "ASX", f"S{i}"): KeyState(1, 1)}, [PartitionToken("t", 0, i, i + 1)])
         deadline = time.monotonic() + 30
-        while store._folder is not None and store._folder.is_alive() and time.monotonic() < deadline:
+        while (faults or first.is_alive()) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert store._folder is not None and not store._folder.is_alive()
+        assert not faults and not first.is_alive()
         store.commit({("trades", "ASX", "S9"): KeyState(1, 1)}, [PartitionToken("t", 0, 4, 5)])
-        settle()  # the next commit started a new folder
-        assert log_rows() == 1
+        settle()  # a later commit started a new folder
+        assert store._folder is not first and log_rows() == 1
+
+
+def test_a_preload_that_lands_late_loses_no_newer_state(tmp_path: Path) -> None:
+    """The preload reads on its own thread while commits go on; when it lands, every key must
+    read as its newest commit, whether the cache or the preload's snapshot held it."""
+    keys = [("trades", "ASX", f"S{i}") for i in range(400)]
+    with EmbeddedSequenceStore(tmp_path, fold_at=4) as first:
+        first.commit({k: KeyState(1, 1) for k in keys}, [PartitionToken("t", 0, None, 1)])
+    other = EmbeddedSequenceStore(tmp_path, fold_at=4)  # another process, committing meanwhile
+    store = EmbeddedSequenceStore(tmp_path, preload=True, fold_at=4)
+    truth = {k: KeyState(1, 1) for k in keys}
+    gate = threading.Event()
+    real = store._decode
+
+    def slow(values: list[bytes]) -> list[KeyState]:
+        if threading.current_thread().name == "k2-state-preload":
+            assert gate.wait(10)  # hold the preload until the commits below are in
+        return real(values)
+
+    store._decode = slow  # type: ignore[method-assign]
+    assert store.load(keys[:10]) == {k: truth[k] for k in keys[:10]}  # starts the preload
+    token = 1
+    for step in range(6):
+        states = {k: KeyState(1, step + 2) for k in keys[step * 50 : step * 50 + 80]}
+        writer = store if step % 2 else other
+        writer.commit(states, [PartitionToken("t", 0, token, token + 1)])
+        token += 1
+        truth.update(states)
+        assert store.load(keys[step * 50 : step * 50 + 5]) == {
+            k: truth[k] for k in keys[step * 50 : step * 50 + 5]
+        }
+    gate.set()
+    assert store.wait_preloaded(30)
+    assert store.load(keys) == truth
+    other.close()
+    store.close()

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from itertools import repeat
 from operator import methodcaller
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import structlog
@@ -293,7 +293,9 @@ class EmbeddedSequenceStore(SequenceStore):
         self._use_cache = cache
         self._preload = preload and cache
         self._fold_at = max(2, fold_at)
-        self._cache: dict[StateKey, KeyState] = {}
+        # a state, or its encoding when it came from the log and nobody asked for it yet (a restart
+        # replays up to fold_at rows of every key touched: ~224,000 at 1 M symbols)
+        self._cache: dict[StateKey, KeyState | bytes] = {}
         self._complete = False  # the cache holds every key of the file (absent: not stored)
         self._log_seen = 0  # the newest log row applied to the cache
         self._guard = threading.Lock()  # load/commit may run on different threads (pipeline hook)
@@ -321,6 +323,11 @@ class EmbeddedSequenceStore(SequenceStore):
         cache = self._cache
         found = list(map(cache.get, keys))
         out = {k: v for k, v in zip(keys, found, strict=True) if v is not None}
+        raw = [k for k, v in out.items() if type(v) is bytes]
+        if raw:  # states read from the log are decoded when first asked for
+            decoded = dict(zip(raw, self._decode([out[k] for k in raw]), strict=True))  # type: ignore[misc]
+            out.update(decoded)
+            cache.update(decoded)
         if len(out) < len(keys) and not self._complete:
             wanted = {_name(k): k for k, v in zip(keys, found, strict=True) if v is None}
             rows = db.execute(
@@ -332,7 +339,7 @@ class EmbeddedSequenceStore(SequenceStore):
             cache.update(fresh)  # none of them is in the log: the log was applied first
         if not self._use_cache:
             self._forget()
-        return out
+        return cast(dict[StateKey, KeyState], out)  # every encoded state was decoded above
 
     def _sync(self, db: sqlite3.Connection) -> None:
         """Bring the cache up to the file: the log rows not yet applied, in order (within a transaction)."""
@@ -350,8 +357,8 @@ class EmbeddedSequenceStore(SequenceStore):
         ).fetchall()
         path = self._db.path
         for log_id, n, keys, sizes, vals in rows:
-            states = self._decode(_log_values(path, n, sizes, vals))
-            self._cache.update(zip(_keys(path, _log_keys(path, n, keys)), states, strict=True))
+            values = _log_values(path, n, sizes, vals)  # kept encoded: decoded when asked for
+            self._cache.update(zip(_keys(path, _log_keys(path, n, keys)), values, strict=True))
             self._log_seen = log_id
         self._log_seen = max(self._log_seen, folded)
 
@@ -372,7 +379,7 @@ class EmbeddedSequenceStore(SequenceStore):
         applies the log rows after both in order, so whichever value wins the merge, the key ends
         at its newest.
         """
-        states: dict[StateKey, KeyState] = {}
+        states: dict[StateKey, KeyState | bytes] = {}
         try:
             conn = _Sqlite(self._db.path, _SEQ_SCHEMA)
             try:

@@ -63,10 +63,12 @@ def _raise_if_corrupt(path: Path, exc: BaseException) -> None:
 class _Sqlite:
     """One connection, used under a lock; explicit transactions (isolation_level=None)."""
 
-    def __init__(self, path: Path, schema: str) -> None:
+    def __init__(self, path: Path, schema: str, *, check: bool = True) -> None:
         self.path = path
         self.lock = threading.Lock()
         try:
+            if not check and not path.exists():  # a helper connection must not create a removed file
+                raise StateStoreError(f"state file {path} is gone", backend="embedded")
             path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -74,7 +76,9 @@ class _Sqlite:
             self.db.executescript(schema)
             # Damaged pages often read as plausible rows (or as text that is not UTF-8) rather than
             # as SQLITE_CORRUPT: check the structure once, on open, instead of retrying on garbage.
-            problems = [row[0] for row in self.db.execute("PRAGMA quick_check(3)").fetchall()]
+            problems = (
+                [row[0] for row in self.db.execute("PRAGMA quick_check(3)").fetchall()] if check else ["ok"]
+            )
         except (sqlite3.Error, OSError) as exc:
             _raise_if_corrupt(path, exc)
             raise StateStoreError(f"cannot open state file {path}: {exc}", backend="embedded") from exc
@@ -145,6 +149,7 @@ def _write_tokens(db: sqlite3.Connection, table: str, ns: str, tokens: Sequence[
 # 180,000 keys; docs/state.md). Memory, not disk: the file is the same.
 _SEQ_SCHEMA = """
 PRAGMA cache_size = -65536;
+PRAGMA journal_size_limit = 67108864;
 CREATE TABLE IF NOT EXISTS seq_state (k TEXT PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS seq_log (id INTEGER PRIMARY KEY AUTOINCREMENT, n INTEGER NOT NULL,
   keys TEXT NOT NULL, sizes BLOB NOT NULL, vals BLOB NOT NULL);
@@ -304,6 +309,7 @@ class EmbeddedSequenceStore(SequenceStore):
         self._preloaded = threading.Event()
         self._generation = 0  # + 1 whenever the cache is dropped
         self._preload_after = 0.0  # monotonic time before which a failed preload is not tried again
+        self._corrupt: StateCorruptError | None = None  # damage a background thread found
         self._wake = threading.Event()
         self._closing = False
 
@@ -343,11 +349,14 @@ class EmbeddedSequenceStore(SequenceStore):
 
     def _sync(self, db: sqlite3.Connection) -> None:
         """Bring the cache up to the file: the log rows not yet applied, in order (within a transaction)."""
+        if self._corrupt is not None:  # found by the preload or the folder, on their threads
+            raise self._corrupt
         folded = _folded(db)
         if folded > self._log_seen:  # rows this cache never saw are in seq_state now: start again
             self._forget()
         idle = self._preloader is None or not self._preloader.is_alive()
-        if self._preload and not self._complete and idle and time.monotonic() >= self._preload_after:
+        due = time.monotonic() >= self._preload_after
+        if self._preload and not self._complete and idle and due and not self._closing:
             self._preloader = threading.Thread(
                 target=self._preload_all, args=(self._generation,), name="k2-state-preload", daemon=True
             )
@@ -381,14 +390,14 @@ class EmbeddedSequenceStore(SequenceStore):
         """
         states: dict[StateKey, KeyState | bytes] = {}
         try:
-            conn = _Sqlite(self._db.path, _SEQ_SCHEMA)
+            conn = _Sqlite(self._db.path, _SEQ_SCHEMA, check=False)
             try:
                 with conn.read() as db:
                     db.execute("BEGIN")
                     try:
                         cursor = db.execute("SELECT k, v FROM seq_state")
                         path = self._db.path
-                        while chunk := cursor.fetchmany(100_000):  # not fetchall: ~190 B a key more
+                        while not self._closing and (chunk := cursor.fetchmany(100_000)):  # ~190 B a key less
                             names = _keys(path, [k for k, _ in chunk])
                             states.update(zip(names, self._decode([v for _, v in chunk]), strict=True))
                         for _, n, keys, sizes, vals in db.execute(
@@ -400,11 +409,14 @@ class EmbeddedSequenceStore(SequenceStore):
                         db.execute("COMMIT")
             finally:
                 conn.close()
-        except (StateStoreError, StateCorruptError) as exc:
+        except StateCorruptError as exc:
+            self._corrupt = exc  # the next load or commit raises it: retrying cannot mend a file
+            log.error("sequence state preload found a damaged file", error=str(exc))
+            return
+        except Exception as exc:  # whatever it was, keys are read as needed meanwhile
             self._preload_after = time.monotonic() + 30.0
-            log.warning(
-                "sequence state preload failed; keys are read as needed", error=str(exc), retry_in_s=30
-            )
+            log.warning("sequence state preload failed; keys are read as needed", error=str(exc),
+                        retry_in_s=30, exc_info=not isinstance(exc, StateStoreError))  # fmt: skip
             return
         with self._guard:
             if self._generation != generation or self._closing:
@@ -412,7 +424,7 @@ class EmbeddedSequenceStore(SequenceStore):
             states.update(self._cache)  # what the cache holds is at least as new (see above)
             self._cache = states
             self._complete = True
-        self._preloaded.set()
+            self._preloaded.set()
 
     def wait_preloaded(self, timeout: float | None = None) -> bool:
         """Block until a started preload has made the cache complete (tests, benchmarks)."""
@@ -421,7 +433,7 @@ class EmbeddedSequenceStore(SequenceStore):
     def _decode(self, values: list[bytes]) -> list[KeyState]:
         try:
             return decode_states(values)
-        except (ValueError, struct.error) as exc:
+        except (ValueError, TypeError, struct.error) as exc:
             raise StateCorruptError(self._db.path, f"sequence state: {exc}") from exc
 
     def load_clocks(self, keys: Iterable[ClockKey]) -> dict[ClockKey, PartitionClock]:
@@ -465,7 +477,11 @@ class EmbeddedSequenceStore(SequenceStore):
 
     def _start_folder(self) -> None:
         """Wake the folder, starting it (again, if it died) first; under ``_guard``."""
-        if not self._closing and (self._folder is None or not self._folder.is_alive()):
+        if (
+            self._corrupt is None
+            and not self._closing
+            and (self._folder is None or not self._folder.is_alive())
+        ):
             self._folder = threading.Thread(target=self._fold_loop, name="k2-state-fold", daemon=True)
             self._folder.start()
         self._wake.set()
@@ -481,7 +497,7 @@ class EmbeddedSequenceStore(SequenceStore):
                 self._wake.wait()
                 self._wake.clear()
             try:
-                folder = folder or _Sqlite(self._db.path, _SEQ_SCHEMA)
+                folder = folder or _Sqlite(self._db.path, _SEQ_SCHEMA, check=False)
                 while not self._closing and self.fold(folder) > 0:
                     pass
                 backoff = 0.0
@@ -490,7 +506,11 @@ class EmbeddedSequenceStore(SequenceStore):
                 log.warning("sequence state fold failed; retrying", error=str(exc), retry_in_s=backoff)
                 self._wake.wait(backoff)
             except StateCorruptError as exc:
+                self._corrupt = exc  # the next load or commit raises it
                 log.error("sequence state fold stopped: the file is damaged", error=str(exc))
+                break
+            except Exception:  # a bug of ours: stop, and let the next commit start a fresh folder
+                log.exception("sequence state fold stopped; the next commit starts it again")
                 break
         if folder is not None:
             folder.close()

@@ -366,7 +366,7 @@ def test_the_folder_retries_a_failing_file_and_is_restarted_if_it_stopped(tmp_pa
         assert log_rows() == 1 and not faults  # folded after two failures and their backoff
         first = store._folder
         assert first is not None
-        faults.append(StateCorruptError(tmp_path, "damaged"))  # a damaged file stops the thread
+        faults.append(RuntimeError("a bug"))  # anything unexpected stops the thread
         for i in range(2, 4):
             store.commit({("trades", "ASX", f"S{i}"): KeyState(1, 1)}, [PartitionToken("t", 0, i, i + 1)])
         deadline = time.monotonic() + 30
@@ -412,3 +412,53 @@ def test_a_preload_that_lands_late_loses_no_newer_state(tmp_path: Path) -> None:
     assert store.load(keys) == truth
     other.close()
     store.close()
+
+
+def test_damage_the_preload_finds_is_raised_and_not_read_again_at_every_load(tmp_path: Path) -> None:
+    """Found by review: a value the decoder rejects with a TypeError (a TEXT value, which
+    quick_check passes) killed the preload thread without its retry delay, so every load started
+    another full read; and damage found on that thread was only logged."""
+    good = ("trades", "ASX", "BHP")
+    with EmbeddedSequenceStore(tmp_path) as first:
+        first.commit({good: KeyState(1, 5)}, [PartitionToken("t", 0, None, 1)])
+        with first._db.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO seq_state (k, v) VALUES (?, 'x')", ("trades\x1fASX\x1fCBA",))
+    with EmbeddedSequenceStore(tmp_path, preload=True) as store:
+        assert store.load([good]) == {good: KeyState(1, 5)}  # lazily, while the preload reads
+        preloader = store._preloader
+        assert preloader is not None
+        preloader.join(30)
+        with pytest.raises(StateCorruptError, match="sequence state"):
+            store.load([good])
+        with pytest.raises(StateCorruptError):
+            store.commit({good: KeyState(1, 6)}, [PartitionToken("t", 0, 1, 2)])
+        assert store._preloader is preloader  # no second full read
+
+
+def test_no_preload_starts_once_the_store_is_closing(tmp_path: Path) -> None:
+    store = EmbeddedSequenceStore(tmp_path, preload=True)
+    store._closing = True  # close() has begun on another thread
+    assert store.load([("trades", "ASX", "BHP")]) == {}
+    assert store._preloader is None
+    store.close()
+
+
+def test_damage_the_folder_finds_is_raised_by_the_next_commit(tmp_path: Path) -> None:
+    with EmbeddedSequenceStore(tmp_path, fold_at=2) as store:
+
+        def damaged(conn: _Sqlite | None = None, *, chunk: int = 2_000) -> int:
+            raise StateCorruptError(tmp_path, "sequence log row: damaged")
+
+        store.fold = damaged  # type: ignore[method-assign]
+        for i in range(2):
+            store.commit(
+                {("trades", "ASX", f"S{i}"): KeyState(1, 1)}, [PartitionToken("t", 0, i or None, i + 1)]
+            )
+        folder = store._folder
+        assert folder is not None
+        folder.join(30)
+        with pytest.raises(StateCorruptError, match="damaged"):
+            store.load([("trades", "ASX", "S0")])
+        with pytest.raises(StateCorruptError):
+            store.commit({}, [PartitionToken("t", 0, 2, 3)])
+        assert store._folder is folder  # not started again on a damaged file

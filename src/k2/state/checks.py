@@ -30,7 +30,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from itertools import compress
+from itertools import compress, repeat
+from operator import is_not, not_
 from typing import TypeAlias
 
 import numpy as np
@@ -189,15 +190,14 @@ class StateChecks:
         with self._lock:
             layers = [self._pending, *(f.states for f in reversed(self._frozen))]
         states: dict[StateKey, KeyState] = {}
-        missing = []
-        for k in keys:
-            for layer in layers:
-                st = layer.get(k)
-                if st is not None:
-                    states[k] = st
-                    break
-            else:
-                missing.append(k)
+        missing = keys
+        for layer in layers:  # C-level passes per layer, not a Python branch per key (~14,000 at 1 M symbols)
+            if not layer or not missing:
+                continue
+            got = list(map(layer.get, missing))
+            hit = list(map(is_not, got, repeat(None)))
+            states.update(zip(compress(missing, hit), compress(got, hit), strict=True))  # type: ignore[arg-type]
+            missing = list(compress(missing, map(not_, hit)))
         if missing:
             states.update(self.store.load(missing))
         return states

@@ -18,8 +18,8 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from itertools import repeat
-from operator import methodcaller
+from itertools import compress, repeat
+from operator import is_, is_not, methodcaller, not_
 from pathlib import Path
 from typing import Any, cast
 
@@ -327,15 +327,17 @@ class EmbeddedSequenceStore(SequenceStore):
     def _load(self, db: sqlite3.Connection, keys: list[StateKey]) -> dict[StateKey, KeyState]:
         self._sync(db)
         cache = self._cache
-        found = list(map(cache.get, keys))
-        out = {k: v for k, v in zip(keys, found, strict=True) if v is not None}
-        raw = [k for k, v in out.items() if type(v) is bytes]
-        if raw:  # states read from the log are decoded when first asked for
-            decoded = dict(zip(raw, self._decode([out[k] for k in raw]), strict=True))  # type: ignore[misc]
+        found = list(map(cache.get, keys))  # C-level passes below: ~14,000 keys a batch at 1 M symbols
+        hit = list(map(is_not, found, repeat(None)))
+        out = dict(zip(compress(keys, hit), compress(found, hit), strict=True))
+        encoded = list(map(is_, map(type, found), repeat(bytes)))
+        if any(encoded):  # states read from the log are decoded when first asked for
+            raw = list(compress(keys, encoded))
+            decoded = dict(zip(raw, self._decode(list(compress(found, encoded))), strict=True))  # type: ignore[arg-type]
             out.update(decoded)
             cache.update(decoded)
         if len(out) < len(keys) and not self._complete:
-            wanted = {_name(k): k for k, v in zip(keys, found, strict=True) if v is None}
+            wanted = {_name(k): k for k in compress(keys, map(not_, hit))}
             rows = db.execute(
                 "SELECT k, v FROM seq_state WHERE k IN (SELECT value FROM json_each(?))",
                 (json.dumps(list(wanted)),),

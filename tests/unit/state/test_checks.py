@@ -326,3 +326,27 @@ def test_quiet_after_only_empty_batches_does_not_fail(tmp_path: Path) -> None:
     assert checks.quiet() == []  # no young hole: nothing to sweep
     swept = checks.process("trades", TOPIC, empty, markers=[(0, 5, 0)])
     assert swept.keep.len() == 0 and swept.gap_events is None
+
+
+def test_states_are_read_newest_layer_first_then_the_store(tmp_path: Path) -> None:
+    """``_states`` takes each key from the newest layer holding it: this checkpoint's states, then
+    the prepared (frozen) ones not written yet, newest first, then the store."""
+    from k2.state.base import PartitionToken
+    from k2.state.model import KeyState
+
+    checks = _checks(tmp_path)
+    k = [("trades", "ASX", f"K{i}") for i in range(5)]
+    checks.store.commit({k[0]: KeyState(1, 1), k[1]: KeyState(1, 1), k[2]: KeyState(1, 1)},
+                       [PartitionToken(TOPIC, 0, None, 1)])  # fmt: skip
+    checks.prepare({})  # frozen, oldest
+    checks._frozen[-1].states.update({k[1]: KeyState(1, 2), k[2]: KeyState(1, 2)})
+    checks._pending = {}
+    checks.prepare({})
+    checks._frozen[-1].states.update({k[2]: KeyState(1, 3), k[3]: KeyState(1, 3)})
+    checks._pending = {k[3]: KeyState(1, 4)}
+    assert checks._states(k) == {
+        k[0]: KeyState(1, 1),  # the store
+        k[1]: KeyState(1, 2),  # the older frozen layer
+        k[2]: KeyState(1, 3),  # the newer frozen layer over the older one
+        k[3]: KeyState(1, 4),  # this checkpoint's over both
+    }  # k[4]: nowhere, absent

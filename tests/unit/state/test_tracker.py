@@ -329,3 +329,27 @@ def test_observe_reports_pending_holes_and_the_time_from_hole_to_gap() -> None:
     assert second.detection_s == (0.010,)
     assert sample("k2_gap_holes_open", {"kind": "quotes"}) == 0
     assert REGISTRY.get_sample_value("k2_gap_detection_seconds_count", {"kind": "quotes"}) == count + 1
+
+
+@pytest.mark.parametrize("seed", [2, 3, 5])
+def test_open_gaps_gauge_equals_the_count_over_every_state(seed: int) -> None:
+    """observe() only looks at keys with ranges or with gaps open before (not every key a batch
+    touched): the gauge must still equal the open gaps summed over every key's latest state, as
+    gaps open, late fills recover them (a key's ranges then empty) and sessions change."""
+    from k2.observability.metrics import sample
+
+    kind = f"gauge{seed}"  # a label of its own: other tests' trackers share the registry
+    tracker = SequenceTracker(kind, reorder_window=2)
+    rows = faulty_stream(np.random.default_rng(seed), keys=12, sessions=3, p_drop=0.08, p_late=0.7)
+    states: dict = {}
+    highest = cleared = 0
+    for a in range(0, len(rows), 37):
+        result = tracker.classify(stream_batch(rows[a : a + 37]), states)
+        before = {k: states[k].open_gaps() for k in result.states if k in states}
+        states.update(result.states)
+        tracker.observe(result)
+        cleared += sum(1 for k, n in before.items() if n and not any(states[k][2:3] + states[k][5:7]))
+        expected = sum(st.open_gaps() for st in states.values())
+        highest = max(highest, expected)
+        assert sample("k2_gaps_open", {"kind": kind}) == expected
+    assert highest > 0 and cleared > 0  # gaps opened, and some key's last open gap recovered to no ranges

@@ -408,6 +408,13 @@ class StateSettings(_Section):
         "the oldest half into per-key rows (docs/state.md). More: fewer keys written, a longer replay "
         "on restart.",
     )
+    redis_cache_keys: int = Field(
+        2_000_000,
+        ge=0,
+        description="Redis: sequence states the ingester keeps in memory (~330 B each), trusted while "
+        "the namespace's commit counter shows no other writer; past this many the cache starts "
+        "again (0: read every key from Redis).",
+    )
 
 
 class ApiSettings(_Section):

@@ -214,12 +214,16 @@ class RedisSequenceStore(SequenceStore):
         now = _text(values[0]) or None
         fresh = self._read(missing, values[1:])
         with self._lock:
-            if now == self._last:
+            if now is None:  # no id in Redis (no commit yet, a Redis that lost it): not a version
+                if self._last is not None or self._cache or self._names_known is not None:
+                    self._drop()
+            elif now == self._last:
                 if now == seen:  # no change since the snapshot: what was read is current
                     self._keep(fresh)
                     if self._names_known is None:
                         self._list_names()
             elif self._last is None and not self._cache and not self._inflight:
+                self._drop()  # nothing from before (a listing in flight, names) may land on it
                 self._last = now  # an empty cache agrees with any state: the baseline
                 self._list_names()
             elif now not in self._inflight:  # another writer's change, or an older Redis: trust nothing
@@ -253,6 +257,9 @@ class RedisSequenceStore(SequenceStore):
         epoch): SCAN returns every key present from its start to its end, and the store's own
         commits meanwhile are added from ``_written``."""
         try:
+            # SCAN's guarantee holds within one server process: a cursor that redis-py's retry carries
+            # over to a restarted (or failed-over) Redis skips keys, so the server must be the same
+            server = self._client.info("server").get("run_id")
             pattern = _glob_escape(f"{self.prefix}seq:") + "*"
             names: set[str] = set()
             for name in self._client.scan_iter(match=pattern, count=10_000):
@@ -263,6 +270,9 @@ class RedisSequenceStore(SequenceStore):
                     log.info("sequence state: more keys than state.redis_cache_keys; every miss reads Redis",
                              keys=len(names), limit=self._cache_keys)  # fmt: skip
                     return
+            if self._client.info("server").get("run_id") != server:
+                log.warning("sequence state listing spanned a Redis restart; missing keys are read from Redis")
+                return
         except Exception as exc:  # a failed listing costs speed, not correctness: loads ask Redis
             log.warning("sequence state listing failed; missing keys are read from Redis", error=str(exc))
             return
@@ -320,12 +330,14 @@ class RedisSequenceStore(SequenceStore):
             self._inflight.discard(commit_id)
             if not self._cache_keys:
                 return
-            if prev != last or self._last != last:  # another writer's change came between (or a drop)
+            if last is None or prev != last or self._last != last:  # another writer's change came between (or a drop)
                 self._drop()
             self._keep(states)
             self._last = commit_id
-            written = self._names_known if self._names_known is not None else self._written
-            written.update(pairs)  # the names this commit created, for the listing
+            if self._names_known is not None:
+                self._names_known.update(pairs)
+            elif self._listing is not None and self._listing.is_alive():
+                self._written.update(pairs)  # the names this commit created, for the listing
             if self._names_known is not None and len(self._names_known) > self._cache_keys:
                 self._names_known = None
 

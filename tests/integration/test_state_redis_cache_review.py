@@ -1,0 +1,114 @@
+"""Review of the Redis store's cache (4d52b3b): paths by which a cached load differs from Redis."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+import pytest
+
+from k2.config import RedisSettings, Settings
+from k2.state import PartitionToken, RedisSequenceStore
+from k2.state.model import KeyState, encode_state
+
+K = ("trades", "ASX", "BHP")
+
+
+def _cached(settings: Settings, mode: str = "watch") -> RedisSequenceStore:
+    return RedisSequenceStore(settings.redis, commit_mode=mode, cache_keys=1_000)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mode", ["watch", "lua"])
+def test_a_listing_made_before_any_commit_does_not_outlive_another_writers_commit(
+    settings: Settings, mode: str
+) -> None:
+    """Fresh namespace (no seq:last yet): ingester A's first load lists the (empty) namespace; B
+    then commits K on its partition. A adopts B's id as its baseline but keeps the old listing, so K
+    is "known absent" (e.g. once A takes B's partition after B died)."""
+    with _cached(settings, mode) as a, _cached(settings, mode) as b:
+        assert a.load([K]) == {}
+        if a._listing is not None:  # 4d52b3b lists here (the fix does not: no id, no version)
+            a._listing.join(timeout=30)
+        b.commit({K: KeyState(19_800, 5)}, [PartitionToken("k2.trades", 1, None, 3)])
+        assert a.load([K]) == {K: KeyState(19_800, 5)}  # this one re-reads (the id moved)
+        assert a.load([K]) == {K: KeyState(19_800, 5)}  # fails on 4d52b3b: {}
+
+
+def test_states_cached_while_seq_last_is_absent_do_not_outlive_a_redis_that_lost_them(
+    settings: Settings,
+) -> None:
+    """Keys written before the upgrade (no seq:last): A caches K under the version "None"; Redis
+    then loses everything (or is restored from another snapshot without seq:last): still "None"."""
+    raw = redis.Redis.from_url(settings.redis.effective_url)
+    with _cached(settings) as a:
+        raw.set(a._key(K), encode_state(KeyState(19_800, 5)))  # a pre-upgrade K2 store's write
+        assert a.load([K]) == {K: KeyState(19_800, 5)}
+        raw.delete(*raw.keys(f"{settings.redis.key_prefix}*"))  # a Redis that lost everything
+        assert a.load([K]) == {}  # fails on 4d52b3b: the cached state
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start(port: int, home: Path) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--dir", str(home), "--save", "", "--appendonly", "no",
+         "--dbfilename", "dump.rdb"],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            redis.Redis(port=port).ping()
+            return proc
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    raise RuntimeError("redis-server did not start")
+
+
+def test_a_listing_spanning_a_redis_restart_does_not_miss_keys(tmp_path: Path) -> None:
+    """A restart that keeps every key (SHUTDOWN SAVE, then start; or a failover to an in-sync
+    replica): seq:last is unchanged, so the cache is rightly kept, but redis-py's default retry
+    re-sends the listing's next SCAN with the old cursor to the new process (another hash seed),
+    which skips keys; the listing lands and those keys read as absent."""
+    port = _free_port()
+    proc = _start(port, tmp_path)
+    settings = RedisSettings(port=port, key_prefix="r:")
+    keys = [("trades", "ASX", f"S{i}") for i in range(20_000)]
+    try:
+        with RedisSequenceStore(settings) as writer:  # another ingester's partition, written earlier
+            for i in range(0, len(keys), 5_000):
+                writer.commit({k: KeyState(19_800, 1) for k in keys[i : i + 5_000]},
+                              [PartitionToken("k2.trades", 0, i or None, i + 5_000)])  # fmt: skip
+        with RedisSequenceStore(settings, cache_keys=100_000) as store:
+            real_scan, calls = store._client.scan, [0]
+
+            def scan(*args, **kwargs):  # type: ignore[no-untyped-def]
+                nonlocal proc
+                calls[0] += 1
+                out = real_scan(*args, **kwargs)
+                if calls[0] == 1:  # the Redis restarts between two pages of the listing
+                    try:
+                        redis.Redis(port=port).shutdown(save=True)
+                    except redis.ConnectionError:
+                        pass
+                    proc.wait(timeout=20)
+                    proc = _start(port, tmp_path)
+                return out
+
+            store._client.scan = scan  # type: ignore[method-assign]
+            assert store.load([("trades", "ASX", "NEW")]) == {}  # the baseline: the listing starts
+            assert store._listing is not None
+            store._listing.join(timeout=60)
+            assert calls[0] > 1
+            got = store.load(keys)
+            assert len(got) == len(keys), f"{len(keys) - len(got)} keys read as absent"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

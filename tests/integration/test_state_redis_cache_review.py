@@ -112,3 +112,32 @@ def test_a_listing_spanning_a_redis_restart_does_not_miss_keys(tmp_path: Path) -
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_a_commit_returning_between_a_loads_read_and_its_check_does_not_drop_the_cache(
+    settings: Settings,
+) -> None:
+    """Performance, not correctness: the load read at its snapshot's id (so its answer is exact),
+    and the store's own commit then moved the id. Nothing is stale, but 4d52b3b drops the cache and
+    the listing (the next listing then waits 60 s, doubling)."""
+    import threading
+
+    other = ("trades", "ASX", "CBA")
+    with _cached(settings) as store:
+        store.commit({K: KeyState(19_800, 1)}, [PartitionToken("k2.trades", 0, None, 1)])
+        assert store.load([K, other]) == {K: KeyState(19_800, 1)}
+        real, fired = store._mget, []
+
+        def mget(names):  # type: ignore[no-untyped-def]
+            out = real(names)
+            if not fired:  # the checkpoint thread's commit lands and returns right after the MGET
+                fired.append(1)
+                t = threading.Thread(target=store.commit,
+                                     args=({K: KeyState(19_800, 2)}, [PartitionToken("k2.trades", 0, 1, 2)]))  # fmt: skip
+                t.start()
+                t.join()
+            return out
+
+        store._mget = mget  # type: ignore[method-assign]
+        assert store.load([other]) == {}
+        assert store._cache.get(K) == KeyState(19_800, 2)  # fails on 4d52b3b: the cache was dropped

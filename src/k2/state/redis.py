@@ -226,7 +226,9 @@ class RedisSequenceStore(SequenceStore):
                 self._drop()  # nothing from before (a listing in flight, names) may land on it
                 self._last = now  # an empty cache agrees with any state: the baseline
                 self._list_names()
-            elif now not in self._inflight:  # another writer's change, or an older Redis: trust nothing
+            elif now != seen and now not in self._inflight:  # another writer's change, or an older Redis
+                # (now == seen: read before the store's own commit moved the id, exact; the next load
+                # compares the id with the new one)
                 self._drop()
         if now != seen:  # a change came between: the snapshot's answers may be stale, ask for all
             return self._read(keys, self._mget(self._names(keys)))

@@ -1,16 +1,16 @@
-"""Review of the Redis store's cache (4d52b3b): paths by which a cached load differs from Redis."""
+"""The Redis store's cache, from an outside review of its first version (4d52b3b): the paths by which
+a cached load differed from Redis, each a test that fails on that version."""
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import time
 from pathlib import Path
 
-import redis
 import pytest
+import redis
 
-from k2.config import RedisSettings, Settings
+from k2.config import Settings, load_settings
+from k2.services import Launcher
+from k2.services.process import free_port
 from k2.state import PartitionToken, RedisSequenceStore
 from k2.state.model import KeyState, encode_state
 
@@ -50,56 +50,29 @@ def test_states_cached_while_seq_last_is_absent_do_not_outlive_a_redis_that_lost
         assert a.load([K]) == {}  # fails on 4d52b3b: the cached state
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start(port: int, home: Path) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--dir", str(home), "--save", "", "--appendonly", "no",
-         "--dbfilename", "dump.rdb"],
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            redis.Redis(port=port).ping()
-            return proc
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    raise RuntimeError("redis-server did not start")
-
-
 def test_a_listing_spanning_a_redis_restart_does_not_miss_keys(tmp_path: Path) -> None:
-    """A restart that keeps every key (SHUTDOWN SAVE, then start; or a failover to an in-sync
-    replica): seq:last is unchanged, so the cache is rightly kept, but redis-py's default retry
-    re-sends the listing's next SCAN with the old cursor to the new process (another hash seed),
-    which skips keys; the listing lands and those keys read as absent."""
-    port = _free_port()
-    proc = _start(port, tmp_path)
-    settings = RedisSettings(port=port, key_prefix="r:")
+    """A restart that keeps every key (a clean stop and start with the append-only file, or a
+    failover to an in-sync replica): seq:last is unchanged, so the cache is rightly kept, but
+    redis-py's default retry re-sends the listing's next SCAN with the old cursor to the new process
+    (another hash seed), which skips keys; the listing must not land."""
+    settings = load_settings(data_dir=tmp_path / "k2", redis={"port": free_port(), "key_prefix": "r:"})
+    launcher = Launcher(settings)
+    launcher.up(["redis"], timeout_s=60)
     keys = [("trades", "ASX", f"S{i}") for i in range(20_000)]
     try:
-        with RedisSequenceStore(settings) as writer:  # another ingester's partition, written earlier
+        with RedisSequenceStore(settings.redis) as writer:  # another ingester's partition, written earlier
             for i in range(0, len(keys), 5_000):
                 writer.commit({k: KeyState(19_800, 1) for k in keys[i : i + 5_000]},
                               [PartitionToken("k2.trades", 0, i or None, i + 5_000)])  # fmt: skip
-        with RedisSequenceStore(settings, cache_keys=100_000) as store:
+        with RedisSequenceStore(settings.redis, cache_keys=100_000) as store:
             real_scan, calls = store._client.scan, [0]
 
             def scan(*args, **kwargs):  # type: ignore[no-untyped-def]
-                nonlocal proc
                 calls[0] += 1
                 out = real_scan(*args, **kwargs)
-                if calls[0] == 1:  # the Redis restarts between two pages of the listing
-                    try:
-                        redis.Redis(port=port).shutdown(save=True)
-                    except redis.ConnectionError:
-                        pass
-                    proc.wait(timeout=20)
-                    proc = _start(port, tmp_path)
+                if calls[0] == 1:  # Redis restarts (K2's launcher: clean stop, start) between two pages
+                    launcher.down(["redis"])
+                    launcher.up(["redis"], timeout_s=60)
                 return out
 
             store._client.scan = scan  # type: ignore[method-assign]
@@ -110,8 +83,7 @@ def test_a_listing_spanning_a_redis_restart_does_not_miss_keys(tmp_path: Path) -
             got = store.load(keys)
             assert len(got) == len(keys), f"{len(keys) - len(got)} keys read as absent"
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+        launcher.down(["redis"])
 
 
 def test_a_commit_returning_between_a_loads_read_and_its_check_does_not_drop_the_cache(

@@ -409,11 +409,11 @@ class StateSettings(_Section):
         "on restart.",
     )
     redis_cache_keys: int = Field(
-        2_000_000,
+        4_000_000,
         ge=0,
-        description="Redis: sequence states the ingester keeps in memory (~330 B each), trusted while "
-        "the namespace's commit counter shows no other writer; past this many the cache starts "
-        "again (0: read every key from Redis).",
+        description="Redis: sequence states the ingester keeps in memory (~330 B each; 1 M symbols "
+        "with trades and quotes are 2 M keys), trusted while the namespace's newest change is its "
+        "own; past this many the cache starts again (0: read every key from Redis).",
     )
 
 

@@ -273,7 +273,9 @@ class RedisSequenceStore(SequenceStore):
                              keys=len(names), limit=self._cache_keys)  # fmt: skip
                     return
             if self._client.info("server").get("run_id") != server:
-                log.warning("sequence state listing spanned a Redis restart; missing keys are read from Redis")
+                log.warning(
+                    "sequence state listing spanned a Redis restart; missing keys are read from Redis"
+                )
                 return
         except Exception as exc:  # a failed listing costs speed, not correctness: loads ask Redis
             log.warning("sequence state listing failed; missing keys are read from Redis", error=str(exc))
@@ -332,7 +334,9 @@ class RedisSequenceStore(SequenceStore):
             self._inflight.discard(commit_id)
             if not self._cache_keys:
                 return
-            if last is None or prev != last or self._last != last:  # another writer's change came between (or a drop)
+            if (
+                last is None or prev != last or self._last != last
+            ):  # another writer's change came between (or a drop)
                 self._drop()
             self._keep(states)
             self._last = commit_id

@@ -72,7 +72,7 @@ def test_a_commit_between_judging_and_deleting_keeps_its_state(settings: Setting
     revived = KeyState(DAY, 1, (), DAY - 60, 7)  # the symbol trades again: a new session
     _commit(store, {key: revived}, token)
     script = _client(settings).register_script(_COMPARE_AND_DELETE)
-    assert _compare_and_delete(script, judged, settings.redis.key_prefix) == 0
+    assert _compare_and_delete(script, judged) == 0
     assert store.load([key]) == {key: revived}
 
 
@@ -185,24 +185,3 @@ def test_ingest_with_sweeps_gives_the_same_rows_and_gaps(settings: Settings) -> 
         assert f"seq:trades:SIM:{symbol}" not in swept_keys and f"seq:trades:SIM:{symbol}" in plain_keys
     for symbol in set(frame["symbol"].unique().to_list()) - set(GONE):
         assert f"seq:trades:SIM:{symbol}" in swept_keys
-
-
-def test_a_cached_store_does_not_outlive_the_keys_a_sweep_deletes(settings: Settings) -> None:
-    """The ingester's store caches states (``cache_keys``) and lists key names; a sweep deletes
-    without a commit, so it moves the namespace's last-change id and the cache starts again."""
-    store = RedisSequenceStore(settings.redis, cache_keys=1_000)
-    old, live = ("trades", "ASX", "OLD"), ("trades", "ASX", "BHP")
-    token: list[int | None] = [None]
-    _commit(store, {old: KeyState(DAY - 31, 5), live: KeyState(DAY, 10)}, token)
-    assert store.load([old, live]) == {old: KeyState(DAY - 31, 5), live: KeyState(DAY, 10)}
-    store.load([("trades", "ASX", "NEW")])  # the cache agrees with Redis: the listing starts
-    assert store._listing is not None
-    store._listing.join(timeout=30)
-    assert (
-        store._names_known is not None
-        and f"{settings.redis.key_prefix}seq:trades:ASX:OLD" in store._names_known
-    )
-    assert sweep_idle(_client(settings), settings.redis.key_prefix, 30).deleted == 1
-    assert store.load([old, live]) == {live: KeyState(DAY, 10)}
-    assert store._names_known is None  # dropped with the cache
-    store.close()

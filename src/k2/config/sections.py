@@ -408,13 +408,6 @@ class StateSettings(_Section):
         "the oldest half into per-key rows (docs/state.md). More: fewer keys written, a longer replay "
         "on restart.",
     )
-    redis_cache_keys: int = Field(
-        4_000_000,
-        ge=0,
-        description="Redis: sequence states the ingester keeps in memory (~330 B each; 1 M symbols "
-        "with trades and quotes are 2 M keys), trusted while the namespace's newest change is its "
-        "own; past this many the cache starts again (0: read every key from Redis).",
-    )
 
 
 class ApiSettings(_Section):

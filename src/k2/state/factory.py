@@ -37,16 +37,14 @@ def open_sequence_store(
     commit_mode: CommitMode = "watch",
     preload: bool = False,
 ) -> SequenceStore:
-    """The configured sequence store; ``preload``: for the pipeline, which touches most keys (not a
-    reader of a few): the embedded store reads every state on first use, the Redis one keeps the
-    states it reads and writes in memory (``state.redis_cache_keys``).
+    """The configured sequence store; ``preload``: the embedded one reads every state on first use
+    (the pipeline, which touches most keys; not a reader of a few).
 
     Raises:
         StateStoreError: the embedded file cannot be opened (Redis connects lazily, on first use).
     """
     if settings.backend == "redis":
-        return RedisSequenceStore(redis, commit_mode=commit_mode,
-                                  cache_keys=settings.redis_cache_keys if preload else 0)  # fmt: skip
+        return RedisSequenceStore(redis, commit_mode=commit_mode)
     return EmbeddedSequenceStore(state_dir(data_dir), preload=preload, fold_at=settings.fold_rows)
 
 

@@ -8,19 +8,15 @@ SMISMEMBER per live generation for dedup candidates, one EVALSHA for dedup addit
 
 from __future__ import annotations
 
-import threading
-import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import compress, repeat
-from operator import is_not, not_
+from operator import is_not
 from typing import Any, Literal, TypeVar
 
 import polars as pl
 import redis as redislib
 
 from k2.config import RedisSettings
-from k2.observability.logging import get_logger
 from k2.state.base import DedupStore, PartitionToken, SequenceStore
 from k2.state.errors import StaleStateError, StateStoreError
 from k2.state.ids import Ids
@@ -39,12 +35,8 @@ __all__ = ["CommitMode", "RedisDedupStore", "RedisSequenceStore", "redis_client"
 
 CommitMode = Literal["lua", "watch"]
 _T = TypeVar("_T")
-_LIST_BACKOFF_S = 60.0  # after a lost listing (another writer's change), before the next
-log = get_logger(__name__)
 
-# KEYS: n token keys, state keys, the last-commit key. ARGV: n, n expected tokens ('' = none), n new
-# tokens, states, this commit's id. Returns the previous commit's id (nil: none), or {i, current}
-# when token i is stale.
+# KEYS: n token keys, then state keys. ARGV: n, n expected tokens ('' = none), n new tokens, states.
 _SEQ_COMMIT = """
 local n = tonumber(ARGV[1])
 for i = 1, n do
@@ -53,12 +45,12 @@ for i = 1, n do
 end
 for i = 1, n do redis.call('SET', KEYS[i], ARGV[1 + n + i]) end
 local base, t, c = 1 + 2 * n, {}, 0
-for j = n + 1, #KEYS - 1 do
+for j = n + 1, #KEYS do
   t[c + 1] = KEYS[j]; t[c + 2] = ARGV[base + j - n]; c = c + 2
   if c >= 7000 then redis.call('MSET', unpack(t, 1, c)); c = 0 end
 end
 if c > 0 then redis.call('MSET', unpack(t, 1, c)) end
-return redis.call('SET', KEYS[#KEYS], ARGV[#ARGV], 'GET')
+return 0
 """
 
 # KEYS: token hash, generation zset. ARGV: bucket prefix, ttl, drop_before, n, (field, expected, new) x n,
@@ -118,11 +110,6 @@ def _as_list(ids: Ids) -> list[str]:
     return ids.to_list() if isinstance(ids, pl.Series) else list(ids)
 
 
-def _glob_escape(text: str) -> str:
-    """``text`` matched literally by a SCAN pattern."""
-    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
-
-
 def _token_text(value: int | None) -> str:
     return "" if value is None else str(value)
 
@@ -138,16 +125,6 @@ def _stale(token: PartitionToken, current: bytes | str | None) -> StaleStateErro
 class RedisSequenceStore(SequenceStore):
     """Sequence state in Redis strings ``<prefix>seq:<kind>:<exchange>:<symbol>``.
 
-    Every commit also writes a random id of its own to ``<prefix>seq:last`` in the same transaction
-    and reads back the one before (the idle-state sweep moves it too). With ``cache_keys`` the store
-    keeps the states it wrote and read, valid while the newest change in Redis is its own: each
-    load reads that key in the same MGET as the keys it misses, and a commit whose predecessor was
-    not the store's own last starts the cache again. So does any other writer's commit, a sweep
-    that deleted keys, and a Redis restarted from an older snapshot (its last id is then an older
-    one). Once a background SCAN has listed every key name of the namespace, a key neither cached
-    nor listed is known absent without asking: at 1 M symbols most keys a batch asks for are new,
-    and the MGET the classification waits for shrinks from ~6,000 keys to one.
-
     Args:
         settings: the Redis section (URL and key prefix).
         commit_mode: "watch" (WATCH the token keys, MGET, MULTI/MSET/EXEC; retried if a watched
@@ -156,8 +133,6 @@ class RedisSequenceStore(SequenceStore):
             (docs/state.md); "lua" needs one round trip instead of three, so prefer it when Redis
             is across a network.
         client: an existing client to share; by default one is made from ``settings``.
-        cache_keys: states kept in memory (0: none, every load reads Redis); past this many the
-            cache starts again.
     """
 
     backend = "redis"
@@ -168,26 +143,12 @@ class RedisSequenceStore(SequenceStore):
         *,
         commit_mode: CommitMode = "watch",
         client: redislib.Redis | None = None,
-        cache_keys: int = 0,
     ) -> None:
         self.prefix = settings.key_prefix
         self.commit_mode = commit_mode
         self._client = client or redis_client(settings)
         self._owns_client = client is None
         self._script = self._client.register_script(_SEQ_COMMIT)
-        self._last_key = f"{self.prefix}seq:last"
-        self._cache_keys = cache_keys
-        self._cache: dict[StateKey, KeyState] = {}
-        self._last: str | None = None  # the newest change's id the cache agrees with (None: none known)
-        self._inflight: set[str] = set()  # ids of this store's commits not returned yet
-        self._lock = threading.Lock()  # load and commit run on different threads (the pipeline's hook)
-        self._names_known: set[str] | None = None  # every key name in Redis (None: not listed)
-        self._written: set[str] = set()  # names committed while a listing runs
-        self._epoch = 0  # + 1 whenever the cache is dropped: a listing started before must not land
-        self._listing: threading.Thread | None = None
-        self._list_after = 0.0  # monotonic time before which no listing starts (backoff)
-        self._list_wait = _LIST_BACKOFF_S
-        self._closing = False
 
     def _key(self, key: StateKey) -> str:
         return f"{self.prefix}seq:{key[0]}:{key[1]}:{key[2]}"
@@ -199,100 +160,9 @@ class RedisSequenceStore(SequenceStore):
         keys = list(keys)
         if not keys:
             return {}
-        if not self._cache_keys:
-            return self._read(keys, self._mget(self._names(keys)))
-        with self._lock:
-            seen, cache, known = self._last, self._cache, self._names_known
-            got = list(map(cache.get, keys))
-        cached = list(map(is_not, got, repeat(None)))  # C-level passes: ~14,000 keys a batch at 1 M symbols
-        missing = list(compress(keys, map(not_, cached)))
-        names = self._names(missing)
-        if known is not None:  # listed: only the names Redis holds are worth asking for
-            listed = list(map(known.__contains__, names))
-            missing, names = list(compress(missing, listed)), list(compress(names, listed))
-        values = self._mget([self._last_key, *names])
-        now = _text(values[0]) or None
-        fresh = self._read(missing, values[1:])
-        with self._lock:
-            if now is None:  # no id in Redis (no commit yet, a Redis that lost it): not a version
-                if self._last is not None or self._cache or self._names_known is not None:
-                    self._drop()
-            elif now == self._last:
-                if now == seen:  # no change since the snapshot: what was read is current
-                    self._keep(fresh)
-                    if self._names_known is None:
-                        self._list_names()
-            elif self._last is None and not self._cache and not self._inflight:
-                self._drop()  # nothing from before (a listing in flight, names) may land on it
-                self._last = now  # an empty cache agrees with any state: the baseline
-                self._list_names()
-            elif now != seen and now not in self._inflight:  # another writer's change, or an older Redis
-                # (now == seen: read before the store's own commit moved the id, exact; the next load
-                # compares the id with the new one)
-                self._drop()
-        if now != seen:  # a change came between: the snapshot's answers may be stale, ask for all
-            return self._read(keys, self._mget(self._names(keys)))
-        fresh.update(zip(compress(keys, cached), compress(got, cached), strict=True))  # type: ignore[arg-type]
-        return fresh
-
-    def _drop(self) -> None:
-        """Forget every cached state and the listing (under ``_lock``)."""
-        self._cache, self._last, self._names_known = {}, None, None
-        self._written = set()
-        self._epoch += 1
-
-    def _list_names(self) -> None:
-        """Start listing the namespace's key names on a thread (under ``_lock``, baseline just set)."""
-        busy = self._listing is not None and self._listing.is_alive()
-        if busy or self._closing or time.monotonic() < self._list_after:
-            return
-        self._list_after = time.monotonic() + self._list_wait  # the next listing, if this one is lost
-        self._list_wait = min(self._list_wait * 2, 3600.0)
-        self._written = set()
-        self._listing = threading.Thread(
-            target=self._list_all, args=(self._epoch,), name="k2-state-list", daemon=True
-        )
-        self._listing.start()
-
-    def _list_all(self, epoch: int) -> None:
-        """SCAN every key name; correct to land if no other change came since the baseline (same
-        epoch): SCAN returns every key present from its start to its end, and the store's own
-        commits meanwhile are added from ``_written``."""
-        try:
-            # SCAN's guarantee holds within one server process: a cursor that redis-py's retry carries
-            # over to a restarted (or failed-over) Redis skips keys, so the server must be the same
-            server = self._client.info("server").get("run_id")
-            pattern = _glob_escape(f"{self.prefix}seq:") + "*"
-            names: set[str] = set()
-            for name in self._client.scan_iter(match=pattern, count=10_000):
-                if self._closing or self._epoch != epoch:
-                    return
-                names.add(name.decode() if isinstance(name, bytes) else name)
-                if len(names) > self._cache_keys:
-                    log.info("sequence state: more keys than state.redis_cache_keys; every miss reads Redis",
-                             keys=len(names), limit=self._cache_keys)  # fmt: skip
-                    return
-            if self._client.info("server").get("run_id") != server:
-                log.warning(
-                    "sequence state listing spanned a Redis restart; missing keys are read from Redis"
-                )
-                return
-        except Exception as exc:  # a failed listing costs speed, not correctness: loads ask Redis
-            log.warning("sequence state listing failed; missing keys are read from Redis", error=str(exc))
-            return
-        with self._lock:
-            if self._epoch == epoch and not self._closing:
-                self._names_known = names | self._written
-                self._written = set()
-                self._list_wait = _LIST_BACKOFF_S
-
-    def _mget(self, names: list[str]) -> list[Any]:
-        return _call("MGET", lambda: self._client.mget(names))
-
-    @staticmethod
-    def _read(keys: list[StateKey], values: list[Any]) -> dict[StateKey, KeyState]:
-        hit = list(map(is_not, values, repeat(None)))
-        return dict(zip(compress(keys, hit), decode_states(list(compress(values, hit))), strict=True))
+        values = _call("MGET", lambda: self._client.mget(self._names(keys)))
+        hit = list(map(is_not, values, repeat(None)))  # C-level passes: ~14,000 keys a batch at 1 M symbols
+        return dict(zip(compress(keys, hit), decode_states(list(compress(values, hit))), strict=True))  # type: ignore[arg-type]
 
     def _names(self, keys: Iterable[StateKey]) -> list[str]:
         """:meth:`_key` of many keys, with C-level maps instead of a call per key."""
@@ -316,48 +186,12 @@ class RedisSequenceStore(SequenceStore):
     ) -> None:
         pairs = dict(zip(self._names(states), encode_states(states.values()), strict=True))
         pairs.update((self._clock_key(k), encode_clock(c)) for k, c in (clocks or {}).items())
-        commit_id = uuid.uuid4().hex
-        with self._lock:
-            last = self._last
-            self._inflight.add(commit_id)
-        try:
-            if self.commit_mode == "lua":
-                prev = self._commit_lua(pairs, tokens, commit_id)
-            else:
-                prev = self._commit_watch(pairs, tokens, commit_id)
-        except BaseException:
-            with self._lock:  # written or not, the cache cannot tell: start again
-                self._inflight.discard(commit_id)
-                self._drop()
-            raise
-        with self._lock:
-            self._inflight.discard(commit_id)
-            if not self._cache_keys:
-                return
-            if (
-                last is None or prev != last or self._last != last
-            ):  # another writer's change came between (or a drop)
-                self._drop()
-            self._keep(states)
-            self._last = commit_id
-            if self._names_known is not None:
-                self._names_known.update(pairs)
-            elif self._listing is not None and self._listing.is_alive():
-                self._written.update(pairs)  # the names this commit created, for the listing
-            if self._names_known is not None and len(self._names_known) > self._cache_keys:
-                self._names_known = None
+        if self.commit_mode == "lua":
+            self._commit_lua(pairs, tokens)
+        else:
+            self._commit_watch(pairs, tokens)
 
-    def _keep(self, states: Mapping[StateKey, KeyState]) -> None:
-        """Add to the cache (under ``_lock``), first emptying it if it would pass its bound."""
-        if len(self._cache) + len(states) > self._cache_keys:
-            self._cache = {}
-        if len(states) <= self._cache_keys:
-            self._cache.update(states)
-
-    def _commit_lua(
-        self, pairs: dict[str, bytes], tokens: Sequence[PartitionToken], commit_id: str
-    ) -> str | None:
-        """One EVALSHA; returns the previous commit's id."""
+    def _commit_lua(self, pairs: dict[str, bytes], tokens: Sequence[PartitionToken]) -> None:
         keys: list[Any] = [self._token_key(t.topic, t.partition) for t in tokens]
         args: list[Any] = [
             len(tokens),
@@ -365,23 +199,17 @@ class RedisSequenceStore(SequenceStore):
             *(t.offset for t in tokens),
         ]
         keys.extend(pairs)
-        keys.append(self._last_key)
         args.extend(pairs.values())
-        args.append(commit_id)
         result = _call("commit script", lambda: self._script(keys=keys, args=args))
-        if isinstance(result, list):
+        if result != 0:
             index, current = result
             raise _stale(tokens[int(index) - 1], current)
-        return _text(result) or None
 
-    def _commit_watch(
-        self, pairs: dict[str, bytes], tokens: Sequence[PartitionToken], commit_id: str
-    ) -> str | None:
-        """WATCH the tokens, check them, then MULTI/MSET/SET GET/EXEC; returns the previous commit's id."""
+    def _commit_watch(self, pairs: dict[str, bytes], tokens: Sequence[PartitionToken]) -> None:
         token_keys = [self._token_key(t.topic, t.partition) for t in tokens]
         writes: dict[str, Any] = {**pairs, **{k: t.offset for k, t in zip(token_keys, tokens, strict=True)}}
 
-        def attempt() -> tuple[str | None] | None:
+        def attempt() -> bool:
             with self._client.pipeline(transaction=True) as pipe:
                 try:
                     if token_keys:
@@ -392,15 +220,14 @@ class RedisSequenceStore(SequenceStore):
                     pipe.multi()
                     if writes:
                         pipe.mset(writes)
-                    pipe.set(self._last_key, commit_id, get=True)
-                    return (_text(pipe.execute()[-1]) or None,)
+                    pipe.execute()
+                    return True
                 except redislib.WatchError:
-                    return None  # a token changed under us: check it again
+                    return False  # a token changed under us: check it again
 
         for _ in range(8):
-            done = _call("commit transaction", attempt)
-            if done is not None:
-                return done[0]
+            if _call("commit transaction", attempt):
+                return
         raise StateStoreError("redis commit kept losing WATCH races on its token keys", backend="redis")
 
     def token(self, topic: str, partition: int) -> int | None:
@@ -408,9 +235,6 @@ class RedisSequenceStore(SequenceStore):
         return int(value) if value else None
 
     def close(self) -> None:
-        self._closing = True
-        if self._listing is not None:
-            self._listing.join(timeout=30)
         if self._owns_client:
             self._client.close()
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +30,7 @@ import redis as redislib
 from k2.config import RedisSettings
 from k2.observability.logging import get_logger
 from k2.state.model import KeyState, decode_state
-from k2.state.redis import _call, _glob_escape, redis_client
+from k2.state.redis import _call, redis_client
 
 __all__ = ["SweepResult", "Sweeper", "sweep_idle"]
 
@@ -39,15 +38,12 @@ log = get_logger(__name__)
 _KINDS = ("trades", "quotes")
 _BATCH = 1000
 
-# KEYS: candidate keys, then the namespace's last-commit key. ARGV: the value each held when judged,
-# then a new id. Deletes those still holding it; a deletion moves the last-commit id like a commit
-# does, so that an ingester's cached states (k2.state.redis) do not outlive the keys.
+# KEYS: candidate keys. ARGV: the value each held when judged. Deletes those still holding it.
 _COMPARE_AND_DELETE = """
 local n = 0
-for i = 1, #KEYS - 1 do
+for i = 1, #KEYS do
   if redis.call('GET', KEYS[i]) == ARGV[i] then redis.call('DEL', KEYS[i]); n = n + 1 end
 end
-if n > 0 then redis.call('SET', KEYS[#KEYS], ARGV[#ARGV]) end
 return n
 """
 
@@ -57,6 +53,10 @@ class SweepResult:
     scanned: int
     idle: int
     deleted: int
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
 
 
 def _states(client: redislib.Redis, prefix: str, kind: str) -> Iterator[list[tuple[bytes, bytes, str]]]:
@@ -86,9 +86,8 @@ def _young_holes(state: KeyState) -> bool:
     return any(r[2] == 0 for r in state.ranges)
 
 
-def _compare_and_delete(script: Any, doomed: list[tuple[bytes, bytes]], prefix: str) -> int:
-    keys: list[Any] = [k for k, _ in doomed] + [f"{prefix}seq:last"]
-    values: list[Any] = [v for _, v in doomed] + [uuid.uuid4().hex]
+def _compare_and_delete(script: Any, doomed: list[tuple[bytes, bytes]]) -> int:
+    keys, values = [k for k, _ in doomed], [v for _, v in doomed]
     return int(_call("sweep script", lambda: script(keys=keys, args=values)))
 
 
@@ -117,7 +116,7 @@ def sweep_idle(client: redislib.Redis, prefix: str, idle_days: int) -> SweepResu
                     doomed.append((key, value))
             if doomed:
                 idle += len(doomed)
-                deleted += _compare_and_delete(script, doomed, prefix)
+                deleted += _compare_and_delete(script, doomed)
     if deleted:
         log.info(
             "swept idle symbols' state", prefix=prefix, scanned=scanned, deleted=deleted, raced=idle - deleted

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
 
     from k2.query.engine import QueryEngine
 
-__all__ = ["BAR_INTERVAL_US", "Prefetcher", "TableWarmth", "Warmer", "enable_prefetch"]
+__all__ = ["BAR_INTERVAL_US", "Prefetcher", "TableWarmth", "WarmSet", "Warmer", "enable_prefetch"]
 
 log = get_logger(__name__)
 
@@ -92,6 +93,46 @@ class TableWarmth:
     last_ms: float = 0.0
 
 
+class WarmSet:
+    """The files prefetch put in the hot-row cache for one table, oldest first, within its budget.
+
+    Each snapshot's prefetch loads its new files (the newest data within the budget); before, those
+    of every earlier snapshot stayed until the cache's LRU bound (2,000,000 rows by default) pushed
+    them out, so the hot set grew with every commit by the rows it committed (issue #17: the
+    server's RSS grew with the commits of the soak). ``hold`` records a snapshot's prefetched files
+    and answers the oldest ones beyond the budget, for the caller to drop from the cache: prefetch
+    keeps at most ``budget`` rows per table, as the module says. A query that needs a dropped file
+    loads it again (then the cache's LRU owns it).
+    """
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self._files: OrderedDict[str, int] = OrderedDict()  # path -> rows, oldest first
+        self._rows = 0
+
+    def hold(self, newest: FileSet, gone: set[str] | frozenset[str] = frozenset()) -> set[str]:
+        """Record ``newest`` (just prefetched) and forget ``gone``; the paths now beyond the budget."""
+        for path in gone:
+            self._rows -= self._files.pop(path, 0)
+        order = np.argsort(newest.ts_max, kind="stable")  # older data first within one snapshot
+        for path, rows in zip(newest.paths[order].tolist(), newest.records[order].tolist(), strict=True):
+            self._rows += int(rows) - self._files.pop(path, 0)
+            self._files[path] = int(rows)
+        dropped: set[str] = set()
+        while self._rows > self.budget and self._files:
+            path, rows = self._files.popitem(last=False)
+            self._rows -= rows
+            dropped.add(path)
+        return dropped
+
+    @property
+    def rows(self) -> int:
+        return self._rows
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+
 class Prefetcher:
     """Loads what a new snapshot's first query needs, before queries switch to it (thread-safe)."""
 
@@ -102,6 +143,7 @@ class Prefetcher:
         self.tables: dict[str, TableWarmth] = {name: TableWarmth() for name in tables}
         self._seen: dict[str, set[str]] = {}
         self._before: dict[str, set[str]] = {}  # the files of the snapshot before the last one
+        self._warm: dict[str, WarmSet] = {name: WarmSet(self.budget) for name in tables}
         self._lock = threading.Lock()
 
     def __call__(self, name: str, table: Table) -> None:
@@ -132,8 +174,12 @@ class Prefetcher:
         # them, so their decoded rows and partials go now rather than when the LRU bounds force it
         # (they filled the caches, the soak's growing RSS). A time-travel query re-reads them.
         gone = before - (seen or set()) - live
+        with self._lock:
+            # prefetched files beyond the budget (older data): they would stay until the LRU bound
+            stale = self._warm[name].hold(newest, gone)
+        if gone or stale:
+            reader.rows.discard(gone | stale)
         if gone:
-            reader.rows.discard(gone)
             self.engine.partials.discard(gone)
         with self._lock:
             state = self.tables[name]

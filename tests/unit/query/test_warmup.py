@@ -31,3 +31,18 @@ def test_nothing_when_the_budget_is_zero_or_the_newest_file_is_too_big() -> None
     assert len(newest_within(files, 0)) == 0
     assert len(newest_within(files, 100)) == 0  # newest first: no skipping past a big file
     assert len(newest_within(fileset([], []), 100)) == 0
+
+
+def test_the_warm_set_keeps_prefetched_rows_within_the_budget() -> None:
+    from k2.query.warmup import WarmSet
+
+    warm = WarmSet(250)
+    assert warm.hold(fileset([100, 100], [20, 10])) == set() and warm.rows == 200
+    # the next snapshot's files: the oldest data prefetched before goes (f1 before f0: older ts)
+    newer = fileset([100, 100], [30, 40])
+    newer.paths[:] = ["g0", "g1"]
+    assert warm.hold(newer) == {"f1", "f0"} and warm.rows == 200 and len(warm) == 2
+    # files compacted away are forgotten without counting; a file held again is not counted twice
+    again = fileset([100], [50])
+    again.paths[:] = ["g1"]
+    assert warm.hold(again, {"g0"}) == set() and warm.rows == 100 and len(warm) == 1

@@ -279,15 +279,16 @@ class SequenceTracker:
                     fast[g] = False
         # the new states, built by C-level maps (not KeyState(...): NamedTuple's __new__ is a Python
         # function): a fresh key's is clean with the batch's session; a stored one's keeps all but its mark
-        fresh_mask, carried_mask = (fast & ~known).tolist(), (fast & known).tolist()
-        fresh = np.flatnonzero(fast & ~known)
+        fresh_rows, carried_rows = fast & ~known, fast & known
+        fresh_mask, carried_mask = fresh_rows.tolist(), carried_rows.tolist()
+        fresh = np.flatnonzero(fresh_rows)
         clean = zip(groups.vsession[fresh].tolist(), groups.vlast[fresh].tolist(),
                     repeat(()), repeat(None), repeat(0), repeat(()), repeat(()), strict=False)  # fmt: skip
         new_states: dict[StateKey, KeyState] = dict(
             zip(compress(keys, fresh_mask), map(_NEW, repeat(KeyState), clean), strict=True)
         )
         stored = list(compress(got, carried_mask))
-        hwms = groups.vlast[np.flatnonzero(fast & known)].tolist()
+        hwms = groups.vlast[carried_rows].tolist()
         marked = zip(
             map(_SESSION, stored), hwms, *(map(itemgetter(i), stored) for i in range(2, 7)), strict=True
         )

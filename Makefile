@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup system-deps lint bench soak fuzz chaos chaos-cluster scale-test lock soak-ingest soak-short clean
+.PHONY: demo test setup native system-deps lint bench soak fuzz chaos chaos-cluster scale-test lock soak-ingest soak-short clean
 
 # Every package, build tools included, comes from requirements.lock with its SHA-256 (--require-hashes):
 # pyproject.toml keeps the ranges K2 supports, the lock the exact files `make` installs. `make lock`
@@ -26,7 +26,12 @@ lock:
 		--strip-extras -o requirements.lock pyproject.toml
 	rm -rf .lock-venv
 
-setup: system-deps $(STAMP)
+setup: system-deps $(STAMP) native
+
+# K2's native consumer (native/: Rust over librdkafka, issue #17), built when cargo is present and its
+# sources changed; without cargo the pipeline reads with confluent-kafka. K2_NATIVE=0 skips it.
+native: $(STAMP)
+	@bash scripts/build-native.sh $(BIN)/python
 
 # redis-server and postgresql (Debian packages), Maven, which fetches the Kafka jars, and chromium + chromedriver for the
 # dashboard's browser test; Java 17+ is assumed.

@@ -3,12 +3,14 @@
     python -m benchmarks.bench_ingest [--quick] [--rows N] [--freshness-seconds S]
 
 1. ``rows`` trades (default 2,000,000; ``--quick`` 200,000) are produced to a fresh topic.
-2. Ceiling: a raw confluent-kafka consumer reads them all (touching every value), in this run.
+2. Ceiling: a raw confluent-kafka consumer reads them all (touching every value), in this run; and
+   K2's native consumer alone (``k2.pipeline.native``: a batch as columns), for reference.
 3. K2: one pipeline process reads them into Iceberg (decode, validate, sequence checks and dedup,
    compare-and-set commits), timed from the first batch to the last commit: once without the
-   checks, once with them on the embedded store and once on Redis, each into fresh tables.
-   The goals of issue #17 are printed as ratios to the raw consumer with K2's GC policy: checks on
-   >= 0.6 (both backends), no checks >= 0.8.
+   checks, once with them on the embedded store and once on Redis, each into fresh tables, each
+   read with the native consumer (K2's default when built) and again with confluent-kafka (the
+   fallback). The goals of issue #17 are printed as ratios to the raw confluent-kafka consumer
+   with K2's GC policy: checks on >= 0.6 (both backends), no checks >= 0.8.
 4. Freshness: ticks produced at 10,000/s with exchange time = wall time while the pipeline runs;
    each committed row's freshness is its snapshot's commit time minus its exchange time.
 
@@ -37,25 +39,30 @@ from benchmarks.services import kafka_broker, redis_server
 from k2.config import LogSettings, Settings, load_settings
 from k2.lake import open_catalog
 from k2.observability.logging import configure_logging
-from k2.pipeline import Pipeline
+from k2.pipeline import Pipeline, native
 from k2.pipeline.checks import NoChecks
 from k2.pipeline.consumer import FETCH
 from k2.pipeline.gcpolicy import tuned_gc
+from k2.pipeline.native import NativeBatch, NativeConsumer
 from k2.schemas import message_ids
 from k2.stream.admin import ensure_topics
 from k2.stream.producer import TickProducer
 
 __all__ = ["main"]
 
+NO_CHECKS = "k2 ingest (no checks)"
 CHECKS_EMBEDDED = "k2 ingest (checks on, embedded)"
 CHECKS_REDIS = "k2 ingest (checks on, redis)"
-#: (label, sequence checks on, state backend), run in this order.
+#: what the fallback's labels add: the same path read with confluent-kafka instead of the native consumer
+PYTHON = " [confluent-kafka]"
+#: (label, sequence checks on, state backend), each run with the native consumer and with the fallback.
 PATHS = (
-    ("k2 ingest (no checks)", False, "embedded"),
+    (NO_CHECKS, False, "embedded"),
     (CHECKS_EMBEDDED, True, "embedded"),
     (CHECKS_REDIS, True, "redis"),
 )
-GOALS = {"k2 ingest (no checks)": 0.8, CHECKS_EMBEDDED: 0.6, CHECKS_REDIS: 0.6}
+GOALS = {NO_CHECKS: 0.8, CHECKS_EMBEDDED: 0.6, CHECKS_REDIS: 0.6}
+RAW_NATIVE = "raw consume, native columns"
 
 
 @contextlib.contextmanager
@@ -65,14 +72,16 @@ def _services() -> Iterator[Settings]:
         yield settings
 
 
-def _fresh(settings: Settings, tmp: Path, backend: str = "embedded", **lake: object) -> Settings:
+def _fresh(
+    settings: Settings, tmp: Path, backend: str = "embedded", consumer: str = "auto", **lake: object
+) -> Settings:
     tag = uuid.uuid4().hex[:8]
     return load_settings(
         data_dir=tmp / tag,
         kafka={**settings.kafka.model_dump(), "topic_prefix": f"b{tag}."},
         redis={**settings.redis.model_dump(), "key_prefix": f"b{tag}:"},
         state={"backend": backend},
-        pipeline={"group_id": f"g{tag}"},
+        pipeline={"group_id": f"g{tag}", "consumer": consumer},
         lake={"commit_interval_s": 1.0, "commit_rows": 500_000, **lake},
         log={"level": "WARNING"},
         # A 2 M-message backlog is lag enough to shed tier-3 symbols to the spill (by design);
@@ -107,6 +116,24 @@ def _raw_consume(settings: Settings, rows: int, gc_threshold: int = 0) -> tuple[
             seen += sum(1 for m in msgs if m.error() is None and m.value() is not None)
         elapsed = time.perf_counter() - (started or time.perf_counter())
         cpu_s = time.process_time() - cpu
+    consumer.close()
+    return rows / elapsed, rows / cpu_s
+
+
+def _raw_native(settings: Settings, rows: int) -> tuple[float, float]:
+    """K2's native consumer alone (``k2.pipeline.native``): each batch's columns, nothing else."""
+    consumer = NativeConsumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": uuid.uuid4().hex,
+                               "auto.offset.reset": "earliest", "enable.auto.commit": False, **FETCH})  # fmt: skip
+    consumer.subscribe([settings.kafka.topic("trades")])
+    seen, started, cpu = 0, None, 0.0
+    while seen < rows:
+        batch = consumer.consume(50_000, 1.0)
+        if isinstance(batch, NativeBatch):
+            if started is None:
+                started, cpu = time.perf_counter(), time.process_time()
+            seen += int((batch.value_ends > 0).sum())  # every value touched once, as the raw baseline
+    elapsed = time.perf_counter() - (started or time.perf_counter())
+    cpu_s = time.process_time() - cpu
     consumer.close()
     return rows / elapsed, rows / cpu_s
 
@@ -192,33 +219,46 @@ def main(argv: list[str] | None = None) -> None:
     frame = make_ticks("trades", rows, seed=1)
     gc_policy = load_settings().pipeline.gc_gen0_threshold
     raw_default, raw_tuned = "raw consume, Python's GC", f"raw consume, K2's GC ({gc_policy:,})"
+    consumers = [("native", ""), ("python", PYTHON)] if native.available() else [("python", "")]
+    if not native.available():
+        print("the native consumer is not built (`make setup` with cargo): K2 reads with confluent-kafka")
     with _services() as base, tempfile.TemporaryDirectory(prefix="k2-bench-lake-") as tmp:
         results: dict[str, float] = {}
         per_cpu: dict[str, float] = {}
         for label, checks, backend in PATHS:
             settings = _fresh(base, Path(tmp), backend)
             _produce(settings, frame)
-            for raw, threshold in ((raw_default, 0), (raw_tuned, gc_policy)):
-                rate, rate_cpu = _raw_consume(settings, rows, threshold)
+            raws = [(raw_default, 0), (raw_tuned, gc_policy)] + (
+                [(RAW_NATIVE, -1)] if native.available() else []
+            )
+            for raw, threshold in raws:
+                rate, rate_cpu = (
+                    _raw_native(settings, rows) if threshold < 0 else _raw_consume(settings, rows, threshold)
+                )
                 results[raw] = max(results.get(raw, 0.0), rate)
                 per_cpu[raw] = max(per_cpu.get(raw, 0.0), rate_cpu)
-            results[label], per_cpu[label] = _k2_ingest(settings, rows, checks)
+            for consumer, suffix in consumers:  # the same topic read again, into fresh tables
+                run = _fresh(base, Path(tmp), backend, consumer)
+                run = run.model_copy(update={"kafka": settings.kafka})
+                results[label + suffix], per_cpu[label + suffix] = _k2_ingest(run, rows, checks)
         fresh = _fresh(base, Path(tmp))
         p50, p99, n = _freshness(fresh, seconds)
-    print(f"\n{rows:,} trades, one consumer process, 4 partitions (raw: the better of two runs)")
-    print(f"{'path':34} {'rows/s':>12} {'vs raw':>8} {'vs raw+GC':>10}")
+    print(f"\n{rows:,} trades, one consumer process, 4 partitions (raw: the best of three runs)")
+    print(f"{'path':48} {'rows/s':>12} {'vs raw':>8} {'vs raw+GC':>10}")
     for label, rate in results.items():
         print(
-            f"{label:34} {rate:12,.0f} {rate / results[raw_default]:8.2f} {rate / results[raw_tuned]:10.2f}"
+            f"{label:48} {rate:12,.0f} {rate / results[raw_default]:8.2f} {rate / results[raw_tuned]:10.2f}"
         )
     for label, rate in per_cpu.items():
-        print(f"{label:34} {rate:12,.0f} rows per CPU-second of the process")
-    print(f"\nissue #17 goal 1, against {raw_tuned} in this run (wall; per CPU-second):")
+        print(f"{label:48} {rate:12,.0f} rows per CPU-second of the process")
+    print(f"\nissue #17 goal 1, against {raw_tuned} (confluent-kafka) in this run (wall; per CPU-second):")
     for label, _checks, _backend in PATHS:
-        goal = GOALS[label]
-        ratio, ratio_cpu = results[label] / results[raw_tuned], per_cpu[label] / per_cpu[raw_tuned]
-        verdict = "met" if ratio >= goal else "NOT met"
-        print(f"  {label:32} {ratio:5.2f}; {ratio_cpu:5.2f}  (goal >= {goal}: {verdict})")
+        for _consumer, suffix in consumers:
+            goal = GOALS[label]
+            ratio = results[label + suffix] / results[raw_tuned]
+            ratio_cpu = per_cpu[label + suffix] / per_cpu[raw_tuned]
+            verdict = "met" if ratio >= goal else "NOT met"
+            print(f"  {label + suffix:46} {ratio:5.2f}; {ratio_cpu:5.2f}  (goal >= {goal}: {verdict})")
     print(f"\nfreshness at 10,000 ticks/s (exchange time -> committed in Iceberg), {n:,} rows:")
     print(f"  p50 {p50:,.0f} ms   p99 {p99:,.0f} ms   (commit interval 1.0 s)")
     write_result(
@@ -227,18 +267,29 @@ def main(argv: list[str] | None = None) -> None:
             "rows": rows,
             "raw_consume_rows_per_s": results[raw_default],
             "raw_consume_k2_gc_rows_per_s": results[raw_tuned],
-            "ingest_no_checks_rows_per_s": results["k2 ingest (no checks)"],
+            "consumer": consumers[0][0],
+            "ingest_no_checks_rows_per_s": results[NO_CHECKS],
             "ingest_checks_rows_per_s": results[CHECKS_EMBEDDED],
             "ingest_checks_redis_rows_per_s": results[CHECKS_REDIS],
             "raw_consume_k2_gc_rows_per_cpu_s": per_cpu[raw_tuned],
-            "ingest_no_checks_rows_per_cpu_s": per_cpu["k2 ingest (no checks)"],
+            "ingest_no_checks_rows_per_cpu_s": per_cpu[NO_CHECKS],
             "ingest_checks_rows_per_cpu_s": per_cpu[CHECKS_EMBEDDED],
             "ingest_checks_redis_rows_per_cpu_s": per_cpu[CHECKS_REDIS],
             "goal_checks_vs_raw_gc": results[CHECKS_EMBEDDED] / results[raw_tuned],
             "goal_checks_redis_vs_raw_gc": results[CHECKS_REDIS] / results[raw_tuned],
-            "goal_no_checks_vs_raw_gc": results["k2 ingest (no checks)"] / results[raw_tuned],
+            "goal_no_checks_vs_raw_gc": results[NO_CHECKS] / results[raw_tuned],
             "goal_checks_vs_raw_gc_per_cpu": per_cpu[CHECKS_EMBEDDED] / per_cpu[raw_tuned],
-            "goal_no_checks_vs_raw_gc_per_cpu": per_cpu["k2 ingest (no checks)"] / per_cpu[raw_tuned],
+            "goal_no_checks_vs_raw_gc_per_cpu": per_cpu[NO_CHECKS] / per_cpu[raw_tuned],
+            **(
+                {
+                    "raw_consume_native_rows_per_s": results[RAW_NATIVE],
+                    "ingest_no_checks_python_rows_per_s": results[NO_CHECKS + PYTHON],
+                    "ingest_checks_python_rows_per_s": results[CHECKS_EMBEDDED + PYTHON],
+                    "ingest_checks_redis_python_rows_per_s": results[CHECKS_REDIS + PYTHON],
+                }
+                if native.available()
+                else {}
+            ),
             "freshness_iceberg_p50_ms": p50,
             "freshness_iceberg_p99_ms": p99,
             "freshness_commit_interval_s": 1.0,

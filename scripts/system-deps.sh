@@ -18,6 +18,12 @@ command -v go >/dev/null 2>&1 || [ -x /usr/local/go/bin/go ] || missing+=(golang
 # the reverse proxy in front of API replicas (`k2 services up proxy`, the replicas' scale test); Debian
 # keeps nginx in /usr/sbin, off a non-root user's PATH
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+# the native consumer (scripts/build-native.sh) compiles librdkafka from its crate: a C toolchain,
+# make and zlib's headers; Rust itself comes from rustup (no Debian package is new enough)
+command -v cc >/dev/null 2>&1 || missing+=(gcc)
+command -v make >/dev/null 2>&1 || missing+=(make)
+[ -f /usr/include/zlib.h ] || missing+=(zlib1g-dev)
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 if ! command -v java >/dev/null 2>&1; then
   missing+=(openjdk-17-jre-headless)
 fi

@@ -123,9 +123,23 @@ def catalog_backend(request: pytest.FixtureRequest) -> str:
     return str(getattr(request, "param", "sqlite"))
 
 
+#: Run a test with both consumers: ``@CONSUMERS`` (K2's native one, and confluent-kafka, the fallback).
+CONSUMERS = pytest.mark.parametrize("consumer_kind", ["native", "python"], indirect=True)
+
+
+@pytest.fixture
+def consumer_kind(request: pytest.FixtureRequest) -> str:
+    """``auto`` (the native consumer, which ``make`` builds) unless parametrised with ``CONSUMERS``."""
+    return str(getattr(request, "param", "auto"))
+
+
 @pytest.fixture
 def settings(
-    services: Settings, tmp_path: Path, catalog_backend: str, request: pytest.FixtureRequest
+    services: Settings,
+    tmp_path: Path,
+    catalog_backend: str,
+    consumer_kind: str,
+    request: pytest.FixtureRequest,
 ) -> Settings:
     """Per-test settings: the session's services, a fresh data directory and unique names.
 
@@ -141,7 +155,7 @@ def settings(
         data_dir=tmp_path / "k2",
         kafka={**services.kafka.model_dump(), "topic_prefix": f"t{tag}."},
         redis={**services.redis.model_dump(), "key_prefix": f"t{tag}:"},
-        pipeline={"group_id": f"g{tag}"},
+        pipeline={"group_id": f"g{tag}", "consumer": consumer_kind},
         lake=lake,
         # In-process pipelines read pytest's own RSS, which grows over a session of 1,000+ tests: at
         # the default 2 GiB budget the memory signal held a CI run's load test at SOFT with lag 0.

@@ -26,7 +26,7 @@ from k2.feeds.asx import read_asx
 from k2.feeds.delivery import QUOTE, TRADE, Delivery
 from k2.lake import open_catalog
 from k2.services import Launcher
-from tests.conftest import CATALOGS
+from tests.conftest import CATALOGS, CONSUMERS
 from tests.integration.test_pipeline import _ingest, _produce, make_trades
 from tests.integration.truth_check import publish
 
@@ -103,6 +103,7 @@ def test_sigkill_between_the_lake_and_the_state_commit_then_a_full_resend(
     _assert_each_tick_once(settings, replay)
 
 
+@CONSUMERS
 @pytest.mark.parametrize("victim", ["kafka", "redis"])
 def test_a_service_killed_mid_ingest_then_a_full_resend(
     settings: Settings, services: Settings, replay: Delivery, victim: str

@@ -22,6 +22,7 @@ from k2.lake import open_catalog
 from k2.pipeline.dlq import read_dead_letters, replay_dead_letters
 from k2.stream.admin import ensure_topics
 from k2.stream.producer import TickProducer
+from tests.conftest import CONSUMERS
 from tests.integration.truth_check import K2_WINDOW, assert_matches_truth, deliveries, publish, simulator
 
 SYMBOLS = ("BHP", "RIO", "CBA", "NAB", "WBC", "ANZ", "CSL", "WES")
@@ -68,6 +69,7 @@ def _env(settings: Settings, **extra: str) -> dict[str, str]:
         K2_REDIS__PASSWORD_FILE=str(settings.redis.password_file),
         K2_REDIS__KEY_PREFIX=settings.redis.key_prefix,
         K2_PIPELINE__GROUP_ID=settings.pipeline.group_id,
+        K2_PIPELINE__CONSUMER=settings.pipeline.consumer,
         K2_STATE__BACKEND=settings.state.backend,
         K2_STATE__REORDER_WINDOW=str(settings.state.reorder_window),
         K2_LOG__FORMAT="json",
@@ -108,6 +110,7 @@ SMALL_COMMITS = {"K2_LAKE__COMMIT_ROWS": "1000", "K2_PIPELINE__BATCH_MAX_MESSAGE
 RESTARTS = {**SMALL_COMMITS, "K2_PIPELINE__INSTANCE_ID": "ingest-1"}
 
 
+@CONSUMERS
 def test_sigkill_at_random_points_loses_and_duplicates_nothing(settings: Settings, tmp_path: Path) -> None:
     """12 runs on the real Redis state store, each fed a new slice of a faulty simulated feed and
     killed at a random moment or at a named commit step; the result equals the feed's truth."""
@@ -155,6 +158,7 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(settings: Setting
     assert "price must be > 0" in " ".join(lt.reason for lt in letters)
 
 
+@CONSUMERS
 def test_two_consumers_with_a_rebalance_write_the_same_table(settings: Settings, tmp_path: Path) -> None:
     sim = simulator(40_000, seed=3)
     publish(settings, deliveries(sim))

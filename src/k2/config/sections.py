@@ -347,6 +347,12 @@ class PipelineSettings(_Section):
         "levels: what deploy/k2-alerts.yml reads) on http://metrics_host:PORT/metrics. Unset: none.",
     )
     metrics_host: str = Field("127.0.0.1", description="Address the ingester's metrics listen on.")
+    consumer: Literal["auto", "native", "python"] = Field(
+        "auto",
+        description="What reads Kafka: 'native' (K2's Rust extension over librdkafka, which `make` "
+        "builds: a batch as columns, no Python object per message), 'python' (confluent-kafka), or "
+        "'auto' (native when built, else python).",
+    )
     batch_max_messages: int = Field(50_000, ge=1)
     poll_timeout_s: float = Field(0.2, gt=0)
     gc_gen0_threshold: int = Field(

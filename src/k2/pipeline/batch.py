@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -25,6 +25,7 @@ from k2.observability.logging import get_logger
 from k2.observability.metrics import REGISTRY, Counter, Histogram
 from k2.pipeline.checkpoint import Checkpoint
 from k2.pipeline.checks import BatchChecks, NoChecks
+from k2.pipeline.native import NativeBatch
 from k2.pipeline.sinks import TableSink
 from k2.resilience.breaker import BreakerBoard
 from k2.resilience.degradation import DegradationManager
@@ -33,6 +34,7 @@ from k2.resilience.metrics import BACKFILLED
 from k2.resilience.shed import split
 from k2.resilience.spill import Spill
 from k2.resilience.tiers import PriorityTiers
+from k2.schemas.joined import JoinedPayloads
 from k2.schemas.validate import Validator, with_message_times
 from k2.state import CheckResult
 from k2.stream.control import marker_clock, marker_mask
@@ -124,7 +126,7 @@ class BatchProcessor:
         #: takes); set on assignment, for the rebuild
         self.deferred_before: dict[tuple[str, int], pl.Series] = {}
 
-    def __call__(self, messages: list[Message]) -> BatchOutcome:
+    def __call__(self, messages: list[Message] | NativeBatch) -> BatchOutcome:
         """Process one batch into the live checkpoint.
 
         Raises:
@@ -133,16 +135,22 @@ class BatchProcessor:
                 drops everything not yet frozen and re-reads it.
         """
         started = time.perf_counter()
+        if isinstance(messages, NativeBatch):
+            fatal = _fatal(messages.errors)
+            if not messages.messages:
+                return BatchOutcome(time.perf_counter() - started, had_ticks=False, fatal=fatal)
+            for topic in messages.topics:
+                kind = self.topics.get(topic)
+                if kind is not None:
+                    self._topic(topic, kind, _Records.of_native(messages, topic))
+            seconds = time.perf_counter() - started
+            BATCH_SECONDS.observe(seconds)
+            return BatchOutcome(seconds, had_ticks=True, fatal=fatal)
         # Whole-list passes through the C method descriptors: per-message calls are the cost floor.
         fatal = None
         if any(map(Message.error, messages)):
             good = [m for m in messages if m.error() is None]
-            for m in messages:
-                err = m.error()
-                if err is not None and err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consumer error", error=str(err))
-                    if err.fatal() or err.code() == KafkaError._FATAL:  # as delivered, the flag is unset
-                        fatal = err
+            fatal = _fatal([e for m in messages if (e := m.error()) is not None])
         else:
             good = messages
         if not good:
@@ -157,27 +165,27 @@ class BatchProcessor:
         for topic, batch in by_topic.items():
             kind = self.topics.get(topic)
             if kind is not None:
-                self._topic(topic, kind, batch)
+                self._topic(topic, kind, _Records.of_messages(batch))
         seconds = time.perf_counter() - started
         BATCH_SECONDS.observe(seconds)
         return BatchOutcome(seconds, had_ticks=True, fatal=fatal)
 
-    def _topic(self, topic: str, kind: str, batch: list[Message]) -> None:
-        n = len(batch)
-        raw = list(map(Message.value, batch))
-        # a tombstone (None) is not a tick: dead-lettered like any undecodable payload
-        values = [v or b"" for v in raw] if None in raw else cast("list[bytes]", raw)
-        partitions = np.fromiter(map(Message.partition, batch), dtype=np.int32, count=n)
-        offsets = np.fromiter(map(Message.offset, batch), dtype=np.int64, count=n)
+    def _topic(self, topic: str, kind: str, records: _Records) -> None:
+        values, partitions, offsets = records.values, records.partitions, records.offsets
+        n = len(values)
         # expire markers (k2.stream.control) take an offset but are no tick: swept by the checks
         is_marker = marker_mask(values)
         markers: list[tuple[int, int, int | None]] = []
-        ticks = values
+        ticks: Sequence[bytes] = values
         if is_marker is not None:
             at = np.flatnonzero(is_marker).tolist()
-            markers = [(int(partitions[i]), int(offsets[i]), marker_clock(batch[i].key())) for i in at]
+            markers = [(int(partitions[i]), int(offsets[i]), marker_clock(records.key(i))) for i in at]
             positions = np.flatnonzero(~is_marker)
-            ticks = [values[i] for i in positions.tolist()]
+            ticks = (
+                values.take(positions)
+                if isinstance(values, JoinedPayloads)
+                else [values[i] for i in positions.tolist()]
+            )
         self.stats.messages += n - len(markers)
         self.stats.by_topic[topic] = self.stats.by_topic.get(topic, 0) + n - len(markers)
         MESSAGES.labels(topic).inc(n - len(markers))
@@ -196,7 +204,7 @@ class BatchProcessor:
             pl.Series("_partition", partitions[index], dtype=pl.Int32),
             pl.Series("_offset", offsets[index], dtype=pl.Int64),
         )
-        times = message_times_us(batch)[index]  # fixed per message: a replay judges as this read does
+        times = records.times_us[index]  # fixed per message: a replay judges as this read does
         reasons = self.validator.reasons(kind, with_message_times(frame, times))
         bad = reasons.is_not_null()
         if bad.any():
@@ -239,7 +247,7 @@ class BatchProcessor:
         sink: TableSink,
         frame: pl.DataFrame,
         index: np.ndarray,
-        values: list[bytes],
+        values: Sequence[bytes],
     ) -> pl.DataFrame:
         """Defer the rows of the level's deferred tiers to the spill; returns the rows to process now.
 
@@ -289,7 +297,7 @@ class BatchProcessor:
         topic: str,
         sink: TableSink,
         letters: list[tuple[int, str]],
-        values: list[bytes],
+        values: Sequence[bytes],
         partitions: np.ndarray,
         offsets: np.ndarray,
     ) -> None:
@@ -303,6 +311,51 @@ class BatchProcessor:
             self.stats.dead_letters += 1
             self.stats.latest_dead_letters.append({"at": at, "reason": reason[:200], "source": source})
             DEAD_LETTERS.labels(topic).inc()
+
+
+def _fatal(errors: Sequence[KafkaError]) -> KafkaError | None:
+    """Log the consumer errors of a batch; the fatal one, if any (the consumer must be replaced)."""
+    fatal = None
+    for err in errors:
+        if err.code() != KafkaError._PARTITION_EOF:
+            log.warning("consumer error", error=str(err))
+            if err.fatal() or err.code() == KafkaError._FATAL:  # as delivered, the flag is unset
+                fatal = err
+    return fatal
+
+
+@dataclass(frozen=True, slots=True)
+class _Records:
+    """One topic's messages of a batch as columns, from either consumer."""
+
+    values: Sequence[bytes]  # a tombstone (None) is b"": dead-lettered like any undecodable payload
+    partitions: np.ndarray
+    offsets: np.ndarray
+    times_us: np.ndarray  # the message's timestamp, -1 where it has none
+    key: Callable[[int], bytes | None]
+
+    @classmethod
+    def of_messages(cls, batch: list[Message]) -> _Records:
+        n = len(batch)
+        raw = list(map(Message.value, batch))
+        return cls(
+            values=[v or b"" for v in raw] if None in raw else cast("list[bytes]", raw),
+            partitions=np.fromiter(map(Message.partition, batch), dtype=np.int32, count=n),
+            offsets=np.fromiter(map(Message.offset, batch), dtype=np.int64, count=n),
+            times_us=message_times_us(batch),
+            key=lambda i: batch[i].key(),
+        )
+
+    @classmethod
+    def of_native(cls, batch: NativeBatch, topic: str) -> _Records:
+        rows = batch.rows_of(topic)
+        return cls(
+            values=batch.payloads(rows),
+            partitions=batch.partitions if rows is None else batch.partitions[rows],
+            offsets=batch.offsets if rows is None else batch.offsets[rows],
+            times_us=batch.times_us(rows),
+            key=lambda i: batch.key(i if rows is None else int(rows[i])),
+        )
 
 
 def _below(frame: pl.DataFrame, topic: str, sink: TableSink) -> pl.Series | None:

@@ -5,11 +5,20 @@ The baseline must read with the same fetch settings as K2, or the ratio measures
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
+
+from confluent_kafka import Consumer, Message
 
 from k2.config import Settings
+from k2.pipeline import native
+from k2.pipeline.native import NativeBatch, NativeConsumer
+from k2.types import TopicPartition as TP
 
-__all__ = ["FETCH", "consumer_config"]
+__all__ = ["FETCH", "Batch", "KafkaConsumer", "consumer_config", "last_offsets", "use_native"]
+
+#: Either consumer the pipeline reads with (``pipeline.consumer``), and what its ``consume`` returns.
+KafkaConsumer = Consumer | NativeConsumer
+Batch = list[Message] | NativeBatch
 
 #: Fetch sizes for a backlog of small messages: large fetches, and a deep local queue so that
 #: librdkafka keeps fetching while Python decodes (queued.min.messages is per partition).
@@ -38,3 +47,29 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         **({"group.instance.id": pipeline.instance_id} if pipeline.instance_id else {}),
         **settings.kafka.client,
     }
+
+
+def use_native(choice: Literal["auto", "native", "python"]) -> bool:
+    """Whether to read with the native consumer: ``auto`` uses it when it was built.
+
+    Raises:
+        RuntimeError: ``native`` was asked for and the extension is not built.
+    """
+    if choice == "native" and not native.available():
+        raise RuntimeError(
+            "pipeline.consumer=native, but K2's native consumer is not built: run `make setup` "
+            "with a Rust toolchain (rustup), or set K2_PIPELINE__CONSUMER=python"
+        )
+    return choice != "python" and native.available()
+
+
+def last_offsets(batch: Batch) -> dict[TP, int]:
+    """The highest offset read per partition in a batch (errors left out)."""
+    if isinstance(batch, NativeBatch):
+        return batch.last_offsets()
+    last: dict[TP, int] = {}
+    for m in batch:
+        if m.error() is None:
+            tp = (m.topic() or "", m.partition() or 0)
+            last[tp] = max(last.get(tp, -1), m.offset() or 0)
+    return last

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException
+from confluent_kafka import KafkaException
 
 from k2.config import ResilienceSettings, Settings
 from k2.lake.errors import LakeError, StaleWriterError
@@ -20,6 +20,7 @@ from k2.observability.logging import get_logger
 from k2.observability.metrics import REGISTRY, Gauge
 from k2.pipeline.batch import PipelineStats
 from k2.pipeline.checkpoint import Checkpoint
+from k2.pipeline.consumer import KafkaConsumer
 from k2.pipeline.errors import DeadLetterDeliveryError
 from k2.pipeline.vitals import RateMeter, commit_facts, quality_facts
 from k2.resilience.breaker import BreakerBoard
@@ -62,7 +63,7 @@ class Governor:
         self,
         settings: Settings,
         *,
-        consumer: Consumer,
+        consumer: KafkaConsumer,
         checkpoint: Checkpoint,
         spill: Spill,
         stats: PipelineStats,

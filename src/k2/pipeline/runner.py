@@ -27,8 +27,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import confluent_kafka
 import polars as pl
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from k2.config import Settings
 from k2.lake.catalog import open_catalog
@@ -40,11 +41,12 @@ from k2.pipeline.batch import BatchOutcome, BatchProcessor, PipelineStats
 from k2.pipeline.checkpoint import Checkpoint, crash_at_step
 from k2.pipeline.checks import BatchChecks, NoChecks
 from k2.pipeline.committer import Committer
-from k2.pipeline.consumer import consumer_config
+from k2.pipeline.consumer import Batch, KafkaConsumer, consumer_config, last_offsets, use_native
 from k2.pipeline.deferrals import deferred_rows
 from k2.pipeline.errors import ConsumerFencedError
 from k2.pipeline.gcpolicy import tuned_gc
 from k2.pipeline.governor import Governor, dependency_breakers
+from k2.pipeline.native import NativeConsumer, native_version
 from k2.pipeline.sinks import TableSink
 from k2.pipeline.upkeep import Upkeep
 from k2.resilience.spill import Spill, ensure_spill_topics, spill_topic
@@ -154,7 +156,11 @@ class Pipeline:
         self.producer = TickProducer(kafka)
         self.spill = Spill(kafka)
         self._consumer_config = consumer_config(settings)
+        #: librdkafka polled into columns by K2's Rust extension, or confluent-kafka (``native.py``)
+        self.native = use_native(settings.pipeline.consumer)
         self.consumer = self._consumer()
+        log.info("kafka consumer", kind="native" if self.native else "confluent-kafka",
+                 librdkafka=native_version() if self.native else confluent_kafka.libversion()[0])  # fmt: skip
         self.breakers = breakers = dependency_breakers(settings.resilience)
         self.checkpoint = Checkpoint(
             gap_sink=lake.gap_sink,
@@ -199,7 +205,7 @@ class Pipeline:
         )
 
     # -- partition life cycle -------------------------------------------------------------------
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_assign(self, consumer: KafkaConsumer, partitions: list[TopicPartition]) -> None:
         error = self._await_process()
         if error is not None:  # its work goes with the re-seek this owes, once the store answers
             self.committer.stall(error, reseek=True)
@@ -268,16 +274,11 @@ class Pipeline:
             log.info("rebuilding the sequence state from the tables' committed range", messages=replay,
                      partitions=len(self._replaying))  # fmt: skip
 
-    def _track_replay(self, messages: list[Message]) -> None:
+    def _track_replay(self, messages: Batch) -> None:
         """Note the source partitions this batch reads back to their tables' watermark (the state's
         rebuild); logged once the batch is processed (``_replay_done``)."""
-        last: dict[TP, int] = {}
-        for m in messages:
-            tp = (m.topic() or "", m.partition() or 0)
-            if tp in self._replaying and m.error() is None:
-                last[tp] = max(last.get(tp, -1), m.offset() or 0)
-        for tp, offset in last.items():
-            if offset + 1 >= self._replaying[tp]:
+        for tp, offset in last_offsets(messages).items():
+            if tp in self._replaying and offset + 1 >= self._replaying[tp]:
                 del self._replaying[tp]
                 self._replayed.append(tp)
 
@@ -288,18 +289,14 @@ class Pipeline:
             began, ticks = self._replay
             log.info("sequence state rebuilt", seconds=round(time.monotonic() - began, 3), messages=ticks)
 
-    def _track_rebuild(self, messages: list[Message]) -> None:
+    def _track_rebuild(self, messages: Batch) -> None:
         """Release a source partition once its spill partition was read to the committed watermark."""
-        flow, last = self.governor.flow, dict[TP, int]()
-        for m in messages:
-            tp = (m.topic() or "", m.partition() or 0)
-            if tp in flow.rebuilding and m.error() is None:
-                last[tp] = max(last.get(tp, -1), m.offset() or 0)
-        for tp, offset in last.items():
-            if flow.read(tp, offset + 1):
+        flow = self.governor.flow
+        for tp, offset in last_offsets(messages).items():
+            if tp in flow.rebuilding and flow.read(tp, offset + 1):
                 log.info("spill partition rebuilt; its source runs again", spill=f"{tp[0]}[{tp[1]}]")
 
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_revoke(self, consumer: KafkaConsumer, partitions: list[TopicPartition]) -> None:
         if self._failed:
             self._drain_process()
         else:  # the batch in process belongs to this checkpoint: commit them together
@@ -308,7 +305,7 @@ class Pipeline:
         consumer.unassign()
         log.info("partitions revoked", count=len(partitions))
 
-    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_lost(self, consumer: KafkaConsumer, partitions: list[TopicPartition]) -> None:
         self._drain_process()
         self._forget([(p.topic, p.partition) for p in partitions])
         consumer.unassign()
@@ -337,7 +334,7 @@ class Pipeline:
             self.consumer.commit(offsets=offsets, asynchronous=True)
 
     # -- the process thread ----------------------------------------------------------------------
-    def _submit(self, messages: list[Message]) -> None:
+    def _submit(self, messages: Batch) -> None:
         """Hand a batch to the process thread (the previous one must have been awaited)."""
         assert self._processing is None
         self._submitted += len(messages)
@@ -425,11 +422,12 @@ class Pipeline:
             list(self.topics), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
 
-    def _consumer(self) -> Consumer:
+    def _consumer(self) -> KafkaConsumer:
         """A consumer whose error callback knows which generation it belongs to."""
         self._generation += 1
         generation = self._generation
-        return Consumer({**self._consumer_config, "error_cb": lambda e: self._on_kafka_error(e, generation)})
+        config = {**self._consumer_config, "error_cb": lambda e: self._on_kafka_error(e, generation)}
+        return NativeConsumer(config) if self.native else Consumer(config)
 
     def _on_kafka_error(self, error: KafkaError, generation: int) -> None:
         if generation != self._generation:  # the replaced consumer, reporting while it closes

@@ -18,6 +18,7 @@ import polars as pl
 
 from k2.schemas.container import decode_bodies, decode_body
 from k2.schemas.errors import CorruptPayloadError, SchemaError, SchemaMismatchError
+from k2.schemas.joined import JoinedPayloads
 from k2.schemas.registry import AvroSchema, SchemaRegistry, default_registry
 from k2.schemas.wire import (
     CONFLUENT_HEADER_SIZE,
@@ -123,9 +124,12 @@ def decode_batch(
     n = len(payloads)
     if n == 0:
         return DecodeResult(pl.DataFrame(schema=reader.frame_schema))
-    lens = np.fromiter(map(len, payloads), dtype=np.int64, count=n)
-    buf = np.frombuffer(b"".join(payloads), dtype=np.uint8)
-    starts = np.cumsum(lens) - lens
+    if isinstance(payloads, JoinedPayloads):  # the native consumer's batch: already one buffer
+        lens, buf, starts = payloads.lens, payloads.buf, payloads.starts
+    else:
+        lens = np.fromiter(map(len, payloads), dtype=np.int64, count=n)
+        buf = np.frombuffer(b"".join(payloads), dtype=np.uint8)
+        starts = np.cumsum(lens) - lens
 
     def at(offset: int, count: int, rows: np.ndarray) -> np.ndarray:
         if not len(buf):

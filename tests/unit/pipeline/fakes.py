@@ -10,14 +10,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
 from k2.lake.errors import StaleWriterError
 from k2.lake.writer import NO_OFFSET
 from k2.pipeline.checks import BatchChecks
+from k2.pipeline.native import NativeBatch
 from k2.pipeline.sinks import TableSink
 from k2.schemas import frame_schema, message_ids
 from k2.state import CheckResult
@@ -178,3 +181,31 @@ class FakeSpill:
 
     def close(self) -> None:
         self.closed = True
+
+
+def as_native(messages: list[Message]) -> NativeBatch:
+    """The batch the native consumer (native/src/lib.rs) returns for these messages: the same
+    columns, laid out as its ``consume`` lays them out (errors apart, topics by first appearance)."""
+    good = [m for m in messages if m.error() is None]
+    topics: list[str] = []
+    for m in good:
+        if m.topic() not in topics:
+            topics.append(cast(str, m.topic()))
+    values = [m.value() or b"" for m in good]
+    keys = [m.key() or b"" for m in good]
+    times = [t if kind != TIMESTAMP_NOT_AVAILABLE else -1 for kind, t in (m.timestamp() for m in good)]
+    errors = [(e.code(), e.str(), e.fatal()) for m in messages if (e := m.error()) is not None]
+    raw = (
+        topics,
+        np.array([topics.index(cast(str, m.topic())) for m in good], np.uint16).tobytes(),
+        np.array([m.partition() for m in good], np.int32).tobytes(),
+        np.array([m.offset() for m in good], np.int64).tobytes(),
+        np.array(times, np.int64).tobytes(),
+        np.cumsum([len(v) for v in values], dtype=np.int64).tobytes(),
+        b"".join(values),
+        bytes(m.value() is None for m in good),
+        np.cumsum([len(k) for k in keys], dtype=np.int64).tobytes(),
+        b"".join(keys),
+        errors,
+    )
+    return NativeBatch(raw)

@@ -9,7 +9,7 @@ import pytest
 from confluent_kafka import KafkaError, Message
 
 from k2.config import ResilienceSettings
-from k2.pipeline.batch import BatchProcessor, PipelineStats
+from k2.pipeline.batch import BatchOutcome, BatchProcessor, PipelineStats
 from k2.pipeline.checkpoint import Checkpoint
 from k2.pipeline.governor import dependency_breakers
 from k2.resilience.degradation import DegradationManager
@@ -18,7 +18,16 @@ from k2.schemas import encode_batch
 from k2.schemas.validate import Validator
 from k2.state.errors import StateStoreError
 from k2.stream.control import EXPIRE_MARKER, marker_key
-from tests.unit.pipeline.fakes import T0, FakeProducer, FakeSpill, RecordingChecks, sink, ticks, trades_schema
+from tests.unit.pipeline.fakes import (
+    T0,
+    FakeProducer,
+    FakeSpill,
+    RecordingChecks,
+    as_native,
+    sink,
+    ticks,
+    trades_schema,
+)
 
 SOURCE, SPILL = "k2.trades", "k2.spill.trades"
 GAPS_SCHEMA = (
@@ -28,7 +37,19 @@ GAPS_SCHEMA = (
 )
 
 
+@pytest.fixture(autouse=True, params=["python", "native"])
+def consumer(request: pytest.FixtureRequest) -> str:
+    """Every test twice: with confluent-kafka's messages, and as the native consumer's columns."""
+    Rig.native = request.param == "native"
+    return str(request.param)
+
+
 class Rig:
+    native = False
+
+    def process(self, batch: list[Message]) -> BatchOutcome:
+        return self.processor(as_native(batch) if self.native else batch)
+
     def __init__(self) -> None:
         r = ResilienceSettings()
         self.trades, self.table = sink("trades", {SOURCE, SPILL}, trades_schema())
@@ -45,7 +66,7 @@ class Rig:
             max_rows=1000,
             max_age_s=60,
         )
-        self.process = BatchProcessor(
+        self.processor = BatchProcessor(
             topics={SOURCE: "trades", SPILL: "trades"},
             source_topics={SOURCE: "trades"},
             spill_topics={SPILL: "trades"},

@@ -162,7 +162,7 @@ class World:
     ) -> None:
         self.settings: Settings = load_settings(
             data_dir=tmp_path,
-            pipeline={"poll_timeout_s": 0.01},
+            pipeline={"poll_timeout_s": 0.01, "consumer": "python"},  # FakeBroker plays confluent-kafka
             lake={"commit_interval_s": commit_interval_s},
             # the level stays NORMAL (a fake broker's busy ratio means nothing); the breakers work
             resilience={"enabled": False, "breakers": {"failure_threshold": 2, "reset_timeout_s": 0.2}},

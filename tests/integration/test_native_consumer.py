@@ -1,0 +1,175 @@
+"""K2's native consumer (native/, Rust over librdkafka) against a real broker, beside confluent-kafka.
+
+`make` builds the extension; a checkout without it fails here rather than skipping, because the
+pipeline would then silently read with the fallback.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from k2.config import Settings
+from k2.pipeline import native
+from k2.pipeline.consumer import FETCH
+from k2.pipeline.native import NativeBatch, NativeConsumer
+from k2.stream.admin import ensure_topics
+from k2.stream.producer import TickProducer
+
+N = 3_000
+
+
+def _config(settings: Settings, group: str | None = None) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": settings.kafka.bootstrap,
+        "group.id": group or uuid.uuid4().hex,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        "partition.assignment.strategy": "range",
+        **FETCH,
+    }
+
+
+def _produce(settings: Settings, topic: str, n: int, first: int = 0) -> None:
+    producer = TickProducer(settings.kafka)
+    for i in range(first, first + n):
+        value = b"" if i % 500 == 0 else b"value-%d" % i  # an empty value now and then
+        producer.send_raw(topic, None if i % 3 == 0 else b"k%d" % (i % 7), value, partition=i % 2)
+    producer.close()
+
+
+Row = tuple[str, int, int, bytes, bytes, int]
+
+
+def _native_rows(batch: NativeBatch) -> list[Row]:
+    out: list[Row] = []
+    for topic in batch.topics:
+        rows = batch.rows_of(topic)
+        at = range(batch.messages) if rows is None else rows.tolist()
+        values = batch.payloads(rows)
+        times = batch.times_us(rows)
+        for j, i in enumerate(at):
+            out.append((topic, int(batch.partitions[i]), int(batch.offsets[i]), batch.key(i), values[j],
+                        int(times[j]) // 1000))  # fmt: skip
+    return out
+
+
+def _read_native(consumer: NativeConsumer, n: int, timeout_s: float = 60.0) -> list[Row]:
+    rows: list[Row] = []
+    deadline = time.monotonic() + timeout_s
+    while len(rows) < n and time.monotonic() < deadline:
+        batch = consumer.consume(1_000, 0.5)
+        if isinstance(batch, NativeBatch):
+            assert not batch.errors, batch.errors
+            rows += _native_rows(batch)
+    return rows
+
+
+def test_the_extension_is_built() -> None:
+    assert native.available(), "run `make setup`: it builds native/ with cargo"
+    assert native.native_version()
+
+
+def test_it_reads_what_confluent_kafka_reads_and_follows_the_group(settings: Settings) -> None:
+    topic = settings.kafka.topic("trades")
+    ensure_topics(settings.kafka, ["trades"])
+    _produce(settings, topic, N)
+
+    reference = Consumer(_config(settings))
+    reference.subscribe([topic])
+    expected: list[Row] = []
+    deadline = time.monotonic() + 60
+    while len(expected) < N and time.monotonic() < deadline:
+        for m in reference.consume(1_000, 0.5):
+            assert m.error() is None
+            expected.append(
+                (topic, m.partition(), m.offset(), m.key() or b"", m.value() or b"", m.timestamp()[1])
+            )
+    reference.close()
+
+    events: list[tuple[str, list[tuple[str, int, int]]]] = []
+
+    def on_assign(consumer: NativeConsumer, partitions: list[TopicPartition]) -> None:
+        events.append(("assign", [(p.topic, p.partition, p.offset) for p in partitions]))
+        for p in partitions:
+            p.offset = 1 if p.partition == 1 else p.offset  # the runner's way: start where the lake says
+        consumer.assign(partitions)
+
+    def on_revoke(consumer: NativeConsumer, partitions: list[TopicPartition]) -> None:
+        events.append(("revoke", [(p.topic, p.partition, p.offset) for p in partitions]))
+        consumer.unassign()
+
+    group = uuid.uuid4().hex
+    consumer = NativeConsumer(_config(settings, group))
+    consumer.subscribe([topic], on_assign=on_assign, on_revoke=on_revoke)
+    got = _read_native(consumer, N - 1)
+    # every message of confluent-kafka's read but offset 0 of partition 1, which the callback skipped
+    assert sorted(got) == sorted(r for r in expected if (r[1], r[2]) != (1, 0))
+    partitions = list(range(settings.kafka.partitions))
+    assert events[0][0] == "assign" and sorted(p for _, p, _ in events[0][1]) == partitions
+    assert sorted(tp.partition for tp in consumer.assignment()) == partitions
+
+    owned = consumer.assignment()
+    per_partition = {p: sum(1 for r in expected if r[1] == p) for p in partitions}  # the feed uses 0 and 1
+    assert per_partition[0] == (N + 1) // 2 and per_partition[1] == N // 2
+    # the next offset to read; a partition never read has no position yet (-1001), as in confluent-kafka
+    positions = {tp.partition: tp.offset for tp in consumer.position(owned)}
+    assert positions == {p: n if n else -1001 for p, n in per_partition.items()}
+    for tp in owned:
+        assert consumer.get_watermark_offsets(tp, timeout=10) == (0, per_partition[tp.partition])
+        assert consumer.get_watermark_offsets(tp, cached=True)[1] == per_partition[tp.partition]
+
+    consumer.pause(owned)  # the governor's flow control: nothing is delivered while paused
+    _produce(settings, topic, 10, first=N)
+    assert _read_native(consumer, 1, timeout_s=2.0) == []
+    consumer.resume(owned)
+    assert len(_read_native(consumer, 10)) == 10
+
+    consumer.commit(offsets=[TopicPartition(topic, 0, 7)], asynchronous=False)
+    check = Consumer(_config(settings, group))
+    assert check.committed([TopicPartition(topic, 0)], timeout=10)[0].offset == 7
+    check.close()
+
+    consumer.close()
+    assert events[-1][0] == "revoke"  # leaving the group runs the revoke callback, as confluent-kafka's
+    with pytest.raises(RuntimeError, match="closed"):
+        consumer.consume(10, 0.1)
+    consumer.close()  # idempotent
+
+
+def test_an_exception_in_a_rebalance_callback_surfaces_from_consume(settings: Settings) -> None:
+    topic = settings.kafka.topic("quotes")
+    ensure_topics(settings.kafka, ["quotes"])
+
+    def on_assign(consumer: NativeConsumer, partitions: list[TopicPartition]) -> None:
+        raise ValueError("the lake is unreachable")
+
+    consumer = NativeConsumer(_config(settings))
+    consumer.subscribe([topic], on_assign=on_assign)
+    with pytest.raises(ValueError, match="the lake is unreachable"):
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            consumer.consume(100, 0.5)
+    consumer.close()
+
+
+def test_a_bad_configuration_is_a_kafka_exception_that_names_it() -> None:
+    with pytest.raises(KafkaException, match=r"no\.such\.property"):
+        NativeConsumer({"group.id": "g", "no.such.property": "1"})
+
+
+def test_errors_go_to_the_error_callback_once_not_into_every_batch() -> None:
+    """No broker listens: librdkafka's transport errors reach error_cb, the batches stay empty."""
+    seen: list[Any] = []
+    consumer = NativeConsumer({"bootstrap.servers": "127.0.0.1:1", "group.id": uuid.uuid4().hex,
+                               "error_cb": seen.append})  # fmt: skip
+    consumer.subscribe(["nothing"])
+    deadline = time.monotonic() + 10
+    while not seen and time.monotonic() < deadline:
+        assert consumer.consume(10, 0.5) == []
+    assert seen and not seen[0].fatal()
+    consumer.close()

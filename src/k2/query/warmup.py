@@ -177,8 +177,10 @@ class Prefetcher:
         with self._lock:
             # prefetched files beyond the budget (older data): they would stay until the LRU bound
             stale = self._warm[name].hold(newest, gone)
-        if gone or stale:
-            reader.rows.discard(gone | stale)
+        if gone:
+            reader.rows.discard(gone)
+        if stale:
+            reader.rows.discard(stale, whole_only=True)
         if gone:
             self.engine.partials.discard(gone)
         with self._lock:

@@ -62,3 +62,56 @@ def test_discard_drops_files_and_their_rows() -> None:
     partials.put("a", "k2", pa.table({"x": [1]}))
     partials.put("b", "k1", pa.table({"x": [1]}))
     assert partials.discard({"a"}) == 2 and partials.rows == 1 and len(partials) == 1
+
+
+def misses() -> float:
+    return sample("k2_query_row_cache_total", {"table": "trades", "result": "miss"})
+
+
+def test_a_miss_for_few_symbols_reads_and_caches_only_their_rows(asx_lake: Lake) -> None:
+    engine = QueryEngine(asx_lake.catalog, "k2", refresh_interval_s=0, row_cache_rows=1_000_000)
+    plain = QueryEngine(asx_lake.catalog, "k2", refresh_interval_s=0, row_cache_rows=0)
+    bhp = engine.ticks("trades", ("BHP",), WINDOW, limit=5000).table
+    assert bhp.num_rows > 0 and bhp.equals(plain.ticks("trades", ("BHP",), WINDOW, limit=5000).table)
+    keys = list(engine.reader.rows._items)
+    assert keys and all(isinstance(k, tuple) and k[1] == "BHP" for k in keys)  # no whole file
+    assert engine.reader.rows.rows == sum(e.table.num_rows for e in engine.reader.rows._items.values())
+    before = misses()
+    rio = engine.ticks("trades", ("RIO",), WINDOW, limit=5000).table  # the same files, another symbol
+    assert misses() > before and rio.equals(plain.ticks("trades", ("RIO",), WINDOW, limit=5000).table)
+    both = engine.ticks("trades", ("RIO", "BHP"), WINDOW, limit=5000).table
+    assert both.num_rows == bhp.num_rows + rio.num_rows
+    before, first_hits = misses(), hits()  # files pruned for one symbol alone are read for the other once
+    assert engine.ticks("trades", ("RIO", "BHP"), WINDOW, limit=5000).table.equals(both)
+    assert misses() == before and hits() > first_hits
+    # a symbol no file holds is remembered as empty: asked again, nothing is read
+    assert engine.ticks("trades", ("NONE",), WINDOW, limit=10).table.num_rows == 0
+    before = misses()
+    assert engine.ticks("trades", ("NONE",), WINDOW, limit=10).table.num_rows == 0
+    assert misses() == before
+    many = ("BHP", "RIO", "CBA", "NAB", "ANZ")  # beyond SYMBOL_ENTRIES: whole files
+    wide = engine.ticks("trades", many, WINDOW, limit=50_000).table
+    assert wide.equals(plain.ticks("trades", many, WINDOW, limit=50_000).table)
+    assert any(isinstance(k, str) for k in engine.reader.rows._items)
+
+
+def test_symbol_entries_are_bounded_and_discarded_with_their_file() -> None:
+    def one(symbol: str, n: int) -> FileRows:
+        t = pa.table({"symbol": [symbol] * n, "exchange_ts": pa.array(range(n), pa.timestamp("us", "UTC"))})
+        return FileRows.of(t).only(symbol)
+
+    cache = RowCache(max_rows=100, max_items=3)
+    cache.put("f", one("A", 5), "A")
+    cache.put(
+        "f",
+        FileRows.of(pa.table({"symbol": ["A"], "exchange_ts": pa.array([1], pa.timestamp("us"))})).only("Z"),
+        "Z",
+    )
+    assert cache.get("f", "Z") is not None and cache.get("f", "Z").table.num_rows == 0  # type: ignore[union-attr]
+    cache.put("g", one("B", 2), "B")
+    cache.put("h", one("C", 1), "C")  # a fourth entry: the oldest goes, although it had rows to spare
+    assert len(cache) == 3 and cache.get("f", "A") is None and cache.rows == 3
+    cache.put("g", FileRows.of(pa.table({"symbol": ["B"], "exchange_ts": pa.array([9], pa.timestamp("us"))})))
+    assert cache.discard({"g"}, whole_only=True) == 1 and cache.get("g", "B") is not None
+    assert cache.discard({"g", "f"}) == 1 and len(cache) == 1 and cache.rows == 1  # f's entries were evicted
+    assert cache.get("h", "C").window(["C"], 0, 10)[0].num_rows == 1  # type: ignore[union-attr]

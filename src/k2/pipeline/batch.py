@@ -42,7 +42,7 @@ from k2.stream.dlq import DeadLetter
 from k2.stream.producer import TickProducer
 from k2.stream.timestamps import message_times_us
 
-__all__ = ["BatchProcessor", "PipelineStats"]
+__all__ = ["BatchProcessor", "Decoded", "PipelineStats"]
 
 log = get_logger(__name__)
 
@@ -87,6 +87,28 @@ class BatchOutcome:
     fatal: KafkaError | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _TopicWork:
+    """One topic's part of a decoded batch: the valid rows, and the dead letters' reasons."""
+
+    topic: str
+    kind: str
+    records: _Records
+    markers: list[tuple[int, int, int | None]]
+    frame: pl.DataFrame  # decoded, validated, with _partition and _offset
+    index: np.ndarray  # each frame row's position in records
+    letters: list[tuple[int, str]]  # (position in records, reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """A batch after ``BatchProcessor.decode``: what ``BatchProcessor.__call__`` applies."""
+
+    topics: list[_TopicWork]
+    fatal: KafkaError | None
+    had_ticks: bool
+
+
 class BatchProcessor:
     """The per-batch transform, wired once by the runner (``runner.Pipeline``'s constructor)."""
 
@@ -126,26 +148,18 @@ class BatchProcessor:
         #: takes); set on assignment, for the rebuild
         self.deferred_before: dict[tuple[str, int], pl.Series] = {}
 
-    def __call__(self, messages: list[Message] | NativeBatch) -> BatchOutcome:
-        """Process one batch into the live checkpoint.
-
-        Raises:
-            StateStoreError, CircuitOpenError (retryable): the state store failed while classifying;
-                what this batch did to the checks cannot be taken back piecemeal, so the runner
-                drops everything not yet frozen and re-reads it.
-        """
-        started = time.perf_counter()
+    def decode(self, messages: list[Message] | NativeBatch) -> Decoded:
+        """Decode and validate a batch: no state is touched, so the consumer thread runs it for
+        batch N+1 while the process thread applies batch N (two cores instead of one)."""
+        topics: list[_TopicWork] = []
         if isinstance(messages, NativeBatch):
             fatal = _fatal(messages.errors)
-            if not messages.messages:
-                return BatchOutcome(time.perf_counter() - started, had_ticks=False, fatal=fatal)
-            for topic in messages.topics:
-                kind = self.topics.get(topic)
-                if kind is not None:
-                    self._topic(topic, kind, _Records.of_native(messages, topic))
-            seconds = time.perf_counter() - started
-            BATCH_SECONDS.observe(seconds)
-            return BatchOutcome(seconds, had_ticks=True, fatal=fatal)
+            if messages.messages:
+                for topic in messages.topics:
+                    kind = self.topics.get(topic)
+                    if kind is not None:
+                        topics.append(self._decode_topic(topic, kind, _Records.of_native(messages, topic)))
+            return Decoded(topics, fatal, messages.messages > 0)
         # Whole-list passes through the C method descriptors: per-message calls are the cost floor.
         fatal = None
         if any(map(Message.error, messages)):
@@ -154,25 +168,39 @@ class BatchProcessor:
         else:
             good = messages
         if not good:
-            return BatchOutcome(time.perf_counter() - started, had_ticks=False, fatal=fatal)
-        topics = cast("list[str]", list(map(Message.topic, good)))  # without an error, it has a topic
-        if topics.count(topics[0]) == len(topics):
-            by_topic = {topics[0]: good}
+            return Decoded(topics, fatal, False)
+        names = cast("list[str]", list(map(Message.topic, good)))  # without an error, it has a topic
+        if names.count(names[0]) == len(names):
+            by_topic = {names[0]: good}
         else:
             by_topic = {}
-            for m, topic in zip(good, topics, strict=True):
+            for m, topic in zip(good, names, strict=True):
                 by_topic.setdefault(topic, []).append(m)
         for topic, batch in by_topic.items():
             kind = self.topics.get(topic)
             if kind is not None:
-                self._topic(topic, kind, _Records.of_messages(batch))
-        seconds = time.perf_counter() - started
-        BATCH_SECONDS.observe(seconds)
-        return BatchOutcome(seconds, had_ticks=True, fatal=fatal)
+                topics.append(self._decode_topic(topic, kind, _Records.of_messages(batch)))
+        return Decoded(topics, fatal, True)
 
-    def _topic(self, topic: str, kind: str, records: _Records) -> None:
+    def __call__(self, batch: list[Message] | NativeBatch | Decoded) -> BatchOutcome:
+        """Process one batch (decoded here unless ``decode`` ran already) into the live checkpoint.
+
+        Raises:
+            StateStoreError, CircuitOpenError (retryable): the state store failed while classifying;
+                what this batch did to the checks cannot be taken back piecemeal, so the runner
+                drops everything not yet frozen and re-reads it.
+        """
+        started = time.perf_counter()
+        work = batch if isinstance(batch, Decoded) else self.decode(batch)
+        for topic in work.topics:
+            self._apply(topic)
+        seconds = time.perf_counter() - started  # a decode on the consumer thread is counted there
+        if work.had_ticks:
+            BATCH_SECONDS.observe(seconds)
+        return BatchOutcome(seconds, had_ticks=work.had_ticks, fatal=work.fatal)
+
+    def _decode_topic(self, topic: str, kind: str, records: _Records) -> _TopicWork:
         values, partitions, offsets = records.values, records.partitions, records.offsets
-        n = len(values)
         # expire markers (k2.stream.control) take an offset but are no tick: swept by the checks
         is_marker = marker_mask(values)
         markers: list[tuple[int, int, int | None]] = []
@@ -186,11 +214,6 @@ class BatchProcessor:
                 if isinstance(values, JoinedPayloads)
                 else [values[i] for i in positions.tolist()]
             )
-        self.stats.messages += n - len(markers)
-        self.stats.by_topic[topic] = self.stats.by_topic.get(topic, 0) + n - len(markers)
-        MESSAGES.labels(topic).inc(n - len(markers))
-        sink = self.sinks_by_topic[topic]
-
         decoded = schemas.decode_batch(kind, ticks)
         frame = decoded.frame
         index = (
@@ -212,9 +235,19 @@ class BatchProcessor:
             letters += [(int(index[r]), str(reasons[int(r)])) for r in np.flatnonzero(bad_np)]
             frame = frame.filter(~bad)
             index = index[~bad_np]
-        self._dead_letters(topic, sink, letters, values, partitions, offsets)
+        return _TopicWork(topic, kind, records, markers, frame, index, letters)
+
+    def _apply(self, work: _TopicWork) -> None:
+        topic, kind, records, markers, frame = work.topic, work.kind, work.records, work.markers, work.frame
+        values, partitions, offsets = records.values, records.partitions, records.offsets
+        n = len(values)
+        self.stats.messages += n - len(markers)
+        self.stats.by_topic[topic] = self.stats.by_topic.get(topic, 0) + n - len(markers)
+        MESSAGES.labels(topic).inc(n - len(markers))
+        sink = self.sinks_by_topic[topic]
+        self._dead_letters(topic, sink, work.letters, values, partitions, offsets)
         if topic in self.source_topics:
-            frame = self._shed(kind, topic, sink, frame, index, values)
+            frame = self._shed(kind, topic, sink, frame, work.index, values)
 
         result = self._classify(kind, topic, frame, markers)
         kept = frame.filter(result.keep)

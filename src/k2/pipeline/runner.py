@@ -36,8 +36,8 @@ from k2.lake.catalog import open_catalog
 from k2.lake.tables import GAPS, TICK_TABLES, ensure_tables
 from k2.lake.writer import NO_OFFSET, TableWriter
 from k2.observability.logging import get_logger
-from k2.observability.memory import MemoryTrimmer
-from k2.pipeline.batch import BatchOutcome, BatchProcessor, PipelineStats
+from k2.observability.memory import INGEST_MMAP_THRESHOLD, MemoryTrimmer
+from k2.pipeline.batch import BatchOutcome, BatchProcessor, Decoded, PipelineStats
 from k2.pipeline.checkpoint import Checkpoint, crash_at_step
 from k2.pipeline.checks import BatchChecks, NoChecks
 from k2.pipeline.committer import Committer
@@ -334,11 +334,11 @@ class Pipeline:
             self.consumer.commit(offsets=offsets, asynchronous=True)
 
     # -- the process thread ----------------------------------------------------------------------
-    def _submit(self, messages: Batch) -> None:
-        """Hand a batch to the process thread (the previous one must have been awaited)."""
+    def _submit(self, decoded: Decoded, messages: int) -> None:
+        """Hand a decoded batch to the process thread (the previous one must have been awaited)."""
         assert self._processing is None
-        self._submitted += len(messages)
-        self._processing = self._worker.submit(self.process, messages)
+        self._submitted += messages
+        self._processing = self._worker.submit(self.process, decoded)
 
     def _await_process(self) -> BaseException | None:
         """Wait for the batch in process and fold its outcome into the loop's state.
@@ -395,7 +395,7 @@ class Pipeline:
         began = self._last_message_at = time.monotonic()
         # Commits free large Arrow/Parquet buffers on two threads: without trimming, glibc keeps
         # them in fragmented arenas and RSS creeps up (k2.observability.memory, as in the API).
-        trimmer = MemoryTrimmer()
+        trimmer = MemoryTrimmer(mmap_threshold=INGEST_MMAP_THRESHOLD)
         trimmer.start()
         try:
             with tuned_gc(self.settings.pipeline.gc_gen0_threshold):
@@ -545,6 +545,8 @@ class Pipeline:
                                              self.settings.pipeline.poll_timeout_s)  # fmt: skip
             epoch = self._epoch  # rebalance callbacks ran inside consume(); these messages follow them
             busy_from = time.perf_counter()
+            # decoded here while the process thread applies the batch before: two cores, not one
+            decoded = self.process.decode(messages) if messages else None
             now = time.monotonic()
             error = self._await_process()
             if self._fatal is not None:  # from consume()'s callback or the last batch: unusable
@@ -576,7 +578,8 @@ class Pipeline:
             if messages and not committer.reseek_owed and epoch == self._epoch:
                 if self._replaying:
                     self._track_replay(messages)
-                self._submit(messages)
+                assert decoded is not None
+                self._submit(decoded, len(messages))
             self.governor.meter.add_busy(time.perf_counter() - busy_from)
             self.governor.observe()
             if self.governor.deferring:

@@ -42,3 +42,41 @@ def test_a_trim_releases_arrows_pool_too() -> None:
     del table
     trimmer.trim()  # malloc_trim and release_unused: neither may fail nor leak the count
     assert trimmer.trims == 1
+
+
+def test_the_mmap_threshold_decides_whether_a_buffer_gets_its_own_mapping() -> None:
+    """The ingester's threshold keeps its per-batch buffers (1-16 MiB) on the heap, reused, where
+    the API's 1 MiB maps and unmaps each one (fresh pages the kernel must zero every batch)."""
+    import ctypes
+
+    from k2.observability.memory import INGEST_MMAP_THRESHOLD, MMAP_THRESHOLD
+
+    libc = ctypes.CDLL("libc.so.6")
+    if not MemoryTrimmer().active or not hasattr(libc, "mallinfo2"):
+        pytest.skip("not glibc 2.33+: no mallinfo2")
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                                                          "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]  # fmt: skip
+
+    libc.mallinfo2.restype = MallInfo2
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+
+    def mapped_by_a_4_mib_buffer(threshold: int) -> int:
+        trimmer = MemoryTrimmer(interval_s=60, mmap_threshold=threshold)
+        trimmer.start()
+        trimmer.stop()
+        before = libc.mallinfo2().hblks
+        buffer = libc.malloc(4 << 20)
+        after = libc.mallinfo2().hblks
+        libc.free(buffer)
+        return int(after - before)
+
+    try:
+        assert mapped_by_a_4_mib_buffer(MMAP_THRESHOLD) == 1
+        assert mapped_by_a_4_mib_buffer(INGEST_MMAP_THRESHOLD) == 0
+    finally:  # the process-wide default the API tests expect
+        restore = MemoryTrimmer(interval_s=60)
+        restore.start()
+        restore.stop()

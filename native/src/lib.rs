@@ -10,7 +10,7 @@
 //! (`k2.pipeline.native`) gives the runner the same surface as confluent-kafka's `Consumer`.
 
 use std::ptr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -45,8 +45,17 @@ struct Context {
     /// Whether the running rebalance callback assigned or unassigned itself.
     acted: AtomicBool,
     /// A client-wide error went to `on_error`: the poll that returns it next leaves it out of the
-    /// batch, as confluent-kafka does (a broker down is said once, not in every batch).
+    /// batch (a broker down is said once, not in every batch; confluent-kafka delivers such errors
+    /// to its error callback only, too).
     reported: AtomicBool,
+    /// A rebalance ran during this poll: the messages polled before it are stale (eager assignment
+    /// revokes every partition; the callback re-assigns from the lake's watermarks), and are
+    /// dropped from the batch, as librdkafka's own batch consume drops outdated messages.
+    rebalanced: AtomicBool,
+    /// Whether `raised` holds an exception (read per message without the lock).
+    has_raised: AtomicBool,
+    /// The client, once created: a fatal error's flag is read from it (the error event's is lost).
+    rk: AtomicPtr<rdsys::rd_kafka_t>,
 }
 
 fn error_code(error: &KafkaError) -> i32 {
@@ -60,7 +69,13 @@ fn is_fatal(error: &KafkaError) -> bool {
 
 impl ClientContext for Context {
     fn error(&self, error: KafkaError, reason: &str) {
-        let (code, fatal) = (error_code(&error), is_fatal(&error));
+        // The event API hands over the underlying code of a fatal error with its flag, and the crate
+        // drops the flag: librdkafka's own record of a fatal error is what tells.
+        let rk = self.rk.load(Ordering::SeqCst);
+        let fatal_now = !rk.is_null()
+            && unsafe { rdsys::rd_kafka_fatal_error(rk, ptr::null_mut(), 0) }
+                != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR;
+        let (code, fatal) = (error_code(&error), is_fatal(&error) || fatal_now);
         self.reported.store(true, Ordering::SeqCst);
         Python::with_gil(|py| {
             if let Err(exc) = self.on_error.call1(py, (code, reason, fatal)) {
@@ -99,12 +114,14 @@ impl ConsumerContext for Context {
             "revoke"
         };
         self.acted.store(false, Ordering::SeqCst);
+        self.rebalanced.store(true, Ordering::SeqCst);
         let parts = parts_of(tpl);
         Python::with_gil(|py| {
             if let Err(exc) = self.on_rebalance.call1(py, (kind, parts)) {
                 let mut raised = self.raised.lock().unwrap();
                 if raised.is_none() {
                     *raised = Some(exc);
+                    self.has_raised.store(true, Ordering::SeqCst);
                 }
             }
         });
@@ -232,7 +249,9 @@ impl NativeConsumer {
     }
 
     fn reraise(consumer: &BaseConsumer<Context>) -> PyResult<()> {
-        match consumer.context().raised.lock().unwrap().take() {
+        let context = consumer.context();
+        context.has_raised.store(false, Ordering::SeqCst);
+        match context.raised.lock().unwrap().take() {
             Some(exc) => Err(exc),
             None => Ok(()),
         }
@@ -259,9 +278,16 @@ impl NativeConsumer {
             raised: Mutex::new(None),
             acted: AtomicBool::new(false),
             reported: AtomicBool::new(false),
+            rebalanced: AtomicBool::new(false),
+            has_raised: AtomicBool::new(false),
+            rk: AtomicPtr::new(ptr::null_mut()),
         };
         let consumer: BaseConsumer<Context> =
             conf.create_with_context(context).map_err(kafka_err)?;
+        consumer
+            .context()
+            .rk
+            .store(consumer.client().native_ptr(), Ordering::SeqCst);
         Ok(Self {
             inner: Mutex::new(Some(Arc::new(consumer))),
         })
@@ -286,6 +312,7 @@ impl NativeConsumer {
         let cols = py.allow_threads(move || {
             let deadline = Instant::now() + timeout_of(timeout_s);
             let mut cols = Columns::default();
+            c.context().rebalanced.store(false, Ordering::SeqCst);
             while cols.len() + cols.errors.len() < max_messages {
                 // Without waiting first: while messages flow, no clock read of ours per message.
                 let mut polled = c.poll(Duration::ZERO);
@@ -311,7 +338,15 @@ impl NativeConsumer {
                         }
                     }
                 }
-                if c.context().raised.lock().unwrap().is_some() {
+                if c.context().rebalanced.swap(false, Ordering::SeqCst) {
+                    // a poll that ran a rebalance returned no message: everything in `cols` is stale
+                    let errors = std::mem::take(&mut cols.errors);
+                    cols = Columns {
+                        errors,
+                        ..Columns::default()
+                    };
+                }
+                if c.context().has_raised.load(Ordering::SeqCst) {
                     break;
                 }
             }
@@ -422,17 +457,23 @@ impl NativeConsumer {
             return Ok(());
         };
         let c = consumer.clone();
-        py.allow_threads(move || {
+        let closed = py.allow_threads(move || {
             if c.close_queue().is_ok() {
                 let began = Instant::now();
                 while !c.closed() && began.elapsed() < Duration::from_secs(60) {
                     c.poll(Duration::from_millis(100));
                 }
             }
+            c.closed()
         });
         self.inner.lock().unwrap().take();
         let raised = Self::reraise(&consumer);
-        py.allow_threads(move || drop(consumer));
+        if closed {
+            py.allow_threads(move || drop(consumer));
+        } else {
+            // rdkafka's drop would poll until closed, without a limit: leak the handle instead
+            std::mem::forget(consumer);
+        }
         raised
     }
 }

@@ -6,12 +6,16 @@ pipeline would then silently read with the fallback.
 
 from __future__ import annotations
 
+import gc
+import threading
 import time
 import uuid
+import weakref
 from typing import Any
 
+import numpy as np
 import pytest
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from k2.config import Settings
 from k2.pipeline import native
@@ -173,3 +177,117 @@ def test_errors_go_to_the_error_callback_once_not_into_every_batch() -> None:
         assert consumer.consume(10, 0.5) == []
     assert seen and not seen[0].fatal()
     consumer.close()
+
+
+def _group_config(settings: Settings, group: str, **extra: Any) -> dict[str, Any]:
+    return {**_config(settings, group), "heartbeat.interval.ms": 300, "session.timeout.ms": 6000, **extra}
+
+
+def test_a_batch_holds_nothing_polled_before_a_rebalance_inside_it(settings: Settings) -> None:
+    """A second member joins while the first waits in one long consume(): the messages it polled
+    before the revoke are stale (the runner re-assigns from the lake's watermarks) and must not
+    come back beside the re-read ones, as librdkafka's batch consume drops them too."""
+    topic = settings.kafka.topic("trades")
+    ensure_topics(settings.kafka, ["trades"])
+    stop = threading.Event()
+
+    def produce() -> None:
+        producer, i = TickProducer(settings.kafka), 0
+        while not stop.is_set():
+            for _ in range(200):  # every partition: each member's share has messages
+                producer.send_raw(topic, None, b"v%d" % i, partition=i % settings.kafka.partitions)
+                i += 1
+            producer.poll(0)
+            time.sleep(0.05)
+        producer.close()
+
+    group, events = uuid.uuid4().hex, list[tuple[str, list[int]]]()
+
+    def on_assign(consumer: NativeConsumer, partitions: list[TopicPartition]) -> None:
+        for p in partitions:
+            p.offset = OFFSET_BEGINNING  # the runner's re-seek to the watermark, here the start
+        events.append(("assign", [p.partition for p in partitions]))
+        consumer.assign(partitions)
+
+    def on_revoke(consumer: NativeConsumer, partitions: list[TopicPartition]) -> None:
+        events.append(("revoke", [p.partition for p in partitions]))
+        consumer.unassign()
+
+    feeder = threading.Thread(target=produce)
+    feeder.start()
+    first = NativeConsumer(_group_config(settings, group))
+    try:
+        first.subscribe([topic], on_assign=on_assign, on_revoke=on_revoke)
+        assert len(_read_native(first, 1_000)) >= 1_000
+        joined = threading.Event()
+
+        def second_member() -> None:
+            time.sleep(1.0)
+            other = Consumer(_group_config(settings, group))
+            other.subscribe([topic])
+            while not joined.is_set():
+                other.poll(0.2)
+            other.close()
+
+        member = threading.Thread(target=second_member)
+        member.start()
+        before, checked, deadline = len(events), 0, time.monotonic() + 25
+        try:
+            while time.monotonic() < deadline and not (checked and len(events) > before + 1):
+                batch = first.consume(1_000_000, 3.0)  # the loop waits inside consume() nearly always
+                if not isinstance(batch, NativeBatch) or not batch.messages:
+                    continue
+                owned = set(events[-1][1]) if events[-1][0] == "assign" else set()
+                assert set(batch.partitions.tolist()) <= owned  # nothing of a partition another took
+                for p in owned:  # no stale run followed by the re-read from the start
+                    assert (np.diff(batch.offsets[batch.partitions == p]) > 0).all()
+                checked += len(events) > before
+        finally:
+            joined.set()
+            member.join()
+        assert any(kind == "revoke" for kind, _ in events[before:]), events  # the rebalance came
+        assert checked  # and batches after it were checked
+    finally:
+        stop.set()
+        feeder.join()
+        first.close()
+
+
+def test_a_fenced_static_member_hears_a_fatal_error(settings: Settings) -> None:
+    """Two processes with one group.instance.id: the older is fenced. The error callback must say
+    fatal, or the runner would only log it and never replace the consumer."""
+    topic = settings.kafka.topic("quotes")
+    ensure_topics(settings.kafka, ["quotes"])
+    group, heard = uuid.uuid4().hex, list[KafkaError]()
+    first = NativeConsumer(
+        {**_group_config(settings, group, **{"group.instance.id": "one"}), "error_cb": heard.append}
+    )
+    first.subscribe([topic])
+    second = Consumer(_group_config(settings, group, **{"group.instance.id": "one"}))
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not first.assignment():
+            first.consume(10, 0.2)
+        second.subscribe([topic])
+        fatal: list[KafkaError] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not fatal:
+            second.poll(0.1)
+            batch = first.consume(10, 0.2)
+            fatal = [e for e in heard if e.fatal()]
+            if isinstance(batch, NativeBatch):
+                fatal += [e for e in batch.errors if e.fatal()]
+        assert fatal, heard
+        assert any(e.fatal() for e in heard)  # the callback itself says so
+    finally:
+        second.close()
+        first.close()
+
+
+def test_an_unclosed_consumer_is_collected() -> None:
+    """The extension holds its callbacks weakly: a consumer nobody closed does not keep its owner."""
+    owner = NativeConsumer({"bootstrap.servers": "127.0.0.1:1", "group.id": uuid.uuid4().hex})
+    gone = weakref.ref(owner)
+    del owner
+    gc.collect()
+    assert gone() is None

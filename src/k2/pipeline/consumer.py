@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, KafkaError, Message
 
 from k2.config import Settings
 from k2.pipeline import native
 from k2.pipeline.native import NativeBatch, NativeConsumer
 from k2.types import TopicPartition as TP
 
-__all__ = ["FETCH", "Batch", "KafkaConsumer", "consumer_config", "last_offsets", "use_native"]
+__all__ = ["FETCH", "Batch", "KafkaConsumer", "consumer_config", "fatal_error", "last_offsets", "use_native"]
 
 #: Either consumer the pipeline reads with (``pipeline.consumer``), and what its ``consume`` returns.
 KafkaConsumer = Consumer | NativeConsumer
@@ -73,3 +73,21 @@ def last_offsets(batch: Batch) -> dict[TP, int]:
             tp = (m.topic() or "", m.partition() or 0)
             last[tp] = max(last.get(tp, -1), m.offset() or 0)
     return last
+
+
+def fatal_error(batch: Batch) -> KafkaError | None:
+    """A fatal consumer error in a batch (a fenced static member: the consumer must be replaced).
+
+    Read as soon as the batch arrives, before the runner decides to process or drop it: a batch
+    dropped after a rebalance may be the only place the fence is said.
+    """
+    if isinstance(batch, NativeBatch):
+        errors = batch.errors
+    elif any(map(Message.error, batch)):  # one pass in C: a batch without errors costs nothing more
+        errors = [e for m in batch if (e := m.error()) is not None]
+    else:
+        return None
+    for error in errors:
+        if error.fatal() or error.code() == KafkaError._FATAL:
+            return error
+    return None

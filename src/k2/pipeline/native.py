@@ -14,6 +14,7 @@ without it ``available()`` is False and the pipeline reads with confluent-kafka,
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -137,8 +138,20 @@ class NativeConsumer:
             raise RuntimeError("the native consumer is not built: run `make setup` with a Rust toolchain")
         self._error_cb: Callable[[KafkaError], None] | None = config.get("error_cb")
         self._callbacks: dict[str, Callback | None] = {}
+        # The Rust object holds its callbacks; through a weak reference they do not keep this adapter
+        # (and the pipeline its error callback names) alive when nobody closed it.
+        me = weakref.ref(self)
+
+        def on_error(code: int, reason: str, fatal: bool) -> None:
+            if (adapter := me()) is not None:
+                adapter._on_error(code, reason, fatal)
+
+        def on_rebalance(kind: str, parts: list[tuple[str, int, int]]) -> None:
+            if (adapter := me()) is not None:
+                adapter._on_rebalance(kind, parts)
+
         try:
-            self._inner = _native.NativeConsumer(_config(config), self._on_error, self._on_rebalance)
+            self._inner = _native.NativeConsumer(_config(config), on_error, on_rebalance)
         except _native.NativeKafkaError as exc:
             raise _raise(exc) from None
 

@@ -41,7 +41,7 @@ from k2.pipeline.batch import BatchOutcome, BatchProcessor, Decoded, PipelineSta
 from k2.pipeline.checkpoint import Checkpoint, crash_at_step
 from k2.pipeline.checks import BatchChecks, NoChecks
 from k2.pipeline.committer import Committer
-from k2.pipeline.consumer import Batch, KafkaConsumer, consumer_config, last_offsets, use_native
+from k2.pipeline.consumer import Batch, KafkaConsumer, consumer_config, fatal_error, last_offsets, use_native
 from k2.pipeline.deferrals import deferred_rows
 from k2.pipeline.errors import ConsumerFencedError
 from k2.pipeline.gcpolicy import tuned_gc
@@ -334,11 +334,11 @@ class Pipeline:
             self.consumer.commit(offsets=offsets, asynchronous=True)
 
     # -- the process thread ----------------------------------------------------------------------
-    def _submit(self, decoded: Decoded, messages: int) -> None:
-        """Hand a decoded batch to the process thread (the previous one must have been awaited)."""
+    def _submit(self, batch: Batch | Decoded, messages: int) -> None:
+        """Hand a batch, decoded or not, to the process thread (the previous one must have been awaited)."""
         assert self._processing is None
         self._submitted += messages
-        self._processing = self._worker.submit(self.process, decoded)
+        self._processing = self._worker.submit(self.process, batch)
 
     def _await_process(self) -> BaseException | None:
         """Wait for the batch in process and fold its outcome into the loop's state.
@@ -544,9 +544,14 @@ class Pipeline:
             messages = self.consumer.consume(self.governor.batch_size(base_batch),
                                              self.settings.pipeline.poll_timeout_s)  # fmt: skip
             epoch = self._epoch  # rebalance callbacks ran inside consume(); these messages follow them
+            if messages and (fatal := fatal_error(messages)) is not None:
+                self._fatal = fatal  # acted on below, whether this batch is processed or dropped
             busy_from = time.perf_counter()
-            # decoded here while the process thread applies the batch before: two cores, not one
-            decoded = self.process.decode(messages) if messages else None
+            # While the process thread still applies the batch before (the checks are the slow
+            # stage), decode this one here: two cores instead of one. When it is idle (no checks:
+            # reading is the slow stage), it decodes, beside the next read.
+            busy = self._processing is not None and not self._processing.done()
+            decoded = self.process.decode(messages) if messages and busy else None
             now = time.monotonic()
             error = self._await_process()
             if self._fatal is not None:  # from consume()'s callback or the last batch: unusable
@@ -578,8 +583,7 @@ class Pipeline:
             if messages and not committer.reseek_owed and epoch == self._epoch:
                 if self._replaying:
                     self._track_replay(messages)
-                assert decoded is not None
-                self._submit(decoded, len(messages))
+                self._submit(messages if decoded is None else decoded, len(messages))
             self.governor.meter.add_busy(time.perf_counter() - busy_from)
             self.governor.observe()
             if self.governor.deferring:

@@ -85,3 +85,16 @@ def test_the_consumer_choice(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_librdkafka_properties_are_passed_as_strings_without_callbacks() -> None:
     config = native._config({"a": 1, "b": True, "c": False, "d": "x", "error_cb": print})
     assert config == {"a": "1", "b": "true", "c": "false", "d": "x"}
+
+
+def test_a_fatal_error_is_found_in_either_batch() -> None:
+    from k2.pipeline.consumer import fatal_error
+
+    fenced = KafkaError(KafkaError._FATAL, "fenced", fatal=True)
+    plain = [Message(topic="t", partition=0, offset=1, value=b"x")]
+    transport = [*plain, Message(topic="t", partition=0, offset=2, error=KafkaError(KafkaError._TRANSPORT))]
+    assert fatal_error(plain) is None and fatal_error(transport) is None
+    assert fatal_error([*transport, Message(error=fenced)]) is fenced
+    assert fatal_error(as_native(plain)) is None
+    found = fatal_error(as_native([*plain, Message(error=fenced)]))
+    assert found is not None and found.fatal()

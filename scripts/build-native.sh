@@ -23,7 +23,7 @@ if [[ -f "$out" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
   exit 0
 fi
 echo "building the native consumer (Rust, librdkafka from source; about a minute the first time) …"
-PYO3_PYTHON="$PWD/$PY" "$CARGO" build --release --locked --quiet --manifest-path native/Cargo.toml
+PYO3_PYTHON="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")" "$CARGO" build --release --locked --quiet --manifest-path native/Cargo.toml
 cp native/target/release/lib_native.so "$out.tmp"
 mv "$out.tmp" "$out"
 echo "$want" > "$stamp"

@@ -315,12 +315,25 @@ impl NativeConsumer {
             c.context().rebalanced.store(false, Ordering::SeqCst);
             while cols.len() + cols.errors.len() < max_messages {
                 // Without waiting first: while messages flow, no clock read of ours per message.
+                // A poll that runs a rebalance returns no message, and everything polled before
+                // it is stale: dropped right after that poll, before anything newer is pushed.
+                let purge = |cols: &mut Columns| {
+                    if c.context().rebalanced.swap(false, Ordering::SeqCst) {
+                        let errors = std::mem::take(&mut cols.errors);
+                        *cols = Columns {
+                            errors,
+                            ..Columns::default()
+                        };
+                    }
+                };
                 let mut polled = c.poll(Duration::ZERO);
+                purge(&mut cols);
                 let mut left = Duration::ZERO;
                 if polled.is_none() {
                     left = deadline.saturating_duration_since(Instant::now());
                     if !left.is_zero() {
                         polled = c.poll(left);
+                        purge(&mut cols);
                     }
                 }
                 match polled {
@@ -337,14 +350,6 @@ impl NativeConsumer {
                             break;
                         }
                     }
-                }
-                if c.context().rebalanced.swap(false, Ordering::SeqCst) {
-                    // a poll that ran a rebalance returned no message: everything in `cols` is stale
-                    let errors = std::mem::take(&mut cols.errors);
-                    cols = Columns {
-                        errors,
-                        ..Columns::default()
-                    };
                 }
                 if c.context().has_raised.load(Ordering::SeqCst) {
                     break;

@@ -145,16 +145,26 @@ def test_unwritable_warehouse_keeps_the_frozen_commit_and_retries_it(
         deadline = time.monotonic() + 60  # two commits may have held only quotes on a loaded machine
         while not data.is_dir() and time.monotonic() < deadline:
             time.sleep(0.05)
-        hidden = data.with_name("data.hidden")
-        data.rename(hidden)
-        data.write_text("not a directory")
-        moved.append(hidden)
+        # a write in flight may create the directory again between the rename and the file: again
+        for attempt in range(20):
+            hidden = data.with_name(f"data.hidden{attempt}")
+            data.rename(hidden)
+            moved.append(hidden)
+            try:
+                data.write_text("not a directory")
+                return
+            except IsADirectoryError:
+                continue
+        raise AssertionError("the data directory kept coming back")
 
     def restore() -> None:
-        hidden = moved[0]
-        data = hidden.with_name("data")
+        data = moved[0].with_name("data")
         data.unlink()
-        hidden.rename(data)
+        moved[0].rename(data)
+        for hidden in moved[1:]:  # what writes in flight put in the directories made again
+            for path in hidden.iterdir():
+                path.rename(data / path.name)
+            hidden.rmdir()
 
     with Outage(pipeline, break_it, restore, seconds=3.0) as outage:
         stats = pipeline.run(idle_timeout_s=3, max_seconds=80)

@@ -46,37 +46,41 @@ def test_a_trim_releases_arrows_pool_too() -> None:
 
 def test_the_mmap_threshold_decides_whether_a_buffer_gets_its_own_mapping() -> None:
     """The ingester's threshold keeps its per-batch buffers (1-16 MiB) on the heap, reused, where
-    the API's 1 MiB maps and unmaps each one (fresh pages the kernel must zero every batch)."""
-    import ctypes
+    the API's 1 MiB maps and unmaps each one (fresh pages the kernel must zero every batch).
 
-    from k2.observability.memory import INGEST_MMAP_THRESHOLD, MMAP_THRESHOLD
+    In a fresh interpreter: in this one, a free chunk left by earlier tests may serve the buffer
+    from the heap whatever the threshold."""
+    import subprocess
+    import sys
 
-    libc = ctypes.CDLL("libc.so.6")
-    if not MemoryTrimmer().active or not hasattr(libc, "mallinfo2"):
-        pytest.skip("not glibc 2.33+: no mallinfo2")
-
-    class MallInfo2(ctypes.Structure):
-        _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
-                                                          "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]  # fmt: skip
-
-    libc.mallinfo2.restype = MallInfo2
-    libc.malloc.restype = ctypes.c_void_p
-    libc.free.argtypes = [ctypes.c_void_p]
-
-    def mapped_by_a_4_mib_buffer(threshold: int) -> int:
-        trimmer = MemoryTrimmer(interval_s=60, mmap_threshold=threshold)
-        trimmer.start()
-        trimmer.stop()
-        before = libc.mallinfo2().hblks
-        buffer = libc.malloc(4 << 20)
-        after = libc.mallinfo2().hblks
-        libc.free(buffer)
-        return int(after - before)
-
-    try:
-        assert mapped_by_a_4_mib_buffer(MMAP_THRESHOLD) == 1
-        assert mapped_by_a_4_mib_buffer(INGEST_MMAP_THRESHOLD) == 0
-    finally:  # the process-wide default the API tests expect
-        restore = MemoryTrimmer(interval_s=60)
-        restore.start()
-        restore.stop()
+    if not MemoryTrimmer().active:
+        pytest.skip("not glibc")
+    code = """
+import ctypes
+from k2.observability.memory import INGEST_MMAP_THRESHOLD, MMAP_THRESHOLD, MemoryTrimmer
+libc = ctypes.CDLL("libc.so.6")
+if not hasattr(libc, "mallinfo2"):
+    print("skip"); raise SystemExit
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                                               "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc.mallinfo2.restype = MallInfo2
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+def mapped(threshold):
+    trimmer = MemoryTrimmer(interval_s=60, mmap_threshold=threshold)
+    trimmer.start()
+    trimmer.stop()
+    before = libc.mallinfo2().hblks
+    buffer = libc.malloc(4 << 20)
+    after = libc.mallinfo2().hblks
+    libc.free(buffer)
+    return after - before
+print(mapped(MMAP_THRESHOLD), mapped(INGEST_MMAP_THRESHOLD))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    if out == ["skip"]:
+        pytest.skip("glibc without mallinfo2")
+    assert out == ["1", "0"]

@@ -25,6 +25,7 @@ from k2.observability.logging import get_logger
 from k2.observability.metrics import REGISTRY, Counter, Histogram
 from k2.pipeline.checkpoint import Checkpoint
 from k2.pipeline.checks import BatchChecks, NoChecks
+from k2.pipeline.consumer import is_fatal
 from k2.pipeline.native import NativeBatch
 from k2.pipeline.sinks import TableSink
 from k2.resilience.breaker import BreakerBoard
@@ -352,7 +353,7 @@ def _fatal(errors: Sequence[KafkaError]) -> KafkaError | None:
     for err in errors:
         if err.code() != KafkaError._PARTITION_EOF:
             log.warning("consumer error", error=str(err))
-            if err.fatal() or err.code() == KafkaError._FATAL:  # as delivered, the flag is unset
+            if is_fatal(err):
                 fatal = err
     return fatal
 

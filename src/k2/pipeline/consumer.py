@@ -14,7 +14,16 @@ from k2.pipeline import native
 from k2.pipeline.native import NativeBatch, NativeConsumer
 from k2.types import TopicPartition as TP
 
-__all__ = ["FETCH", "Batch", "KafkaConsumer", "consumer_config", "fatal_error", "last_offsets", "use_native"]
+__all__ = [
+    "FETCH",
+    "Batch",
+    "KafkaConsumer",
+    "consumer_config",
+    "fatal_error",
+    "is_fatal",
+    "last_offsets",
+    "use_native",
+]
 
 #: Either consumer the pipeline reads with (``pipeline.consumer``), and what its ``consume`` returns.
 KafkaConsumer = Consumer | NativeConsumer
@@ -88,6 +97,11 @@ def fatal_error(batch: Batch) -> KafkaError | None:
     else:
         return None
     for error in errors:
-        if error.fatal() or error.code() == KafkaError._FATAL:
+        if is_fatal(error):
             return error
     return None
+
+
+def is_fatal(error: KafkaError) -> bool:
+    """The consumer is unusable: the flag, or the code librdkafka delivers a fence with (flag unset)."""
+    return bool(error.fatal()) or error.code() == KafkaError._FATAL

@@ -41,7 +41,15 @@ from k2.pipeline.batch import BatchOutcome, BatchProcessor, Decoded, PipelineSta
 from k2.pipeline.checkpoint import Checkpoint, crash_at_step
 from k2.pipeline.checks import BatchChecks, NoChecks
 from k2.pipeline.committer import Committer
-from k2.pipeline.consumer import Batch, KafkaConsumer, consumer_config, fatal_error, last_offsets, use_native
+from k2.pipeline.consumer import (
+    Batch,
+    KafkaConsumer,
+    consumer_config,
+    fatal_error,
+    is_fatal,
+    last_offsets,
+    use_native,
+)
 from k2.pipeline.deferrals import deferred_rows
 from k2.pipeline.errors import ConsumerFencedError
 from k2.pipeline.gcpolicy import tuned_gc
@@ -432,7 +440,7 @@ class Pipeline:
     def _on_kafka_error(self, error: KafkaError, generation: int) -> None:
         if generation != self._generation:  # the replaced consumer, reporting while it closes
             return
-        if error.fatal() or error.code() == KafkaError._FATAL:
+        if is_fatal(error):
             self._fatal = error
             return
         # An error callback silences librdkafka's own logging: say it, once a minute per kind

@@ -74,6 +74,7 @@ class QueryEngine:
         threads: int | None = None,
         partial_rows: int = 4_000_000,
         row_cache_rows: int = 2_000_000,
+        row_cache_bytes: int = 1 << 30,
         runner: DuckRunner | None = None,
         pending: Callable[[], pl.DataFrame] | None = None,
     ) -> None:
@@ -85,6 +86,7 @@ class QueryEngine:
             refresh_interval_s=refresh_interval_s,
             threads=threads,
             row_cache_rows=row_cache_rows,
+            row_cache_bytes=row_cache_bytes,
             runner=runner,
         )
         self.partials = PartialCache(partial_rows)
@@ -111,6 +113,7 @@ class QueryEngine:
         return cls(
             catalog, settings.lake.namespace, QueryLimits.from_settings(settings.api),
             refresh_interval_s=refresh_interval_s, runner=runner, pending=_pending_reader(settings),
+            row_cache_rows=settings.api.row_cache_rows, row_cache_bytes=settings.api.row_cache_mb << 20,
         )  # fmt: skip
 
     def with_limits(self, limits: QueryLimits) -> QueryEngine:

@@ -127,6 +127,7 @@ class LakeReader:
         refresh_interval_s: float = 1.0,
         threads: int | None = None,
         row_cache_rows: int = 2_000_000,
+        row_cache_bytes: int = 1 << 30,
         runner: DuckRunner | None = None,
     ) -> None:
         self.catalog, self.namespace, self.limits = catalog, namespace, limits
@@ -135,7 +136,7 @@ class LakeReader:
         filesystem = duckdb_filesystem(catalog.properties)
         if filesystem is not None:  # a warehouse on S3: DuckDB reads it through the FileIO's filesystem
             self.runner.register_filesystem(filesystem)
-        self.rows = RowCache(row_cache_rows)
+        self.rows = RowCache(row_cache_rows, max_bytes=row_cache_bytes)
         self._sources: dict[str, TableSource] = {}
         self._schemas: dict[tuple[str, int], pa.Schema] = {}
         self._planners: dict[str, SnapshotPlanner] = {}

@@ -2,7 +2,7 @@
 
 A streaming table's recent files are small and read over and over (the last minutes of a few
 symbols). Decoding Parquet is most of such a query's cost, so the engine keeps decoded files in an
-LRU (bounded by rows), each sorted by (symbol, exchange_ts, sequence) with the row range of every
+LRU (bounded by rows and bytes), each sorted by (symbol, exchange_ts, sequence) with the row range of every
 symbol. A query for symbols and a window then takes zero-copy slices (two binary searches per
 symbol per file) and hands DuckDB one small Arrow table; its SQL, parameters and results are the
 same as over ``read_parquet``. Files never change, so an entry is valid in every snapshot that
@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 __all__ = ["ROW_LOOKUPS", "SYMBOL_ENTRIES", "FileRows", "RowCache", "hot_rows", "prefetch", "source_rows"]
 
+#: Bytes per decoded row assumed before the cache holds any (a trade is ~150 B in Arrow).
+_ROW_BYTES = 150
+
 #: A miss of a query for at most this many symbols reads only their rows of each file (cached per
 #: file and symbol); more symbols, and prefetch, read and cache whole files.
 SYMBOL_ENTRIES = 4
@@ -48,6 +51,11 @@ class FileRows:
     table: pa.Table
     ts: np.ndarray  # exchange_ts in µs, in table order
     index: dict[str, tuple[int, int]]
+
+    @property
+    def nbytes(self) -> int:
+        """Memory the entry holds: its Arrow buffers (a slice counts its own range) and its times."""
+        return int(self.table.nbytes) + int(self.ts.nbytes) + 100 * len(self.index)
 
     @classmethod
     def of(cls, table: pa.Table) -> FileRows:
@@ -82,19 +90,21 @@ class FileRows:
 
 
 class RowCache:
-    """LRU of decoded files, bounded by total rows (0 disables it) and by entries.
+    """LRU of decoded files, bounded by total rows (0 disables it), by bytes and by entries.
 
     An entry is a whole file (``path``: prefetch, warm-up, multi-symbol scans) or one symbol's rows of
     a file (``(path, symbol)``: a query's miss reads only what it asks for). A symbol a file does not
     hold is an empty entry, which costs no rows: ``max_items`` bounds those.
     """
 
-    def __init__(self, max_rows: int = 2_000_000, max_items: int = 200_000) -> None:
+    def __init__(self, max_rows: int = 2_000_000, max_items: int = 200_000, max_bytes: int = 1 << 30) -> None:
         self.max_rows = max_rows
         self.max_items = max_items
+        self.max_bytes = max_bytes
         self._items: OrderedDict[str | tuple[str, str], FileRows] = OrderedDict()
         self._by_path: dict[str, set[str | tuple[str, str]]] = {}
         self._rows = 0
+        self._bytes = 0
         self._lock = threading.Lock()
 
     def get(self, path: str, symbol: str | None = None) -> FileRows | None:
@@ -112,13 +122,19 @@ class RowCache:
             self._items[key] = item
             self._by_path.setdefault(path, set()).add(key)
             self._rows += item.table.num_rows
-            while (self._rows > self.max_rows or len(self._items) > self.max_items) and len(self._items) > 1:
+            self._bytes += item.nbytes
+            while (
+                self._rows > self.max_rows
+                or self._bytes > self.max_bytes
+                or len(self._items) > self.max_items
+            ) and len(self._items) > 1:
                 self._pop(next(iter(self._items)))
 
     def _pop(self, key: str | tuple[str, str]) -> FileRows | None:
         item = self._items.pop(key, None)
         if item is not None:
             self._rows -= item.table.num_rows
+            self._bytes -= item.nbytes
             path = key if isinstance(key, str) else key[0]
             keys = self._by_path.get(path)
             if keys is not None:
@@ -143,6 +159,17 @@ class RowCache:
     @property
     def rows(self) -> int:
         return self._rows
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def capacity_rows(self) -> int:
+        """Rows the cache can hold: ``max_rows``, or fewer if the bytes bound comes first (estimated
+        from the rows held, else at ``_ROW_BYTES``)."""
+        with self._lock:
+            per_row = self._bytes / self._rows if self._rows else _ROW_BYTES
+        return min(self.max_rows, int(self.max_bytes / max(per_row, 1.0)))
 
     def __len__(self) -> int:
         return len(self._items)
@@ -181,7 +208,7 @@ def hot_rows(
         # a symbol's rows are a fraction of its files; the bound is the files' size either way
         size = sum(scan.records.get(p, 0) for p in missing)
         size += sum(scan.records.get(p, 0) for p in {p for p, _ in pairs}) // 4
-        if size > cache.max_rows // 4:
+        if size > cache.capacity_rows() // 4:
             ROW_LOOKUPS.labels(scan.table, "bypass").inc(len(scan.files))
             return None
     if missing:

@@ -139,7 +139,7 @@ class Prefetcher:
     def __init__(self, engine: QueryEngine, warm_rows: int, tables: tuple[str, ...] = _TABLES) -> None:
         self.engine = engine
         reader = engine.reader
-        self.budget = min(warm_rows, reader.rows.max_rows // 2) // max(len(tables), 1)
+        self.budget = min(warm_rows, reader.rows.capacity_rows() // 2) // max(len(tables), 1)
         self.tables: dict[str, TableWarmth] = {name: TableWarmth() for name in tables}
         self._seen: dict[str, set[str]] = {}
         self._before: dict[str, set[str]] = {}  # the files of the snapshot before the last one

@@ -20,7 +20,7 @@ one Python call per id per live generation plus an ``int(id, 16)`` per id. Messa
 digests, uniformly random already, so no hashing is needed: the k positions come from the id's two
 64-bit halves by Kirsch-Mitzenmacher double hashing, g_i = h1 + i * h2 (mod 2^64, h2 odd), mapped to
 [0, m) by multiply-shift of the top 32 bits (``g % m`` above 2^32 bits). Add and lookup are then
-whole-array NumPy operations: positions once per batch for every generation, ``np.bitwise_or.at``
+whole-array NumPy operations: the first positions once per batch for every generation, ``np.bitwise_or.at``
 to set bits, gathers to test them, testing position i only for the ids that passed positions < i.
 A cache-line-blocked layout was not used: NumPy still does one gather per position, so it would
 save little, and at ~14 bits per key a 512-bit block raises the false-positive rate above p.
@@ -107,8 +107,15 @@ class WindowedBloom:
     def _positions(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Byte index (intp) and bit mask (uint8) of each key's k positions, shaped (k, n)."""
         halves = keys.view(np.uint64).reshape(-1, 2)
-        h1, h2 = halves[:, 0], halves[:, 1] | np.uint64(1)
-        g = h1 + np.arange(self.k, dtype=np.uint64)[:, None] * h2  # wraps mod 2^64, as intended
+        return self._place(
+            halves[:, 0], halves[:, 1] | np.uint64(1), np.arange(self.k, dtype=np.uint64)[:, None]
+        )
+
+    def _place(
+        self, h1: np.ndarray, h2: np.ndarray, i: np.ndarray | np.uint64
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Byte index and bit mask of positions ``i`` (an index, or a column of them) of keys (h1, h2)."""
+        g = h1 + i * h2  # wraps mod 2^64, as intended
         if self.m <= 1 << 32:
             g >>= _U32
             g *= np.uint64(self.m)
@@ -148,16 +155,20 @@ class WindowedBloom:
         keys = _keys(ids)
         out = {g: np.zeros(keys.size, dtype=bool) for g in self.filters}
         first = min(_FIRST, self.k)
+        head_i = np.arange(first, dtype=np.uint64)[:, None]
         for a in range(0, keys.size, _CHUNK):
-            idx, mask = self._positions(keys[a : a + _CHUNK])
+            halves = keys[a : a + _CHUNK].view(np.uint64).reshape(-1, 2)
+            h1, h2 = halves[:, 0], halves[:, 1] | np.uint64(1)
+            idx, mask = self._place(h1, h2, head_i)  # later positions only for the ids still alive
             for g, bits in self.filters.items():
-                head = np.take(bits, idx[:first].ravel()).reshape(first, -1)
-                head &= mask[:first]
+                head = np.take(bits, idx.ravel()).reshape(first, -1)
+                head &= mask
                 alive = np.flatnonzero(np.minimum.reduce(head, axis=0))
                 for i in range(first, self.k):
                     if not alive.size:
                         break
-                    alive = alive[(np.take(bits, idx[i, alive]) & mask[i, alive]) != 0]
+                    at, bit = self._place(h1[alive], h2[alive], np.uint64(i))
+                    alive = alive[(np.take(bits, at) & bit) != 0]
                 out[g][a + alive] = True
         return out
 

@@ -40,6 +40,8 @@ import polars as pl
 from k2.state.base import PartitionToken, SequenceStore
 from k2.state.dedup import Deduplicator
 from k2.state.errors import StateStoreError
+from k2.state.ids import id_bytes
+from k2.state.kept import KeptIds
 from k2.state.model import CheckResult, ClockKey, KeyState, PartitionClock, StateKey
 from k2.state.tracker import ClassifyResult, SequenceTracker
 from k2.types import Offsets, TopicPartition
@@ -92,7 +94,7 @@ class StateChecks:
         self._expired: dict[TopicPartition, float] = {}  # named for a marker this quiet spell: when
         self._clock: Callable[[], float] = time.monotonic
         self._kept_ids: dict[str, list[pl.DataFrame]] = {}
-        self._kept_set: dict[str, set[str]] = {}  # the same ids, for membership in O(1) per id
+        self._kept_set: dict[str, KeptIds] = {}  # the same ids, for membership
         self._results: list[tuple[SequenceTracker, ClassifyResult]] = []
         self._topics: set[str] = set()
         self._lock = threading.Lock()
@@ -305,19 +307,19 @@ class StateChecks:
         if rows.len():
             sub_ids, sub_ts = ids.gather(rows), ts.gather(rows)
             sub_parts = frame.get_column("_partition").gather(rows)
-            found = self._check(topic, sub_ids, sub_ts, sub_parts.to_numpy())
-            # kept earlier and not committed yet: this checkpoint's ids, then the frozen ones'; a set
-            # per layer, added to as batches pass, so each batch costs its own size, not the layers'
+            keys = id_bytes(sub_ids)
+            found = self._check(topic, sub_ids, sub_ts, sub_parts.to_numpy(), keys)
+            # kept earlier and not committed yet: this checkpoint's ids, then the frozen ones'; one
+            # filter per layer, added to as batches pass, so each batch costs its own size, not the layers'
             with self._lock:
                 frozen = [f.id_sets[topic] for f in self._frozen if f.id_sets.get(topic)]
-            current = self._kept_set.setdefault(topic, set())
-            keys = sub_ids.to_list()
+            current = self._kept_set.setdefault(topic, KeptIds())
             for layer in (current, *frozen):
-                if layer:
-                    found |= np.fromiter(map(layer.__contains__, keys), dtype=bool, count=len(keys))
+                if len(layer):
+                    found |= layer.contains(keys)
             dup = dup.scatter(rows, pl.Series(found))
             new = (~found) & keep.gather(rows).to_numpy()
-            current.update(compress(keys, new))
+            current.add(keys[new])
             self._kept_ids.setdefault(topic, []).append(
                 pl.DataFrame({"message_id": sub_ids, "exchange_ts": sub_ts, "_partition": sub_parts}).filter(
                     pl.Series(new)
@@ -325,16 +327,20 @@ class StateChecks:
             )
         return dup
 
-    def _check(self, topic: str, ids: pl.Series, ts: pl.Series, parts: np.ndarray) -> np.ndarray:
+    def _check(
+        self, topic: str, ids: pl.Series, ts: pl.Series, parts: np.ndarray, keys: np.ndarray
+    ) -> np.ndarray:
         """Each partition's ids against that partition's own Deduplicator."""
         values = np.unique(parts)
         if values.size == 1:
-            return np.asarray(self._owner(topic, int(values[0])).check(ids, ts).to_numpy(), dtype=bool)
+            verdict = self._owner(topic, int(values[0])).check(ids, ts, keys=keys)
+            return np.asarray(verdict.to_numpy(), dtype=bool)
         found = np.zeros(ids.len(), dtype=bool)
         for p in values.tolist():
             rows = np.flatnonzero(parts == p)
             idx = pl.Series(rows)
-            found[rows] = self._owner(topic, p).check(ids.gather(idx), ts.gather(idx)).to_numpy()
+            verdict = self._owner(topic, p).check(ids.gather(idx), ts.gather(idx), keys=keys[rows])
+            found[rows] = verdict.to_numpy()
         return found
 
     def _owner(self, topic: str, partition: int) -> Deduplicator:
@@ -418,7 +424,7 @@ class _Frozen:
         self,
         states: dict[StateKey, KeyState],
         ids: dict[str, list[pl.DataFrame]],
-        id_sets: dict[str, set[str]],
+        id_sets: dict[str, KeptIds],
         results: list[tuple[SequenceTracker, ClassifyResult]],
         clocks: dict[ClockKey, PartitionClock],
     ) -> None:

@@ -119,12 +119,13 @@ class Deduplicator:
             return np.full(n, int(ts.timestamp() * 1_000_000) // self.span_us, dtype=np.int64)
         return ts.dt.epoch("us").to_numpy() // self.span_us
 
-    def check(self, ids: pl.Series, ts: pl.Series | datetime) -> pl.Series:
+    def check(self, ids: pl.Series, ts: pl.Series | datetime, *, keys: np.ndarray | None = None) -> pl.Series:
         """``is_duplicate`` per id: seen within the window (exactly confirmed) or repeated in the batch.
 
         Args:
             ids: message ids (32 hex digits).
             ts: exchange time per id (or one time for all), which picks the generation.
+            keys: the ids' 16-byte keys, when the caller has them (``id_bytes(ids)``).
 
         Raises:
             StateStoreError: the exact store failed.
@@ -133,7 +134,8 @@ class Deduplicator:
         if n == 0:
             self._pending = (0, 0, 0)
             return pl.Series("is_duplicate", [], dtype=pl.Boolean)
-        keys = id_bytes(ids)  # once per batch; the stores still take the series
+        if keys is None:
+            keys = id_bytes(ids)  # once per batch; the stores still take the series
         with self._lock:
             self.bloom.rotate(int(self._generations(ts, n).max()))
             live = set(self.bloom.live())

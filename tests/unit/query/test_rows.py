@@ -50,6 +50,30 @@ def test_cache_is_bounded_by_rows() -> None:
     assert cache.get("f4").window(["A"], 4, 5)[0].num_rows == 4  # type: ignore[union-attr]
 
 
+def test_cache_is_bounded_by_bytes_whichever_bound_comes_first() -> None:
+    def entry(i: int, rows: int) -> FileRows:
+        ts = pa.array([i] * rows, pa.timestamp("us", "UTC"))
+        return FileRows.of(pa.table({"symbol": ["A"] * rows, "exchange_ts": ts, "pad": ["x" * 100] * rows}))
+
+    one = entry(0, 1000).nbytes
+    assert one > 100_000  # strings, offsets and times are counted
+    cache = RowCache(max_rows=1_000_000, max_bytes=3 * one)
+    for i in range(6):
+        cache.put(f"f{i}", entry(i, 1000))
+    assert cache.nbytes <= 3 * one and len(cache) == 3 and cache.get("f2") is None
+    assert cache.capacity_rows() == 3000  # the bytes bound, at the bytes per row the cache holds
+    assert cache.discard({"f3", "f4", "f5"}) == 3 and cache.nbytes == 0 and cache.rows == 0
+    assert RowCache(max_rows=10, max_bytes=1 << 30).capacity_rows() == 10  # rows first
+
+
+def test_settings_size_the_engine_cache(asx_lake: Lake) -> None:
+    from k2.config import Settings
+
+    settings = Settings(api={"row_cache_rows": 1234, "row_cache_mb": 5})  # type: ignore[arg-type]
+    engine = QueryEngine.from_settings(settings, catalog=asx_lake.catalog)
+    assert (engine.reader.rows.max_rows, engine.reader.rows.max_bytes) == (1234, 5 << 20)
+
+
 def test_discard_drops_files_and_their_rows() -> None:
     from k2.query.partials import PartialCache
 

@@ -132,3 +132,19 @@ def test_positions_stay_in_range_on_both_mappings() -> None:
         assert idx.shape == mask.shape == (bloom.k, keys.size)
         assert idx.min() >= 0 and idx.max() < m // 8
         assert set(np.unique(mask).tolist()) <= {1 << b for b in range(8)}
+
+
+@pytest.mark.parametrize("fill", [2_000, 20_000, 200_000])
+def test_claims_equal_testing_every_position_of_every_id(fill: int) -> None:
+    """Later positions are computed only for the ids the first ones kept: the answers must not move."""
+    bloom = WindowedBloom(capacity=20_000, error_rate=0.001, generations=2)
+    bloom.add(5, _keys(fill, seed=1))
+    bloom.add(6, _keys(fill // 2, seed=2))
+    asked = np.concatenate([_keys(30_000, seed=3), _keys(fill, seed=1)[:500]])
+    idx, mask = bloom._positions(asked)
+    claims = bloom.claims(asked)
+    assert set(claims) == {5, 6}
+    for g, bits in bloom.filters.items():
+        every = ((bits[idx] & mask) != 0).all(axis=0)
+        assert np.array_equal(claims[g], every)
+    assert claims[5][-500:].all()

@@ -22,9 +22,10 @@ from k2.state.ids import ID_DTYPE
 
 __all__ = ["KeptIds"]
 
-#: Ids one filter is sized for (32 bits each, 8 MB); a longer checkpoint only raises the false-positive
+#: Ids one filter is sized for (32 bits each, 2 MB; a checkpoint holds at most `lake.commit_rows`,
+#: 200,000 by default); a longer one only raises the false-positive
 #: rate, which costs binary searches in memory, never a verdict.
-CAPACITY = 2_000_000
+CAPACITY = 500_000
 _BITS_PER_ID = 32
 _K = 6  # bits per id, 6 bits of the id's second half each
 _SIX = np.uint64(63)

@@ -46,6 +46,7 @@ __all__ = [
 
 LINEAGE = ("kafka_partition", "kafka_offset")
 SYMBOL_BUCKETS = 8
+ROW_GROUP_ROWS = 8192
 
 # Every streaming commit must be a compare-and-set on the table head: pyiceberg would otherwise
 # re-apply a stale append on top of a concurrent commit and duplicate rows (MEASURED.md).
@@ -56,6 +57,11 @@ COMMON_PROPERTIES = {
     # default, every file first builds a dictionary of ids it then throws away. 64 KiB still holds
     # thousands of symbols. Measured on 300 K trades: writes 25 % faster, files 13 % smaller.
     "write.parquet.dict-size-bytes": str(64 * 1024),
+    # Files are sorted by symbol, so small row groups let a query for one symbol skip the others by
+    # their statistics: reading one of 12 symbols from a 50,000-row file took 2.8 ms instead of
+    # 5.8 ms (DuckDB, 8,192 against pyiceberg's 1,048,576), whole files 15 instead of 18 ms, and
+    # the files were no bigger.
+    "write.parquet.row-group-limit": str(ROW_GROUP_ROWS),
     "commit.manifest-merge.enabled": "true",
     "commit.manifest.min-count-to-merge": "20",
     # Every commit writes a new metadata.json; without these they pile up forever (measured: 730

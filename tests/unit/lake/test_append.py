@@ -13,6 +13,7 @@ from pyiceberg.transforms import BucketTransform
 from pyiceberg.types import StringType
 
 from k2.lake.append import append_sorted
+from k2.lake.tables import ROW_GROUP_ROWS
 from tests.unit.lake.conftest import SCHEMA, rows
 
 SYMBOLS = ("BHP", "RIO", "CBA", "NAB", "ANZ", "WBC", "CSL", "TLS", "WES", "WOW")
@@ -78,3 +79,13 @@ def test_unpartitioned_table_falls_back_to_a_sorted_append(catalog: SqlCatalog, 
     assert not rest
     keys = list(zip(*(only[c].to_pylist() for c in SORT), strict=True))
     assert keys == sorted(keys) and len(keys) == 50
+
+
+def test_files_are_cut_in_small_row_groups_a_symbol_query_can_skip(catalog: SqlCatalog, table: Table) -> None:
+    data = rows(0, 3 * ROW_GROUP_ROWS, symbols=("BHP",))  # one bucket
+    with table.transaction() as txn:
+        append_sorted(txn, table.io, data, SORT, {})
+    task = max(table.refresh().scan().plan_files(), key=lambda t: t.file.record_count)
+    meta = pq.ParquetFile(task.file.file_path.removeprefix("file://")).metadata
+    assert task.file.record_count > ROW_GROUP_ROWS and meta.num_row_groups > 1
+    assert all(meta.row_group(i).num_rows <= ROW_GROUP_ROWS for i in range(meta.num_row_groups))

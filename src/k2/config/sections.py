@@ -476,7 +476,7 @@ class ApiSettings(_Section):
     warm_rows: int = Field(
         1_000_000, ge=0, description="Rows of the newest data files warm-up decodes into memory (all tables)."
     )
-    row_cache_rows: int = Field(
+    row_cache_rows: int = Field(  # the defaults are k2.query.rows.DEFAULT_ROWS and DEFAULT_BYTES
         8_000_000,
         ge=0,
         description="Decoded rows the query engine keeps in memory (the hot-row cache; 0 turns it off). "

@@ -31,6 +31,7 @@ from k2.query.params import Order, TimeRange, TimeTravel
 from k2.query.partials import PartialCache
 from k2.query.reader import LakeReader, QueryLimits, Result
 from k2.query.replay import ReplayStream
+from k2.query.rows import DEFAULT_BYTES, DEFAULT_ROWS
 from k2.query.runner import DuckRunner
 from k2.query.stats import GapStatus, SessionRange
 from k2.types import TICK_KINDS, StreamKind
@@ -73,8 +74,8 @@ class QueryEngine:
         refresh_interval_s: float = 1.0,
         threads: int | None = None,
         partial_rows: int = 4_000_000,
-        row_cache_rows: int = 2_000_000,
-        row_cache_bytes: int = 1 << 30,
+        row_cache_rows: int = DEFAULT_ROWS,
+        row_cache_bytes: int = DEFAULT_BYTES,
         runner: DuckRunner | None = None,
         pending: Callable[[], pl.DataFrame] | None = None,
     ) -> None:

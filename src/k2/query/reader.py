@@ -24,7 +24,7 @@ from k2.query.errors import CapExceededError, InvalidParameterError, SnapshotNot
 from k2.query.files import FileSet, Prune
 from k2.query.params import TimeTravel
 from k2.query.planner import Prepare, SnapshotPlanner, TableSource
-from k2.query.rows import RowCache
+from k2.query.rows import DEFAULT_BYTES, DEFAULT_ROWS, RowCache
 from k2.query.runner import DuckRunner
 from k2.query.sql import cut_relation
 from k2.query.storage import duckdb_filesystem
@@ -126,8 +126,8 @@ class LakeReader:
         *,
         refresh_interval_s: float = 1.0,
         threads: int | None = None,
-        row_cache_rows: int = 2_000_000,
-        row_cache_bytes: int = 1 << 30,
+        row_cache_rows: int = DEFAULT_ROWS,
+        row_cache_bytes: int = DEFAULT_BYTES,
         runner: DuckRunner | None = None,
     ) -> None:
         self.catalog, self.namespace, self.limits = catalog, namespace, limits

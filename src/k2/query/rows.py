@@ -30,7 +30,21 @@ from k2.query.runner import normalise
 if TYPE_CHECKING:
     from k2.query.reader import LakeReader, Scan
 
-__all__ = ["ROW_LOOKUPS", "SYMBOL_ENTRIES", "FileRows", "RowCache", "hot_rows", "prefetch", "source_rows"]
+__all__ = [
+    "DEFAULT_BYTES",
+    "DEFAULT_ROWS",
+    "ROW_LOOKUPS",
+    "SYMBOL_ENTRIES",
+    "FileRows",
+    "RowCache",
+    "hot_rows",
+    "prefetch",
+    "source_rows",
+]
+
+#: The cache's bounds unless configured (``api.row_cache_rows`` and ``api.row_cache_mb`` say the same).
+DEFAULT_ROWS = 8_000_000
+DEFAULT_BYTES = 1024 << 20
 
 #: Bytes per decoded row assumed before the cache holds any (a trade is ~150 B in Arrow).
 _ROW_BYTES = 150
@@ -97,7 +111,9 @@ class RowCache:
     hold is an empty entry, which costs no rows: ``max_items`` bounds those.
     """
 
-    def __init__(self, max_rows: int = 2_000_000, max_items: int = 200_000, max_bytes: int = 1 << 30) -> None:
+    def __init__(
+        self, max_rows: int = DEFAULT_ROWS, max_items: int = 200_000, max_bytes: int = DEFAULT_BYTES
+    ) -> None:
         self.max_rows = max_rows
         self.max_items = max_items
         self.max_bytes = max_bytes

@@ -139,3 +139,11 @@ def test_symbol_entries_are_bounded_and_discarded_with_their_file() -> None:
     assert cache.discard({"g"}, whole_only=True) == 1 and cache.get("g", "B") is not None
     assert cache.discard({"g", "f"}) == 1 and len(cache) == 1 and cache.rows == 1  # f's entries were evicted
     assert cache.get("h", "C").window(["C"], 0, 10)[0].num_rows == 1  # type: ignore[union-attr]
+
+
+def test_the_settings_defaults_are_the_engine_defaults() -> None:
+    from k2.config import Settings
+    from k2.query.rows import DEFAULT_BYTES, DEFAULT_ROWS
+
+    api = Settings().api
+    assert (api.row_cache_rows, api.row_cache_mb << 20) == (DEFAULT_ROWS, DEFAULT_BYTES)

@@ -313,7 +313,9 @@ class StateChecks:
             # filter per layer, added to as batches pass, so each batch costs its own size, not the layers'
             with self._lock:
                 frozen = [f.id_sets[topic] for f in self._frozen if f.id_sets.get(topic)]
-            current = self._kept_set.setdefault(topic, KeptIds())
+            current = self._kept_set.get(topic)
+            if current is None:  # not setdefault: a filter is 2 MB of zeros to allocate
+                current = self._kept_set[topic] = KeptIds()
             for layer in (current, *frozen):
                 if len(layer):
                     found |= layer.contains(keys)

@@ -311,6 +311,13 @@ class LakeSettings(_Section):
         "`k2 lake maintain --every` beside it).",
     )
     target_file_mb: int = Field(128, ge=1, description="Compaction's target data file size.")
+    row_group_rows: int = Field(
+        16_384,
+        ge=1024,
+        description="Rows per Parquet row group of K2's tables. Files are sorted by symbol, so small "
+        "groups let a one-symbol query skip the rest (a miss 40 % faster) for ~17 % more bytes per "
+        "trade than pyiceberg's 1,048,576; upkeep applies a change to later files.",
+    )
     compact_fanout: int = Field(
         4, ge=2, description="Files of one size tier merged together: each byte is rewritten about "
         "log_fanout(target / commit file) times, and a hot partition keeps < fanout files per tier.",

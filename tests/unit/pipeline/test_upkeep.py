@@ -58,7 +58,8 @@ def test_on_by_default(table: Table) -> None:  # noqa: F811
 def test_a_pass_brings_old_tables_properties_up_to_date(catalog: SqlCatalog, table: Table) -> None:  # noqa: F811
     with table.transaction() as txn:
         txn.remove_properties("write.metadata.delete-after-commit.enabled")
-    Upkeep(LakeSettings(metadata_versions_kept=5), [table]).run()
+    Upkeep(LakeSettings(metadata_versions_kept=5, row_group_rows=4096), [table]).run()
     props = table.refresh().properties
     assert props["write.metadata.delete-after-commit.enabled"] == "true"
     assert props["write.metadata.previous-versions-max"] == "5"
+    assert props["write.parquet.row-group-limit"] == "4096"

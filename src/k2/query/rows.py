@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from k2.lake.stamp import STAMP_COLUMN
 from k2.observability.metrics import REGISTRY, Counter
-from k2.query.partials import split_by_file, symbol_index
+from k2.query.partials import split_sorted_by_file, symbol_index
 from k2.query.runner import normalise
 
 if TYPE_CHECKING:
@@ -290,7 +290,7 @@ def _load_symbols(
     )
     if STAMP_COLUMN in data.column_names:
         data = data.drop_columns([STAMP_COLUMN])
-    by_file, none = split_by_file(data)
+    by_file, none = split_sorted_by_file(data)
     wanted = set(pairs)
     out = []
     for path in paths:
@@ -315,7 +315,7 @@ def _load(reader: LakeReader, cache: RowCache, table: str, paths: list[str]) -> 
     )
     if STAMP_COLUMN in data.column_names:
         data = data.drop_columns([STAMP_COLUMN])
-    by_file, none = split_by_file(data)
+    by_file, none = split_sorted_by_file(data)
     out = []
     for path in paths:
         item = FileRows.of(normalise(by_file.get(path.removeprefix("file://"), none)))

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from k2.lake.stamp import STAMP_COLUMN
 from k2.observability.metrics import REGISTRY, Counter
@@ -41,6 +42,9 @@ __all__ = [
     "prefetch",
     "source_rows",
 ]
+
+#: The order a cached file's rows are kept in, for zero-copy slices by symbol and time.
+_ORDER = ("symbol", "exchange_ts", "sequence")
 
 #: The cache's bounds unless configured (``api.row_cache_rows`` and ``api.row_cache_mb`` say the same).
 DEFAULT_ROWS = 8_000_000
@@ -73,7 +77,7 @@ class FileRows:
 
     @classmethod
     def of(cls, table: pa.Table) -> FileRows:
-        table = table.combine_chunks()
+        table = _in_order(table.combine_chunks())
         ts = (
             table.column("exchange_ts").cast(pa.int64()).to_numpy()
             if table.num_rows
@@ -101,6 +105,26 @@ class FileRows:
             if last > first:
                 out.append(self.table.slice(first, last - first))
         return out
+
+
+def _in_order(table: pa.Table) -> pa.Table:
+    """The table in (symbol, exchange_ts, sequence) order. K2 writes its files in that order, so a
+    read without ORDER BY (a third faster) usually is: checked in one vectorised pass of adjacent
+    rows, sorted only when it is not (a file from another writer, a scan that interleaved files)."""
+    n = table.num_rows
+    names = [c for c in _ORDER if c in table.column_names]
+    order = [(c, "ascending") for c in names]
+    keys = [table.column(c) for c in names]
+    if n < 2 or not keys:
+        return table
+    if any(k.null_count for k in keys):
+        return table.sort_by(order)
+    before, after = [k.slice(0, n - 1) for k in keys], [k.slice(1) for k in keys]
+    # row i <= row i+1, compared key by key from the last one: ties fall through to the next key
+    ok = pc.less_equal(before[-1], after[-1])
+    for i in range(len(keys) - 2, -1, -1):
+        ok = pc.or_(pc.less(before[i], after[i]), pc.and_(pc.equal(before[i], after[i]), ok))
+    return table if pc.all(ok).as_py() else table.sort_by(order)
 
 
 class RowCache:
@@ -283,7 +307,7 @@ def _load_symbols(
     marks = ", ".join("?" * len(symbols))
     sql = (
         "SELECT * FROM read_parquet(?, filename = true, union_by_name = true) "
-        f"WHERE symbol IN ({marks}) ORDER BY filename, symbol, exchange_ts, sequence"
+        f"WHERE symbol IN ({marks})"  # no ORDER BY: files are read in order, and FileRows.of checks
     )
     data = reader.runner.table(
         f"{table}_rows", sql, [paths, *symbols], timeout_s=reader.limits.timeout_s, files=len(paths)
@@ -306,10 +330,7 @@ def _load_symbols(
 def _load(reader: LakeReader, cache: RowCache, table: str, paths: list[str]) -> list[FileRows]:
     """Decode files in one DuckDB read, sorted for slicing, and cache them."""
     # by name: files written before the commit stamp existed lack that column (not kept here)
-    sql = (
-        "SELECT * FROM read_parquet(?, filename = true, union_by_name = true) "
-        "ORDER BY filename, symbol, exchange_ts, sequence"
-    )
+    sql = "SELECT * FROM read_parquet(?, filename = true, union_by_name = true)"
     data = reader.runner.table(
         f"{table}_rows", sql, [paths], timeout_s=reader.limits.timeout_s, files=len(paths)
     )

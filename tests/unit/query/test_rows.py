@@ -171,3 +171,23 @@ def test_splitting_by_file_without_polars_gives_the_same_pieces() -> None:
     got = {k: v.num_rows for k, v in split_sorted_by_file(shuffled)[0].items()}
     assert got == {k: v.num_rows for k, v in split_by_file(shuffled)[0].items()} and sum(got.values()) == 5
     assert len(got) < 5
+
+
+def test_file_rows_are_put_in_order_only_when_they_are_not() -> None:
+    ts = pa.array([3, 1, 2, 2, 5], pa.timestamp("us", "UTC"))
+    shuffled = pa.table({"symbol": ["B", "A", "A", "A", "C"], "exchange_ts": ts, "sequence": [1, 9, 4, 3, 7]})
+    rows = FileRows.of(shuffled)
+    assert list(zip(rows.table["symbol"].to_pylist(), rows.table["sequence"].to_pylist(), strict=True)) == [
+        ("A", 9),
+        ("A", 3),
+        ("A", 4),
+        ("B", 1),
+        ("C", 7),
+    ]
+    assert rows.index == {"A": (0, 3), "B": (3, 4), "C": (4, 5)}
+    ordered = rows.table
+    assert FileRows.of(ordered).table.equals(ordered)
+    tie = pa.table({"symbol": ["A", "A"], "exchange_ts": ts.take([2, 3]), "sequence": [5, 4]})  # same time
+    assert FileRows.of(tie).table["sequence"].to_pylist() == [4, 5]
+    nulls = pa.table({"symbol": ["A", "A"], "exchange_ts": ts.take([0, 1]), "sequence": pa.array([None, 1])})
+    assert FileRows.of(nulls).table["sequence"].to_pylist() == [1, None]

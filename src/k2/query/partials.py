@@ -263,14 +263,23 @@ def symbol_index(table: pa.Table) -> dict[str, tuple[int, int]]:
     if not table.num_rows:
         return {}
     try:
-        runs = pc.run_end_encode(table.column("symbol").combine_chunks())
+        runs = _runs(table.column("symbol"))
     except pa.ArrowNotImplementedError:  # a column type without run-end encoding
         return _symbol_index_unsorted(table)
+    if runs is None or None in runs:
+        return _symbol_index_unsorted(table)
+    return {str(name): span for name, span in runs.items()}  # one run per symbol: the sorted case
+
+
+def _runs(column: pa.ChunkedArray) -> dict[object, tuple[int, int]] | None:
+    """Row range [lo, hi) of each value of a column whose equal values are adjacent, by its runs
+    (run-end encoding, in Arrow); None when a value has more than one run (not grouped)."""
+    runs = pc.run_end_encode(column.combine_chunks())
     names = runs.values.to_pylist()
-    if None not in names and len(set(names)) == len(names):  # one run per symbol: the sorted case
-        ends = runs.run_ends.to_numpy().tolist()
-        return dict(zip(names, zip([0, *ends[:-1]], ends, strict=True), strict=True))
-    return _symbol_index_unsorted(table)
+    if len(set(names)) != len(names):
+        return None
+    ends = runs.run_ends.to_numpy().tolist()
+    return dict(zip(names, zip([0, *ends[:-1]], ends, strict=True), strict=True))
 
 
 def _symbol_index_unsorted(table: pa.Table) -> dict[str, tuple[int, int]]:
@@ -296,15 +305,10 @@ def split_sorted_by_file(table: pa.Table) -> tuple[dict[str, pa.Table], pa.Table
     none = data.slice(0, 0)
     if not table.num_rows:
         return {}, none
-    runs = pc.run_end_encode(table.column("filename").combine_chunks())
-    names = [_local(str(n)) for n in runs.values.to_pylist()]
-    if len(set(names)) != len(names):  # not ordered by file after all
+    runs = _runs(table.column("filename"))
+    if runs is None:  # not ordered by file after all
         return split_by_file(table)
-    out, lo = {}, 0
-    for end, name in zip(runs.run_ends.to_numpy().tolist(), names, strict=True):
-        out[name] = data.slice(lo, end - lo)
-        lo = end
-    return out, none
+    return {_local(str(name)): data.slice(lo, hi - lo) for name, (lo, hi) in runs.items()}, none
 
 
 def split_by_file(table: pa.Table) -> tuple[dict[str, pa.Table], pa.Table]:

@@ -2,8 +2,8 @@
 
 A streaming table's recent files are small and read over and over (the last minutes of a few
 symbols). Decoding Parquet is most of such a query's cost, so the engine keeps decoded files in an
-LRU (bounded by rows and bytes), each sorted by (symbol, exchange_ts, sequence) with the row range of every
-symbol. A query for symbols and a window then takes zero-copy slices (two binary searches per
+LRU (bounded by rows and bytes), each sorted by (symbol, exchange_ts, sequence) with the row range
+of every symbol. A query for symbols and a window then takes zero-copy slices (two binary searches per
 symbol per file) and hands DuckDB one small Arrow table; its SQL, parameters and results are the
 same as over ``read_parquet``. Files never change, so an entry is valid in every snapshot that
 holds the file. Scans too large for the cache fall back to ``read_parquet``. A miss of a query for

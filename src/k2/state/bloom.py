@@ -20,8 +20,9 @@ one Python call per id per live generation plus an ``int(id, 16)`` per id. Messa
 digests, uniformly random already, so no hashing is needed: the k positions come from the id's two
 64-bit halves by Kirsch-Mitzenmacher double hashing, g_i = h1 + i * h2 (mod 2^64, h2 odd), mapped to
 [0, m) by multiply-shift of the top 32 bits (``g % m`` above 2^32 bits). Add and lookup are then
-whole-array NumPy operations: the first positions once per batch for every generation, ``np.bitwise_or.at``
-to set bits, gathers to test them, testing position i only for the ids that passed positions < i.
+whole-array NumPy operations: the first positions once per batch for every generation,
+``np.bitwise_or.at`` to set bits, gathers to test them, and position i computed and tested only for
+the ids that passed positions < i.
 A cache-line-blocked layout was not used: NumPy still does one gather per position, so it would
 save little, and at ~14 bits per key a 512-bit block raises the false-positive rate above p.
 """

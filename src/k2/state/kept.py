@@ -23,8 +23,8 @@ from k2.state.ids import ID_DTYPE
 __all__ = ["KeptIds"]
 
 #: Ids one filter is sized for (32 bits each, 2 MB; a checkpoint holds at most `lake.commit_rows`,
-#: 200,000 by default); a longer one only raises the false-positive
-#: rate, which costs binary searches in memory, never a verdict.
+#: 200,000 by default); a longer one only raises the false-positive rate, which costs binary
+#: searches in memory, never a verdict.
 CAPACITY = 500_000
 _BITS_PER_ID = 32
 _K = 6  # bits per id, 6 bits of the id's second half each

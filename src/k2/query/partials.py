@@ -43,7 +43,6 @@ __all__ = [
     "consolidated",
     "partials_for",
     "split_by_file",
-    "split_sorted_by_file",
     "symbol_index",
 ]
 
@@ -292,23 +291,6 @@ def _symbol_index_unsorted(table: pa.Table) -> dict[str, tuple[int, int]]:
             hi = ordered[i + 1][0] if i + 1 < len(ordered) else table.num_rows
             index[str(name)] = (lo, hi)
     return index
-
-
-def split_sorted_by_file(table: pa.Table) -> tuple[dict[str, pa.Table], pa.Table]:
-    """:func:`split_by_file` of a table ordered by ``filename``: zero-copy slices at the runs' ends.
-
-    A cold one-symbol read spent a fifth of its time converting to Polars and back to split by
-    file (4 ms of ~20); callers :func:`~k2.query.runner.normalise` the pieces, which is what made
-    the Polars round trip's types agree.
-    """
-    data = table.drop_columns(["filename"])
-    none = data.slice(0, 0)
-    if not table.num_rows:
-        return {}, none
-    runs = _runs(table.column("filename"))
-    if runs is None:  # not ordered by file after all
-        return split_by_file(table)
-    return {_local(str(name)): data.slice(lo, hi - lo) for name, (lo, hi) in runs.items()}, none
 
 
 def split_by_file(table: pa.Table) -> tuple[dict[str, pa.Table], pa.Table]:

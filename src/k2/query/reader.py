@@ -23,11 +23,12 @@ from k2.query.asof import AsOf, resolve_as_of
 from k2.query.errors import CapExceededError, InvalidParameterError, SnapshotNotFoundError
 from k2.query.files import FileSet, Prune
 from k2.query.params import TimeTravel
+from k2.query.parquet import DataFiles
 from k2.query.planner import Prepare, SnapshotPlanner, TableSource
 from k2.query.rows import DEFAULT_BYTES, DEFAULT_ROWS, RowCache
 from k2.query.runner import DuckRunner
 from k2.query.sql import cut_relation
-from k2.query.storage import duckdb_filesystem
+from k2.query.storage import S3ArrowFileSystem, warehouse_filesystem
 
 __all__ = ["LakeReader", "QueryLimits", "Result", "Scan"]
 
@@ -133,9 +134,11 @@ class LakeReader:
         self.catalog, self.namespace, self.limits = catalog, namespace, limits
         self.refresh_interval_s = refresh_interval_s
         self.runner = runner or DuckRunner(threads=threads)
-        filesystem = duckdb_filesystem(catalog.properties)
+        filesystem = warehouse_filesystem(catalog.properties)
         if filesystem is not None:  # a warehouse on S3: DuckDB reads it through the FileIO's filesystem
-            self.runner.register_filesystem(filesystem)
+            self.runner.register_filesystem(S3ArrowFileSystem(filesystem))
+        #: The hot-row cache's cold reads (pyarrow, footers kept).
+        self.parquet = DataFiles(filesystem)
         self.rows = RowCache(row_cache_rows, max_bytes=row_cache_bytes)
         self._sources: dict[str, TableSource] = {}
         self._schemas: dict[tuple[str, int], pa.Schema] = {}

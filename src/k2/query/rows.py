@@ -6,9 +6,10 @@ LRU (bounded by rows and bytes), each sorted by (symbol, exchange_ts, sequence) 
 of every symbol. A query for symbols and a window then takes zero-copy slices (two binary searches per
 symbol per file) and hands DuckDB one small Arrow table; its SQL, parameters and results are the
 same as over ``read_parquet``. Files never change, so an entry is valid in every snapshot that
-holds the file. Scans too large for the cache fall back to ``read_parquet``. A miss of a query for
-a few symbols reads only their rows of each file (a third of the whole file's cost on a 50,000-row
-partition of 12 symbols) and caches them per (file, symbol); prefetch caches whole files.
+holds the file. Scans too large for the cache fall back to ``read_parquet``. A miss is read with
+pyarrow (``k2.query.parquet``: footers kept, no SQL to bind); a query for a few symbols reads only
+the row groups that can hold them and caches its rows per (file, symbol); prefetch caches whole
+files.
 """
 
 from __future__ import annotations
@@ -23,9 +24,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from k2.lake.stamp import STAMP_COLUMN
 from k2.observability.metrics import REGISTRY, Counter
-from k2.query.partials import split_sorted_by_file, symbol_index
+from k2.query.partials import symbol_index
 from k2.query.runner import normalise
 
 if TYPE_CHECKING:
@@ -298,48 +298,26 @@ def prefetch(reader: LakeReader, table: str, paths: Sequence[str]) -> int:
 def _load_symbols(
     reader: LakeReader, cache: RowCache, table: str, pairs: list[tuple[str, str]]
 ) -> list[FileRows]:
-    """Read only the asked symbols' rows of files not cached, in one DuckDB read, and cache each
-    (file, symbol) apart. The symbol filter reaches the Parquet scan (row groups by statistics,
-    then vectors): a 50,000-row file of 12 symbols read for one took a third of its whole read.
-    """
-    paths = sorted({p for p, _ in pairs})
-    symbols = sorted({s for _, s in pairs})
-    marks = ", ".join("?" * len(symbols))
-    sql = (
-        "SELECT * FROM read_parquet(?, filename = true, union_by_name = true) "
-        f"WHERE symbol IN ({marks})"  # no ORDER BY: files are read in order, and FileRows.of checks
-    )
-    data = reader.runner.table(
-        f"{table}_rows", sql, [paths, *symbols], timeout_s=reader.limits.timeout_s, files=len(paths)
-    )
-    if STAMP_COLUMN in data.column_names:
-        data = data.drop_columns([STAMP_COLUMN])
-    by_file, none = split_sorted_by_file(data)
-    wanted = set(pairs)
+    """Read only the asked symbols' row groups of files not cached, and cache each (file, symbol)
+    apart (a symbol a file does not hold: an empty entry, so the miss is not read again)."""
+    wanted: dict[str, list[str]] = {}
+    for path, symbol in pairs:
+        wanted.setdefault(path, []).append(symbol)
     out = []
-    for path in paths:
-        rows = FileRows.of(normalise(by_file.get(path.removeprefix("file://"), none)))
+    for path, symbols in wanted.items():
+        rows = FileRows.of(reader.parquet.read(f"{table}_rows", path, symbols))
         for symbol in symbols:
-            if (path, symbol) in wanted:
-                item = rows.only(symbol)  # none of its rows: an empty entry, so the miss is not read again
-                cache.put(path, item, symbol)
-                out.append(item)
+            item = rows.only(symbol)
+            cache.put(path, item, symbol)
+            out.append(item)
     return out
 
 
 def _load(reader: LakeReader, cache: RowCache, table: str, paths: list[str]) -> list[FileRows]:
-    """Decode files in one DuckDB read, sorted for slicing, and cache them."""
-    # by name: files written before the commit stamp existed lack that column (not kept here)
-    sql = "SELECT * FROM read_parquet(?, filename = true, union_by_name = true)"
-    data = reader.runner.table(
-        f"{table}_rows", sql, [paths], timeout_s=reader.limits.timeout_s, files=len(paths)
-    )
-    if STAMP_COLUMN in data.column_names:
-        data = data.drop_columns([STAMP_COLUMN])
-    by_file, none = split_sorted_by_file(data)
+    """Decode whole files, sorted for slicing, and cache them."""
     out = []
     for path in paths:
-        item = FileRows.of(normalise(by_file.get(path.removeprefix("file://"), none)))
+        item = FileRows.of(reader.parquet.read(f"{table}_rows", path))
         cache.put(path, item)
         out.append(item)
     return out

@@ -179,6 +179,7 @@ class Prefetcher:
             stale = self._warm[name].hold(newest, gone)
         if gone:
             reader.rows.discard(gone)
+            reader.parquet.forget(gone)
         if stale:
             reader.rows.discard(stale, whole_only=True)
         if gone:

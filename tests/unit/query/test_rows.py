@@ -149,30 +149,6 @@ def test_the_settings_defaults_are_the_engine_defaults() -> None:
     assert (api.row_cache_rows, api.row_cache_mb << 20) == (DEFAULT_ROWS, DEFAULT_BYTES)
 
 
-def test_splitting_by_file_without_polars_gives_the_same_pieces() -> None:
-    import duckdb
-
-    from k2.query.partials import split_by_file, split_sorted_by_file
-    from k2.query.runner import normalise
-
-    data = duckdb.sql(
-        "SELECT CASE WHEN i < 3 THEN 'file:///w/a.parquet' WHEN i < 7 THEN '/w/b.parquet' ELSE '/w/c.parquet' END"
-        " AS filename, 'S' || (i % 2) AS symbol, make_timestamptz(2014, 3, 10, 0, 0, i) AS exchange_ts,"
-        " i::DECIMAL(18, 4) AS price FROM range(9) t(i) ORDER BY filename"
-    ).to_arrow_table()
-    fast, fast_none = split_sorted_by_file(data)
-    slow, slow_none = split_by_file(data)
-    assert sorted(fast) == sorted(slow) == ["/w/a.parquet", "/w/b.parquet", "/w/c.parquet"]
-    for name in fast:
-        assert normalise(fast[name]).equals(normalise(slow[name]))
-    assert normalise(fast_none).schema.equals(normalise(slow_none).schema) and fast_none.num_rows == 0
-    assert split_sorted_by_file(data.slice(0, 0))[0] == {}
-    shuffled = data.take([8, 0, 4, 1, 7])  # a file in two runs: the Polars path groups it
-    got = {k: v.num_rows for k, v in split_sorted_by_file(shuffled)[0].items()}
-    assert got == {k: v.num_rows for k, v in split_by_file(shuffled)[0].items()} and sum(got.values()) == 5
-    assert len(got) < 5
-
-
 def test_file_rows_are_put_in_order_only_when_they_are_not() -> None:
     ts = pa.array([3, 1, 2, 2, 5], pa.timestamp("us", "UTC"))
     shuffled = pa.table({"symbol": ["B", "A", "A", "A", "C"], "exchange_ts": ts, "sequence": [1, 9, 4, 3, 7]})

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
 from k2.query.runner import DuckRunner
-from k2.query.storage import S3ArrowFileSystem, duckdb_filesystem
+from k2.query.storage import S3ArrowFileSystem, warehouse_filesystem
 
 
 def test_duckdb_reads_s3_paths_through_the_registered_filesystem(tmp_path: Path) -> None:
@@ -31,10 +31,10 @@ def test_duckdb_reads_s3_paths_through_the_registered_filesystem(tmp_path: Path)
 
 
 def test_only_an_s3_warehouse_gets_a_filesystem() -> None:
-    assert duckdb_filesystem({"warehouse": "file:///tmp/wh"}) is None
-    s3 = duckdb_filesystem({
+    assert warehouse_filesystem({"warehouse": "file:///tmp/wh"}) is None
+    s3 = warehouse_filesystem({
         "warehouse": "s3://bucket/wh", "s3.endpoint": "http://127.0.0.1:9", "s3.region": "us-east-1",
         "s3.access-key-id": "k", "s3.secret-access-key": "s",
     })  # fmt: skip
-    assert isinstance(s3, S3ArrowFileSystem)
+    assert isinstance(s3, pafs.S3FileSystem)
     assert S3ArrowFileSystem._strip_protocol("s3://bucket/wh/x.parquet") == "bucket/wh/x.parquet"

@@ -1,0 +1,129 @@
+"""Cold reads for the hot-row cache (``k2.query.parquet``): what DuckDB's read gave, only the row
+groups that can hold the symbols, footers read once, and a clear error for a file that is gone."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from pyarrow import fs as pafs
+
+from k2.lake.stamp import STAMP_COLUMN
+from k2.query.engine import QueryEngine
+from k2.query.errors import QueryError
+from k2.query.params import TimeRange
+from k2.query.parquet import DataFiles, Footer
+from k2.query.rows import FileRows
+from k2.query.runner import DuckRunner
+from tests.unit.query.conftest import Lake
+from tests.unit.query.lakedata import append_commits, asx_frames, new_catalog
+
+DAY = TimeRange(datetime(2014, 3, 12, tzinfo=UTC), datetime(2014, 3, 13, tzinfo=UTC))
+
+
+def _files(lake: Lake, table: str) -> list[str]:
+    return [str(p) for p in lake.tables[table].refresh().inspect.files()["file_path"].to_pylist()]
+
+
+def test_a_file_reads_as_duckdb_read_it(asx_lake: Lake) -> None:
+    runner = DuckRunner()
+    files = DataFiles()
+    for table in ("trades", "quotes"):
+        for path in _files(asx_lake, table)[:4]:
+            duck = runner.table(
+                "t", "SELECT * FROM read_parquet(?, union_by_name = true)", [[path]], timeout_s=30
+            )
+            # DuckDB also made columns of the path's partition names (exchange_day=…): no query reads them
+            duck = duck.drop_columns(
+                [c for c in (STAMP_COLUMN, "exchange_day", "symbol_bucket") if c in duck.column_names]
+            )
+            ours = files.read("t", path)
+            assert STAMP_COLUMN not in ours.column_names
+            assert ours.schema.equals(duck.schema, check_metadata=True), (ours.schema, duck.schema)
+            assert ours.equals(duck)
+            symbol = ours["symbol"][0].as_py()
+            alone = FileRows.of(files.read("t", path, [symbol])).only(symbol).table
+            assert alone.equals(FileRows.of(duck).only(symbol).table)
+    runner.close()
+
+
+def test_a_read_for_symbols_decodes_only_the_row_groups_that_can_hold_them(tmp_path: Path) -> None:
+    path = str(tmp_path / "f.parquet")
+    ts = pa.array(range(16), pa.timestamp("us", "UTC"))
+    table = pa.table(
+        {"symbol": ["A"] * 4 + ["B"] * 4 + ["C"] * 4 + ["D"] * 4, "exchange_ts": ts, "x": list(range(16))}
+    )
+    pq.write_table(table, path, row_group_size=3)  # groups: AAA ABB BBC CCC DDD D
+    files = DataFiles()
+    assert files.footer(path).groups(["B"]) == [1, 2]
+    assert files.footer(path).groups(["A", "D"]) == [0, 1, 4, 5]
+    assert files.footer(path).groups(["Z"]) == []
+    for symbols in (["B"], ["A", "D"], ["C"]):
+        got = FileRows.of(files.read("t", path, symbols))
+        for symbol in symbols:
+            want = table.filter(pc.equal(table["symbol"], symbol))
+            assert got.only(symbol).table["x"].to_pylist() == want["x"].to_pylist()
+    assert files.read("t", path, ["Z"]).num_rows == 0
+    blind = str(tmp_path / "no-stats.parquet")
+    pq.write_table(table, blind, row_group_size=3, write_statistics=False)
+    assert files.footer(blind).groups(["B"]) == list(range(6))  # no statistics: every group may hold B
+    assert files.read("t", blind, ["B"]).num_rows == 16
+
+
+def test_footers_are_read_once_and_bounded(tmp_path: Path) -> None:
+    paths = []
+    for i in range(3):
+        paths.append(str(tmp_path / f"{i}.parquet"))
+        pq.write_table(pa.table({"symbol": ["A"], "x": [i]}), paths[-1])
+    files = DataFiles(max_footers=2)
+    first = files.footer(paths[0])
+    assert files.footer(paths[0]) is first
+    assert [files.read("t", p)["x"][0].as_py() for p in paths] == [0, 1, 2]
+    assert len(files) == 2  # the least recently read went
+    files.forget([paths[2], "file:///never-read.parquet"])
+    assert len(files) == 1
+    assert isinstance(files.footer(f"file://{paths[0]}"), Footer)
+
+
+def test_a_missing_or_damaged_file_is_a_query_error(tmp_path: Path) -> None:
+    files = DataFiles()
+    with pytest.raises(QueryError, match="the trades_rows query failed: FileNotFoundError"):
+        files.read("trades_rows", str(tmp_path / "gone.parquet"))
+    junk = tmp_path / "junk.parquet"
+    junk.write_bytes(b"not parquet at all" * 10)
+    with pytest.raises(QueryError, match="reading a data file"):
+        files.read("trades_rows", str(junk))
+    with pytest.raises(QueryError):
+        files.read("trades_rows", "s3://bucket/a.parquet")  # no S3 filesystem given
+    with pytest.raises(QueryError):
+        DataFiles(pafs.LocalFileSystem()).read("trades_rows", "gs://bucket/a.parquet")
+
+
+def test_s3_paths_read_through_the_filesystem_given(tmp_path: Path) -> None:
+    """A local directory stands in for the bucket: what is checked is the routing of s3:// paths."""
+    (tmp_path / "bucket" / "t").mkdir(parents=True)
+    pq.write_table(pa.table({"symbol": ["A", "B"], "x": [1, 2]}), tmp_path / "bucket" / "t" / "a.parquet")
+    files = DataFiles(pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem()))
+    for scheme in ("s3", "s3a", "s3n"):
+        assert files.read("t", f"{scheme}://bucket/t/a.parquet", ["B"])["x"].to_pylist() == [1, 2]
+
+
+def test_a_cold_query_of_a_deleted_data_file_fails_clearly_and_the_next_file_still_reads(
+    tmp_path: Path,
+) -> None:
+    catalog, tables = new_catalog(tmp_path)
+    frames = asx_frames()
+    append_commits(tables["trades"], frames["trades"], 2)
+    engine = QueryEngine(catalog, "k2", refresh_interval_s=0, row_cache_rows=1_000_000)
+    paths = tables["trades"].refresh().inspect.files()["file_path"].to_pylist()
+    victim = next(p for p in paths if "2014-03-12" in p)
+    Path(victim.removeprefix("file://")).unlink()
+    with pytest.raises(QueryError, match="failed"):
+        engine.ticks("trades", ("BHP",), DAY, limit=100_000)
+    other = TimeRange(datetime(2014, 3, 11, tzinfo=UTC), datetime(2014, 3, 12, tzinfo=UTC))
+    assert engine.ticks("trades", ("BHP",), other, limit=100_000).table.num_rows > 0
+    engine.close()

@@ -174,19 +174,19 @@ class Deduplicator:
             if n:
                 self.bloom.rotate(int(gens.max()))
             floor = self.bloom.oldest_live
-        by_gen: dict[int, pl.Series] = {}
+        by_gen: dict[int, np.ndarray] = {}  # the 16-byte keys: the stores need not convert the ids again
         if n:
             assert floor is not None  # rotate() above set the current generation
             gens = np.maximum(gens, floor)  # older than the window: keep it as long as we can
             if int(gens.min()) == int(gens.max()):
-                by_gen[int(gens[0])] = new_ids
+                by_gen[int(gens[0])] = keys
             else:
                 for g in np.unique(gens).tolist():
-                    by_gen[g] = new_ids.filter(pl.Series(gens == g))
+                    by_gen[g] = keys[gens == g]
         self.store.add(by_gen, tokens, drop_before=floor if floor is not None else 0)
         with self._lock:
-            for g in by_gen:
-                self.bloom.add(g, keys if len(by_gen) == 1 else keys[gens == g])
+            for g, kept in by_gen.items():
+                self.bloom.add(g, kept)
         for t in tokens:
             self._tokens[(t.topic, t.partition)] = t.offset
         dups, positives, false_positives = self._pending

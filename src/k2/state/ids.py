@@ -20,8 +20,9 @@ __all__ = ["ID_DTYPE", "Ids", "id_bytes", "id_hex"]
 #: One id as a fixed 16-byte numpy string: sorts and compares like ``bytes`` (memcmp).
 ID_DTYPE = np.dtype("S16")
 
-Ids = Sequence[str] | pl.Series
-"""Message ids as the stores accept them: a list of hex strings or a polars String series."""
+Ids = Sequence[str] | pl.Series | np.ndarray
+"""Message ids as the stores accept them: a list of hex strings, a polars String series, or their
+16-byte keys already (an ``ID_DTYPE`` array, as :func:`id_bytes` returns them)."""
 
 
 def id_bytes(ids: Ids) -> np.ndarray:
@@ -31,6 +32,8 @@ def id_bytes(ids: Ids) -> np.ndarray:
         ValueError: an id is null, not 32 characters long, or not hexadecimal.
     """
     n = len(ids)
+    if isinstance(ids, np.ndarray) and ids.dtype == ID_DTYPE:
+        return ids  # converted already (the dedup's commit hands its keys on to the store)
     if n == 0:
         return np.empty(0, dtype=ID_DTYPE)
     if isinstance(ids, pl.Series):

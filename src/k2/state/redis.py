@@ -13,13 +13,14 @@ from itertools import compress, repeat
 from operator import is_not
 from typing import Any, Literal, TypeVar
 
+import numpy as np
 import polars as pl
 import redis as redislib
 
 from k2.config import RedisSettings
 from k2.state.base import DedupStore, PartitionToken, SequenceStore
 from k2.state.errors import StaleStateError, StateStoreError
-from k2.state.ids import Ids
+from k2.state.ids import Ids, id_hex
 from k2.state.model import (
     ClockKey,
     KeyState,
@@ -106,7 +107,9 @@ def _text(value: bytes | str | None) -> str:
 
 
 def _as_list(ids: Ids) -> list[str]:
-    """Ids as the client sends them (one ``to_list`` for a series instead of per-item access)."""
+    """Ids as the client sends them, hex text (one ``to_list`` for a series instead of per-item access)."""
+    if isinstance(ids, np.ndarray):
+        return id_hex(ids)
     return ids.to_list() if isinstance(ids, pl.Series) else list(ids)
 
 

@@ -10,10 +10,12 @@ from collections.abc import Callable
 from itertools import pairwise
 
 import numpy as np
+import polars as pl
 import pytest
 
 from k2.state.base import DedupStore, PartitionToken, SequenceStore, batch_tokens
 from k2.state.errors import StaleStateError
+from k2.state.ids import id_bytes
 from k2.state.model import KeyState, PartitionClock
 from k2.state.synthetic import make_batch
 from k2.state.tracker import SequenceTracker
@@ -181,6 +183,18 @@ class DedupStoreContract:
         with open_store() as again:
             assert again.tokens() == {("k2.trades", 0): 10}
             assert sorted(again.ids(7)) == ids[8:]
+
+    def test_ids_given_as_their_16_byte_keys_are_the_same_ids(
+        self, open_store: Callable[[], DedupStore]
+    ) -> None:
+        """The dedup's commit hands the store the keys it computed, not the hex text again."""
+        ids = [f"{i:02x}" * 16 for i in range(0, 250, 7)]
+        with open_store() as store:
+            store.add({3: id_bytes(ids[:20])}, [PartitionToken("k2.trades", 0, None, 20)], drop_before=0)
+            store.add({3: pl.Series(ids[20:])}, [PartitionToken("k2.trades", 0, 20, 36)], drop_before=0)
+            assert sorted(store.ids(3)) == sorted(ids)
+            assert store.contains([*ids, "ff" * 16], [3]) == [True] * len(ids) + [False]
+            assert store.contains(id_bytes(ids[:2]), [3]) == [True, True]
 
     def test_stale_token_writes_nothing(self, open_store: Callable[[], DedupStore]) -> None:
         with open_store() as store:

@@ -127,3 +127,18 @@ def test_the_table_per_generation_layout_is_converted(tmp_path: Path) -> None:
 def test_sorted_unique() -> None:
     keys = id_bytes(["0" * 31 + "2", "0" * 32, "0" * 31 + "2", "1" + "0" * 31])
     assert runs.sorted_unique(keys).tobytes().hex() == "0" * 32 + "0" * 31 + "2" + "1" + "0" * 31
+
+
+def test_sorted_unique_orders_as_bytes_even_when_first_halves_tie() -> None:
+    import os
+
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    heads = [os.urandom(8) for _ in range(40)]
+    raw = [heads[int(rng.integers(0, 40))] + os.urandom(8) for _ in range(3000)]  # many equal first halves
+    raw += [*raw[:500], b"\x00" * 16, b"\xff" * 16, b"\x00" * 15 + b"\x01"]  # repeats and the extremes
+    keys = np.frombuffer(b"".join(raw), dtype=runs.ID_DTYPE)
+    want = sorted(set(raw))
+    assert [bytes(k).ljust(16, b"\x00") for k in runs.sorted_unique(keys)] == want
+    assert runs.sorted_unique(keys[:1]).tobytes() == raw[0] and runs.sorted_unique(keys[:0]).size == 0

@@ -61,6 +61,14 @@ def _tz_expr(tz: str | None, params: list[Any]) -> str:
     return f"CASE exchange {' '.join(cases)} ELSE 'UTC' END"
 
 
+def _key(ts: str, seq: str) -> str:
+    """The (time, sequence) order as one HUGEINT, time * 2^64 + sequence: the first and last trade
+    by it, without a STRUCT key (four arg_min/arg_max over a 186,000-row file took 17 ms with
+    STRUCT keys and 9.5 ms with this one; the bars' partials 27 -> 19 ms). Both columns are
+    required (never null) in the tables and the live tail alike."""
+    return f"(epoch_us({ts})::HUGEINT * {1 << 64} + {seq})"
+
+
 def partials_sql(relation: str, interval_us: int, tz: str | None, params: list[Any], *, by: str = "",
                  extra: str = "") -> str:  # fmt: skip
     """One partial bar per (``by``, exchange, symbol, local day, bucket) of the trades in ``relation``.
@@ -82,11 +90,11 @@ def partials_sql(relation: str, interval_us: int, tz: str | None, params: list[A
         SELECT {by}exchange, symbol, day_us,
                day_us + ((local_us - day_us) // ?) * ? AS bucket_us,
                min(exchange_ts) AS first_ts,
-               arg_min(sequence, (exchange_ts, sequence)) AS first_seq,
-               arg_min(price, (exchange_ts, sequence)) AS open,
+               arg_min(sequence, {_key("exchange_ts", "sequence")}) AS first_seq,
+               arg_min(price, {_key("exchange_ts", "sequence")}) AS open,
                max(exchange_ts) AS last_ts,
-               arg_max(sequence, (exchange_ts, sequence)) AS last_seq,
-               arg_max(price, (exchange_ts, sequence)) AS close,
+               arg_max(sequence, {_key("exchange_ts", "sequence")}) AS last_seq,
+               arg_max(price, {_key("exchange_ts", "sequence")}) AS close,
                max(price) AS high, min(price) AS low,
                sum(size) AS volume,
                sum(CAST(price AS DOUBLE) * CAST(size AS DOUBLE)) AS notional,
@@ -101,11 +109,11 @@ def merge_sql(relation: str, extra: str = "") -> str:
     return f"""
         SELECT exchange, symbol, day_us, bucket_us,
                min(first_ts) AS first_ts,
-               arg_min(first_seq, (first_ts, first_seq)) AS first_seq,
-               arg_min(open, (first_ts, first_seq)) AS open,
+               arg_min(first_seq, {_key("first_ts", "first_seq")}) AS first_seq,
+               arg_min(open, {_key("first_ts", "first_seq")}) AS open,
                max(last_ts) AS last_ts,
-               arg_max(last_seq, (last_ts, last_seq)) AS last_seq,
-               arg_max(close, (last_ts, last_seq)) AS close,
+               arg_max(last_seq, {_key("last_ts", "last_seq")}) AS last_seq,
+               arg_max(close, {_key("last_ts", "last_seq")}) AS close,
                max(high) AS high, min(low) AS low,
                sum(volume) AS volume, sum(notional) AS notional, CAST(sum(trades) AS BIGINT) AS trades{extra}
         FROM {relation}
@@ -192,10 +200,10 @@ def bars(
     sql = f"""
         SELECT * FROM (
             SELECT exchange, symbol, {bounds},
-                   arg_min(open, (first_ts, first_seq)) AS open,
+                   arg_min(open, {_key("first_ts", "first_seq")}) AS open,
                    max(high) AS high,
                    min(low) AS low,
-                   arg_max(close, (last_ts, last_seq)) AS close,
+                   arg_max(close, {_key("last_ts", "last_seq")}) AS close,
                    sum(volume) AS volume,
                    sum(notional) / CAST(sum(volume) AS DOUBLE) AS vwap,
                    CAST(sum(trades) AS BIGINT) AS trades

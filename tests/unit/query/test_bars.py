@@ -173,3 +173,47 @@ def test_live_bars_equal_lake_bars_on_the_same_ticks(engine: QueryEngine, interv
     assert live.select(exact).equals(lake.select(exact))
     # notional is a float sum: the lake adds per-file partials, so the last bit may differ
     assert np.allclose(live["vwap"].to_numpy(), lake["vwap"].to_numpy(), rtol=1e-12, atol=0)
+
+
+def test_open_and_close_are_ordered_by_time_then_sequence_at_the_extremes() -> None:
+    """The one-number (time, sequence) key orders ties on time by sequence, up to int64's ends."""
+    from datetime import UTC, datetime
+
+    from k2.query.bars import merge_sql, partials_sql
+    from k2.query.runner import DuckRunner
+
+    t0, t1 = datetime(2024, 1, 2, 10, 0, 1, tzinfo=UTC), datetime(2024, 1, 2, 10, 0, 2, tzinfo=UTC)
+    big, small = 2**63 - 1, -(2**63)
+    rows = pa.table({
+        "exchange": ["SIM"] * 5, "symbol": ["A"] * 5,
+        "exchange_ts": pa.array([t1, t0, t0, t1, t0], pa.timestamp("us", "UTC")),
+        "sequence": pa.array([5, big, small, big, 0], pa.int64()),
+        "price": pa.array([50, 20, 10, 40, 30], pa.decimal128(18, 6)),
+        "size": pa.array([1, 1, 1, 1, 1], pa.decimal128(18, 6)),
+    })  # fmt: skip
+    runner = DuckRunner()
+    params: list[object] = []
+    one = runner.table(
+        "t", partials_sql("_rows", 60_000_000, None, params), params, timeout_s=10, tables={"_rows": rows}
+    )
+    assert (
+        one["open"].to_pylist()[0] == 10 and one["close"].to_pylist()[0] == 40
+    )  # (t0, -2^63) and (t1, 2^63 - 1)
+    assert one["first_seq"].to_pylist() == [small] and one["last_seq"].to_pylist() == [big]
+    halves = []
+    for part in (rows.slice(0, 2), rows.slice(2)):  # partials of two files, merged
+        params = []
+        halves.append(
+            runner.table(
+                "t",
+                partials_sql("_rows", 60_000_000, None, params),
+                params,
+                timeout_s=10,
+                tables={"_rows": part},
+            )
+        )
+    merged = runner.table("t", merge_sql("_p"), [], timeout_s=10, tables={"_p": pa.concat_tables(halves)})
+    assert merged.select(["open", "close", "first_seq", "last_seq"]).equals(
+        one.select(["open", "close", "first_seq", "last_seq"])
+    )
+    runner.close()

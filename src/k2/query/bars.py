@@ -77,13 +77,13 @@ def partials_sql(relation: str, interval_us: int, tz: str | None, params: list[A
     aggregates); ``by`` is an extra leading group key ("filename, "). Values are appended to
     ``params`` in text order, after any placeholder ``relation`` holds (bound already).
     """
-    zone = _tz_expr(tz, params)
+    zone, again = _tz_expr(tz, params), _tz_expr(tz, params)
     params += [interval_us, interval_us]
     return f"""
         WITH raw AS (
             SELECT * FROM {relation}
         ), src AS (
-            SELECT *, epoch_us(timezone({zone}, exchange_ts)) AS local_us FROM raw
+            SELECT *, CASE WHEN {zone} = 'UTC' THEN epoch_us(exchange_ts) ELSE epoch_us(timezone({again}, exchange_ts)) END AS local_us FROM raw
         ), keyed AS (
             SELECT *, local_us - (local_us % {_DAY}) AS day_us FROM src
         )

@@ -16,7 +16,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -39,27 +40,40 @@ MAX_FOOTERS = 4096
 
 @dataclass(frozen=True)
 class Footer:
-    """A file's Parquet metadata and, per row group, the range of its symbols (None: unknown)."""
+    """A file's Parquet metadata and, per row group, the range of its symbols and of its exchange
+    times in µs (None: no statistics)."""
 
     metadata: pq.FileMetaData
     low: list[str | None]
     high: list[str | None]
+    first: list[int | None]
+    last: list[int | None]
 
     @classmethod
     def of(cls, metadata: pq.FileMetaData) -> Footer:
         names = metadata.schema.names
-        column = names.index("symbol") if "symbol" in names else None
+        symbol = names.index("symbol") if "symbol" in names else None
+        ts = names.index("exchange_ts") if "exchange_ts" in names else None
+        if (
+            ts is not None
+            and '"timeUnit":"microseconds"' not in metadata.schema.column(ts).logical_type.to_json()
+        ):
+            ts = None  # another writer's unit: its statistics do not compare with K2's µs
         low: list[str | None] = []
         high: list[str | None] = []
+        first: list[int | None] = []
+        last: list[int | None] = []
         for i in range(metadata.num_row_groups):
-            stats = metadata.row_group(i).column(column).statistics if column is not None else None
-            if stats is not None and stats.has_min_max:
-                low.append(str(stats.min))
-                high.append(str(stats.max))
-            else:
-                low.append(None)
-                high.append(None)
-        return cls(metadata, low, high)
+            group = metadata.row_group(i)
+            stats = group.column(symbol).statistics if symbol is not None else None
+            known = stats is not None and stats.has_min_max
+            low.append(str(stats.min) if known and stats is not None else None)
+            high.append(str(stats.max) if known and stats is not None else None)
+            stats = group.column(ts).statistics if ts is not None else None
+            timed = stats is not None and stats.has_min_max and stats.physical_type == "INT64"
+            first.append(int(stats.min_raw) if timed and stats is not None else None)
+            last.append(int(stats.max_raw) if timed and stats is not None else None)
+        return cls(metadata, low, high, first, last)
 
     def groups(self, symbols: Collection[str]) -> list[int]:
         """The row groups that may hold any of ``symbols`` (all of them where statistics are missing)."""
@@ -67,6 +81,16 @@ class Footer:
             i
             for i, (lo, hi) in enumerate(zip(self.low, self.high, strict=True))
             if lo is None or hi is None or any(lo <= s <= hi for s in symbols)
+        ]
+
+    def during(self, groups: Iterable[int], start_us: int, end_us: int) -> list[int]:
+        """Those of ``groups`` whose exchange times may fall in [start, end)."""
+        return [
+            i
+            for i in groups
+            if (first := self.first[i]) is None
+            or (last := self.last[i]) is None
+            or (first < end_us and last >= start_us)
         ]
 
 
@@ -91,31 +115,41 @@ class DataFiles:
         Raises:
             QueryError: the file is missing, unreadable or not Parquet; details go to the log.
         """
+        groups = self.footer(path, query).groups(symbols) if symbols is not None else None
+        return self.read_groups(query, path, groups)
+
+    def read_groups(self, query: str, path: str, groups: list[int] | None) -> pa.Table:
+        """The rows of these row groups of ``path`` (None: the whole file), as :meth:`read` gives them.
+
+        Raises:
+            QueryError: as :meth:`read`.
+        """
         started = time.perf_counter()
         QUERY_FILES.labels(query).inc()
-        try:
+        with _failing(query, path):
             source, filesystem = self._locate(path)
-            footer = self.footer(path)
-            groups = footer.groups(symbols) if symbols is not None else None
+            footer = self.footer(path, query)
             file = pq.ParquetFile(source, metadata=footer.metadata, filesystem=filesystem)
             table = file.read() if groups is None else file.read_row_groups(groups)
-        except (OSError, pa.ArrowException) as exc:
-            log.error("data file read failed", query=query, path=path, error=str(exc))
-            raise QueryError(f"the {query} query failed: {type(exc).__name__} reading a data file") from exc
         if STAMP_COLUMN in table.column_names:
             table = table.drop_columns([STAMP_COLUMN])
         QUERY_SECONDS.labels(query).observe(time.perf_counter() - started)
         return plain(table)
 
-    def footer(self, path: str) -> Footer:
-        """The file's footer, read on first use and kept."""
+    def footer(self, path: str, query: str = "rows") -> Footer:
+        """The file's footer, read on first use and kept.
+
+        Raises:
+            QueryError: as :meth:`read`.
+        """
         with self._lock:
             footer = self._footers.get(path)
             if footer is not None:
                 self._footers.move_to_end(path)
                 return footer
-        source, filesystem = self._locate(path)
-        footer = Footer.of(pq.read_metadata(source, filesystem=filesystem))
+        with _failing(query, path):
+            source, filesystem = self._locate(path)
+            footer = Footer.of(pq.read_metadata(source, filesystem=filesystem))
         with self._lock:
             self._footers[path] = footer
             while len(self._footers) > self._max:
@@ -140,6 +174,15 @@ class DataFiles:
         if located == path or self._filesystem is None:
             raise OSError(f"no filesystem here reads {path.split('://')[0]}:// paths")
         return located, self._filesystem
+
+
+@contextmanager
+def _failing(query: str, path: str) -> Iterator[None]:
+    try:
+        yield
+    except (OSError, pa.ArrowException) as exc:
+        log.error("data file read failed", query=query, path=path, error=str(exc))
+        raise QueryError(f"the {query} query failed: {type(exc).__name__} reading a data file") from exc
 
 
 def plain(table: pa.Table) -> pa.Table:

@@ -127,3 +127,52 @@ def test_a_cold_query_of_a_deleted_data_file_fails_clearly_and_the_next_file_sti
     other = TimeRange(datetime(2014, 3, 11, tzinfo=UTC), datetime(2014, 3, 12, tzinfo=UTC))
     assert engine.ticks("trades", ("BHP",), other, limit=100_000).table.num_rows > 0
     engine.close()
+
+
+def test_a_busy_symbol_is_read_by_row_group_only_where_its_window_is(tmp_path: Path) -> None:
+    """Row groups of 500 rows: BHP's day spans dozens; a 15-minute window reads a few of them, and
+    every answer (windows, two symbols, pages, the as-of join) equals reading Parquet directly."""
+    from datetime import timedelta
+
+    from k2.query.rows import LONG_RUN_GROUPS
+
+    catalog, tables = new_catalog(tmp_path)
+    for name in ("trades", "quotes"):
+        with tables[name].transaction() as txn:
+            txn.set_properties({"write.parquet.row-group-limit": "500"})
+    frames = asx_frames()
+    for name in ("trades", "quotes"):
+        append_commits(tables[name].refresh(), frames[name], 1)
+    hot = QueryEngine(catalog, "k2", refresh_interval_s=0, row_cache_rows=1_000_000)
+    plain = QueryEngine(catalog, "k2", refresh_interval_s=0, row_cache_rows=0)
+    path = next(p for p in _files_of(tables["trades"]) if "2014-03-12" in p)
+    footer = hot.reader.parquet.footer(path)
+    assert len(footer.groups(["BHP"])) > LONG_RUN_GROUPS * 5
+
+    start = datetime(2014, 3, 12, 0, 0, tzinfo=UTC)
+    for minutes in (0, 15, 200, 330, 1000):  # the open, the day, after the close
+        window = TimeRange(start + timedelta(minutes=minutes), start + timedelta(minutes=minutes + 15))
+        got = hot.ticks("trades", ("BHP",), window, limit=100_000).table
+        assert got.equals(plain.ticks("trades", ("BHP",), window, limit=100_000).table)
+    keys = [k for k in hot.reader.rows._items if isinstance(k, tuple)]
+    grouped = [k for k in keys if k[1].startswith("\x00group")]
+    assert grouped and not any(k[1] == "BHP" for k in keys)  # BHP was read by row group, not whole
+    assert len({k for k in grouped if k[0] == path}) < len(footer.groups(["BHP"])) // 2
+
+    day = TimeRange(start, start + timedelta(days=1))
+    both = hot.ticks("trades", ("BHP", "RIO"), day, limit=100_000).table
+    assert both.equals(plain.ticks("trades", ("BHP", "RIO"), day, limit=100_000).table)
+    page = hot.ticks("trades", ("BHP",), day, limit=700)
+    assert page.table.equals(plain.ticks("trades", ("BHP",), day, limit=700).table) and page.next_cursor
+    following = hot.ticks("trades", ("BHP",), day, limit=700, cursor=page.next_cursor).table
+    assert following.equals(plain.ticks("trades", ("BHP",), day, limit=700, cursor=page.next_cursor).table)
+    joined = hot.trades_with_quotes(("BHP",), day, 300_000_000).table
+    assert joined.num_rows > 1000 and joined.equals(
+        plain.trades_with_quotes(("BHP",), day, 300_000_000).table
+    )
+    hot.close()
+    plain.close()
+
+
+def _files_of(table: object) -> list[str]:
+    return [str(p) for p in table.refresh().inspect.files()["file_path"].to_pylist()]  # type: ignore[attr-defined]

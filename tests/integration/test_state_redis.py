@@ -104,3 +104,19 @@ def test_deduplicator_on_redis_rebuilds_its_filter_from_the_exact_store(
     assert rebuilt.load(path) is False
     mixed = pl.concat([ids.head(10), pl.Series("message_id", ["f" * 32])])
     assert rebuilt.check(mixed, t).to_list() == [True] * 10 + [False]
+
+
+@pytest.mark.parametrize("backend", ["embedded", "redis"])
+def test_ids_in_upper_case_hex_are_found_again_after_their_commit(settings: Settings, backend: str) -> None:
+    """The embedded store keys on the ids' bytes; Redis keeps their text as the feed spelled it.
+    Either way a batch committed in upper-case hex is a duplicate when it comes again."""
+    s = _with_backend(settings, backend)
+    t = datetime(2024, 3, 4, 10, tzinfo=UTC)
+    ids = pl.Series("message_id", [(f"{i * 7919 + 12345:032x}").upper() for i in range(5)] + ["ab" * 16])
+    store = open_dedup_store(s.state, s.redis, s.data_dir, namespace="trades")
+    dedup = Deduplicator.from_settings("trades", s.state, store)
+    assert store.takes_keys is (backend == "embedded")
+    assert not dedup.check(ids, t).any()
+    dedup.commit(ids, t, [PartitionToken("k2.trades", 0, None, 6)])
+    assert dedup.check(ids, t).all()
+    assert store.contains(ids, store.generations()) == [True] * 6  # the exact tier alone

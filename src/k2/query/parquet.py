@@ -180,14 +180,28 @@ class DataFiles:
 def _failing(query: str, path: str) -> Iterator[None]:
     try:
         yield
-    except (OSError, pa.ArrowException) as exc:
+    except (OSError, pa.ArrowException, UnicodeDecodeError) as exc:  # a mangled footer: its names
         log.error("data file read failed", query=query, path=path, error=str(exc))
         raise QueryError(f"the {query} query failed: {type(exc).__name__} reading a data file") from exc
 
 
 def plain(table: pa.Table) -> pa.Table:
-    """Every column nullable, no field or schema metadata, K2's string and time zone types."""
-    schema = pa.schema([pa.field(f.name, f.type, nullable=True) for f in table.schema])
-    if not schema.equals(table.schema, check_metadata=True):
+    """The types DuckDB gave the same file: every column nullable, no field or schema metadata,
+    dictionaries decoded, times in µs (UTC when they have a time zone: DuckDB's TIMESTAMPTZ). A
+    file's stored Arrow schema (another writer's) could otherwise bring back dictionaries, a
+    Sydney time zone or milliseconds, which the cache compares as µs."""
+    fields = [pa.field(f.name, _duckdb_type(f.type), nullable=True) for f in table.schema]
+    schema = pa.schema(fields)
+    if any(f.type != t.type for f, t in zip(fields, table.schema, strict=True)):
+        table = table.cast(schema, safe=False)  # ns -> µs truncates, as DuckDB's TIMESTAMPTZ does
+    elif not schema.equals(table.schema, check_metadata=True):
         table = pa.Table.from_arrays(table.columns, schema=schema)  # zero-copy: only the labels change
     return normalise(table)
+
+
+def _duckdb_type(dtype: pa.DataType) -> pa.DataType:
+    if pa.types.is_dictionary(dtype):
+        return _duckdb_type(dtype.value_type)
+    if pa.types.is_timestamp(dtype):
+        return pa.timestamp("us", "UTC" if dtype.tz else None)
+    return dtype

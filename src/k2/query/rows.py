@@ -78,6 +78,8 @@ class FileRows:
 
     @classmethod
     def of(cls, table: pa.Table) -> FileRows:
+        if "symbol" in table.column_names and table.column("symbol").null_count:
+            table = table.filter(pc.is_valid(table.column("symbol")))  # no query asks for a null symbol
         table = _in_order(table.combine_chunks())
         ts = (
             table.column("exchange_ts").cast(pa.int64()).to_numpy()
@@ -92,6 +94,12 @@ class FileRows:
         return FileRows(
             self.table.slice(lo, hi - lo), self.ts[lo:hi], {symbol: (0, hi - lo)} if hi > lo else {}
         )
+
+    def detached(self) -> FileRows:
+        """A copy that holds only its own rows (a slice keeps the buffers of the whole table alive)."""
+        if not self.table.num_rows:
+            return FileRows(self.table.slice(0, 0).combine_chunks(), self.ts.copy(), self.index)
+        return FileRows(self.table.take(np.arange(self.table.num_rows)), self.ts.copy(), self.index)
 
     def window(self, symbols: Sequence[str], start_us: int, end_us: int) -> list[pa.Table]:
         out = []
@@ -231,9 +239,7 @@ def hot_rows(
     by_symbol = len(symbols) <= SYMBOL_ENTRIES
     found: list[FileRows] = []
     missing: list[str] = []
-    pairs: list[tuple[str, str]] = []  # (file, symbol) not cached, read alone
-    spans: list[tuple[FileRows, str]] = []  # (row group, the symbol it was read for)
-    grouped: list[str] = []  # files some of whose row groups were read
+    candidates: list[tuple[str, str]] = []  # (file, symbol) not cached
     for path in scan.files:
         item = cache.get(path)
         if item is not None:
@@ -245,24 +251,39 @@ def hot_rows(
                 part = cache.get(path, symbol)
                 if part is not None:
                     found.append(part)
-                elif (groups := _long_run(reader, scan.table, path, symbol)) is not None:
-                    items, read = _groups(reader, cache, scan.table, path, groups, start_us, end_us)
-                    spans += [(item, symbol) for item in items]
-                    grouped += [path] if read else []
                 else:
-                    pairs.append((path, symbol))
-    if missing or pairs:
-        # a symbol's rows are a fraction of its files; the bound is the files' size either way
-        size = sum(scan.records.get(p, 0) for p in missing)
-        size += sum(scan.records.get(p, 0) for p in {p for p, _ in pairs}) // 4
+                    candidates.append((path, symbol))
+    # a symbol's rows are a fraction of its files; the bound is the files' size either way
+    size = sum(scan.records.get(p, 0) for p in missing)
+    size += sum(scan.records.get(p, 0) for p in {p for p, _ in candidates}) // 4
+    if size > cache.capacity_rows() // 4:
+        ROW_LOOKUPS.labels(scan.table, "bypass").inc(len(scan.files))
+        return None
+    pairs: list[tuple[str, str]] = []  # (file, symbol) read alone
+    runs: list[tuple[str, str, list[int]]] = []  # (file, busy symbol, the row groups its window needs)
+    for path, symbol in candidates:
+        groups = _long_run(reader, scan.table, path, symbol, start_us, end_us)
+        if groups is None:
+            pairs.append((path, symbol))
+        else:
+            runs.append((path, symbol, groups))
+    if runs:  # whole row groups, of every symbol in them: counted too
+        unread = {(p, g) for p, _, groups in runs for g in groups if cache.get(p, f"{_GROUP}{g}") is None}
+        size += sum(reader.parquet.footer(p).metadata.row_group(g).num_rows for p, g in unread)
         if size > cache.capacity_rows() // 4:
             ROW_LOOKUPS.labels(scan.table, "bypass").inc(len(scan.files))
             return None
+    spans: list[tuple[FileRows, str]] = []  # (row group, the symbol it was read for)
+    grouped: set[str] = set()  # files some of whose row groups were read
+    for path, symbol, groups in runs:
+        items, read = _groups(reader, cache, scan.table, path, groups)
+        spans += [(item, symbol) for item in items]
+        grouped |= {path} if read else set()
     if missing:
         found += _load(reader, cache, scan.table, missing)
     if pairs:
         found += _load_symbols(reader, cache, scan.table, pairs)
-    misses = len(missing) + len({p for p, _ in pairs} | set(grouped))
+    misses = len(missing) + len({p for p, _ in pairs} | grouped)
     ROW_LOOKUPS.labels(scan.table, "hit").inc(len(scan.files) - misses)
     ROW_LOOKUPS.labels(scan.table, "miss").inc(misses)
     pieces = [piece for item in found for piece in item.window(symbols, start_us, end_us)]
@@ -318,6 +339,8 @@ def _load_symbols(
         rows = FileRows.of(reader.parquet.read(f"{table}_rows", path, symbols))
         for symbol in symbols:
             item = rows.only(symbol)
+            if item.table.num_rows < rows.table.num_rows:  # its own buffers, not the whole read's:
+                item = item.detached()  # the cache counts only the entry's rows
             cache.put(path, item, symbol)
             out.append(item)
     return out
@@ -329,23 +352,26 @@ def _load_symbols(
 LONG_RUN_GROUPS = 2
 
 
-def _long_run(reader: LakeReader, table: str, path: str, symbol: str) -> list[int] | None:
-    """The row groups of ``symbol`` in ``path`` when they are more than ``LONG_RUN_GROUPS`` and
-    the file's times have statistics; None otherwise (the symbol's rows are read whole)."""
+def _long_run(
+    reader: LakeReader, table: str, path: str, symbol: str, start_us: int, end_us: int
+) -> list[int] | None:
+    """The row groups of ``symbol``'s rows in ``path`` whose times meet [start, end), when its rows
+    span more than ``LONG_RUN_GROUPS`` groups and the file's times have statistics; None otherwise
+    (the symbol's rows are read whole)."""
     footer = reader.parquet.footer(path, f"{table}_rows")
     groups = footer.groups([symbol])
     if len(groups) <= LONG_RUN_GROUPS or any(footer.first[g] is None for g in groups):
         return None
-    return groups
+    return footer.during(groups, start_us, end_us)
 
 
 def _groups(
-    reader: LakeReader, cache: RowCache, table: str, path: str, groups: list[int], start_us: int, end_us: int
+    reader: LakeReader, cache: RowCache, table: str, path: str, groups: list[int]
 ) -> tuple[list[FileRows], int]:
-    """The row groups of ``groups`` whose times meet [start, end), from the cache or read (and
-    cached) one by one, each entry holding every symbol of its group; and how many were read."""
+    """These row groups of ``path`` from the cache or read (and cached) one by one, each entry
+    holding every symbol of its group; and how many were read."""
     out, read = [], 0
-    for group in reader.parquet.footer(path, f"{table}_rows").during(groups, start_us, end_us):
+    for group in groups:
         key = f"{_GROUP}{group}"
         item = cache.get(path, key)
         if item is None:

@@ -117,6 +117,9 @@ class DedupStore(_Closeable, ABC):
     """
 
     backend: str = "abstract"
+    #: ``add`` keys on the ids' 16 bytes, so the dedup hands it the keys it computed already; a
+    #: store that keeps the ids' text (Redis: as the feed spelled it) gets the text.
+    takes_keys: bool = False
 
     @abstractmethod
     def contains(self, ids: Ids, generations: Sequence[int]) -> list[bool]:

@@ -26,7 +26,7 @@ re-commits the ids of any Iceberg commit the store missed.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -38,7 +38,7 @@ from k2.observability.logging import get_logger
 from k2.state.base import DedupStore, PartitionToken
 from k2.state.bloom import WindowedBloom
 from k2.state.errors import StateStoreError
-from k2.state.ids import id_bytes
+from k2.state.ids import Ids, id_bytes
 from k2.state.metrics import state_metrics
 
 __all__ = ["Deduplicator"]
@@ -174,7 +174,7 @@ class Deduplicator:
             if n:
                 self.bloom.rotate(int(gens.max()))
             floor = self.bloom.oldest_live
-        by_gen: dict[int, np.ndarray] = {}  # the 16-byte keys: the stores need not convert the ids again
+        by_gen: dict[int, np.ndarray] = {}  # the 16-byte keys of each generation
         if n:
             assert floor is not None  # rotate() above set the current generation
             gens = np.maximum(gens, floor)  # older than the window: keep it as long as we can
@@ -183,7 +183,13 @@ class Deduplicator:
             else:
                 for g in np.unique(gens).tolist():
                     by_gen[g] = keys[gens == g]
-        self.store.add(by_gen, tokens, drop_before=floor if floor is not None else 0)
+        if self.store.takes_keys:  # no second conversion from hex
+            stored: Mapping[int, Ids] = by_gen
+        elif len(by_gen) == 1:
+            stored = dict.fromkeys(by_gen, new_ids)
+        else:
+            stored = {g: new_ids.filter(pl.Series(gens == g)) for g in by_gen}
+        self.store.add(stored, tokens, drop_before=floor if floor is not None else 0)
         with self._lock:
             for g, kept in by_gen.items():
                 self.bloom.add(g, kept)

@@ -613,6 +613,7 @@ class EmbeddedDedupStore(DedupStore):
     """
 
     backend = "embedded"
+    takes_keys = True
 
     def __init__(self, directory: Path, namespace: str) -> None:
         if not namespace.replace("_", "").isalnum():

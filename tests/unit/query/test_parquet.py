@@ -176,3 +176,87 @@ def test_a_busy_symbol_is_read_by_row_group_only_where_its_window_is(tmp_path: P
 
 def _files_of(table: object) -> list[str]:
     return [str(p) for p in table.refresh().inspect.files()["file_path"].to_pylist()]  # type: ignore[attr-defined]
+
+
+def test_a_symbols_entry_holds_only_its_own_rows(tmp_path: Path) -> None:
+    """A one-symbol miss decodes whole row groups; its entry must not keep the whole read alive
+    while the cache counts only its slice (200 symbols' misses held 200 copies of the file)."""
+    import gc
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from k2.query import rows as rows_mod
+
+    symbols = np.repeat([f"S{i:03d}" for i in range(50)], 400)
+    ts = pa.array(np.tile(np.arange(400), 50), pa.timestamp("us", "UTC"))
+    table = pa.table({"symbol": symbols, "exchange_ts": ts, "sequence": np.arange(symbols.size),
+                      "payload": [f"{i:040d}" for i in range(symbols.size)]})  # fmt: skip
+    path = str(tmp_path / "wide.parquet")
+    pq.write_table(table, path, row_group_size=symbols.size)  # one row group of every symbol
+    reader = SimpleNamespace(parquet=DataFiles(), limits=SimpleNamespace(timeout_s=30))
+    cache = rows_mod.RowCache(max_rows=10_000_000, max_bytes=1 << 40)
+    gc.collect()
+    before = pa.total_allocated_bytes()
+    for symbol in sorted(set(symbols)):
+        (entry,) = rows_mod._load_symbols(reader, cache, "trades", [(path, symbol)])  # type: ignore[arg-type]
+        assert entry.table.num_rows == 400 and entry.table.get_total_buffer_size() < 2 * entry.table.nbytes
+    gc.collect()
+    assert pa.total_allocated_bytes() - before < 3 * table.nbytes  # not 50 copies of the file
+
+
+def test_row_groups_count_against_the_bound_on_one_scan(tmp_path: Path) -> None:
+    """One cold query of a busy symbol over every day must not flush the hot set, row groups or not."""
+    from k2.query.rows import prefetch
+
+    catalog, tables = new_catalog(tmp_path)
+    with tables["trades"].transaction() as txn:
+        txn.set_properties({"write.parquet.row-group-limit": "500"})
+    append_commits(tables["trades"].refresh(), asx_frames()["trades"], 1)
+    from k2.query.files import Prune
+    from k2.query.params import TimeTravel
+
+    year = TimeRange(datetime(2014, 1, 1, tzinfo=UTC), datetime(2015, 1, 1, tzinfo=UTC))
+    probe = QueryEngine(catalog, "k2", refresh_interval_s=0)
+    scan = probe.reader.scan("trades", TimeTravel(), Prune(("BHP",), year.start_us, year.end_us))
+    estimate = sum(scan.records.values()) // 4  # what the files alone let through
+    # a cache whose quarter passes that estimate, but not BHP's row groups (91,631 rows and more)
+    engine = QueryEngine(catalog, "k2", refresh_interval_s=0, row_cache_rows=4 * (estimate + 1_000))
+    files = tables["trades"].refresh().inspect.files()
+    records = dict(zip(files["file_path"].to_pylist(), files["record_count"].to_pylist(), strict=True))
+    hot = sorted(records, key=lambda p: records[p])[len(records) // 2]
+    prefetch(engine.reader, "trades", [hot])
+    held = engine.reader.rows.rows
+    assert estimate + 1_000 < 91_631 and held > 0
+    assert engine.ticks("trades", ("BHP",), year, limit=100_000).table.num_rows > 50_000
+    assert engine.reader.rows.get(hot) is not None and engine.reader.rows.rows == held
+    engine.close()
+
+
+@pytest.mark.parametrize("kind", ["ms", "ns", "dictionary", "sydney", "null symbol"])
+def test_another_writers_file_reads_in_duckdbs_types(tmp_path: Path, kind: str) -> None:
+    """A file's stored Arrow schema must not bring back other units, dictionaries or time zones:
+    the cache compares times as µs UTC, and pieces of different types cannot be concatenated."""
+    import pyarrow.compute as pc
+
+    base = pa.array([1_000_000, 2_000_000, 3_000_000], pa.timestamp("us", "UTC"))
+    ts = {
+        "ms": pc.cast(base, pa.timestamp("ms", "UTC")),
+        "ns": pc.cast(base, pa.timestamp("ns", "UTC")),
+        "sydney": pc.cast(base, pa.timestamp("us", "Australia/Sydney")),
+    }.get(kind, base)
+    symbol: pa.Array = pa.array(["A", "B", None if kind == "null symbol" else "B"])
+    if kind == "dictionary":
+        symbol = pc.dictionary_encode(symbol)
+    path = str(tmp_path / f"{kind}.parquet".replace(" ", "-"))
+    pq.write_table(pa.table({"symbol": symbol, "exchange_ts": ts, "sequence": [1, 2, 3]}), path)
+    got = DataFiles().read("t", path, ["B"])
+    duck = DuckRunner().table("t", "SELECT * FROM read_parquet(?)", [[path]], timeout_s=30)
+    assert got.schema.field("symbol").type == pa.string()
+    assert got.schema.field("exchange_ts").type == pa.timestamp("us", "UTC")
+    if kind != "ns":  # DuckDB keeps nanoseconds apart; the cache's times are µs (truncated)
+        assert duck.schema.field("exchange_ts").type == pa.timestamp("us", "UTC")
+    wanted = [2] if kind == "null symbol" else [2, 3]
+    only = FileRows.of(got).only("B")
+    assert only.ts.tolist() == [w * 1_000_000 for w in wanted]
+    assert only.window(["B"], 0, 10**12)[0]["sequence"].to_pylist() == wanted

@@ -97,8 +97,6 @@ class FileRows:
 
     def detached(self) -> FileRows:
         """A copy that holds only its own rows (a slice keeps the buffers of the whole table alive)."""
-        if not self.table.num_rows:
-            return FileRows(self.table.slice(0, 0).combine_chunks(), self.ts.copy(), self.index)
         return FileRows(self.table.take(np.arange(self.table.num_rows)), self.ts.copy(), self.index)
 
     def window(self, symbols: Sequence[str], start_us: int, end_us: int) -> list[pa.Table]:
@@ -253,11 +251,11 @@ def hot_rows(
                     found.append(part)
                 else:
                     candidates.append((path, symbol))
-    # a symbol's rows are a fraction of its files; the bound is the files' size either way
+    # a symbol's rows are a fraction of its files; the bound is the files' size either way (checked
+    # before any footer is read: a scan this big goes to read_parquet)
     size = sum(scan.records.get(p, 0) for p in missing)
     size += sum(scan.records.get(p, 0) for p in {p for p, _ in candidates}) // 4
-    if size > cache.capacity_rows() // 4:
-        ROW_LOOKUPS.labels(scan.table, "bypass").inc(len(scan.files))
+    if _too_big(cache, scan, size):
         return None
     pairs: list[tuple[str, str]] = []  # (file, symbol) read alone
     runs: list[tuple[str, str, list[int]]] = []  # (file, busy symbol, the row groups its window needs)
@@ -270,8 +268,7 @@ def hot_rows(
     if runs:  # whole row groups, of every symbol in them: counted too
         unread = {(p, g) for p, _, groups in runs for g in groups if cache.get(p, f"{_GROUP}{g}") is None}
         size += sum(reader.parquet.footer(p).metadata.row_group(g).num_rows for p, g in unread)
-        if size > cache.capacity_rows() // 4:
-            ROW_LOOKUPS.labels(scan.table, "bypass").inc(len(scan.files))
+        if _too_big(cache, scan, size):
             return None
     spans: list[tuple[FileRows, str]] = []  # (row group, the symbol it was read for)
     grouped: set[str] = set()  # files some of whose row groups were read
@@ -293,6 +290,14 @@ def hot_rows(
     if found or spans:
         return (found or [item for item, _ in spans])[0].table.slice(0, 0)
     return plain(scan.schema.empty_table())  # as DuckDB types it: every column nullable
+
+
+def _too_big(cache: RowCache, scan: Scan, rows: int) -> bool:
+    """More rows to read than a quarter of the cache: one big scan must not flush the hot set."""
+    if rows <= cache.capacity_rows() // 4:
+        return False
+    ROW_LOOKUPS.labels(scan.table, "bypass").inc(len(scan.files))
+    return True
 
 
 def source_rows(
